@@ -1,0 +1,160 @@
+"""The one interface every venue sits behind, and the normalised reports it returns.
+
+Raw venue data (ccxt dicts, HTTP bodies) stops inside an adapter: everything above this
+module sees only the frozen reports below and `VenueError` / `VenueTimeout`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+    @property
+    def opposite(self) -> Side:
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderStatus(StrEnum):
+    NEW = "new"                      # accepted, not (fully) executed yet
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"          # final; may carry a partial fill
+    REJECTED = "rejected"            # final, nothing filled
+
+    @property
+    def is_final(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a venue can do; generic code branches on these flags, never on a venue name."""
+
+    venue: str
+    attached_stop: bool              # a stop loss can travel with the entry order
+    orders_per_second: float         # account order limit the client must pace itself to
+    reads_per_second: float = 50.0
+    has_truth: bool = False          # simulated venues expose their true state
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A market order as we want it placed; `client_order_id` was journaled before this exists."""
+
+    symbol: str
+    side: Side
+    qty: float
+    client_order_id: str
+    reduce_only: bool = False
+    stop_price: float | None = None  # attached stop loss (only where Capabilities.attached_stop)
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReport:
+    """The venue's account of one order."""
+
+    symbol: str
+    client_order_id: str
+    venue_order_id: str
+    side: Side
+    qty: float
+    status: OrderStatus
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+    reduce_only: bool = False
+    stop_price: float | None = None
+    fill_known: bool = True          # False: an acknowledgement that says nothing about the fill
+
+
+@dataclass(frozen=True, slots=True)
+class PositionReport:
+    """A position as the venue's (possibly lagging) position view shows it."""
+
+    symbol: str
+    side: Side
+    qty: float
+    entry_price: float
+    stop_price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TruePosition:
+    """The matching engine's truth about one position episode (simulated venues only)."""
+
+    symbol: str
+    qty: float                       # signed: > 0 long, < 0 short, 0 closed
+    entry_price: float
+    stop_price: float | None
+    opened_at: float
+    closed_at: float | None
+    naked_seconds: float             # time this position spent open with no stop
+
+
+@dataclass(frozen=True, slots=True)
+class TrueState:
+    """Everything a test or benchmark may know that no client of a real venue could."""
+
+    now: float
+    prices: dict[str, float]
+    positions: tuple[TruePosition, ...]          # every episode, open and closed, oldest first
+    orders: tuple[OrderReport, ...] = field(default=())
+
+    def open_positions(self) -> dict[str, TruePosition]:
+        return {p.symbol: p for p in self.positions if p.closed_at is None}
+
+    def max_naked_seconds(self, symbol: str | None = None) -> float:
+        return max((p.naked_seconds for p in self.positions
+                    if symbol is None or p.symbol == symbol), default=0.0)
+
+
+class VenueError(Exception):
+    """A definite error reply from the venue, with the venue's own code (Bybit retCode style)."""
+
+    def __init__(self, code: int | str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+    def __reduce__(self):  # keep it picklable across actor processes
+        return (type(self), (self.code, self.message))
+
+
+class VenueTimeout(Exception):
+    """No reply: the request may or may not have been executed."""
+
+
+class VenueAdapter(ABC):
+    """One venue. Methods raise VenueError / VenueTimeout, never venue-specific exceptions."""
+
+    capabilities: Capabilities
+
+    async def start(self) -> None:
+        """Open connections, load markets. Called inside the process that will use it."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    @abstractmethod
+    async def create_order(self, request: OrderRequest) -> OrderReport: ...
+
+    @abstractmethod
+    async def set_stop(self, symbol: str, stop_price: float) -> None:
+        """Set the stop loss of the symbol's one-way position directly (no lookup first)."""
+
+    @abstractmethod
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
+        """Query one order by its client order id."""
+
+    @abstractmethod
+    async def fetch_positions(self) -> list[PositionReport]:
+        """The venue's position view. Never used before protecting or rolling back."""
+
+    async def true_state(self) -> TrueState | None:
+        """Simulated venues only."""
+        return None

@@ -1,0 +1,77 @@
+"""Venue errors classified by what should happen next — one table, no scattered ifs.
+
+Classify on the venue's own code (Bybit retCode), refined by message text where one code
+means several things (10001). ccxt matches text before codes, so its exception class alone
+is not trusted; adapters hand us the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from adapters.base import VenueError, VenueTimeout
+
+
+class Outcome(StrEnum):
+    """What a failed (or oddly successful) venue call means for the caller."""
+
+    REJECTED = "rejected"            # definite no; nothing changed on the venue
+    RETRY_LATER = "retry_later"      # not processed (rate limit, busy); same request may be sent again
+    UNKNOWN = "unknown"              # may or may not have executed: resolve by client id, never resend
+    NO_POSITION = "no_position"      # the matching engine holds no position for this symbol
+    AUTH = "auth"                    # keys, signature, clock: needs a human
+    BUG = "bug"                      # our request or our code is wrong: needs a human
+    ORDER_NOT_FOUND = "order_not_found"  # not (yet) visible under that id
+    ALREADY_PLACED = "already_placed"    # duplicate client id: the first send got through
+    NOT_MODIFIED = "not_modified"        # the venue already holds exactly this: success
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRule:
+    code: int | str
+    outcome: Outcome
+    text: str | None = None          # lower-case substring that must appear in the message
+
+
+# First matching rule wins: rules with a text refinement precede the bare code.
+BYBIT_RULES: tuple[ErrorRule, ...] = (
+    ErrorRule(10001, Outcome.NO_POSITION, "zero position"),
+    ErrorRule(10001, Outcome.REJECTED),
+    ErrorRule(10000, Outcome.UNKNOWN),           # server error
+    ErrorRule(10002, Outcome.AUTH),              # timestamp outside recv window
+    ErrorRule(10003, Outcome.AUTH),              # invalid api key
+    ErrorRule(10004, Outcome.AUTH),              # bad signature
+    ErrorRule(10005, Outcome.AUTH),              # permission denied
+    ErrorRule(10006, Outcome.RETRY_LATER),       # rate limit
+    ErrorRule(10016, Outcome.UNKNOWN),           # server error / request timeout
+    ErrorRule(10018, Outcome.RETRY_LATER),       # ip rate limit
+    ErrorRule(110001, Outcome.ORDER_NOT_FOUND),
+    ErrorRule(110007, Outcome.REJECTED),         # insufficient balance
+    ErrorRule(110017, Outcome.NO_POSITION),      # reduce-only with nothing to reduce
+    ErrorRule(110043, Outcome.NOT_MODIFIED),     # leverage not modified
+    ErrorRule(110072, Outcome.ALREADY_PLACED),   # duplicate orderLinkId
+    ErrorRule(34040, Outcome.NOT_MODIFIED),      # tp/sl not modified
+    ErrorRule(400, Outcome.BUG),                 # malformed request
+    ErrorRule(503, Outcome.UNKNOWN),             # HTTP 5xx: may have executed
+    ErrorRule(502, Outcome.UNKNOWN),
+    ErrorRule(504, Outcome.UNKNOWN),
+)
+
+RULES_BY_DIALECT: dict[str, tuple[ErrorRule, ...]] = {"bybit": BYBIT_RULES}
+
+# An unlisted code might have executed; treating it as UNKNOWN makes the caller query by id.
+UNLISTED = Outcome.UNKNOWN
+
+
+def classify_error(error: BaseException, dialect: str = "bybit") -> Outcome:
+    """Map an adapter exception to an Outcome. Non-venue exceptions are our bugs."""
+    if isinstance(error, VenueTimeout | TimeoutError):
+        return Outcome.UNKNOWN
+    if not isinstance(error, VenueError):
+        return Outcome.BUG
+    text = error.message.lower()
+    for rule in RULES_BY_DIALECT[dialect]:
+        if rule.code == error.code and (rule.text is None or rule.text in text):
+            return rule.outcome
+    return UNLISTED

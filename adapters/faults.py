@@ -1,0 +1,59 @@
+"""Fault injection for the simulated venue, as data a test or config can carry across processes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FaultKind(StrEnum):
+    ERROR = "error"                  # the venue replies with an error; nothing executed
+    TIMEOUT_AFTER = "timeout_after"  # the venue executed the request, the reply is lost
+    TIMEOUT_BEFORE = "timeout_before"  # the request never reached the engine, no reply
+    DELAY = "delay"                  # the reply comes `delay_s` later than usual
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """Affects `times` calls of `op` (after letting `skip` matching calls through)."""
+
+    op: str                          # create_order | set_stop | fetch_order | fetch_positions | *
+    kind: FaultKind
+    times: int = 1
+    skip: int = 0
+    symbol: str | None = None
+    reduce_only: bool | None = None  # create_order only: match entries (False) or closes (True)
+    code: int = 10016
+    message: str = "Server Timeout"
+    delay_s: float = 0.0
+
+    def matches(self, op: str, symbol: str | None, reduce_only: bool | None) -> bool:
+        return ((self.op in ("*", op))
+                and (self.symbol is None or self.symbol == symbol)
+                and (self.reduce_only is None or self.reduce_only == reduce_only))
+
+
+class FaultPlan:
+    """Hands out faults in order; each fault is spent after `times` uses."""
+
+    def __init__(self, faults: tuple[Fault, ...] | list[Fault] = ()) -> None:
+        self._faults: list[list] = [[f, f.skip, f.times] for f in faults]
+
+    def add(self, fault: Fault) -> None:
+        self._faults.append([fault, fault.skip, fault.times])
+
+    def take(self, op: str, symbol: str | None = None, reduce_only: bool | None = None) -> Fault | None:
+        for entry in self._faults:
+            fault, skip, left = entry
+            if left <= 0 or not fault.matches(op, symbol, reduce_only):
+                continue
+            if skip > 0:
+                entry[1] -= 1
+                continue
+            entry[2] -= 1
+            return fault
+        return None
+
+    @property
+    def pending(self) -> int:
+        return sum(left for _, _, left in self._faults)

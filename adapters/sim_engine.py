@@ -1,0 +1,290 @@
+"""The simulated venue's matching engine: the truth that the REST position view lags behind.
+
+Deterministic from a seed: prices follow a seeded random walk sampled on a fixed tick, market
+orders fill at the current price, positions are one-way. Errors carry Bybit v5 retCodes so the
+same classification table serves the simulated and the real venue.
+
+Position reads (`position_view`) show the engine's state as it was `position_lag_s` ago — the
+lag behind the incident. Everything else (orders, stops, reduce-only) acts on the live state.
+Stops are evaluated lazily: every call first advances the engine to `now`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from adapters.base import (
+    OrderReport,
+    OrderRequest,
+    OrderStatus,
+    PositionReport,
+    Side,
+    TruePosition,
+    TrueState,
+    VenueError,
+)
+
+ZERO_POSITION = "can not set tp/sl/ts for zero position"
+EPS = 1e-12
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How the simulated market behaves."""
+
+    seed: int = 1
+    prices: dict[str, float] = field(default_factory=lambda: {"BTCUSDT": 60_000.0})
+    position_lag_s: float = 0.0
+    tick_s: float = 0.05
+    volatility: float = 0.0002       # relative standard deviation of one tick's move
+
+
+@dataclass(slots=True)
+class _Position:
+    qty: float = 0.0                 # signed
+    entry_price: float = 0.0
+    stop_price: float | None = None
+    episode: int | None = None       # index into SimEngine._episodes while open
+
+
+@dataclass(slots=True)
+class _Episode:
+    symbol: str
+    qty: float
+    entry_price: float
+    stop_price: float | None
+    opened_at: float
+    closed_at: float | None = None
+    naked_total: float = 0.0
+    naked_since: float | None = None
+
+
+class SimEngine:
+    """Matching engine, position book and true-state recorder. Not thread-safe by design:
+    it lives inside one event loop."""
+
+    def __init__(self, config: EngineConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._clock = clock
+        self._t0 = clock()
+        self._walks: dict[str, list[float]] = {}
+        self._rngs: dict[str, random.Random] = {}
+        self._positions: dict[str, _Position] = {s: _Position() for s in config.prices}
+        # (time, view) snapshots per symbol; reads pick the newest one older than the lag.
+        self._history: dict[str, list[tuple[float, PositionReport | None]]] = {
+            s: [(0.0, None)] for s in config.prices}
+        self._orders: dict[str, OrderReport] = {}
+        self._order_seq = 0
+        self._episodes: list[_Episode] = []
+        self._advanced_to = 0.0
+
+    # -- time and prices -------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock() - self._t0
+
+    def price_at(self, symbol: str, t: float) -> float:
+        walk = self._walks.setdefault(symbol, [self.config.prices[symbol]])
+        rng = self._rngs.setdefault(
+            symbol, random.Random(zlib.crc32(symbol.encode()) ^ self.config.seed))
+        index = int(t / self.config.tick_s)
+        while len(walk) <= index:
+            walk.append(walk[-1] * (1.0 + rng.gauss(0.0, self.config.volatility)))
+        return walk[index]
+
+    def price(self, symbol: str) -> float:
+        self._check_symbol(symbol)
+        return self.price_at(symbol, self.now())
+
+    def advance(self) -> None:
+        """Trigger every stop the price path crossed since the last call."""
+        now = self.now()
+        tick = self.config.tick_s
+        for symbol, pos in self._positions.items():
+            if pos.qty == 0 or pos.stop_price is None:
+                continue
+            t = self._advanced_to
+            while t <= now:
+                px = self.price_at(symbol, t)
+                if (pos.qty > 0 and px <= pos.stop_price) or (pos.qty < 0 and px >= pos.stop_price):
+                    self._trigger_stop(symbol, pos, px, t)
+                    break
+                t += tick
+        self._advanced_to = now
+
+    # -- orders ----------------------------------------------------------------------
+
+    def create_order(self, req: OrderRequest, attached_stops: bool) -> OrderReport:
+        """Execute a market order at once. Raises VenueError with Bybit retCodes."""
+        self.advance()
+        self._check_symbol(req.symbol)
+        if req.qty <= 0:
+            raise VenueError(10001, "qty must be positive")
+        if req.client_order_id in self._orders:
+            raise VenueError(110072, "OrderLinkedID is duplicate")
+        if req.stop_price is not None:
+            if not attached_stops:
+                raise VenueError(10001, "stopLoss is not supported on order create here")
+            if req.reduce_only:
+                raise VenueError(10001, "reduce-only orders cannot carry tp/sl")
+        pos = self._positions[req.symbol]
+        px = self.price(req.symbol)
+        signed = req.qty if req.side is Side.BUY else -req.qty
+        qty = req.qty
+        if req.reduce_only:
+            if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
+                raise VenueError(110017, "current position is zero, cannot fix reduce-only order qty")
+            qty = min(qty, abs(pos.qty))
+            signed = qty if signed > 0 else -qty
+        if req.stop_price is not None:
+            self._check_stop_side(req.side, req.stop_price, px)
+        self._fill(req.symbol, pos, signed, px, req.stop_price)
+        report = self._record_order(req, OrderStatus.FILLED, qty, px)
+        return report
+
+    def set_stop(self, symbol: str, stop_price: float) -> None:
+        """Bybit /v5/position/trading-stop: acts on the engine's position, visible or not."""
+        self.advance()
+        self._check_symbol(symbol)
+        pos = self._positions[symbol]
+        if pos.qty == 0:
+            raise VenueError(10001, ZERO_POSITION)
+        if pos.stop_price is not None and abs(pos.stop_price - stop_price) < EPS:
+            raise VenueError(34040, "not modified")
+        side = Side.BUY if pos.qty > 0 else Side.SELL
+        self._check_stop_side(side, stop_price, self.price(symbol))
+        pos.stop_price = stop_price
+        self._touch(symbol, pos)
+
+    def fetch_order(self, client_order_id: str) -> OrderReport:
+        self.advance()
+        try:
+            return self._orders[client_order_id]
+        except KeyError:
+            raise VenueError(110001, "order not exists or too late to cancel") from None
+
+    def position_view(self) -> list[PositionReport]:
+        """The REST position read: the state as it was `position_lag_s` ago."""
+        self.advance()
+        horizon = self.now() - self.config.position_lag_s
+        out: list[PositionReport] = []
+        for symbol, history in self._history.items():
+            seen = None
+            for t, view in history:
+                if t <= horizon + EPS:
+                    seen = view
+                else:
+                    break
+            # Drop snapshots no read can reach any more (all but the newest visible one).
+            while len(history) > 1 and history[1][0] <= horizon + EPS:
+                history.pop(0)
+            if seen is not None:
+                out.append(seen)
+        return out
+
+    # -- truth -------------------------------------------------------------------------
+
+    def true_state(self) -> TrueState:
+        self.advance()
+        now = self.now()
+        episodes = tuple(
+            TruePosition(
+                symbol=e.symbol, qty=e.qty, entry_price=e.entry_price, stop_price=e.stop_price,
+                opened_at=e.opened_at, closed_at=e.closed_at,
+                naked_seconds=e.naked_total + (now - e.naked_since if e.naked_since is not None else 0.0))
+            for e in self._episodes)
+        return TrueState(now=now, prices={s: self.price(s) for s in self._positions},
+                         positions=episodes, orders=tuple(self._orders.values()))
+
+    def orders_for(self, symbol: str) -> list[OrderReport]:
+        return [o for o in self._orders.values() if o.symbol == symbol]
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _check_symbol(self, symbol: str) -> None:
+        if symbol not in self._positions:
+            raise VenueError(10001, f"symbol invalid: {symbol}")
+
+    @staticmethod
+    def _check_stop_side(position_side: Side, stop: float, price: float) -> None:
+        if stop <= 0:
+            raise VenueError(10001, "stop loss price must be positive")
+        if position_side is Side.BUY and stop >= price:
+            raise VenueError(10001, f"StopLoss:{stop} set for Buy position should lower than base_price:{price}")
+        if position_side is Side.SELL and stop <= price:
+            raise VenueError(10001, f"StopLoss:{stop} set for Sell position should greater than base_price:{price}")
+
+    def _record_order(self, req: OrderRequest, status: OrderStatus, filled: float, px: float) -> OrderReport:
+        self._order_seq += 1
+        report = OrderReport(
+            symbol=req.symbol, client_order_id=req.client_order_id, venue_order_id=f"sim-{self._order_seq}",
+            side=req.side, qty=req.qty, status=status, filled_qty=filled, avg_price=px,
+            reduce_only=req.reduce_only, stop_price=req.stop_price)
+        self._orders[req.client_order_id] = report
+        return report
+
+    def _fill(self, symbol: str, pos: _Position, signed: float, px: float, stop: float | None) -> None:
+        old = pos.qty
+        new = old + signed
+        if abs(new) < EPS:
+            new = 0.0
+        if old == 0 or (old > 0) == (signed > 0):          # open or add
+            pos.entry_price = px if old == 0 else (pos.entry_price * abs(old) + px * abs(signed)) / abs(new)
+            if stop is not None:
+                pos.stop_price = stop
+        elif new != 0 and (new > 0) != (old > 0):            # flip: a fresh position
+            self._close_episode(pos)
+            pos.entry_price, pos.stop_price = px, stop
+        pos.qty = new
+        if new == 0:
+            pos.stop_price = None                            # Bybit clears tp/sl with the position
+        self._touch(symbol, pos)
+
+    def _trigger_stop(self, symbol: str, pos: _Position, px: float, t: float) -> None:
+        self._order_seq += 1
+        side = Side.SELL if pos.qty > 0 else Side.BUY
+        cid = f"stop-{symbol}-{self._order_seq}"
+        self._orders[cid] = OrderReport(
+            symbol=symbol, client_order_id=cid, venue_order_id=f"sim-{self._order_seq}", side=side,
+            qty=abs(pos.qty), status=OrderStatus.FILLED, filled_qty=abs(pos.qty), avg_price=px,
+            reduce_only=True)
+        pos.qty, pos.stop_price = 0.0, None
+        self._touch(symbol, pos, at=t)
+
+    def _touch(self, symbol: str, pos: _Position, at: float | None = None) -> None:
+        """Record the new state: history for lagged reads, episode and naked-time accounting."""
+        now = self.now() if at is None else at
+        view = None if pos.qty == 0 else PositionReport(
+            symbol=symbol, side=Side.BUY if pos.qty > 0 else Side.SELL, qty=abs(pos.qty),
+            entry_price=pos.entry_price, stop_price=pos.stop_price)
+        self._history[symbol].append((now, view))
+        if pos.qty != 0 and pos.episode is None:
+            pos.episode = len(self._episodes)
+            self._episodes.append(_Episode(symbol, pos.qty, pos.entry_price, pos.stop_price, opened_at=now))
+        if pos.episode is None:
+            return
+        ep = self._episodes[pos.episode]
+        ep.qty, ep.entry_price, ep.stop_price = pos.qty or ep.qty, pos.entry_price, pos.stop_price
+        naked = pos.qty != 0 and pos.stop_price is None
+        if naked and ep.naked_since is None:
+            ep.naked_since = now
+        elif not naked and ep.naked_since is not None:
+            ep.naked_total += now - ep.naked_since
+            ep.naked_since = None
+        if pos.qty == 0:
+            self._close_episode(pos, at=now)
+
+    def _close_episode(self, pos: _Position, at: float | None = None) -> None:
+        if pos.episode is None:
+            return
+        ep = self._episodes[pos.episode]
+        now = self.now() if at is None else at
+        if ep.naked_since is not None:
+            ep.naked_total += now - ep.naked_since
+            ep.naked_since = None
+        ep.closed_at = now
+        pos.episode = None

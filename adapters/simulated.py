@@ -1,0 +1,114 @@
+"""The simulated venue behind the adapter interface: latency, rate limits and faults around
+the matching engine. Used by the demo, the tests and the benchmarks; no network."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from adapters.base import (
+    Capabilities,
+    OrderReport,
+    OrderRequest,
+    OrderStatus,
+    PositionReport,
+    TrueState,
+    VenueAdapter,
+    VenueError,
+    VenueTimeout,
+)
+from adapters.faults import Fault, FaultKind, FaultPlan
+from adapters.sim_engine import EngineConfig, SimEngine
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SimVenueConfig:
+    """A simulated venue: market, behaviour, and the faults it will inject."""
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    attached_stops: bool = True      # False plays a venue where the stop is a separate call
+    latency_s: float = 0.0           # one full round trip
+    orders_per_second: float = 10.0  # venue-side limit on order and stop calls; over it → 10006
+    ack_only: bool = False           # create replies carry ids only, like Bybit v5
+    faults: tuple[Fault, ...] = ()
+
+
+class SimulatedAdapter(VenueAdapter):
+    """Adapter over a SimEngine living in the same event loop."""
+
+    def __init__(self, config: SimVenueConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.engine = SimEngine(config.engine, clock)
+        self.faults = FaultPlan(config.faults)
+        self.capabilities = Capabilities(
+            venue="simulated", attached_stop=config.attached_stops,
+            orders_per_second=config.orders_per_second, has_truth=True)
+        self._clock = clock
+        self._bucket = float(config.orders_per_second)
+        self._bucket_at = clock()
+        self.calls: list[tuple[str, str | None]] = []   # (op, symbol): for tests asserting "no read"
+
+    async def create_order(self, request: OrderRequest) -> OrderReport:
+        report = await self._call(
+            "create_order", request.symbol,
+            lambda: self.engine.create_order(request, self.config.attached_stops),
+            reduce_only=request.reduce_only, is_order=True)
+        if self.config.ack_only:
+            return OrderReport(
+                symbol=report.symbol, client_order_id=report.client_order_id,
+                venue_order_id=report.venue_order_id, side=report.side, qty=report.qty,
+                status=OrderStatus.NEW, reduce_only=report.reduce_only, stop_price=report.stop_price,
+                fill_known=False)
+        return report
+
+    async def set_stop(self, symbol: str, stop_price: float) -> None:
+        await self._call("set_stop", symbol, lambda: self.engine.set_stop(symbol, stop_price), is_order=True)
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
+        return await self._call("fetch_order", symbol, lambda: self.engine.fetch_order(client_order_id))
+
+    async def fetch_positions(self) -> list[PositionReport]:
+        return await self._call("fetch_positions", None, self.engine.position_view)
+
+    async def true_state(self) -> TrueState:
+        return self.engine.true_state()
+
+    async def _call(self, op: str, symbol: str | None, execute: Callable[[], T], *,
+                    reduce_only: bool | None = None, is_order: bool = False) -> T:
+        self.calls.append((op, symbol))
+        fault = self.faults.take(op, symbol, reduce_only)
+        half = self.config.latency_s / 2
+        await _sleep(half)
+        if fault is not None and fault.kind is FaultKind.DELAY:
+            await _sleep(fault.delay_s)
+        if is_order:
+            self._take_rate_token()
+        if fault is not None and fault.kind is FaultKind.ERROR:
+            await _sleep(half)
+            raise VenueError(fault.code, fault.message)
+        if fault is not None and fault.kind is FaultKind.TIMEOUT_BEFORE:
+            await _sleep(half)
+            raise VenueTimeout(f"{op}: no reply (request lost)")
+        result = execute()
+        await _sleep(half)
+        if fault is not None and fault.kind is FaultKind.TIMEOUT_AFTER:
+            raise VenueTimeout(f"{op}: no reply (request executed)")
+        return result
+
+    def _take_rate_token(self) -> None:
+        now = self._clock()
+        rate = self.config.orders_per_second
+        self._bucket = min(rate, self._bucket + (now - self._bucket_at) * rate)
+        self._bucket_at = now
+        if self._bucket < 1.0:
+            raise VenueError(10006, "Too many visits. Exceeded the API Rate Limit.")
+        self._bucket -= 1.0
+
+
+def _sleep(seconds: float) -> Awaitable[None]:
+    return asyncio.sleep(seconds) if seconds > 0 else asyncio.sleep(0)

@@ -1,0 +1,20 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="posguard",
+    version="0.1.0",
+    description="Opens and guards perpetual-futures positions: never naked, never closed only in our DB.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["actors", "actors.*", "supervisor", "supervisor.*",
+                                    "adapters", "adapters.*"]),
+    install_requires=[
+        "thespian==4.0.1",
+        "ccxt>=4.5.90",
+        "aiosqlite>=0.20",
+        "loguru>=0.7",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["posguard=supervisor.cli:main"]},
+)
