@@ -136,9 +136,11 @@ class VenueAdapter(ABC):
 
     async def start(self) -> None:
         """Open connections, load markets. Called inside the process that will use it."""
+        return None
 
     async def close(self) -> None:
         """Release connections."""
+        return None
 
     @abstractmethod
     async def create_order(self, request: OrderRequest) -> OrderReport: ...

@@ -172,7 +172,7 @@ class SimEngine:
         self.advance()
         horizon = self.now() - self.config.position_lag_s
         out: list[PositionReport] = []
-        for symbol, history in self._history.items():
+        for history in self._history.values():
             seen = None
             for t, view in history:
                 if t <= horizon + EPS:
