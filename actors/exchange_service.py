@@ -1,0 +1,90 @@
+"""The ExchangeActor's work, as asyncio code: one request message in, one reply out.
+
+Paces calls to the venue's limits, bounds every call with a timeout (a hung venue call is an
+unknown outcome, never a hung actor), and classifies every failure through the error table.
+Never retries an order placement: what to do after a failure is the caller's decision.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from loguru import logger
+
+from actors.messages import (
+    FetchPositions,
+    GetTrueState,
+    OrderPlaced,
+    OrderQueried,
+    PlaceOrder,
+    PositionsFetched,
+    QueryOrder,
+    SetStop,
+    StopSet,
+    TrueStateReport,
+    VenueFailure,
+)
+from adapters.base import VenueAdapter, VenueError
+from adapters.errors import Outcome, classify_error
+
+T = TypeVar("T")
+
+
+class Pacer:
+    """Spaces calls at most `rate` per second (no bursts: a burst is what trips venue limits)."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._next = 0.0
+        self._clock = clock
+
+    async def wait(self) -> None:
+        now = self._clock()
+        slot = max(now, self._next)
+        self._next = slot + self._interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
+
+
+class ExchangeService:
+    def __init__(self, adapter: VenueAdapter, dialect: str = "bybit", call_timeout_s: float = 10.0) -> None:
+        self.adapter = adapter
+        self.capabilities = adapter.capabilities
+        self.dialect = dialect
+        self.call_timeout_s = call_timeout_s
+        self._orders = Pacer(self.capabilities.orders_per_second)
+        self._reads = Pacer(self.capabilities.reads_per_second)
+
+    async def handle(self, msg: object) -> object:
+        """Run one request; never raises (every failure becomes a classified reply)."""
+        match msg:
+            case PlaceOrder(request=req, request_id=rid):
+                report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req))
+                return OrderPlaced(rid, req.client_order_id, report, failure)
+            case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
+                report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
+                return OrderQueried(rid, cid, report, failure)
+            case SetStop(symbol=symbol, stop_price=px, request_id=rid):
+                _, failure = await self._call(self._orders, lambda: self.adapter.set_stop(symbol, px))
+                return StopSet(rid, symbol, px, failure)
+            case FetchPositions(request_id=rid):
+                positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
+                return PositionsFetched(rid, tuple(positions or ()), failure)
+            case GetTrueState():
+                return TrueStateReport(await self.adapter.true_state())
+        raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
+
+    async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]]) -> tuple[T | None, VenueFailure | None]:
+        await pacer.wait()
+        try:
+            return await asyncio.wait_for(call(), self.call_timeout_s), None
+        except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes
+            outcome = classify_error(exc, self.dialect)
+            code = str(exc.code) if isinstance(exc, VenueError) else type(exc).__name__
+            message = exc.message if isinstance(exc, VenueError) else str(exc)
+            if outcome is Outcome.BUG:
+                logger.exception("venue call failed with a local error (treated as unknown outcome)")
+            return None, VenueFailure(outcome, code, message)

@@ -1,0 +1,399 @@
+"""Every message the actors exchange: frozen, picklable values (thespian pickles them
+between processes). Commands carry an id and a creation time."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.base import Capabilities, OrderReport, OrderRequest, PositionReport, Side, TrueState
+from adapters.errors import Outcome
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _ts() -> float:
+    return time.time()
+
+
+def _id_field():
+    return field(default_factory=new_id)
+
+
+def _ts_field():
+    return field(default_factory=_ts)
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSettings:
+    """Timing of a PositionActor; tests scale these down, production uses the defaults."""
+
+    naked_deadline_s: float = 10.0       # protection not confirmed this long after the fill → flatten
+    entry_unknown_window_s: float = 5.0  # an order not found this long after sending never arrived
+    poll_s: float = 0.2                  # re-query interval for orders whose final state is unknown
+    retry_s: float = 0.25                # first back-off for retry-later outcomes (doubles, capped)
+    retry_cap_s: float = 4.0
+    max_close_attempts: int = 5          # definite close rejections before the position is STUCK
+    max_entry_retries: int = 5           # retry-later replies to an entry before giving up
+
+
+# -- commands to a PositionActor -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPosition:
+    """Open a market position with a stop loss."""
+
+    symbol: str
+    side: Side
+    qty: float
+    stop_price: float
+    command_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePosition:
+    """Flatten the symbol's position reduce-only."""
+
+    symbol: str
+    command_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAccepted:
+    """The command was taken; progress shows in the position's state."""
+
+    command_id: str
+    symbol: str
+    intent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandDenied:
+    """The command was refused before anything was journaled or sent."""
+
+    command_id: str
+    symbol: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GetPositionState:
+    """Ask a PositionActor for its snapshot."""
+
+    command_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshot:
+    """What a PositionActor knows about its symbol right now."""
+
+    symbol: str
+    state: str
+    side: Side | None = None
+    requested_qty: float = 0.0
+    filled_qty: float = 0.0
+    entry_price: float | None = None
+    stop_price: float | None = None
+    intent_id: str | None = None
+    naked_seconds: float = 0.0           # accumulated time filled without confirmed protection
+    naked_since: float | None = None     # wall time the current naked stretch began
+    last_event: str = ""
+    updated_at: float = _ts_field()
+
+    def naked_now(self, now: float | None = None) -> float:
+        now = time.time() if now is None else now
+        return self.naked_seconds + (now - self.naked_since if self.naked_since is not None else 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionTimer:
+    """A PositionActor's own wake-up; stale ones (older token) are ignored."""
+
+    kind: str
+    token: int
+
+
+# -- exchange requests and replies ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VenueFailure:
+    """A venue call that did not simply succeed, classified by what to do next."""
+
+    outcome: Outcome
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceOrder:
+    """Send one order; its client order id is already journaled."""
+
+    request: OrderRequest
+    request_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlaced:
+    """Reply to PlaceOrder: a report, or a classified failure."""
+
+    request_id: str
+    client_order_id: str
+    report: OrderReport | None = None
+    failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOrder:
+    """Query one order by client order id."""
+
+    symbol: str
+    client_order_id: str
+    request_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderQueried:
+    """Reply to QueryOrder."""
+
+    request_id: str
+    client_order_id: str
+    report: OrderReport | None = None
+    failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetStop:
+    """Set the stop loss on the symbol's position directly — no position lookup first."""
+
+    symbol: str
+    stop_price: float
+    request_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class StopSet:
+    """Reply to SetStop; failure None means the venue holds that stop."""
+
+    request_id: str
+    symbol: str
+    stop_price: float
+    failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchPositions:
+    """The venue's position view — for scans, never on the entry/stop/rollback path."""
+
+    request_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class PositionsFetched:
+    """Reply to FetchPositions."""
+
+    request_id: str
+    positions: tuple[PositionReport, ...] = ()
+    failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetTrueState:
+    """Simulated venues only: the engine's truth (tests, benchmarks, demo status)."""
+
+    reply_to: Any = None                 # an ActorAddress; None = the sender
+
+
+@dataclass(frozen=True, slots=True)
+class TrueStateReport:
+    """Reply to GetTrueState; state None where the venue cannot know it."""
+
+    state: TrueState | None
+
+
+# -- journal -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalOrder:
+    """Record an order before it is sent; answered by OrderJournaled or JournalFailed."""
+
+    request: OrderRequest
+    intent_id: str
+    purpose: str                         # entry | close
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderJournaled:
+    """The order is durable in the journal and may now be sent."""
+
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalFailed:
+    """The journal could not record something; whatever depended on it must not proceed."""
+
+    client_order_id: str | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalOrderUpdate:
+    """What the venue said about an order (report or classified failure)."""
+
+    client_order_id: str
+    status: str
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+    venue_order_id: str | None = None
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalTransition:
+    """A PositionActor state change with the position as it stands after it."""
+
+    snapshot: PositionSnapshot
+    from_state: str
+    trigger: str
+    detail: str = ""
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalIntent:
+    """An operator's or the program's decision to open a position."""
+
+    intent_id: str
+    symbol: str
+    side: Side
+    qty: float
+    stop_price: float
+    at: float = _ts_field()
+
+
+# -- lifecycle -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureJournal:
+    """Open (and migrate) the journal database."""
+
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class JournalReady:
+    """The journal is open at this schema version."""
+
+    schema_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureExchange:
+    """Build the venue adapter inside the ExchangeActor's process and start it."""
+
+    adapter_factory: Callable[[], Any]   # picklable callable returning a VenueAdapter
+    watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
+    dialect: str = "bybit"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeReady:
+    """The adapter is started; these are its capabilities."""
+
+    capabilities: Capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigurePosition:
+    """Give a PositionActor its symbol and collaborators."""
+
+    symbol: str
+    exchange: Any                        # ActorAddress
+    journal: Any                         # ActorAddress
+    capabilities: Capabilities
+    settings: PositionSettings = field(default_factory=PositionSettings)
+    observer: Any = None                 # ActorAddress told of every snapshot (the supervisor)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionReady:
+    """A PositionActor accepts commands."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActorFailed:
+    """A child could not start or do its job; the reason is safe to show an operator."""
+
+    who: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartDeployment:
+    """Start the journal, the exchange and one PositionActor per symbol."""
+
+    symbols: tuple[str, ...]
+    journal_path: str
+    adapter_factory: Callable[[], Any]
+    settings: PositionSettings = field(default_factory=PositionSettings)
+    watch: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentReady:
+    """Every child is up."""
+
+    symbols: tuple[str, ...]
+    capabilities: Capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentFailed:
+    """Start-up failed; everything started so far was stopped."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StopDeployment:
+    """Stop the children in reverse start order."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentStopped:
+    """Every child has exited."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    """Admin: every PositionActor's last snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    """Admin reply: snapshots by symbol, as last published by the PositionActors."""
+
+    positions: tuple[PositionSnapshot, ...]
+    venue: str = ""
+    started_at: float = 0.0
+    at: float = _ts_field()

@@ -1,0 +1,485 @@
+"""What a PositionActor decides: entry, stop and rollback for one symbol, as plain Python.
+
+The actor shell (actors/position.py) only moves messages in and out through `PositionPorts`,
+so this logic is unit-tested with a recording fake, without processes.
+
+Safety rules this module keeps (DEVELOPERS.md):
+- no position read anywhere: protection travels with the entry or is set directly; the
+  rollback closes the filled quantity (or, while the fill is unknown, the requested one)
+  reduce-only;
+- every order is journaled before it is sent (JournalOrder → OrderJournaled → PlaceOrder);
+- an ambiguous outcome is resolved by querying the client order id, never by a new order;
+- "closed" only when the venue confirmed both the entry's final state and the close.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Protocol
+
+from loguru import logger
+
+from actors.fsm import FSM
+from actors.messages import (
+    ClosePosition,
+    CommandAccepted,
+    CommandDenied,
+    JournalFailed,
+    JournalIntent,
+    JournalOrder,
+    JournalOrderUpdate,
+    JournalTransition,
+    OpenPosition,
+    OrderJournaled,
+    OrderPlaced,
+    OrderQueried,
+    PlaceOrder,
+    PositionSettings,
+    PositionSnapshot,
+    PositionTimer,
+    QueryOrder,
+    SetStop,
+    StopSet,
+    VenueFailure,
+    new_id,
+)
+from actors.position_states import TRANSITIONS, State, Trigger
+from adapters.base import Capabilities, OrderReport, OrderRequest, Side
+from adapters.errors import Outcome
+
+# Timer kinds
+NAKED = "naked_deadline"
+POLL_ENTRY = "poll_entry"
+RETRY_ENTRY = "retry_entry"
+RETRY_STOP = "retry_stop"
+POLL_CLOSE = "poll_close"
+RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was not processed)
+NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
+
+# Outcomes after which an order may or may not exist on the venue: ask by client id.
+AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
+ACTIVE = frozenset({State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.FLATTENING, State.STUCK})
+
+
+class PositionPorts(Protocol):
+    """Everything the core does to the outside world."""
+
+    def to_exchange(self, msg: object) -> None: ...
+    def to_journal(self, msg: object) -> None: ...
+    def publish(self, snapshot: PositionSnapshot) -> None: ...
+    def wake_after(self, seconds: float, timer: PositionTimer) -> None: ...
+    def monotonic(self) -> float: ...
+    def wall(self) -> float: ...
+
+
+def client_order_id(kind: str) -> str:
+    """Unique, venue-safe (<= 36 chars, [a-z0-9]) client order id."""
+    return f"pg{kind}{uuid.uuid4().hex[:24]}"
+
+
+class PositionCore:
+    def __init__(self, symbol: str, capabilities: Capabilities, settings: PositionSettings,
+                 ports: PositionPorts) -> None:
+        self.symbol = symbol
+        self.caps = capabilities
+        self.settings = settings
+        self.ports = ports
+        self.fsm: FSM[State, Trigger] = FSM(TRANSITIONS, State.IDLE)
+        self._tokens: dict[str, int] = {}
+        self._awaiting_journal: dict[str, OrderRequest] = {}
+        self.last_event = "started"
+        self.log = logger.bind(symbol=symbol)
+        self._new_episode()
+
+    @property
+    def state(self) -> State:
+        return self.fsm.state
+
+    def _new_episode(self) -> None:
+        self.intent_id: str | None = None
+        self.side: Side | None = None
+        self.requested_qty = 0.0
+        self.stop_price: float | None = None
+        self.entry_cid: str | None = None
+        self.entry_sent_at = 0.0
+        self.entry_final = False
+        self.entry_retries = 0
+        self.filled_qty = 0.0
+        self.avg_price: float | None = None
+        self.protected = False
+        self.stop_request_id: str | None = None
+        self.stop_attempts = 0
+        self.naked_total = 0.0
+        self.naked_since: float | None = None
+        self.close_cid: str | None = None
+        self.close_request: OrderRequest | None = None
+        self.close_sent_at = 0.0
+        self.close_sent_entry_final = False
+        self.close_done = False
+        self.closed_qty = 0.0
+        self.close_attempts = 0
+        self.close_retries = 0
+        self.close_reason = ""
+        self._armed_once: set[str] = set()
+
+    # -- commands ------------------------------------------------------------------------
+
+    def open(self, cmd: OpenPosition) -> CommandAccepted | CommandDenied:
+        denial = self._deny_open(cmd)
+        if denial:
+            return CommandDenied(cmd.command_id, self.symbol, denial)
+        self._new_episode()
+        self.intent_id = new_id()
+        self.side, self.requested_qty, self.stop_price = cmd.side, cmd.qty, cmd.stop_price
+        self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
+        self.entry_cid = client_order_id("e")
+        how = "attached to the entry" if self.caps.attached_stop else "set directly after the fill"
+        self._go(Trigger.OPEN, f"{cmd.side} {cmd.qty} {self.symbol}, stop {cmd.stop_price} {how}")
+        self._send_new_order(self._entry_request(), "entry")
+        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+
+    def _deny_open(self, cmd: OpenPosition) -> str | None:
+        if cmd.symbol != self.symbol:
+            return f"this actor handles {self.symbol}, not {cmd.symbol}"
+        if self.state is not State.IDLE:
+            return f"{self.symbol} is {self.state}; only an IDLE symbol accepts an entry"
+        if not (cmd.qty > 0):
+            return f"qty must be positive, got {cmd.qty}"
+        if not (cmd.stop_price > 0):
+            return f"stop price must be positive, got {cmd.stop_price}"
+        return None
+
+    def close(self, cmd: ClosePosition) -> CommandAccepted | CommandDenied:
+        if not self.fsm.can(Trigger.CLOSE_REQUESTED):
+            return CommandDenied(cmd.command_id, self.symbol,
+                                 f"{self.symbol} is {self.state}; close applies to a filled position")
+        self._go(Trigger.CLOSE_REQUESTED, "operator asked to close")
+        self._start_close("operator close")
+        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+
+    # -- journal -------------------------------------------------------------------------
+
+    def _send_new_order(self, request: OrderRequest, purpose: str) -> None:
+        """Journal first; PlaceOrder goes out only when the journal confirms (on_journaled)."""
+        self._awaiting_journal[request.client_order_id] = request
+        self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose))
+
+    def on_journaled(self, msg: OrderJournaled) -> None:
+        request = self._awaiting_journal.pop(msg.client_order_id, None)
+        if request is None:
+            return
+        if request.client_order_id == self.entry_cid:
+            self.entry_sent_at = self.ports.monotonic()
+        elif request.client_order_id == self.close_cid:
+            self.close_sent_at = self.ports.monotonic()
+        else:
+            return                                       # a previous episode's order: never send it
+        self.ports.to_exchange(PlaceOrder(request))
+
+    def on_journal_failed(self, msg: JournalFailed) -> None:
+        request = self._awaiting_journal.pop(msg.client_order_id or "", None)
+        if request is None:
+            return
+        self.log.error("journal failed, order not sent: {}", msg.error)
+        if request.client_order_id == self.entry_cid and self.state is State.ENTERING:
+            self.entry_final = True
+            self._go(Trigger.ENTRY_REJECTED, f"journal failed, entry not sent: {msg.error}")
+        elif request.client_order_id == self.close_cid:
+            self._arm(NEW_CLOSE, self._backoff(self.close_attempts))
+
+    # -- venue replies -------------------------------------------------------------------
+
+    def on_order_placed(self, msg: OrderPlaced) -> None:
+        self._journal_outcome(msg.client_order_id, msg.report, msg.failure)
+        if msg.client_order_id == self.entry_cid and self.state is State.ENTERING:
+            self._on_entry_placed(msg)
+        elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
+            self._on_close_placed(msg)
+
+    def on_order_queried(self, msg: OrderQueried) -> None:
+        if msg.report is not None:
+            self._journal_outcome(msg.client_order_id, msg.report, None)
+        if msg.client_order_id == self.entry_cid and self.state in (State.ENTERING, *ACTIVE):
+            self._on_entry_queried(msg)
+        elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
+            self._on_close_queried(msg)
+
+    def on_stop_set(self, msg: StopSet) -> None:
+        if msg.request_id != self.stop_request_id or self.state is not State.PROTECTING:
+            return
+        failure = msg.failure
+        if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
+            self._mark_protected()
+            self._go(Trigger.STOP_CONFIRMED, f"stop {msg.stop_price} confirmed by the venue")
+        elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
+            # Setting the same stop again is idempotent (34040 = already so), so retry it.
+            self.stop_attempts += 1
+            self._arm(RETRY_STOP, self._backoff(self.stop_attempts - 1))
+        else:
+            self._go(Trigger.STOP_FAILED, f"stop refused ({_describe(failure)}): rolling back")
+            self._start_close("stop could not be set")
+
+    def on_timer(self, timer: PositionTimer) -> None:
+        if self._tokens.get(timer.kind) != timer.token:
+            return                                       # superseded or from an earlier episode
+        state = self.state
+        if timer.kind == NAKED and state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not self.protected:
+            self._go(Trigger.NAKED_DEADLINE,
+                     f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
+            self._start_close("naked deadline")
+        elif timer.kind == POLL_ENTRY and state in (State.ENTERING, *ACTIVE) and not self.entry_final:
+            self._query_entry()
+        elif timer.kind == RETRY_ENTRY and state is State.ENTERING:
+            self.entry_sent_at = self.ports.monotonic()
+            self.ports.to_exchange(PlaceOrder(self._entry_request()))
+        elif timer.kind == RETRY_STOP and state is State.PROTECTING:
+            self._send_stop()
+        elif timer.kind == POLL_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_cid:
+            self.ports.to_exchange(QueryOrder(self.symbol, self.close_cid))
+        elif timer.kind == RETRY_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_request:
+            self.close_sent_at = self.ports.monotonic()
+            self.ports.to_exchange(PlaceOrder(self.close_request))
+        elif timer.kind == NEW_CLOSE and state in (State.FLATTENING, State.STUCK):
+            self._new_close_order()
+
+    # -- entry ---------------------------------------------------------------------------
+
+    def _entry_request(self) -> OrderRequest:
+        assert self.side is not None and self.entry_cid is not None and self.stop_price is not None
+        attached = self.stop_price if self.caps.attached_stop else None
+        return OrderRequest(self.symbol, self.side, self.requested_qty, self.entry_cid, stop_price=attached)
+
+    def _on_entry_placed(self, msg: OrderPlaced) -> None:
+        if msg.report is not None:
+            self._on_entry_report(msg.report)
+            return
+        failure = msg.failure
+        assert failure is not None
+        if failure.outcome is Outcome.RETRY_LATER and self.entry_retries < self.settings.max_entry_retries:
+            self.entry_retries += 1                      # not processed: the same client id again is safe
+            self._arm(RETRY_ENTRY, self._backoff(self.entry_retries - 1))
+        elif failure.outcome in (Outcome.REJECTED, Outcome.AUTH, Outcome.NO_POSITION, Outcome.RETRY_LATER):
+            self.entry_final = True
+            self._go(Trigger.ENTRY_REJECTED, f"entry refused: {_describe(failure)}")
+        elif failure.outcome is Outcome.ALREADY_PLACED:
+            self._go(Trigger.ENTRY_ACKED, "duplicate client id: the entry is on the venue; querying it")
+            self._after_entry_unknown()
+        else:                                            # AMBIGUOUS: query, never resend
+            self._go(Trigger.ENTRY_AMBIGUOUS, f"entry outcome unknown ({_describe(failure)}): querying by client id")
+            self._after_entry_unknown()
+
+    def _after_entry_unknown(self) -> None:
+        if not self.caps.attached_stop:
+            self._arm_once(NAKED, self.settings.naked_deadline_s)
+        self._query_entry()
+
+    def _query_entry(self) -> None:
+        assert self.entry_cid is not None
+        self.ports.to_exchange(QueryOrder(self.symbol, self.entry_cid))
+
+    def _on_entry_queried(self, msg: OrderQueried) -> None:
+        if msg.report is not None:
+            self._on_entry_report(msg.report)
+            return
+        failure = msg.failure
+        assert failure is not None
+        waited = self.ports.monotonic() - self.entry_sent_at
+        if failure.outcome is Outcome.ORDER_NOT_FOUND and waited >= self.settings.entry_unknown_window_s:
+            # Past the venue's receive window an order that is still unknown can no longer arrive.
+            self.entry_final, self.filled_qty = True, 0.0
+            if self.state is State.CONFIRMING_ENTRY:
+                self._go(Trigger.ENTRY_REJECTED, f"entry never reached the venue (not found after {waited:.1f}s)")
+            else:
+                self._check_flat()
+        else:
+            self._arm(POLL_ENTRY, self.settings.poll_s)
+
+    def _on_entry_report(self, report: OrderReport) -> None:
+        if report.fill_known:
+            self.filled_qty = max(self.filled_qty, report.filled_qty)
+            self.avg_price = report.avg_price or self.avg_price
+            self.entry_final = report.status.is_final
+        if not self.entry_final:
+            # An ack without a fill, or a partial fill: keep asking until the entry is final.
+            self._arm(POLL_ENTRY, 0.0 if self.state is State.ENTERING else self.settings.poll_s)
+        state = self.state
+        if state in (State.ENTERING, State.CONFIRMING_ENTRY):
+            if self.filled_qty > 0:
+                self._on_filled(report)
+            elif self.entry_final:
+                self._go(Trigger.ENTRY_REJECTED, f"entry {report.status} with nothing filled")
+            elif state is State.ENTERING:
+                self._go(Trigger.ENTRY_ACKED, "entry accepted; learning its fill by client id")
+                if not self.caps.attached_stop:
+                    self._arm_once(NAKED, self.settings.naked_deadline_s)
+        elif state in (State.FLATTENING, State.STUCK):
+            self._check_flat()
+
+    def _on_filled(self, report: OrderReport) -> None:
+        self.naked_since = self.ports.monotonic()
+        if report.stop_price is not None:
+            self._mark_protected()
+            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty} {self.symbol}"
+                                                     f" @ {self.avg_price}, stop {report.stop_price} attached")
+        else:
+            self._go(Trigger.ENTRY_FILLED, f"entry filled {self.filled_qty} {self.symbol} @ {self.avg_price};"
+                                           f" setting stop {self.stop_price} directly")
+            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._send_stop()
+
+    def _send_stop(self) -> None:
+        assert self.stop_price is not None
+        self.stop_request_id = new_id()
+        self.ports.to_exchange(SetStop(self.symbol, self.stop_price, request_id=self.stop_request_id))
+
+    def _mark_protected(self) -> None:
+        self.protected = True
+        self._stop_naked_clock()
+
+    def _stop_naked_clock(self) -> None:
+        if self.naked_since is not None:
+            self.naked_total += self.ports.monotonic() - self.naked_since
+            self.naked_since = None
+
+    # -- rollback / close ------------------------------------------------------------------
+
+    def _start_close(self, reason: str) -> None:
+        self.close_reason = reason
+        self.close_attempts = 0
+        if not self.entry_final:
+            self._arm(POLL_ENTRY, 0.0)                   # the close is only confirmed once the entry is final
+        self._new_close_order()
+
+    def _new_close_order(self) -> None:
+        """Reduce-only close of what we know was filled; while that is unknown, of what we asked
+        for (reduce-only can never open or flip a position)."""
+        assert self.side is not None
+        qty = self.filled_qty if self.entry_final else max(self.filled_qty, self.requested_qty)
+        if qty <= 0:
+            self._check_flat()
+            return
+        self.close_cid = client_order_id("c")
+        self.close_request = OrderRequest(self.symbol, self.side.opposite, qty, self.close_cid, reduce_only=True)
+        self.close_sent_entry_final = self.entry_final
+        self.close_done = False
+        self.close_retries = 0
+        self._send_new_order(self.close_request, "close")
+
+    def _on_close_placed(self, msg: OrderPlaced) -> None:
+        if msg.report is not None:
+            if msg.report.fill_known:
+                self._on_close_report(msg.report)
+            else:
+                self._arm(POLL_CLOSE, 0.0)
+            return
+        failure = msg.failure
+        assert failure is not None
+        if failure.outcome is Outcome.NO_POSITION:
+            # The matching engine itself says there is nothing to reduce.
+            self.close_done = True
+            self._check_flat()
+        elif failure.outcome is Outcome.RETRY_LATER:
+            self.close_retries += 1
+            self._arm(RETRY_CLOSE, self._backoff(self.close_retries - 1))
+        elif failure.outcome in AMBIGUOUS or failure.outcome is Outcome.ALREADY_PLACED:
+            self.log.warning("close outcome unknown ({}): querying by client id", _describe(failure))
+            self._arm(POLL_CLOSE, 0.0)
+        else:
+            self._close_refused(_describe(failure))
+
+    def _on_close_queried(self, msg: OrderQueried) -> None:
+        if msg.report is not None:
+            self._on_close_report(msg.report)
+            return
+        failure = msg.failure
+        assert failure is not None
+        waited = self.ports.monotonic() - self.close_sent_at
+        if failure.outcome is Outcome.ORDER_NOT_FOUND and waited >= self.settings.entry_unknown_window_s:
+            self._new_close_order()                      # it never arrived: a fresh close is safe
+        else:
+            self._arm(POLL_CLOSE, self.settings.poll_s)
+
+    def _on_close_report(self, report: OrderReport) -> None:
+        if not report.status.is_final:
+            self._arm(POLL_CLOSE, self.settings.poll_s)
+        elif report.filled_qty > 0:
+            self.closed_qty += report.filled_qty
+            self.close_done = True
+            self._check_flat()
+        else:
+            self._close_refused(f"close order {report.status} with nothing filled")
+
+    def _close_refused(self, why: str) -> None:
+        self.close_attempts += 1
+        if self.close_attempts >= self.settings.max_close_attempts and self.state is State.FLATTENING:
+            self._go(Trigger.CLOSE_UNCONFIRMED,
+                     f"rollback could not confirm close after {self.close_attempts} tries ({why}):"
+                     " position may still be open")
+            self.log.critical("ALERT {}: rollback could not confirm close: position may still be open", self.symbol)
+        self._arm(NEW_CLOSE, self._backoff(self.close_attempts - 1))
+
+    def _check_flat(self) -> None:
+        """CLOSE_CONFIRMED only on evidence: the entry's final state and the close's result."""
+        if self.state not in (State.FLATTENING, State.STUCK) or not self.entry_final:
+            return
+        if self.filled_qty <= 0:
+            self._closed("the entry never filled")
+        elif self.close_done and self.closed_qty > 0:
+            self._closed(f"close filled {self.closed_qty} (entry filled {self.filled_qty})")
+        elif self.close_done and self.close_sent_entry_final:
+            self._closed(f"venue holds no position to reduce (entry filled {self.filled_qty}; closed elsewhere)")
+        elif self.close_done:
+            # "Nothing to reduce" came before we knew the entry's fill: the fill may be newer.
+            self._new_close_order()
+
+    def _closed(self, detail: str) -> None:
+        self._stop_naked_clock()
+        self._go(Trigger.CLOSE_CONFIRMED, f"closed ({self.close_reason}): {detail}")
+        for kind in list(self._tokens):
+            self._tokens[kind] += 1                      # every pending timer is now stale
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _go(self, trigger: Trigger, detail: str) -> None:
+        before = self.state
+        self.fsm.apply(trigger)
+        self.last_event = detail
+        self.log.info("{} {} -> {}: {}", self.symbol, before, self.state, detail)
+        snap = self.snapshot()
+        self.ports.to_journal(JournalTransition(snap, str(before), str(trigger), detail))
+        self.ports.publish(snap)
+
+    def _journal_outcome(self, cid: str, report: OrderReport | None, failure: VenueFailure | None) -> None:
+        if report is not None:
+            self.ports.to_journal(JournalOrderUpdate(cid, str(report.status), report.filled_qty, report.avg_price,
+                                                     report.venue_order_id))
+        elif failure is not None:
+            self.ports.to_journal(JournalOrderUpdate(cid, f"failure:{failure.outcome}"))
+
+    def _arm(self, kind: str, seconds: float) -> None:
+        token = self._tokens.get(kind, 0) + 1
+        self._tokens[kind] = token
+        self.ports.wake_after(max(0.0, seconds), PositionTimer(kind, token))
+
+    def _arm_once(self, kind: str, seconds: float) -> None:
+        """Arm unless this episode already armed it (the naked deadline runs from the first cause)."""
+        if kind not in self._armed_once:
+            self._armed_once.add(kind)
+            self._arm(kind, seconds)
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.settings.retry_s * (2 ** max(0, attempt)), self.settings.retry_cap_s)
+
+    def snapshot(self) -> PositionSnapshot:
+        return PositionSnapshot(
+            symbol=self.symbol, state=str(self.state), side=self.side, requested_qty=self.requested_qty,
+            filled_qty=self.filled_qty, entry_price=self.avg_price,
+            stop_price=self.stop_price if self.protected else None, intent_id=self.intent_id,
+            naked_seconds=self.naked_total, last_event=self.last_event,
+            naked_since=None if self.naked_since is None
+            else self.ports.wall() - (self.ports.monotonic() - self.naked_since),
+            updated_at=self.ports.wall())
+
+
+def _describe(failure: VenueFailure) -> str:
+    return f"{failure.outcome} {failure.code} {failure.message}".strip()

@@ -1,0 +1,61 @@
+"""The PositionActor's states and the only edges between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class State(StrEnum):
+    IDLE = "IDLE"                            # flat as far as we know; accepts an entry
+    ENTERING = "ENTERING"                    # entry journaled and sent, no reply yet
+    CONFIRMING_ENTRY = "CONFIRMING_ENTRY"    # entry's final state being learned by client-id query
+    PROTECTING = "PROTECTING"                # filled, stop being set directly
+    PROTECTED = "PROTECTED"                  # filled and the venue confirmed the stop
+    FLATTENING = "FLATTENING"                # reduce-only close in progress
+    STUCK = "STUCK"                          # close could not be confirmed: position may be open
+
+
+class Trigger(StrEnum):
+    OPEN = "open"
+    ENTRY_FILLED_WITH_STOP = "entry_filled_with_stop"  # venue confirms fill and attached stop
+    ENTRY_FILLED = "entry_filled"            # venue confirms fill; stop still to set
+    ENTRY_ACKED = "entry_acked"              # accepted, fill not reported
+    ENTRY_AMBIGUOUS = "entry_ambiguous"      # timeout / 5xx / unknown: query, never resend
+    ENTRY_REJECTED = "entry_rejected"        # final with nothing filled, or never reached the venue
+    STOP_CONFIRMED = "stop_confirmed"
+    STOP_FAILED = "stop_failed"
+    NAKED_DEADLINE = "naked_deadline"
+    CLOSE_REQUESTED = "close_requested"
+    CLOSE_CONFIRMED = "close_confirmed"      # venue confirmed entry's final state and the close
+    CLOSE_UNCONFIRMED = "close_unconfirmed"  # gave up confirming: alert, keep trying slowly
+
+
+S, T = State, Trigger
+
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (S.IDLE, T.OPEN): S.ENTERING,
+
+    (S.ENTERING, T.ENTRY_FILLED_WITH_STOP): S.PROTECTED,
+    (S.ENTERING, T.ENTRY_FILLED): S.PROTECTING,
+    (S.ENTERING, T.ENTRY_ACKED): S.CONFIRMING_ENTRY,
+    (S.ENTERING, T.ENTRY_AMBIGUOUS): S.CONFIRMING_ENTRY,
+    (S.ENTERING, T.ENTRY_REJECTED): S.IDLE,
+
+    (S.CONFIRMING_ENTRY, T.ENTRY_FILLED_WITH_STOP): S.PROTECTED,
+    (S.CONFIRMING_ENTRY, T.ENTRY_FILLED): S.PROTECTING,
+    (S.CONFIRMING_ENTRY, T.ENTRY_REJECTED): S.IDLE,
+    # separate-stop venue: a fill we cannot confirm in time may be naked; reduce-only is safe
+    (S.CONFIRMING_ENTRY, T.NAKED_DEADLINE): S.FLATTENING,
+
+    (S.PROTECTING, T.STOP_CONFIRMED): S.PROTECTED,
+    (S.PROTECTING, T.STOP_FAILED): S.FLATTENING,
+    (S.PROTECTING, T.NAKED_DEADLINE): S.FLATTENING,
+    (S.PROTECTING, T.CLOSE_REQUESTED): S.FLATTENING,
+
+    (S.PROTECTED, T.CLOSE_REQUESTED): S.FLATTENING,
+
+    (S.FLATTENING, T.CLOSE_CONFIRMED): S.IDLE,
+    (S.FLATTENING, T.CLOSE_UNCONFIRMED): S.STUCK,
+    # real world: a slow retry finally gets the venue's confirmation
+    (S.STUCK, T.CLOSE_CONFIRMED): S.IDLE,
+}

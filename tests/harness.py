@@ -1,0 +1,164 @@
+"""A discrete-event harness: one PositionCore, the real ExchangeService and a simulated
+venue on one manual clock. Timers fire by advancing that clock, so a 24 s REST lag costs
+no wall time and every run is deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections import deque
+from dataclasses import dataclass, field
+
+from actors.exchange_service import ExchangeService
+from actors.messages import (
+    ClosePosition,
+    JournalFailed,
+    JournalOrder,
+    OpenPosition,
+    OrderJournaled,
+    OrderPlaced,
+    OrderQueried,
+    PlaceOrder,
+    PositionSettings,
+    PositionSnapshot,
+    PositionTimer,
+    QueryOrder,
+    SetStop,
+    StopSet,
+)
+from actors.position_core import PositionCore
+from adapters.base import Side, TrueState
+from adapters.faults import Fault
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimulatedAdapter, SimVenueConfig
+
+SYMBOL = "BTCUSDT"
+PRICE = 100.0
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.t = 10_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def fast_settings(**kw) -> PositionSettings:
+    base = dict(naked_deadline_s=10.0, entry_unknown_window_s=5.0, poll_s=0.2, retry_s=0.25,
+                retry_cap_s=4.0, max_close_attempts=3, max_entry_retries=3)
+    base.update(kw)
+    return PositionSettings(**base)
+
+
+def venue(*faults: Fault, attached: bool = True, lag: float = 24.0, ack_only: bool = False,
+          volatility: float = 0.0) -> SimVenueConfig:
+    return SimVenueConfig(
+        engine=EngineConfig(seed=5, prices={SYMBOL: PRICE}, position_lag_s=lag, volatility=volatility),
+        attached_stops=attached, latency_s=0.0, orders_per_second=1e9, ack_only=ack_only, faults=faults)
+
+
+@dataclass
+class Harness:
+    config: SimVenueConfig
+    settings: PositionSettings = field(default_factory=fast_settings)
+    fail_journal: bool = False
+
+    def __post_init__(self) -> None:
+        self.clock = ManualClock()
+        self.adapter = SimulatedAdapter(self.config, clock=self.clock)
+        self.service = ExchangeService(self.adapter)
+        self.loop = asyncio.new_event_loop()
+        self.inbox: deque[object] = deque()
+        self.timers: list[tuple[float, int, PositionTimer]] = []
+        self._seq = 0
+        self.to_venue: list[object] = []
+        self.journal: list[object] = []
+        self.published: list[PositionSnapshot] = []
+        self.core = PositionCore(SYMBOL, self.adapter.capabilities, self.settings, self)
+
+    # -- PositionPorts -------------------------------------------------------------------
+
+    def to_exchange(self, msg: object) -> None:
+        self.to_venue.append(msg)
+        self.inbox.append(self.loop.run_until_complete(self.service.handle(msg)))
+
+    def to_journal(self, msg: object) -> None:
+        self.journal.append(msg)
+        if isinstance(msg, JournalOrder):
+            cid = msg.request.client_order_id
+            self.inbox.append(JournalFailed(cid, "disk full") if self.fail_journal else OrderJournaled(cid))
+
+    def publish(self, snapshot: PositionSnapshot) -> None:
+        self.published.append(snapshot)
+
+    def wake_after(self, seconds: float, timer: PositionTimer) -> None:
+        self._seq += 1
+        heapq.heappush(self.timers, (self.clock.t + seconds, self._seq, timer))
+
+    def monotonic(self) -> float:
+        return self.clock.t
+
+    def wall(self) -> float:
+        return self.clock.t
+
+    # -- driving -------------------------------------------------------------------------
+
+    def open(self, qty: float = 1.0, stop: float = 95.0, side: Side = Side.BUY):
+        return self.core.open(OpenPosition(SYMBOL, side, qty, stop))
+
+    def close(self):
+        return self.core.close(ClosePosition(SYMBOL))
+
+    def deliver(self, msg: object) -> None:
+        match msg:
+            case OrderJournaled():
+                self.core.on_journaled(msg)
+            case JournalFailed():
+                self.core.on_journal_failed(msg)
+            case OrderPlaced():
+                self.core.on_order_placed(msg)
+            case OrderQueried():
+                self.core.on_order_queried(msg)
+            case StopSet():
+                self.core.on_stop_set(msg)
+            case PositionTimer():
+                self.core.on_timer(msg)
+            case _:
+                raise AssertionError(f"unexpected message {msg!r}")
+
+    def run(self, until: float = 120.0) -> None:
+        """Deliver messages; fire timers in time order; stop when idle or `until` seconds pass."""
+        limit = self.clock.t + until
+        while True:
+            while self.inbox:
+                self.deliver(self.inbox.popleft())
+            if not self.timers or self.timers[0][0] > limit:
+                self.clock.t = max(self.clock.t, limit)
+                return
+            due, _, timer = heapq.heappop(self.timers)
+            self.clock.t = max(self.clock.t, due)
+            self.deliver(timer)
+
+    def advance(self, seconds: float) -> None:
+        self.run(until=seconds)
+
+    # -- observations --------------------------------------------------------------------
+
+    def truth(self) -> TrueState:
+        return self.adapter.engine.true_state()
+
+    def entries_on_venue(self) -> int:
+        return sum(1 for o in self.truth().orders if not o.reduce_only and not o.client_order_id.startswith("stop-"))
+
+    def position_reads(self) -> int:
+        return sum(1 for op, _ in self.adapter.calls if op == "fetch_positions")
+
+    def venue_ops(self) -> list[str]:
+        return [op for op, _ in self.adapter.calls]
+
+    def sent(self, kind: type) -> list:
+        return [m for m in self.to_venue if isinstance(m, kind)]
+
+
+__all__ = ["Harness", "venue", "fast_settings", "SYMBOL", "PRICE", "PlaceOrder", "QueryOrder", "SetStop"]
