@@ -16,11 +16,13 @@ from loguru import logger
 
 from actors.messages import (
     FetchPositions,
+    FetchPrice,
     GetTrueState,
     OrderPlaced,
     OrderQueried,
     PlaceOrder,
     PositionsFetched,
+    PriceFetched,
     QueryOrder,
     SetStop,
     StopSet,
@@ -75,6 +77,9 @@ class ExchangeService:
                 return PositionsFetched(rid, tuple(positions or ()), failure)
             case GetTrueState():
                 return TrueStateReport(await self.adapter.true_state())
+            case FetchPrice(symbol=symbol, request_id=rid):
+                price, failure = await self._call(self._reads, lambda: self.adapter.fetch_price(symbol))
+                return PriceFetched(rid, symbol, price, failure)
         raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
 
     async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]]) -> tuple[T | None, VenueFailure | None]:
@@ -88,3 +93,21 @@ class ExchangeService:
             if outcome is Outcome.BUG:
                 logger.exception("venue call failed with a local error (treated as unknown outcome)")
             return None, VenueFailure(outcome, code, message)
+
+
+def failure_reply(msg: object, failure: VenueFailure) -> object | None:
+    """The reply a request would get had it failed this way (for errors outside the venue call)."""
+    match msg:
+        case PlaceOrder(request=req, request_id=rid):
+            return OrderPlaced(rid, req.client_order_id, None, failure)
+        case QueryOrder(client_order_id=cid, request_id=rid):
+            return OrderQueried(rid, cid, None, failure)
+        case SetStop(symbol=symbol, stop_price=px, request_id=rid):
+            return StopSet(rid, symbol, px, failure)
+        case FetchPositions(request_id=rid):
+            return PositionsFetched(rid, (), failure)
+        case FetchPrice(symbol=symbol, request_id=rid):
+            return PriceFetched(rid, symbol, None, failure)
+        case GetTrueState():
+            return TrueStateReport(None)
+    return None

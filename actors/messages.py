@@ -212,6 +212,24 @@ class PositionsFetched:
 
 
 @dataclass(frozen=True, slots=True)
+class FetchPrice:
+    """Last traded price (market data, not a position read): turns a stop distance into a price."""
+
+    symbol: str
+    request_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class PriceFetched:
+    """Reply to FetchPrice."""
+
+    request_id: str
+    symbol: str
+    price: float | None = None
+    failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GetTrueState:
     """Simulated venues only: the engine's truth (tests, benchmarks, demo status)."""
 
@@ -296,6 +314,7 @@ class ConfigureJournal:
     """Open (and migrate) the journal database."""
 
     path: str
+    watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
 
 
 @dataclass(frozen=True, slots=True)

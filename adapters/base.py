@@ -154,6 +154,10 @@ class VenueAdapter(ABC):
         """Query one order by its client order id."""
 
     @abstractmethod
+    async def fetch_price(self, symbol: str) -> float:
+        """Last traded price (market data)."""
+
+    @abstractmethod
     async def fetch_positions(self) -> list[PositionReport]:
         """The venue's position view. Never used before protecting or rolling back."""
 

@@ -72,6 +72,9 @@ class SimulatedAdapter(VenueAdapter):
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         return await self._call("fetch_order", symbol, lambda: self.engine.fetch_order(client_order_id))
 
+    async def fetch_price(self, symbol: str) -> float:
+        return await self._call("fetch_price", symbol, lambda: self.engine.price(symbol))
+
     async def fetch_positions(self) -> list[PositionReport]:
         return await self._call("fetch_positions", None, self.engine.position_view)
 

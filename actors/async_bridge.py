@@ -1,0 +1,145 @@
+"""Run asyncio work beside a thespian actor without blocking its mailbox.
+
+A private event loop runs in a thread inside the actor's process; finished coroutines put
+their results on a queue and write a byte to a socketpair. The actor returns
+`ThespianWatch([fileno])` from every handler and drains the queue on `WatchMessage`, doing
+all `self.send`s itself (the loop thread never touches thespian). On bases without
+ThespianWatch (simpleSystemBase in unit tests) the actor polls with short wake-ups instead.
+
+`BridgedActor` also keeps rule 5: a handler that raises is caught here, logged and reported,
+so thespian never re-delivers a message whose handler had side effects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import socket
+import threading
+from collections.abc import Callable, Coroutine
+from datetime import timedelta
+from typing import Any
+
+from loguru import logger
+from thespian.actors import ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
+
+POLL = timedelta(milliseconds=2)
+
+
+class AsyncBridge:
+    def __init__(self) -> None:
+        self._rx, self._tx = socket.socketpair()
+        self._rx.setblocking(False)
+        self._done: queue.SimpleQueue[tuple[Callable[[Any], None], Any]] = queue.SimpleQueue()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="async-bridge", daemon=True)
+        self._thread.start()
+        self.pending = 0
+
+    @property
+    def fileno(self) -> int:
+        return self._rx.fileno()
+
+    def submit(self, coro: Coroutine[Any, Any, Any], on_done: Callable[[Any], None]) -> None:
+        """Run `coro` on the loop; `on_done(result or exception)` runs later in the actor's thread."""
+        self.pending += 1
+        asyncio.run_coroutine_threadsafe(self._run(coro, on_done), self.loop)
+
+    async def _run(self, coro: Coroutine[Any, Any, Any], on_done: Callable[[Any], None]) -> None:
+        try:
+            result: Any = await coro
+        except BaseException as exc:  # noqa: BLE001 - handed to the actor thread, which decides
+            result = exc
+        self._done.put((on_done, result))
+        try:
+            self._tx.send(b"x")
+        except OSError:
+            pass                                           # bridge closed while we finished
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        """Run `coro` to completion, blocking (start-up and shut-down only)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def drain(self) -> None:
+        """Run the completion callbacks of everything finished so far (actor thread)."""
+        try:
+            while self._rx.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        while True:
+            try:
+                on_done, result = self._done.get_nowait()
+            except queue.Empty:
+                return
+            self.pending -= 1
+            on_done(result)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        self._rx.close()
+        self._tx.close()
+
+
+class BridgedActor(ActorTypeDispatcher):
+    """An ActorTypeDispatcher whose handlers never raise into thespian, with an optional bridge."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.bridge: AsyncBridge | None = None
+        self.watch = True
+        self._polling = False
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
+        try:
+            if isinstance(message, WatchMessage) or (isinstance(message, WakeupMessage)
+                                                     and isinstance(message.payload, _PollToken)):
+                self._polling = False
+                if self.bridge is not None:
+                    self.bridge.drain()
+            else:
+                super().receiveMessage(message, sender)
+        except Exception as exc:  # noqa: BLE001 - rule 5: never let thespian re-run a handler
+            logger.exception("{} failed handling {}: {}", type(self).__name__, type(message).__name__, exc)
+            try:
+                self.on_handler_error(message, sender, exc)
+            except Exception:  # noqa: BLE001
+                logger.exception("error report failed too")
+        return self._after()
+
+    def _after(self) -> Any:
+        if self.bridge is None:
+            return None
+        if self.watch:
+            return ThespianWatch([self.bridge.fileno])
+        if self.bridge.pending and not self._polling:
+            self._polling = True
+            self.wakeupAfter(POLL, POLL_TOKEN)
+        return None
+
+    def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
+        """Override to answer the sender; the default only logs."""
+
+    def on_exit(self) -> None:
+        """Release resources; called on ActorExitRequest."""
+        if self.bridge is not None:
+            self.bridge.close()
+            self.bridge = None
+
+    def receiveMsg_ActorExitRequest(self, message: Any, sender: Any) -> None:  # noqa: N802
+        self.on_exit()
+
+    def receiveMsg_ActorSystemMessage(self, message: Any, sender: Any) -> None:  # noqa: N802
+        pass                                               # thespian housekeeping we do not act on
+
+    def receiveUnrecognizedMessage(self, message: Any, sender: Any) -> None:  # noqa: N802
+        logger.warning("{} dropped unknown message {}", type(self).__name__, type(message).__name__)
+
+
+class _PollToken:
+    def __reduce__(self) -> str:
+        return "POLL_TOKEN"
+
+
+POLL_TOKEN = _PollToken()

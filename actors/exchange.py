@@ -1,0 +1,86 @@
+"""ExchangeActor: owns the venue adapter; one request message in, one reply out.
+
+Calls run concurrently on the actor's event loop (actors/async_bridge.py), so a slow call for
+one symbol never holds up another symbol's call. The adapter is built inside this process
+(thespian forks actors and closes inherited descriptors: sockets must be opened here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+
+from actors.async_bridge import AsyncBridge, BridgedActor
+from actors.exchange_service import ExchangeService, failure_reply
+from actors.messages import (
+    ActorFailed,
+    ConfigureExchange,
+    ExchangeReady,
+    FetchPositions,
+    FetchPrice,
+    GetTrueState,
+    PlaceOrder,
+    QueryOrder,
+    SetStop,
+    VenueFailure,
+)
+from adapters.errors import Outcome
+
+
+class ExchangeActor(BridgedActor):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.service: ExchangeService | None = None
+
+    def receiveMsg_ConfigureExchange(self, msg: ConfigureExchange, sender: Any) -> None:  # noqa: N802
+        if self.service is None:
+            self.watch = msg.watch
+            self.bridge = AsyncBridge()
+            adapter = msg.adapter_factory()
+            self.bridge.call(adapter.start())
+            self.service = ExchangeService(adapter, msg.dialect)
+            logger.info("exchange ready: {}", adapter.capabilities)
+        self.send(sender, ExchangeReady(self.service.capabilities))
+
+    def _request(self, msg: Any, sender: Any) -> None:
+        if self.service is None or self.bridge is None:
+            self._fail(msg, sender, VenueFailure(Outcome.RETRY_LATER, "not_ready", "exchange not configured"))
+            return
+        reply_to = getattr(msg, "reply_to", None) or sender
+        self.bridge.submit(self.service.handle(msg), lambda result: self._reply(msg, reply_to, result))
+
+    receiveMsg_PlaceOrder = _request       # noqa: N815
+    receiveMsg_QueryOrder = _request       # noqa: N815
+    receiveMsg_SetStop = _request          # noqa: N815
+    receiveMsg_FetchPositions = _request   # noqa: N815
+    receiveMsg_FetchPrice = _request       # noqa: N815
+    receiveMsg_GetTrueState = _request     # noqa: N815
+
+    def _reply(self, msg: Any, reply_to: Any, result: Any) -> None:
+        if isinstance(result, BaseException):
+            # The service classifies venue failures itself; this is our own bug. An order may or
+            # may not have gone out, so the caller must treat it as unknown and query.
+            logger.opt(exception=result).error("exchange request {} crashed", type(msg).__name__)
+            self._fail(msg, reply_to, VenueFailure(Outcome.BUG, type(result).__name__, str(result)))
+            return
+        self.send(reply_to, result)
+
+    def _fail(self, msg: Any, to: Any, failure: VenueFailure) -> None:
+        reply = failure_reply(msg, failure)
+        if reply is not None:
+            self.send(to, reply)
+
+    def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
+        if isinstance(message, ConfigureExchange):
+            self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
+        elif isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | GetTrueState):
+            self._fail(message, sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
+
+    def on_exit(self) -> None:
+        if self.service is not None and self.bridge is not None:
+            try:
+                self.bridge.call(self.service.adapter.close(), timeout=5)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                logger.exception("adapter close failed")
+        super().on_exit()

@@ -1,0 +1,80 @@
+"""JournalActor: the one writer of the journal database.
+
+An order is acknowledged (OrderJournaled) only after its row is committed; the PositionActor
+sends the order to the venue only after that acknowledgement.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+
+from actors.async_bridge import AsyncBridge, BridgedActor
+from actors.journal_store import SCHEMA_VERSION, JournalStore
+from actors.messages import (
+    ActorFailed,
+    ConfigureJournal,
+    JournalFailed,
+    JournalOrder,
+    JournalReady,
+    OrderJournaled,
+)
+
+
+class JournalActor(BridgedActor):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.store: JournalStore | None = None
+
+    def receiveMsg_ConfigureJournal(self, msg: ConfigureJournal, sender: Any) -> None:  # noqa: N802
+        if self.store is None:
+            self.watch = msg.watch
+            self.bridge = AsyncBridge()
+            store = JournalStore(msg.path)
+            self.bridge.call(store.open())
+            self.store = store
+        self.send(sender, JournalReady(SCHEMA_VERSION))
+
+    def receiveMsg_JournalOrder(self, msg: JournalOrder, sender: Any) -> None:  # noqa: N802
+        cid = msg.request.client_order_id
+        if self.store is None or self.bridge is None:
+            self.send(sender, JournalFailed(cid, "journal not open"))
+            return
+        self.bridge.submit(self.store.record(msg), lambda result: self._acked(sender, cid, result))
+
+    def _acked(self, sender: Any, cid: str, result: Any) -> None:
+        if isinstance(result, BaseException):
+            logger.opt(exception=result).error("journal write failed for order {}: order will not be sent", cid)
+            self.send(sender, JournalFailed(cid, f"{type(result).__name__}: {result}"))
+        else:
+            self.send(sender, OrderJournaled(cid))
+
+    def _record(self, msg: Any, sender: Any) -> None:
+        if self.store is None or self.bridge is None:
+            logger.error("journal not open: {} lost", type(msg).__name__)
+            return
+        self.bridge.submit(self.store.record(msg), lambda result: self._logged(msg, result))
+
+    receiveMsg_JournalOrderUpdate = _record    # noqa: N815
+    receiveMsg_JournalTransition = _record     # noqa: N815
+    receiveMsg_JournalIntent = _record         # noqa: N815
+
+    @staticmethod
+    def _logged(msg: Any, result: Any) -> None:
+        if isinstance(result, BaseException):
+            logger.opt(exception=result).error("journal write failed: {}", type(msg).__name__)
+
+    def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
+        if isinstance(message, ConfigureJournal):
+            self.send(sender, ActorFailed("journal", f"journal {message.path} could not be opened: {exc}"))
+        elif isinstance(message, JournalOrder):
+            self.send(sender, JournalFailed(message.request.client_order_id, str(exc)))
+
+    def on_exit(self) -> None:
+        if self.store is not None and self.bridge is not None:
+            try:
+                self.bridge.call(self.store.close(), timeout=5)
+            except Exception:  # noqa: BLE001
+                logger.exception("journal close failed")
+        super().on_exit()

@@ -1,0 +1,156 @@
+"""The journal: an aiosqlite database in WAL mode holding everything a restart needs —
+intents, orders (written before they are sent), positions and state transitions with times.
+
+Schema changes are numbered migrations; `meta.schema_version` says which ran. Keys and
+secrets never reach this module: it stores symbols, quantities, prices, ids and states.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from typing import Any
+
+import aiosqlite
+
+from actors.messages import (
+    JournalIntent,
+    JournalOrder,
+    JournalOrderUpdate,
+    JournalTransition,
+)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE intents (
+        intent_id   TEXT PRIMARY KEY,
+        symbol      TEXT NOT NULL,
+        side        TEXT NOT NULL,
+        qty         REAL NOT NULL,
+        stop_price  REAL NOT NULL,
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE orders (
+        client_order_id TEXT PRIMARY KEY,
+        intent_id   TEXT NOT NULL,
+        symbol      TEXT NOT NULL,
+        purpose     TEXT NOT NULL,          -- entry | close
+        side        TEXT NOT NULL,
+        qty         REAL NOT NULL,
+        reduce_only INTEGER NOT NULL,
+        stop_price  REAL,
+        status      TEXT NOT NULL,          -- journaled | venue status | failure:<outcome>
+        filled_qty  REAL NOT NULL DEFAULT 0,
+        avg_price   REAL,
+        venue_order_id TEXT,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE INDEX orders_by_symbol ON orders(symbol, created_at);
+    CREATE TABLE positions (
+        symbol      TEXT PRIMARY KEY,
+        state       TEXT NOT NULL,
+        intent_id   TEXT,
+        snapshot    TEXT NOT NULL,          -- JSON of the last PositionSnapshot
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE transitions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        symbol      TEXT NOT NULL,
+        intent_id   TEXT,
+        from_state  TEXT NOT NULL,
+        to_state    TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        at          REAL NOT NULL
+    );
+    CREATE INDEX transitions_by_symbol ON transitions(symbol, id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class JournalStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def open(self) -> int:
+        """Open, switch to WAL and run pending migrations; returns the schema version."""
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self._db = await aiosqlite.connect(self.path)
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.execute("PRAGMA synchronous=FULL")   # an order row must survive power loss
+        await self._db.execute("PRAGMA busy_timeout=5000")
+        await self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = await (await self._db.execute("SELECT value FROM meta WHERE key='schema_version'")).fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"journal {self.path} has schema {version}, newer than this program's {SCHEMA_VERSION}")
+        for number in range(version, SCHEMA_VERSION):
+            await self._db.executescript(MIGRATIONS[number])
+            await self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),))
+            await self._db.commit()
+        return SCHEMA_VERSION
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("journal is not open")
+        return self._db
+
+    async def record(self, msg: object) -> None:
+        """Write one journal message durably (committed before returning)."""
+        match msg:
+            case JournalOrder(request=r, intent_id=intent, purpose=purpose, at=at):
+                await self.db.execute(
+                    "INSERT INTO orders (client_order_id, intent_id, symbol, purpose, side, qty, reduce_only,"
+                    " stop_price, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (r.client_order_id, intent, r.symbol, purpose, str(r.side), r.qty, int(r.reduce_only),
+                     r.stop_price, "journaled", at, at))
+            case JournalOrderUpdate(client_order_id=cid, status=status, filled_qty=filled, avg_price=px,
+                                    venue_order_id=vid, at=at):
+                await self.db.execute(
+                    "UPDATE orders SET status=?, filled_qty=MAX(filled_qty, ?), avg_price=COALESCE(?, avg_price),"
+                    " venue_order_id=COALESCE(?, venue_order_id), updated_at=? WHERE client_order_id=?",
+                    (status, filled, px, vid, at, cid))
+            case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at):
+                await self.db.execute("INSERT INTO intents VALUES (?,?,?,?,?,?)",
+                                      (iid, symbol, str(side), qty, stop, at))
+            case JournalTransition(snapshot=snap, from_state=before, trigger=trigger, detail=detail, at=at):
+                await self.db.execute(
+                    "INSERT INTO transitions (symbol, intent_id, from_state, to_state, trigger, detail, at)"
+                    " VALUES (?,?,?,?,?,?,?)", (snap.symbol, snap.intent_id, before, snap.state, trigger, detail, at))
+                await self.db.execute(
+                    "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
+                    (snap.symbol, snap.state, snap.intent_id, json.dumps(asdict(snap)), at))
+            case _:
+                raise TypeError(f"journal cannot record {type(msg).__name__}")
+        await self.db.commit()
+
+    # -- reads (restart, inspection, tests) ---------------------------------------------------
+
+    async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        cursor = await self.db.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+
+    async def orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
+        if symbol is None:
+            return await self.rows("SELECT * FROM orders ORDER BY created_at")
+        return await self.rows("SELECT * FROM orders WHERE symbol=? ORDER BY created_at", (symbol,))
+
+    async def positions(self) -> list[dict[str, Any]]:
+        return await self.rows("SELECT * FROM positions ORDER BY symbol")
+
+    async def transitions(self, symbol: str) -> list[dict[str, Any]]:
+        return await self.rows("SELECT * FROM transitions WHERE symbol=? ORDER BY id", (symbol,))

@@ -1,0 +1,111 @@
+"""PositionActor: one per symbol; a thin thespian shell around PositionCore."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from thespian.actors import WakeupMessage
+
+from actors.async_bridge import BridgedActor
+from actors.messages import (
+    ClosePosition,
+    CommandDenied,
+    ConfigurePosition,
+    GetPositionState,
+    JournalFailed,
+    OpenPosition,
+    OrderJournaled,
+    OrderPlaced,
+    OrderQueried,
+    PositionReady,
+    PositionSnapshot,
+    PositionTimer,
+    StopSet,
+)
+from actors.position_core import PositionCore
+
+
+class _ActorPorts:
+    """PositionPorts over thespian: sends, wake-ups and clocks."""
+
+    def __init__(self, actor: PositionActor, config: ConfigurePosition) -> None:
+        self._actor = actor
+        self._exchange = config.exchange
+        self._journal = config.journal
+        self._observer = config.observer
+
+    def to_exchange(self, msg: object) -> None:
+        self._actor.send(self._exchange, msg)
+
+    def to_journal(self, msg: object) -> None:
+        self._actor.send(self._journal, msg)
+
+    def publish(self, snapshot: PositionSnapshot) -> None:
+        if self._observer is not None:
+            self._actor.send(self._observer, snapshot)
+
+    def wake_after(self, seconds: float, timer: PositionTimer) -> None:
+        self._actor.wakeupAfter(timedelta(seconds=seconds), timer)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class PositionActor(BridgedActor):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.core: PositionCore | None = None
+
+    def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
+        if self.core is None:
+            ports = _ActorPorts(self, msg)
+            self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
+            ports.publish(self.core.snapshot())
+        self.send(sender, PositionReady(msg.symbol))
+
+    def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
+        self.send(sender, self.core.open(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
+
+    def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
+        self.send(sender, self.core.close(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
+
+    def receiveMsg_GetPositionState(self, msg: GetPositionState, sender: Any) -> None:  # noqa: N802
+        if self.core is not None:
+            self.send(sender, self.core.snapshot())
+
+    def receiveMsg_OrderJournaled(self, msg: OrderJournaled, sender: Any) -> None:  # noqa: N802
+        self._core().on_journaled(msg)
+
+    def receiveMsg_JournalFailed(self, msg: JournalFailed, sender: Any) -> None:  # noqa: N802
+        self._core().on_journal_failed(msg)
+
+    def receiveMsg_OrderPlaced(self, msg: OrderPlaced, sender: Any) -> None:  # noqa: N802
+        self._core().on_order_placed(msg)
+
+    def receiveMsg_OrderQueried(self, msg: OrderQueried, sender: Any) -> None:  # noqa: N802
+        self._core().on_order_queried(msg)
+
+    def receiveMsg_StopSet(self, msg: StopSet, sender: Any) -> None:  # noqa: N802
+        self._core().on_stop_set(msg)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
+        if isinstance(msg.payload, PositionTimer):
+            self._core().on_timer(msg.payload)
+
+    def _core(self) -> PositionCore:
+        if self.core is None:
+            raise RuntimeError("PositionActor got a venue reply before it was configured")
+        return self.core
+
+    @staticmethod
+    def _not_ready(command_id: str, symbol: str) -> CommandDenied:
+        return CommandDenied(command_id, symbol, "position actor is not configured yet")
+
+    def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
+        if isinstance(message, OpenPosition | ClosePosition):
+            self.send(sender, CommandDenied(message.command_id, message.symbol, f"internal error: {exc}"))
