@@ -13,6 +13,7 @@ so thespian never re-delivers a message whose handler had side effects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import socket
 import threading
@@ -51,10 +52,8 @@ class AsyncBridge:
         except BaseException as exc:  # noqa: BLE001 - handed to the actor thread, which decides
             result = exc
         self._done.put((on_done, result))
-        try:
+        with contextlib.suppress(OSError):                 # bridge closed while we finished
             self._tx.send(b"x")
-        except OSError:
-            pass                                           # bridge closed while we finished
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         """Run `coro` to completion, blocking (start-up and shut-down only)."""
