@@ -24,6 +24,8 @@ from typing import Any
 from loguru import logger
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
 
+from actors.logs import ensure_process_logging
+
 POLL = timedelta(milliseconds=2)
 
 
@@ -91,6 +93,7 @@ class BridgedActor(ActorTypeDispatcher):
         self._polling = False
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
+        ensure_process_logging()
         try:
             if isinstance(message, WatchMessage) or (isinstance(message, WakeupMessage)
                                                      and isinstance(message.payload, _PollToken)):

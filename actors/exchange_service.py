@@ -8,6 +8,9 @@ Never retries an order placement: what to do after a failure is the caller's dec
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -36,19 +39,40 @@ T = TypeVar("T")
 
 
 class Pacer:
-    """Spaces calls at most `rate` per second (no bursts: a burst is what trips venue limits)."""
+    """Releases calls at most `rate` per second, urgent ones first.
+
+    No bursts (a burst is what trips venue limits), and a protective call (a stop, a
+    reduce-only close) never waits behind queued new entries.
+    """
 
     def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = 0.0
+        self._last = -math.inf
         self._clock = clock
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+        self._releaser: asyncio.Task[None] | None = None
 
-    async def wait(self) -> None:
+    async def wait(self, urgent: bool = False) -> None:
         now = self._clock()
-        slot = max(now, self._next)
-        self._next = slot + self._interval
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        if not self._waiters and now >= self._last + self._interval:
+            self._last = now
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (0 if urgent else 1, next(self._seq), future))
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.create_task(self._release())
+        await future
+
+    async def _release(self) -> None:
+        while self._waiters:
+            delay = self._last + self._interval - self._clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            _, _, future = heapq.heappop(self._waiters)
+            self._last = self._clock()
+            if not future.done():
+                future.set_result(None)
 
 
 class ExchangeService:
@@ -64,13 +88,14 @@ class ExchangeService:
         """Run one request; never raises (every failure becomes a classified reply)."""
         match msg:
             case PlaceOrder(request=req, request_id=rid):
-                report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req))
+                report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
+                                                   urgent=req.reduce_only)
                 return OrderPlaced(rid, req.client_order_id, report, failure)
             case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
                 report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
                 return OrderQueried(rid, cid, report, failure)
             case SetStop(symbol=symbol, stop_price=px, request_id=rid):
-                _, failure = await self._call(self._orders, lambda: self.adapter.set_stop(symbol, px))
+                _, failure = await self._call(self._orders, lambda: self.adapter.set_stop(symbol, px), urgent=True)
                 return StopSet(rid, symbol, px, failure)
             case FetchPositions(request_id=rid):
                 positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
@@ -82,8 +107,9 @@ class ExchangeService:
                 return PriceFetched(rid, symbol, price, failure)
         raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
 
-    async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]]) -> tuple[T | None, VenueFailure | None]:
-        await pacer.wait()
+    async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]],
+                    urgent: bool = False) -> tuple[T | None, VenueFailure | None]:
+        await pacer.wait(urgent)
         try:
             return await asyncio.wait_for(call(), self.call_timeout_s), None
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes

@@ -186,20 +186,22 @@ class Supervisor(BridgedActor):
             logger.info("stopping {}", child.id)
             self.send(child.address, ActorExitRequest())
             return
-        self.children.clear()
         if self.stop_requester is not None:
             self.send(self.stop_requester, DeploymentStopped())
             self.stop_requester = None
 
     def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:  # noqa: N802
+        # thespian may report one exit twice (exit request done, process gone): act on the first.
         exited = next((c for c in self.children if c.address == msg.childAddress), None)
+        if exited is None:
+            return
+        self.children.remove(exited)
         if self.stopping and exited is self.stopping[0]:
             self.stopping.pop(0)
             self._stop_next()
             return
-        if exited is not None:
-            # Restart policy is the supervision issue's; until then the loss is loud.
-            logger.critical("ALERT child {} exited unexpectedly; its symbol is unmanaged", exited.id)
+        # Restart policy is the supervision issue's; until then the loss is loud.
+        logger.critical("ALERT child {} exited unexpectedly; it is no longer managed", exited.id)
 
     def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:  # noqa: N802
         logger.error("a child failed twice on {}: {}", type(msg.poisonMessage).__name__, msg.details)

@@ -1,0 +1,70 @@
+"""Logging for every posguard process: loguru, human lines or JSON lines, secrets redacted.
+
+Actor processes are forked and thespian closes inherited descriptors, so each process opens
+its own sinks: `ensure_process_logging()` (called by every actor on each message, cheap after
+the first) re-applies the settings inherited from the parent when it finds itself in a new pid.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    file: str | None = None          # None: no log file
+    level: str = "INFO"              # for the file
+    stderr_level: str = "WARNING"    # for the terminal (keeps the live status readable)
+    json: bool = False               # JSON lines instead of human lines
+
+
+_settings: LogSettings | None = None
+_configured_pid: int | None = None
+_secrets: set[str] = set()
+
+HUMAN = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {process} | {message}"
+
+
+def register_secret(value: str | None) -> None:
+    """Never print this value: every sink replaces it with ***."""
+    if value and len(value) >= 4:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _patch(record: dict[str, Any]) -> None:
+    record["message"] = redact(record["message"])
+    if record["exception"] is not None:
+        # tracebacks can quote request bodies; loguru formats them later, so scrub the value text
+        exc = record["exception"]
+        if exc.value is not None and _secrets and any(s in str(exc.value) for s in _secrets):
+            record["message"] += " [exception text redacted]"
+            record["exception"] = None
+
+
+def configure_logging(settings: LogSettings) -> None:
+    """Apply in this process; forked children re-apply the same settings themselves."""
+    global _settings, _configured_pid
+    _settings = settings
+    _configured_pid = os.getpid()
+    logger.remove()
+    logger.configure(patcher=_patch)
+    logger.add(sys.stderr, level=settings.stderr_level, format=HUMAN, serialize=settings.json)
+    if settings.file:
+        os.makedirs(os.path.dirname(os.path.abspath(settings.file)), exist_ok=True)
+        logger.add(settings.file, level=settings.level, format=HUMAN, serialize=settings.json, enqueue=False)
+
+
+def ensure_process_logging() -> None:
+    if _settings is not None and _configured_pid != os.getpid():
+        configure_logging(_settings)

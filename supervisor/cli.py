@@ -1,0 +1,231 @@
+"""`posguard` — run a supervised deployment, or ask a running one for its state.
+
+User mistakes (bad config, nothing running, port taken) get one line on stderr and a
+non-zero exit, never a traceback. `status` never starts an actor system.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from typing import Any
+
+from actors.logs import configure_logging
+from actors.messages import (
+    CommandAccepted,
+    DeploymentReady,
+    FetchPrice,
+    GetTrueState,
+    OpenPosition,
+    PositionSnapshot,
+    PriceFetched,
+    StartDeployment,
+    StatusReport,
+    StatusRequest,
+    StopDeployment,
+    TrueStateReport,
+)
+from adapters.base import Side, TrueState
+from supervisor.config import DEFAULT_CONFIG, ConfigError, DeploymentConfig, OpenSpec, load_config
+from supervisor.system import join_system, port_listening, start_system
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+ASK_TIMEOUT_S = 5.0
+
+
+class UserError(Exception):
+    """Reported as one line; exit code attached."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="posguard", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    default_config = os.environ.get("POSGUARD_CONFIG", DEFAULT_CONFIG)
+
+    run = sub.add_parser("run", help="start the actors, open the configured positions, show live status")
+    run.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
+    run.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                     help="stop by itself after this many seconds (default: until Ctrl-C)")
+
+    status = sub.add_parser("status", help="ask the running system for every position's state")
+    status.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        return cmd_status(args)
+    except ConfigError as exc:
+        print(f"posguard: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UserError as exc:
+        print(f"posguard: {exc}", file=sys.stderr)
+        return exc.code
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.duration is not None and not (args.duration > 0):
+        raise UserError("--duration must be a positive number of seconds", EXIT_USAGE)
+    cfg = load_config(args.config)
+    configure_logging(cfg.log)
+    if port_listening(cfg.admin_port):
+        raise UserError(f"a system already listens on 127.0.0.1:{cfg.admin_port}"
+                        " (another posguard run? try `posguard status`)")
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    asys = start_system(cfg.admin_port)
+    supervisor = None
+    try:
+        from supervisor.supervisor import Supervisor
+
+        supervisor = asys.createActor(Supervisor)
+        _write_address(cfg, supervisor)
+        reply = asys.ask(supervisor, StartDeployment(cfg.symbols, cfg.journal_path, cfg.adapter_factory(),
+                                                     cfg.position), 30)
+        if not isinstance(reply, DeploymentReady):
+            raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 30 s')}")
+        print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue"
+              f" (stops {'attached to entries' if reply.capabilities.attached_stop else 'set after fills'});"
+              f" admin on 127.0.0.1:{cfg.admin_port}", flush=True)
+        for spec in cfg.opens:
+            _open(asys, supervisor, spec)
+        _watch(asys, supervisor, cfg, stop, args.duration)
+    finally:
+        if supervisor is not None:
+            asys.ask(supervisor, StopDeployment(), 15)
+        asys.shutdown()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(cfg.address_file)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("posguard: stopped cleanly", flush=True)
+    return EXIT_OK
+
+
+def _open(asys: Any, supervisor: Any, spec: OpenSpec) -> None:
+    stop = spec.stop
+    if stop is None:
+        assert spec.stop_pct is not None
+        reply = asys.ask(supervisor, FetchPrice(spec.symbol), ASK_TIMEOUT_S)
+        if not isinstance(reply, PriceFetched) or reply.price is None:
+            print(f"posguard: {spec.symbol}: no price to place the stop from; not opened", flush=True)
+            return
+        sign = -1 if spec.side is Side.BUY else 1
+        stop = round(reply.price * (1 + sign * spec.stop_pct / 100), 8)
+    reply = asys.ask(supervisor, OpenPosition(spec.symbol, spec.side, spec.qty, stop), ASK_TIMEOUT_S)
+    if isinstance(reply, CommandAccepted):
+        print(f"posguard: opening {spec.side} {spec.qty} {spec.symbol}, stop {stop}", flush=True)
+    else:
+        print(f"posguard: {spec.symbol} not opened: {getattr(reply, 'reason', 'no answer')}", flush=True)
+
+
+def _watch(asys: Any, supervisor: Any, cfg: DeploymentConfig, stop: threading.Event,
+           duration: float | None) -> None:
+    deadline = None if duration is None else time.monotonic() + duration
+    tty = sys.stdout.isatty()
+    drawn = 0
+    last_body = ""
+    while True:
+        report = asys.ask(supervisor, StatusRequest(), ASK_TIMEOUT_S)
+        truth = asys.ask(supervisor, GetTrueState(), ASK_TIMEOUT_S)
+        if isinstance(report, StatusReport):
+            state = truth.state if isinstance(truth, TrueStateReport) else None
+            body = render_table(report.positions, state)
+            if tty:
+                up = time.time() - report.started_at
+                text = f"posguard  venue={report.venue}  up {up:.0f}s  (Ctrl-C to stop)\n{body}"
+                sys.stdout.write((f"\x1b[{drawn}F\x1b[J" if drawn else "") + text + "\n")
+                drawn = text.count("\n") + 1
+            elif body != last_body:
+                sys.stdout.write(body + "\n\n")
+            sys.stdout.flush()
+            last_body = body
+        remaining = cfg.refresh_s if deadline is None else min(cfg.refresh_s, deadline - time.monotonic())
+        if remaining <= 0 or stop.wait(remaining):
+            return
+
+
+COLUMNS = ("SYMBOL", "STATE", "SIDE", "QTY", "ENTRY", "STOP", "NAKED_S", "LAST EVENT")
+
+
+def render_table(positions: tuple[PositionSnapshot, ...], truth: TrueState | None = None) -> str:
+    """One line per symbol. NAKED_S is the venue's truth where the venue can know it (simulated),
+    otherwise the actor's own measure (fill to confirmed stop)."""
+    rows = [COLUMNS]
+    for p in positions:
+        naked = p.naked_now()
+        if truth is not None:
+            episodes = [e for e in truth.positions if e.symbol == p.symbol]
+            naked = episodes[-1].naked_seconds if episodes else 0.0
+        rows.append((p.symbol, p.state, str(p.side or "-"), _num(p.filled_qty or p.requested_qty),
+                     _num(p.entry_price), _num(p.stop_price), f"{naked:.2f}", p.last_event[:60]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+                     for r in rows)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.8g}"
+
+
+def _write_address(cfg: DeploymentConfig, address: Any) -> None:
+    os.makedirs(cfg.runtime_dir, exist_ok=True)
+    tmp = cfg.address_file + ".tmp"
+    with open(tmp, "wb") as fh:
+        pickle.dump(address, fh)
+    os.replace(tmp, cfg.address_file)
+
+
+# -- status ---------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    asys, supervisor = _connect(cfg)
+    reply = asys.ask(supervisor, StatusRequest(), ASK_TIMEOUT_S)
+    if not isinstance(reply, StatusReport):
+        raise UserError(f"the system on 127.0.0.1:{cfg.admin_port} did not answer a status request")
+    if args.json:
+        print(json.dumps({"venue": reply.venue, "started_at": reply.started_at,
+                          "positions": [asdict(p) | {"naked_now": p.naked_now()} for p in reply.positions]},
+                         default=str))
+    else:
+        print(render_table(reply.positions))
+    return EXIT_OK
+
+
+def _connect(cfg: DeploymentConfig) -> tuple[Any, Any]:
+    """Join the running system named by the config, or explain why not. Never starts one."""
+    if not port_listening(cfg.admin_port):
+        raise UserError(f"no posguard system is running on 127.0.0.1:{cfg.admin_port}"
+                        f" (start one with `posguard run --config {os.path.relpath(cfg.path)}`)")
+    try:
+        with open(cfg.address_file, "rb") as fh:
+            supervisor = pickle.load(fh)
+    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
+        raise UserError(f"something listens on 127.0.0.1:{cfg.admin_port} but it is not a posguard run"
+                        f" started with this config (no {cfg.address_file})") from None
+    asys = join_system(cfg.admin_port)
+    if asys is None:
+        raise UserError(f"no posguard system is running on 127.0.0.1:{cfg.admin_port}")
+    return asys, supervisor
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The deployment config (TOML): parsed once, checked fully, every problem named by its key.
+
+Relative paths are resolved against the config file's folder, so `posguard run` and
+`posguard status` agree on the journal and runtime files whatever the working directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from actors.logs import LogSettings
+from actors.messages import PositionSettings
+from adapters.base import Side
+from adapters.faults import Fault, FaultKind
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimulatedAdapter, SimVenueConfig
+
+DEFAULT_CONFIG = "conf/demo.toml"
+VENUES = ("simulated",)
+
+
+class ConfigError(Exception):
+    """A user mistake in the config; the message names the key and the problem."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSpec:
+    """A position the run opens at start-up."""
+
+    symbol: str
+    side: Side
+    qty: float
+    stop: float | None = None        # absolute stop price, or
+    stop_pct: float | None = None    # distance from the current price, in percent
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentConfig:
+    path: str
+    venue: str
+    symbols: tuple[str, ...]
+    simulated: SimVenueConfig | None
+    position: PositionSettings
+    journal_path: str
+    admin_port: int
+    log: LogSettings
+    opens: tuple[OpenSpec, ...] = field(default=())
+    refresh_s: float = 1.0
+
+    @property
+    def runtime_dir(self) -> str:
+        return os.path.dirname(self.journal_path)
+
+    @property
+    def address_file(self) -> str:
+        """Where `run` leaves the supervisor's address for `status` (never a thespian look-up,
+        which would create an empty actor if none exists)."""
+        return os.path.join(self.runtime_dir, f"posguard-{self.admin_port}.supervisor")
+
+    def adapter_factory(self) -> Callable[[], Any]:
+        """A picklable callable that builds the venue adapter inside the ExchangeActor's process."""
+        assert self.simulated is not None
+        return functools.partial(SimulatedAdapter, self.simulated)
+
+
+def load_config(path: str) -> DeploymentConfig:
+    """Read and check the config; raises ConfigError naming the first bad key."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    base = os.path.dirname(os.path.abspath(path))
+    t = _Table(raw, "")
+    t.only("venue", "deployment", "position", "journal", "admin", "logging", "open")
+
+    venue_t = t.table("venue")
+    venue_t.only("name", "simulated")
+    venue = venue_t.str("name")
+    if venue not in VENUES:
+        raise ConfigError("venue.name", f"unknown venue {venue!r}; this version supports: {', '.join(VENUES)}")
+
+    dep = t.table("deployment")
+    dep.only("symbols", "refresh_s")
+    symbols = dep.list_of_str("symbols")
+    if not symbols:
+        raise ConfigError("deployment.symbols", "list at least one symbol")
+    if len(set(symbols)) != len(symbols):
+        raise ConfigError("deployment.symbols", "a symbol is listed twice")
+
+    simulated = _simulated(venue_t.table("simulated"), symbols) if venue == "simulated" else None
+
+    pos_t = t.table("position", required=False)
+    names = [f.name for f in fields(PositionSettings)]
+    pos_t.only(*names)
+    defaults = PositionSettings()
+    position = PositionSettings(**{
+        n: (pos_t.int(n, getattr(defaults, n), minimum=1) if isinstance(getattr(defaults, n), int)
+            else pos_t.num(n, getattr(defaults, n), minimum=0.0, strictly=True)) for n in names})
+
+    journal_t = t.table("journal")
+    journal_t.only("path")
+    admin_t = t.table("admin")
+    admin_t.only("port")
+    log_t = t.table("logging", required=False)
+    log_t.only("file", "level", "stderr_level", "json")
+    levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+    log_file = log_t.str("file", "")
+    log = LogSettings(
+        file=_resolve(base, log_file) if log_file else None,
+        level=log_t.choice("level", levels, "INFO"),
+        stderr_level=log_t.choice("stderr_level", levels, "WARNING"),
+        json=log_t.bool("json", False))
+
+    opens = tuple(_open_spec(_Table(item, f"open[{i}]"), symbols) for i, item in enumerate(t.array("open")))
+    return DeploymentConfig(
+        path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, position=position,
+        journal_path=_resolve(base, journal_t.str("path")), admin_port=admin_t.int("port", minimum=1024, maximum=65535),
+        log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05))
+
+
+def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
+    t.only("seed", "position_lag_s", "latency_s", "attached_stops", "orders_per_second", "ack_only",
+           "volatility", "tick_s", "prices", "faults")
+    prices_t = t.table("prices")
+    prices = {s: prices_t.num(s, minimum=0.0, strictly=True) for s in prices_t.raw}
+    for s in symbols:
+        if s not in prices:
+            raise ConfigError(f"venue.simulated.prices.{s}", "deployment symbol has no simulated price")
+    faults = []
+    for i, item in enumerate(t.array("faults")):
+        f = _Table(item, f"venue.simulated.faults[{i}]")
+        f.only("op", "kind", "times", "skip", "symbol", "code", "message", "delay_s")
+        faults.append(Fault(
+            op=f.choice("op", ("create_order", "set_stop", "fetch_order", "fetch_positions", "*")),
+            kind=FaultKind(f.choice("kind", tuple(k.value for k in FaultKind))),
+            times=f.int("times", 1, minimum=1), skip=f.int("skip", 0, minimum=0),
+            symbol=f.str("symbol", "") or None, code=f.int("code", 10016), message=f.str("message", "Server Timeout"),
+            delay_s=f.num("delay_s", 0.0, minimum=0.0)))
+    engine = EngineConfig(
+        seed=t.int("seed", 1), prices=prices, position_lag_s=t.num("position_lag_s", 0.0, minimum=0.0),
+        tick_s=t.num("tick_s", 0.05, minimum=0.001), volatility=t.num("volatility", 0.0002, minimum=0.0))
+    return SimVenueConfig(
+        engine=engine, attached_stops=t.bool("attached_stops", True), latency_s=t.num("latency_s", 0.0, minimum=0.0),
+        orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
+        ack_only=t.bool("ack_only", False), faults=tuple(faults))
+
+
+def _open_spec(t: _Table, symbols: list[str]) -> OpenSpec:
+    t.only("symbol", "side", "qty", "stop", "stop_pct")
+    symbol = t.str("symbol")
+    if symbol not in symbols:
+        raise ConfigError(f"{t.path}.symbol", f"{symbol!r} is not in deployment.symbols")
+    stop = t.num("stop", None, minimum=0.0, strictly=True)
+    stop_pct = t.num("stop_pct", None, minimum=0.0, strictly=True, maximum=100.0)
+    if (stop is None) == (stop_pct is None):
+        raise ConfigError(f"{t.path}", "give exactly one of stop (a price) or stop_pct (percent from entry)")
+    return OpenSpec(symbol, Side(t.choice("side", ("buy", "sell"))), t.num("qty", minimum=0.0, strictly=True),
+                    stop, stop_pct)
+
+
+def _resolve(base: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+_MISSING = object()
+
+
+class _Table:
+    """Typed access to one TOML table; every error names the full key."""
+
+    def __init__(self, raw: Any, path: str) -> None:
+        if not isinstance(raw, dict):
+            raise ConfigError(path or "config", "must be a table")
+        self.raw, self.path = raw, path
+
+    def _key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def only(self, *allowed: str) -> None:
+        for key in self.raw:
+            if key not in allowed:
+                raise ConfigError(self._key(key), f"unknown key (expected one of: {', '.join(allowed)})")
+
+    def _get(self, key: str, default: Any) -> Any:
+        if key in self.raw:
+            return self.raw[key]
+        if default is _MISSING:
+            raise ConfigError(self._key(key), "missing")
+        return default
+
+    def table(self, key: str, required: bool = True) -> _Table:
+        value = self._get(key, _MISSING if required else {})
+        return _Table(value, self._key(key))
+
+    def array(self, key: str) -> list[Any]:
+        value = self._get(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(self._key(key), "must be an array of tables ([[...]])")
+        return value
+
+    def str(self, key: str, default: Any = _MISSING) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise ConfigError(self._key(key), f"must be a string, got {value!r}")
+        return value
+
+    def list_of_str(self, key: str) -> list[str]:
+        value = self._get(key, _MISSING)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(self._key(key), "must be a list of non-empty strings")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: Any = _MISSING) -> str:
+        value = self.str(key, default)
+        if value not in options:
+            raise ConfigError(self._key(key), f"must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    def bool(self, key: str, default: Any = _MISSING) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self._key(key), f"must be true or false, got {value!r}")
+        return value
+
+    def num(self, key: str, default: Any = _MISSING, *, minimum: float | None = None, maximum: float | None = None,
+            strictly: bool = False) -> Any:
+        value = self._get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ConfigError(self._key(key), f"must be a number, got {value!r}")
+        if minimum is not None and (value <= minimum if strictly else value < minimum):
+            raise ConfigError(self._key(key), f"must be {'>' if strictly else '>='} {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(self._key(key), f"must be <= {maximum}, got {value}")
+        return float(value)
+
+    def int(self, key: str, default: Any = _MISSING, *, minimum: int | None = None, maximum: int | None = None) -> int:
+        value = self._get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self._key(key), f"must be a whole number, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(self._key(key), f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(self._key(key), f"must be <= {maximum}, got {value}")
+        return value
