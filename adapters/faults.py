@@ -11,6 +11,7 @@ class FaultKind(StrEnum):
     TIMEOUT_AFTER = "timeout_after"  # the venue executed the request, the reply is lost
     TIMEOUT_BEFORE = "timeout_before"  # the request never reached the engine, no reply
     DELAY = "delay"                  # the reply comes `delay_s` later than usual
+    LATE = "late"                    # no reply, and the request reaches the engine `delay_s` later
 
 
 @dataclass(frozen=True, slots=True)

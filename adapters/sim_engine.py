@@ -11,6 +11,8 @@ Stops are evaluated lazily: every call first advances the engine to `now`.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import random
 import time
 import zlib
@@ -81,10 +83,14 @@ class SimEngine:
         self._order_seq = 0
         self._episodes: list[_Episode] = []
         self._advanced_to = 0.0
+        self._scheduled: list[tuple[float, int, Callable[[], object]]] = []
+        self._frozen_at: float | None = None
 
     # -- time and prices -------------------------------------------------------------
 
     def now(self) -> float:
+        if self._frozen_at is not None:
+            return self._frozen_at
         return self._clock() - self._t0
 
     def price_at(self, symbol: str, t: float) -> float:
@@ -100,8 +106,21 @@ class SimEngine:
         self._check_symbol(symbol)
         return self.price_at(symbol, self.now())
 
+    def schedule(self, delay_s: float, request: Callable[[], object]) -> None:
+        """Run `request` when the engine reaches now + delay_s (a request still in flight)."""
+        heapq.heappush(self._scheduled, (self.now() + delay_s, len(self._scheduled), request))
+
     def advance(self) -> None:
-        """Trigger every stop the price path crossed since the last call."""
+        """Run in-flight requests that have arrived, and trigger every stop the price path
+        crossed since the last call."""
+        while self._scheduled and self._scheduled[0][0] <= self.now():
+            at, _, request = heapq.heappop(self._scheduled)
+            self._frozen_at = at                           # it happened when it arrived, not now
+            try:
+                with contextlib.suppress(VenueError):      # its reply went nowhere
+                    request()
+            finally:
+                self._frozen_at = None
         now = self.now()
         tick = self.config.tick_s
         for symbol, pos in self._positions.items():

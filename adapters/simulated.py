@@ -97,6 +97,11 @@ class SimulatedAdapter(VenueAdapter):
         if fault is not None and fault.kind is FaultKind.TIMEOUT_BEFORE:
             await _sleep(half)
             raise VenueTimeout(f"{op}: no reply (request lost)")
+        if fault is not None and fault.kind is FaultKind.LATE:
+            # Delivered after we gave up on it (ccxt #2599): it executes later, on the engine's clock.
+            self.engine.schedule(fault.delay_s, execute)
+            await _sleep(half)
+            raise VenueTimeout(f"{op}: no reply (request still in flight)")
         result = execute()
         await _sleep(half)
         if fault is not None and fault.kind is FaultKind.TIMEOUT_AFTER:

@@ -287,3 +287,20 @@ def test_entry_order_report_status_is_journaled():
     h.run()
     updates = [m for m in h.journal if type(m).__name__ == "JournalOrderUpdate"]
     assert updates and updates[0].status == str(OrderStatus.FILLED)
+
+
+def test_rollback_that_races_an_in_flight_entry_closes_again_once_the_entry_lands():
+    # The entry is still in flight when the naked deadline fires; the reduce-only close finds
+    # nothing; the entry then executes. "Closed" must wait for the entry's final state, and
+    # the fill that landed after the close must be closed too.
+    h = Harness(venue(Fault("create_order", FaultKind.LATE, delay_s=2.0, reduce_only=False), attached=False),
+                settings=fast_settings(naked_deadline_s=1.0))
+    h.open()
+    h.run(until=1.5)
+    assert h.core.state is State.FLATTENING              # not "closed": the entry is not final yet
+    h.run(until=60)
+    assert h.core.state is State.IDLE
+    closes = [m.request for m in h.sent(PlaceOrder) if m.request.reduce_only]
+    assert len(closes) == 2                              # the first found nothing, the second closed the fill
+    assert h.entries_on_venue() == 1
+    assert_converged(h)

@@ -217,3 +217,18 @@ def test_ack_only_replies_carry_no_fill():
     ack = run(ad.create_order(buy()))
     assert ack.fill_known is False and ack.status is OrderStatus.NEW
     assert run(ad.fetch_order("BTCUSDT", "e1")).filled_qty == 1.0
+
+
+def test_late_request_times_out_for_the_client_and_executes_when_it_arrives():
+    clock = ManualClock()
+    ad = SimulatedAdapter(SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0),
+                                         faults=(Fault("create_order", FaultKind.LATE, delay_s=2.0),)), clock=clock)
+    with pytest.raises(VenueTimeout):
+        run(ad.create_order(buy()))
+    with pytest.raises(VenueError):
+        run(ad.fetch_order("BTCUSDT", "e1"))                 # not there yet
+    clock.advance(2.5)
+    report = run(ad.fetch_order("BTCUSDT", "e1"))
+    assert report.status is OrderStatus.FILLED
+    (episode,) = run(ad.true_state()).positions
+    assert episode.opened_at == pytest.approx(2.0)           # when it arrived, not when we looked
