@@ -104,6 +104,10 @@ class TrueState:
     prices: dict[str, float]
     positions: tuple[TruePosition, ...]          # every episode, open and closed, oldest first
     orders: tuple[OrderReport, ...] = field(default=())
+    calls: tuple[tuple[str, int], ...] = field(default=())     # (operation, count) as the venue saw them
+
+    def call_count(self, op: str) -> int:
+        return dict(self.calls).get(op, 0)
 
     def open_positions(self) -> dict[str, TruePosition]:
         return {p.symbol: p for p in self.positions if p.closed_at is None}

@@ -4,6 +4,7 @@ the matching engine. Used by the demo, the tests and the benchmarks; no network.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -79,7 +80,10 @@ class SimulatedAdapter(VenueAdapter):
         return await self._call("fetch_positions", None, self.engine.position_view)
 
     async def true_state(self) -> TrueState:
-        return self.engine.true_state()
+        counts: dict[str, int] = {}
+        for op, _ in self.calls:
+            counts[op] = counts.get(op, 0) + 1
+        return dataclasses.replace(self.engine.true_state(), calls=tuple(sorted(counts.items())))
 
     async def _call(self, op: str, symbol: str | None, execute: Callable[[], T], *,
                     reduce_only: bool | None = None, is_order: bool = False) -> T:
