@@ -35,6 +35,7 @@ class SimVenueConfig:
     attached_stops: bool = True      # False plays a venue where the stop is a separate call
     latency_s: float = 0.0           # one full round trip
     orders_per_second: float = 10.0  # venue-side limit on order and stop calls; over it → 10006
+    reads_per_second: float = 50.0   # what clients should pace reads to (not enforced)
     ack_only: bool = False           # create replies carry ids only, like Bybit v5
     faults: tuple[Fault, ...] = ()
 
@@ -48,7 +49,8 @@ class SimulatedAdapter(VenueAdapter):
         self.faults = FaultPlan(config.faults)
         self.capabilities = Capabilities(
             venue="simulated", attached_stop=config.attached_stops,
-            orders_per_second=config.orders_per_second, has_truth=True)
+            orders_per_second=config.orders_per_second, reads_per_second=config.reads_per_second,
+            has_truth=True)
         self._clock = clock
         self._bucket = float(config.orders_per_second)
         self._bucket_at = clock()

@@ -87,9 +87,13 @@ class Supervisor(BridgedActor):
             address = self._start(f"position:{symbol}", PositionActor)
             self.send(address, ConfigurePosition(symbol, self._address("exchange"), self._address("journal"),
                                                  msg.capabilities, self.spec.settings, observer=self.myAddress))
+        self._ready_when_all_started()
 
     def receiveMsg_PositionReady(self, msg: PositionReady, sender: Any) -> None:  # noqa: N802
         self.pending_ready.discard(msg.symbol)
+        self._ready_when_all_started()
+
+    def _ready_when_all_started(self) -> None:
         if not self.pending_ready and not self.ready and self.spec is not None and self.capabilities:
             self.ready = True
             logger.info("deployment ready: {} symbols on {}", len(self.spec.symbols), self.capabilities.venue)

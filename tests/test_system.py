@@ -156,9 +156,7 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
     d = deploy(sim(attached=False))
     d.open("BTCUSDT")
     d.wait_state("BTCUSDT", "PROTECTED")
-    d.stop()
-    deploy_db = tmp_path / "journal0.sqlite"
-    with sqlite3.connect(deploy_db) as db:
+    with sqlite3.connect(tmp_path / "journal0.sqlite") as db:     # WAL: readable while the journal writes
         (status, purpose), = db.execute("SELECT status, purpose FROM orders").fetchall()
         states = [r[0] for r in db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT' ORDER BY id")]
         (pos_state,), = db.execute("SELECT state FROM positions WHERE symbol='BTCUSDT'").fetchall()
@@ -167,5 +165,3 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
     assert (status, purpose) == ("filled", "entry")
     assert states == ["ENTERING", "PROTECTING", "PROTECTED"]
     assert pos_state == "PROTECTED" and version == "1" and mode == "wal"
-    d.sup = d.asys.createActor(Supervisor)                # the fixture's stop needs a live supervisor
-    d.asys.ask(d.sup, StartDeployment((), str(tmp_path / "x.sqlite"), functools.partial(SimulatedAdapter, sim())), 5)

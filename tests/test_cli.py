@@ -1,0 +1,182 @@
+"""`posguard` end to end in subprocesses: run a deployment, ask its status from another
+process, stop cleanly; user mistakes get one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from supervisor.cli import main
+from tests.conftest import free_port, listening_sockets, wait_exited
+
+POSGUARD = [sys.executable, "-m", "supervisor.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, port: int, extra: str = "", attached: bool = True) -> Path:
+    cfg = tmp_path / "pg.toml"
+    cfg.write_text(textwrap.dedent(f"""
+        [venue]
+        name = "simulated"
+        [venue.simulated]
+        seed = 3
+        position_lag_s = 2.4
+        latency_s = 0.01
+        attached_stops = {str(attached).lower()}
+        orders_per_second = 100
+        [venue.simulated.prices]
+        BTCUSDT = 60000.0
+        ETHUSDT = 3000.0
+        [deployment]
+        symbols = ["BTCUSDT", "ETHUSDT"]
+        refresh_s = 0.2
+        [journal]
+        path = "var/journal.sqlite"
+        [admin]
+        port = {port}
+        [logging]
+        file = "var/posguard.log"
+        [[open]]
+        symbol = "BTCUSDT"
+        side = "buy"
+        qty = 0.01
+        stop_pct = 2.0
+        [[open]]
+        symbol = "ETHUSDT"
+        side = "sell"
+        qty = 0.5
+        stop = 3100.0
+        """) + extra)
+    return cfg
+
+
+def posguard(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*POSGUARD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_run_status_and_clean_stop(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "60"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        for line in run.stdout:                          # wait for the run to say it is serving
+            seen.append(line)
+            if "opening sell 0.5 ETHUSDT" in line:
+                break
+        assert any("admin on 127.0.0.1:" in s for s in seen), seen
+        admin = [addr for addr, p in listening_sockets().values() if p == port]
+        assert admin and all(a == "127.0.0.1" for a in admin)
+
+        status = posguard("status", "--config", str(cfg), "--json")
+        assert status.returncode == 0, status.stderr
+        report = json.loads(status.stdout)
+        assert {p["symbol"] for p in report["positions"]} == {"BTCUSDT", "ETHUSDT"}
+        assert report["venue"] == "simulated"
+        table = posguard("status", "--config", str(cfg))
+        assert table.returncode == 0 and "SYMBOL" in table.stdout and "ETHUSDT" in table.stdout
+
+        for line in run.stdout:                          # the live view shows both protected
+            seen.append(line)
+            if "ETHUSDT" in line and "PROTECTED" in line:
+                break
+        run.send_signal(signal.SIGINT)                   # Ctrl-C: a clean stop, exit 0
+        out, err = run.communicate(timeout=30)
+        out = "".join(seen) + out
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0, err
+    assert "PROTECTED" in out and "stopped cleanly" in out
+    assert "Traceback" not in err
+    assert not [p for _, p in listening_sockets().values() if p == port]
+    after = posguard("status", "--config", str(cfg))
+    assert after.returncode == 1 and "no posguard system is running" in one_line_error(after)
+    journal = tmp_path / "var" / "journal.sqlite"
+    assert journal.exists()
+
+
+def test_status_with_nothing_running_never_starts_a_system(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    proc = posguard("status", "--config", str(cfg))
+    assert proc.returncode == 1
+    assert f"127.0.0.1:{port}" in one_line_error(proc)
+    assert not [p for _, p in listening_sockets().values() if p == port]
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ("[position]\nnaked_deadline_s = -1\n", "position.naked_deadline_s"),
+    ("[position]\nnaked_deadlin_s = 3\n", "position.naked_deadlin_s"),
+    ("[[open]]\nsymbol = \"XRPUSDT\"\nside = \"buy\"\nqty = 1\nstop = 1.0\n", "open[2].symbol"),
+    ("[[open]]\nsymbol = \"BTCUSDT\"\nside = \"up\"\nqty = 1\nstop = 1.0\n", "open[2].side"),
+])
+def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, extra, key):
+    cfg = write_config(tmp_path, free_port(), extra)
+    proc = posguard("run", "--config", str(cfg), "--duration", "1")
+    assert proc.returncode == 2
+    assert key in one_line_error(proc)
+
+
+def test_config_errors_in_process(tmp_path, capsys):
+    # Cheaper variants of the same promise, without subprocesses.
+    missing = main(["status", "--config", str(tmp_path / "nope.toml")])
+    assert missing == 2 and "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[venue\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    cfg = write_config(tmp_path, free_port())
+    cfg.write_text(cfg.read_text().replace('name = "simulated"', 'name = "kraken"'))
+    assert main(["run", "--config", str(cfg)]) == 2
+    assert "venue.name" in capsys.readouterr().err
+    assert main(["run", "--config", str(write_config(tmp_path, free_port())), "--duration", "-3"]) == 2
+
+
+def test_run_refuses_a_port_that_is_already_taken(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = write_config(tmp_path, taken.getsockname()[1])
+        proc = posguard("run", "--config", str(cfg), "--duration", "1")
+    assert proc.returncode == 1 and "already listens" in one_line_error(proc)
+
+
+def test_demo_configs_load():
+    from supervisor.config import load_config
+
+    for name in ("demo.toml", "demo-separate-stop.toml"):
+        cfg = load_config(str(ROOT / "conf" / name))
+        assert cfg.simulated is not None and cfg.simulated.engine.position_lag_s == 24.0
+
+
+def test_no_stray_processes_from_the_cli_tests():
+    mine = [p for p in os.listdir("/proc") if p.isdigit()]
+    stray = []
+    for pid in mine:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "supervisor.cli" in cmd and "pg.toml" in cmd:
+            stray.append(int(pid))
+    assert not wait_exited(set(stray), timeout=5.0)
