@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -39,24 +38,41 @@ T = TypeVar("T")
 
 
 class Pacer:
-    """Releases calls at most `rate` per second, urgent ones first.
+    """A token bucket in front of the venue's own: at most `rate` calls a second, with a
+    reserve that only urgent calls may spend, and urgent waiters released first.
 
-    No bursts (a burst is what trips venue limits), and a protective call (a stop, a
-    reduce-only close) never waits behind queued new entries.
+    A protective call (a stop, a reduce-only close) therefore never waits behind queued new
+    entries, nor for a slot they just used; entries alone can never exhaust the bucket.
     """
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._last = -math.inf
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic, reserve: float = 2.0) -> None:
+        self._rate = rate
+        self._capacity = max(1.0, rate)
+        self._reserve = min(reserve, self._capacity - 1.0)
+        self._tokens = self._capacity
+        self._at = clock()
         self._clock = clock
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._releaser: asyncio.Task[None] | None = None
 
-    async def wait(self, urgent: bool = False) -> None:
+    def _take(self, urgent: bool) -> float:
+        """Take a token if allowed; else return how long until one could be."""
         now = self._clock()
-        if not self._waiters and now >= self._last + self._interval:
-            self._last = now
+        self._tokens = min(self._capacity, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        need = 1.0 if urgent else 1.0 + self._reserve
+        if self._tokens >= need:
+            self._tokens -= 1.0
+            return 0.0
+        return (need - self._tokens) / self._rate
+
+    async def wait(self, urgent: bool = False) -> None:
+        if self._rate <= 0:
+            return
+        # Urgent calls queue only behind other urgent calls; entries behind everything.
+        ahead = any(p == 0 for p, _, f in self._waiters if not f.done()) if urgent else bool(self._waiters)
+        if not ahead and self._take(urgent) == 0.0:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (0 if urgent else 1, next(self._seq), future))
@@ -66,11 +82,16 @@ class Pacer:
 
     async def _release(self) -> None:
         while self._waiters:
-            delay = self._last + self._interval - self._clock()
+            priority, _, future = self._waiters[0]
+            if future.done():                              # cancelled while waiting
+                heapq.heappop(self._waiters)
+                continue
+            delay = self._take(priority == 0)
             if delay > 0:
-                await asyncio.sleep(delay)
-            _, _, future = heapq.heappop(self._waiters)
-            self._last = self._clock()
+                # Re-check at least every token: an urgent waiter may have come in meanwhile.
+                await asyncio.sleep(min(delay, 1.0 / self._rate))
+                continue
+            heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)
 

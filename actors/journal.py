@@ -18,6 +18,8 @@ from actors.messages import (
     JournalFailed,
     JournalOrder,
     JournalReady,
+    JournalSync,
+    JournalSynced,
     OrderJournaled,
 )
 
@@ -55,6 +57,13 @@ class JournalActor(BridgedActor):
             logger.error("journal not open: {} lost", type(msg).__name__)
             return
         self.bridge.submit(self.store.record(msg), lambda result: self._logged(msg, result))
+
+    def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
+        to = msg.reply_to or sender
+        if self.store is None or self.bridge is None:
+            self.send(to, JournalSynced())
+            return
+        self.bridge.submit(self.store.sync(), lambda _: self.send(to, JournalSynced()))
 
     receiveMsg_JournalOrderUpdate = _record    # noqa: N815
     receiveMsg_JournalTransition = _record     # noqa: N815

@@ -7,6 +7,7 @@ secrets never reach this module: it stores symbols, quantities, prices, ids and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import asdict
@@ -77,6 +78,7 @@ class JournalStore:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()          # one write (execute + commit) at a time, in arrival order
 
     async def open(self) -> int:
         """Open, switch to WAL and run pending migrations; returns the schema version."""
@@ -110,6 +112,16 @@ class JournalStore:
 
     async def record(self, msg: object) -> None:
         """Write one journal message durably (committed before returning)."""
+        async with self._lock:
+            await self._write(msg)
+            await self.db.commit()
+
+    async def sync(self) -> None:
+        """Return once every write that started before this call is committed."""
+        async with self._lock:
+            pass
+
+    async def _write(self, msg: object) -> None:
         match msg:
             case JournalOrder(request=r, intent_id=intent, purpose=purpose, at=at):
                 await self.db.execute(
@@ -135,7 +147,6 @@ class JournalStore:
                     (snap.symbol, snap.state, snap.intent_id, json.dumps(asdict(snap)), at))
             case _:
                 raise TypeError(f"journal cannot record {type(msg).__name__}")
-        await self.db.commit()
 
     # -- reads (restart, inspection, tests) ---------------------------------------------------
 

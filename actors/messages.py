@@ -108,6 +108,7 @@ class PositionSnapshot:
     intent_id: str | None = None
     naked_seconds: float = 0.0           # accumulated time filled without confirmed protection
     naked_since: float | None = None     # wall time the current naked stretch began
+    protect_latency_s: float | None = None  # from taking the open command to protection confirmed
     last_event: str = ""
     updated_at: float = _ts_field()
 
@@ -306,6 +307,18 @@ class JournalIntent:
     at: float = _ts_field()
 
 
+@dataclass(frozen=True, slots=True)
+class JournalSync:
+    """Answered by JournalSynced once every write sent before it is committed."""
+
+    reply_to: Any = None                 # an ActorAddress; None = the sender
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSynced:
+    """Every earlier journal write is durable."""
+
+
 # -- lifecycle -----------------------------------------------------------------------------
 
 
@@ -406,6 +419,14 @@ class DeploymentStopped:
 @dataclass(frozen=True, slots=True)
 class StatusRequest:
     """Admin: every PositionActor's last snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitForState:
+    """Admin/tests: answer with the symbol's snapshot once it is in one of `states`."""
+
+    symbol: str
+    states: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,8 @@ class PositionCore:
         self.filled_qty = 0.0
         self.avg_price: float | None = None
         self.protected = False
+        self.opened_at = 0.0
+        self.protect_latency: float | None = None
         self.stop_request_id: str | None = None
         self.stop_attempts = 0
         self.naked_total = 0.0
@@ -129,6 +131,7 @@ class PositionCore:
         if denial:
             return CommandDenied(cmd.command_id, self.symbol, denial)
         self._new_episode()
+        self.opened_at = self.ports.monotonic()
         self.intent_id = new_id()
         self.side, self.requested_qty, self.stop_price = cmd.side, cmd.qty, cmd.stop_price
         self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
@@ -334,6 +337,7 @@ class PositionCore:
 
     def _mark_protected(self) -> None:
         self.protected = True
+        self.protect_latency = self.ports.monotonic() - self.opened_at
         self._stop_naked_clock()
 
     def _stop_naked_clock(self) -> None:
@@ -475,7 +479,7 @@ class PositionCore:
             symbol=self.symbol, state=str(self.state), side=self.side, requested_qty=self.requested_qty,
             filled_qty=self.filled_qty, entry_price=self.avg_price,
             stop_price=self.stop_price if self.protected else None, intent_id=self.intent_id,
-            naked_seconds=self.naked_total, last_event=self.last_event,
+            naked_seconds=self.naked_total, last_event=self.last_event, protect_latency_s=self.protect_latency,
             naked_since=None if self.naked_since is None
             else self.ports.wall() - (self.ports.monotonic() - self.naked_since),
             updated_at=self.ports.wall())

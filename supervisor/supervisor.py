@@ -30,6 +30,7 @@ from actors.messages import (
     FetchPrice,
     GetTrueState,
     JournalReady,
+    JournalSync,
     OpenPosition,
     PositionReady,
     PositionSnapshot,
@@ -37,6 +38,7 @@ from actors.messages import (
     StatusReport,
     StatusRequest,
     StopDeployment,
+    WaitForState,
 )
 from actors.position import PositionActor
 from adapters.base import Capabilities
@@ -59,6 +61,7 @@ class Supervisor(BridgedActor):
         self.ready = False
         self.snapshots: dict[str, PositionSnapshot] = {}
         self.relay: dict[str, Any] = {}          # command_id -> who asked
+        self.state_waiters: list[tuple[WaitForState, Any]] = []
         self.stopping: list[Child] = []
         self.stop_requester: Any = None
         self.started_at = 0.0
@@ -147,6 +150,16 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
         self.snapshots[msg.symbol] = msg
+        for waiter in [w for w in self.state_waiters if w[0].symbol == msg.symbol and msg.state in w[0].states]:
+            self.state_waiters.remove(waiter)
+            self.send(waiter[1], msg)
+
+    def receiveMsg_WaitForState(self, msg: WaitForState, sender: Any) -> None:  # noqa: N802
+        snap = self.snapshots.get(msg.symbol)
+        if snap is not None and snap.state in msg.states:
+            self.send(sender, snap)
+        else:
+            self.state_waiters.append((msg, sender))
 
     def receiveMsg_StatusRequest(self, msg: StatusRequest, sender: Any) -> None:  # noqa: N802
         venue = self.capabilities.venue if self.capabilities else ""
@@ -155,6 +168,11 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_GetTrueState(self, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
         self._to_exchange(GetTrueState(reply_to=msg.reply_to or sender), sender)
+
+    def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
+        journal = self._address("journal")
+        if journal is not None:
+            self.send(journal, JournalSync(reply_to=msg.reply_to or sender))
 
     def receiveMsg_FetchPrice(self, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
         self._to_exchange(msg, sender)

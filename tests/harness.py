@@ -55,7 +55,8 @@ def venue(*faults: Fault, attached: bool = True, lag: float = 24.0, ack_only: bo
           volatility: float = 0.0) -> SimVenueConfig:
     return SimVenueConfig(
         engine=EngineConfig(seed=5, prices={SYMBOL: PRICE}, position_lag_s=lag, volatility=volatility),
-        attached_stops=attached, latency_s=0.0, orders_per_second=1e9, reads_per_second=1e9, ack_only=ack_only, faults=faults)
+        attached_stops=attached, latency_s=0.0, orders_per_second=1e9, reads_per_second=1e9, ack_only=ack_only,
+        faults=faults)
 
 
 @dataclass

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Any
 
 import pytest
@@ -16,12 +15,15 @@ from actors.messages import (
     DeploymentReady,
     DeploymentStopped,
     GetTrueState,
+    JournalSync,
+    JournalSynced,
     OpenPosition,
     PositionSettings,
     StartDeployment,
     StatusReport,
     StatusRequest,
     StopDeployment,
+    WaitForState,
 )
 from adapters.base import Side, TrueState
 from adapters.faults import Fault, FaultKind
@@ -59,14 +61,10 @@ class Deployment:
         return {p.symbol: p.state for p in report.positions}
 
     def wait_state(self, symbol: str, *states: str, within: float = 10.0) -> str:
-        """Ask until the symbol reaches one of `states`; bounded, each ask is a round trip."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            state = self.states()[symbol]
-            if state in states:
-                return state
-            self.asys.ask(self.sup, StatusRequest(), 0.02)   # pace the loop on the system, not a sleep
-        raise AssertionError(f"{symbol} did not reach {states} within {within}s; now {self.states()}")
+        """Wait for the supervisor to see the symbol in one of `states` (it answers on the event)."""
+        snap = self.asys.ask(self.sup, WaitForState(symbol, states), within)
+        assert snap is not None, f"{symbol} did not reach {states} within {within}s; now {self.states()}"
+        return snap.state
 
     def truth(self) -> TrueState:
         reply = self.asys.ask(self.sup, GetTrueState(), 5)
@@ -156,6 +154,7 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
     d = deploy(sim(attached=False))
     d.open("BTCUSDT")
     d.wait_state("BTCUSDT", "PROTECTED")
+    assert isinstance(d.asys.ask(d.sup, JournalSync(), 5), JournalSynced)
     with sqlite3.connect(tmp_path / "journal0.sqlite") as db:     # WAL: readable while the journal writes
         (status, purpose), = db.execute("SELECT status, purpose FROM orders").fetchall()
         states = [r[0] for r in db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT' ORDER BY id")]

@@ -1,0 +1,183 @@
+"""Replay the 2025-10-13 incident on the simulated venue: the seed's algorithm vs posguard.
+
+Same seeded venue, same REST position lag (24 s by default, as in production), for both venue
+kinds (stop attached to the entry; stop as a separate call). The seed's algorithm is the one
+the brief describes: stop via a position read, 3 tries with 1/2/4 s back-off, a rollback that
+also reads positions, and a periodic scan. posguard runs as `posguard run` runs it: real actor
+processes on thespian's TCP base (127.0.0.1).
+
+Prints a table, posguard's entry->protected time in venue round trips (goal <= 1.1 on the
+attached-stop venue), and as its last line `naked_seconds seed=<x> posguard=<y>` (attached).
+
+    python bench/incident_replay.py            # the real 24 s lag: about 35 s
+    python bench/incident_replay.py --lag 2.4  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loguru import logger  # noqa: E402
+
+from actors.messages import (  # noqa: E402
+    DeploymentReady,
+    GetTrueState,
+    OpenPosition,
+    StartDeployment,
+    StopDeployment,
+    WaitForState,
+)
+from adapters.base import OrderRequest, Side, TrueState  # noqa: E402
+from adapters.sim_engine import EngineConfig  # noqa: E402
+from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
+
+SYMBOL, PRICE, QTY = "1000NEIROCTOUSDT", 0.2, 10_000.0
+STOP = PRICE * 0.95
+
+
+@dataclass
+class Result:
+    venue: str
+    algorithm: str
+    naked_s: float
+    protected_after_s: float | None
+    position_reads: int
+    believes: str
+    truth: str
+
+
+def venue_config(attached: bool, lag: float, latency: float) -> SimVenueConfig:
+    return SimVenueConfig(engine=EngineConfig(seed=2025, prices={SYMBOL: PRICE}, position_lag_s=lag,
+                                              volatility=0.0001),
+                          attached_stops=attached, latency_s=latency, orders_per_second=10)
+
+
+def describe(truth: TrueState) -> str:
+    pos = truth.open_positions().get(SYMBOL)
+    if pos is None:
+        return "flat"
+    stop = f"{pos.stop_price:g}" if pos.stop_price else "NONE"
+    return f"open {pos.qty:g}, stop {stop}"
+
+
+# -- the seed's algorithm, as the incident brief describes it ------------------------------------
+
+async def seed_algorithm(cfg: SimVenueConfig, kind: str, scan_interval: float, horizon: float) -> Result:
+    venue = SimulatedAdapter(cfg)
+    start = time.monotonic()
+    await venue.create_order(OrderRequest(SYMBOL, Side.BUY, QTY, "seed-entry"))     # no stop attached
+    believes = "protected"
+    for backoff in (1.0, 2.0, 4.0):
+        await asyncio.sleep(backoff)
+        if any(p.symbol == SYMBOL for p in await venue.fetch_positions()):            # stale REST view
+            await venue.set_stop(SYMBOL, STOP)
+            break
+    else:
+        # Rollback reads the same lagging view, closes nothing, and reports success anyway.
+        if any(p.symbol == SYMBOL for p in await venue.fetch_positions()):
+            await venue.create_order(OrderRequest(SYMBOL, Side.SELL, QTY, "seed-close", reduce_only=True))
+        believes = "flat ('Emergency close executed')"
+    protected_at = None
+    while time.monotonic() - start < horizon:                                          # periodic sync
+        truth = await venue.true_state()
+        pos = truth.open_positions().get(SYMBOL)
+        if pos is not None and pos.stop_price is not None:
+            protected_at = protected_at or time.monotonic() - start
+            break
+        for p in await venue.fetch_positions():
+            if p.stop_price is None:
+                await venue.set_stop(p.symbol, STOP)
+        await asyncio.sleep(scan_interval)
+    truth = await venue.true_state()
+    return Result(kind, "seed", truth.max_naked_seconds(SYMBOL), protected_at, truth.call_count("fetch_positions"),
+                  believes, describe(truth))
+
+
+# -- posguard, as `posguard run` runs it -----------------------------------------------------------
+
+def posguard(cfg: SimVenueConfig, kind: str) -> Result:
+    from supervisor.supervisor import Supervisor
+    from supervisor.system import start_system
+    from tests.conftest import free_port
+
+    asys = start_system(free_port())
+    try:
+        sup = asys.createActor(Supervisor)
+        with tempfile.TemporaryDirectory() as tmp:
+            ready = asys.ask(sup, StartDeployment((SYMBOL,), f"{tmp}/journal.sqlite",
+                                                  functools.partial(SimulatedAdapter, cfg)), 20)
+            assert isinstance(ready, DeploymentReady), ready
+            asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, QTY, STOP), 5)
+            snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED", "IDLE", "STUCK")), 30)
+            truth = asys.ask(sup, GetTrueState(), 5).state
+            asys.ask(sup, StopDeployment(), 10)
+    finally:
+        asys.shutdown()
+    assert snap is not None
+    return Result(kind, "posguard", truth.max_naked_seconds(SYMBOL), snap.protect_latency_s,
+                  truth.call_count("fetch_positions"), snap.state.lower(), describe(truth))
+
+
+async def venue_round_trip(cfg: SimVenueConfig, samples: int = 20) -> float:
+    venue = SimulatedAdapter(cfg)
+    times = []
+    for _ in range(samples):
+        t = time.perf_counter()
+        await venue.fetch_price(SYMBOL)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lag", type=float, default=24.0, help="REST position lag, seconds (default 24)")
+    parser.add_argument("--latency", type=float, default=0.05, help="venue round trip, seconds (default 0.05)")
+    parser.add_argument("--scan", type=float, default=5.0, help="seed's periodic scan interval (default 5)")
+    args = parser.parse_args()
+    logger.remove()
+
+    kinds = {"attached-stop": True, "separate-stop": False}
+    results: list[Result] = []
+    for kind, attached in kinds.items():
+        results.append(posguard(venue_config(attached, args.lag, args.latency), kind))
+    rt = asyncio.run(venue_round_trip(venue_config(True, args.lag, args.latency)))
+    horizon = args.lag + 3 * args.scan + 10
+
+    async def seeds() -> list[Result]:
+        return await asyncio.gather(*(seed_algorithm(venue_config(a, args.lag, args.latency), k, args.scan, horizon)
+                                      for k, a in kinds.items()))
+
+    results += asyncio.run(seeds())
+    results.sort(key=lambda r: (r.venue, r.algorithm != "seed"))
+
+    print(f"incident replay: REST position lag {args.lag:g} s, venue round trip {rt * 1000:.1f} ms"
+          f" (configured {args.latency * 1000:.0f} ms), seed scan every {args.scan:g} s")
+    header = f"{'venue':<14} {'algorithm':<9} {'naked_s':>8} {'protected_after_s':>17} {'position_reads':>14}" \
+             f"  {'believes':<34} venue truth"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        after = "-" if r.protected_after_s is None else f"{r.protected_after_s:.3f}"
+        print(f"{r.venue:<14} {r.algorithm:<9} {r.naked_s:>8.3f} {after:>17} {r.position_reads:>14}"
+              f"  {r.believes:<34} {r.truth}")
+    for r in results:
+        if r.algorithm == "posguard" and r.protected_after_s is not None:
+            goal = " (goal <= 1.1)" if r.venue == "attached-stop" else " (entry, then stop: 2 round trips expected)"
+            print(f"posguard entry->protected / venue round trip, {r.venue}: {r.protected_after_s / rt:.2f}{goal}")
+    seed = next(r for r in results if r.venue == "attached-stop" and r.algorithm == "seed")
+    ours = next(r for r in results if r.venue == "attached-stop" and r.algorithm == "posguard")
+    print(f"naked_seconds seed={seed.naked_s:.3f} posguard={ours.naked_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()
