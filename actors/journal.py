@@ -21,6 +21,7 @@ from actors.messages import (
     JournalSync,
     JournalSynced,
     OrderJournaled,
+    PlaceOrder,
 )
 
 
@@ -43,14 +44,17 @@ class JournalActor(BridgedActor):
         if self.store is None or self.bridge is None:
             self.send(sender, JournalFailed(cid, "journal not open"))
             return
-        self.bridge.submit(self.store.record(msg), lambda result: self._acked(sender, cid, result))
+        self.bridge.submit(self.store.record(msg), lambda result: self._committed(msg, sender, result))
 
-    def _acked(self, sender: Any, cid: str, result: Any) -> None:
+    def _committed(self, msg: JournalOrder, sender: Any, result: Any) -> None:
+        cid = msg.request.client_order_id
         if isinstance(result, BaseException):
             logger.opt(exception=result).error("journal write failed for order {}: order will not be sent", cid)
             self.send(sender, JournalFailed(cid, f"{type(result).__name__}: {result}"))
-        else:
-            self.send(sender, OrderJournaled(cid))
+            return
+        if msg.forward_to is not None:
+            self.send(msg.forward_to, PlaceOrder(msg.request, reply_to=msg.reply_to or sender))
+        self.send(sender, OrderJournaled(cid))
 
     def _record(self, msg: Any, sender: Any) -> None:
         if self.store is None or self.bridge is None:

@@ -79,6 +79,7 @@ class JournalStore:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()          # one write (execute + commit) at a time, in arrival order
+        self._durability = "FULL"
 
     async def open(self) -> int:
         """Open, switch to WAL and run pending migrations; returns the schema version."""
@@ -86,7 +87,7 @@ class JournalStore:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
         await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=FULL")   # an order row must survive power loss
+        await self._db.execute("PRAGMA synchronous=FULL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = await (await self._db.execute("SELECT value FROM meta WHERE key='schema_version'")).fetchone()
@@ -113,6 +114,12 @@ class JournalStore:
     async def record(self, msg: object) -> None:
         """Write one journal message durably (committed before returning)."""
         async with self._lock:
+            # An order row must survive power loss before the order is sent (fsync); the rest
+            # may ride on the next fsync (WAL with NORMAL survives a process crash).
+            durability = "FULL" if isinstance(msg, JournalOrder) else "NORMAL"
+            if durability != self._durability:
+                await self.db.execute(f"PRAGMA synchronous={durability}")
+                self._durability = durability
             await self._write(msg)
             await self.db.commit()
 

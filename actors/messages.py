@@ -144,6 +144,7 @@ class PlaceOrder:
     request: OrderRequest
     request_id: str = _id_field()
     ts: float = _ts_field()
+    reply_to: Any = None                 # an ActorAddress; None = the sender
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,18 +249,45 @@ class TrueStateReport:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalIntent:
+    """An operator's or the program's decision to open a position."""
+
+    intent_id: str
+    symbol: str
+    side: Side
+    qty: float
+    stop_price: float
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSync:
+    """Answered by JournalSynced once every write sent before it is committed."""
+
+    reply_to: Any = None                 # an ActorAddress; None = the sender
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSynced:
+    """Every earlier journal write is durable."""
+
+
+@dataclass(frozen=True, slots=True)
 class JournalOrder:
-    """Record an order before it is sent; answered by OrderJournaled or JournalFailed."""
+    """Record an order, then send it: the journal itself forwards PlaceOrder once the row is
+    committed, so nothing reaches the venue unjournaled. Answered by OrderJournaled or JournalFailed."""
 
     request: OrderRequest
     intent_id: str
     purpose: str                         # entry | close
     at: float = _ts_field()
+    forward_to: Any = None               # the ExchangeActor: sent PlaceOrder only once committed
+    reply_to: Any = None                 # who gets the venue's answer (the PositionActor)
 
 
 @dataclass(frozen=True, slots=True)
 class OrderJournaled:
-    """The order is durable in the journal and may now be sent."""
+    """The order is durable in the journal and has been forwarded to the venue."""
 
     client_order_id: str
 
@@ -293,30 +321,6 @@ class JournalTransition:
     trigger: str
     detail: str = ""
     at: float = _ts_field()
-
-
-@dataclass(frozen=True, slots=True)
-class JournalIntent:
-    """An operator's or the program's decision to open a position."""
-
-    intent_id: str
-    symbol: str
-    side: Side
-    qty: float
-    stop_price: float
-    at: float = _ts_field()
-
-
-@dataclass(frozen=True, slots=True)
-class JournalSync:
-    """Answered by JournalSynced once every write sent before it is committed."""
-
-    reply_to: Any = None                 # an ActorAddress; None = the sender
-
-
-@dataclass(frozen=True, slots=True)
-class JournalSynced:
-    """Every earlier journal write is durable."""
 
 
 # -- lifecycle -----------------------------------------------------------------------------

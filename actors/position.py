@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import timedelta
 from typing import Any
@@ -13,8 +14,12 @@ from actors.messages import (
     ClosePosition,
     CommandDenied,
     ConfigurePosition,
+    FetchPrice,
     GetPositionState,
     JournalFailed,
+    JournalOrder,
+    JournalSync,
+    JournalSynced,
     OpenPosition,
     OrderJournaled,
     OrderPlaced,
@@ -40,6 +45,9 @@ class _ActorPorts:
         self._actor.send(self._exchange, msg)
 
     def to_journal(self, msg: object) -> None:
+        if isinstance(msg, JournalOrder):
+            # The journal sends the order on once it is committed; answers come straight to us.
+            msg = dataclasses.replace(msg, forward_to=self._exchange, reply_to=self._actor.myAddress)
         self._actor.send(self._journal, msg)
 
     def publish(self, snapshot: PositionSnapshot) -> None:
@@ -66,6 +74,9 @@ class PositionActor(BridgedActor):
             ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
             ports.publish(self.core.snapshot())
+            # Open the connections to our collaborators now, not on the first order's clock.
+            self.send(msg.journal, JournalSync())
+            self.send(msg.exchange, FetchPrice(msg.symbol))
         self.send(sender, PositionReady(msg.symbol))
 
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
@@ -96,6 +107,12 @@ class PositionActor(BridgedActor):
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
         if isinstance(msg.payload, PositionTimer):
             self._core().on_timer(msg.payload)
+
+    def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
+        pass                                             # the warm-up's answer
+
+    def receiveMsg_PriceFetched(self, msg: Any, sender: Any) -> None:  # noqa: N802
+        pass                                             # the warm-up's answer
 
     def _core(self) -> PositionCore:
         if self.core is None:

@@ -7,7 +7,7 @@ Safety rules this module keeps (DEVELOPERS.md):
 - no position read anywhere: protection travels with the entry or is set directly; the
   rollback closes the filled quantity (or, while the fill is unknown, the requested one)
   reduce-only;
-- every order is journaled before it is sent (JournalOrder → OrderJournaled → PlaceOrder);
+- every order is journaled before it is sent: the journal forwards it once committed;
 - an ambiguous outcome is resolved by querying the client order id, never by a new order;
 - "closed" only when the venue confirmed both the entry's final state and the close.
 """
@@ -134,11 +134,11 @@ class PositionCore:
         self.opened_at = self.ports.monotonic()
         self.intent_id = new_id()
         self.side, self.requested_qty, self.stop_price = cmd.side, cmd.qty, cmd.stop_price
-        self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
         self.entry_cid = client_order_id("e")
+        self._send_new_order(self._entry_request(), "entry")    # first: it is on the latency path
+        self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
         how = "attached to the entry" if self.caps.attached_stop else "set directly after the fill"
         self._go(Trigger.OPEN, f"{cmd.side} {cmd.qty} {self.symbol}, stop {cmd.stop_price} {how}")
-        self._send_new_order(self._entry_request(), "entry")
         return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
 
     def _deny_open(self, cmd: OpenPosition) -> str | None:
@@ -163,21 +163,21 @@ class PositionCore:
     # -- journal -------------------------------------------------------------------------
 
     def _send_new_order(self, request: OrderRequest, purpose: str) -> None:
-        """Journal first; PlaceOrder goes out only when the journal confirms (on_journaled)."""
+        """Journal, and the journal sends it on once committed: never a venue call before the row."""
         self._awaiting_journal[request.client_order_id] = request
+        self._mark_sent(request.client_order_id)
         self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose))
 
-    def on_journaled(self, msg: OrderJournaled) -> None:
-        request = self._awaiting_journal.pop(msg.client_order_id, None)
-        if request is None:
-            return
-        if request.client_order_id == self.entry_cid:
+    def _mark_sent(self, cid: str) -> None:
+        if cid == self.entry_cid:
             self.entry_sent_at = self.ports.monotonic()
-        elif request.client_order_id == self.close_cid:
+        elif cid == self.close_cid:
             self.close_sent_at = self.ports.monotonic()
-        else:
-            return                                       # a previous episode's order: never send it
-        self.ports.to_exchange(PlaceOrder(request))
+
+    def on_journaled(self, msg: OrderJournaled) -> None:
+        # It has gone to the venue now; "not found" windows run from here (later is safer).
+        if self._awaiting_journal.pop(msg.client_order_id, None) is not None:
+            self._mark_sent(msg.client_order_id)
 
     def on_journal_failed(self, msg: JournalFailed) -> None:
         request = self._awaiting_journal.pop(msg.client_order_id or "", None)

@@ -88,7 +88,11 @@ class Harness:
         self.journal.append(msg)
         if isinstance(msg, JournalOrder):
             cid = msg.request.client_order_id
-            self.inbox.append(JournalFailed(cid, "disk full") if self.fail_journal else OrderJournaled(cid))
+            if self.fail_journal:
+                self.inbox.append(JournalFailed(cid, "disk full"))
+            else:
+                self.to_exchange(PlaceOrder(msg.request))     # the journal forwards once committed
+                self.inbox.append(OrderJournaled(cid))
 
     def publish(self, snapshot: PositionSnapshot) -> None:
         self.published.append(snapshot)

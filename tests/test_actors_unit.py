@@ -15,8 +15,10 @@ from actors.messages import (
     ConfigureExchange,
     ConfigurePosition,
     ExchangeReady,
+    FetchPrice,
     GetPositionState,
     JournalOrder,
+    JournalSync,
     OpenPosition,
     OrderJournaled,
     OrderPlaced,
@@ -62,10 +64,12 @@ class Recorder(Actor):
                 self.waiting.remove((state, asker))
                 self.send(asker, match[-1])
         if isinstance(msg, JournalOrder):
+            if msg.forward_to is not None:
+                self.send(msg.forward_to, PlaceOrder(msg.request, reply_to=msg.reply_to))
             self.send(sender, OrderJournaled(msg.request.client_order_id))
         elif isinstance(msg, PlaceOrder):
             r = msg.request
-            self.send(sender, OrderPlaced(msg.request_id, r.client_order_id, OrderReport(
+            self.send(msg.reply_to or sender, OrderPlaced(msg.request_id, r.client_order_id, OrderReport(
                 r.symbol, r.client_order_id, "v1", r.side, r.qty, OrderStatus.FILLED, r.qty, 100.0,
                 stop_price=r.stop_price)))
 
@@ -94,7 +98,8 @@ def test_position_actor_denies_a_bad_command_without_side_effects(simple_system)
     pos, fake = configured_position(simple_system)
     reply = simple_system.ask(pos, OpenPosition("BTCUSDT", Side.BUY, -1.0, 95.0), 2)
     assert isinstance(reply, CommandDenied) and "qty" in reply.reason
-    assert [m for m in simple_system.ask(fake, "records", 2) if not isinstance(m, PositionSnapshot)] == []
+    warm_up = (PositionSnapshot, JournalSync, FetchPrice)          # sent at configuration, not by the command
+    assert [m for m in simple_system.ask(fake, "records", 2) if not isinstance(m, warm_up)] == []
 
 
 class Exploding(PositionActor):
