@@ -322,11 +322,11 @@ class PositionCore:
         self.naked_since = self.ports.monotonic()
         if report.stop_price is not None:
             self._mark_protected()
-            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty} {self.symbol}"
-                                                     f" @ {self.avg_price}, stop {report.stop_price} attached")
+            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty:g} {self.symbol}"
+                                                     f" @ {_px(self.avg_price)}, stop {_px(report.stop_price)} attached")
         else:
-            self._go(Trigger.ENTRY_FILLED, f"entry filled {self.filled_qty} {self.symbol} @ {self.avg_price};"
-                                           f" setting stop {self.stop_price} directly")
+            self._go(Trigger.ENTRY_FILLED, f"entry filled {self.filled_qty:g} {self.symbol} @ {_px(self.avg_price)};"
+                                           f" setting stop {_px(self.stop_price)} directly")
             self._arm_once(NAKED, self.settings.naked_deadline_s)
             self._send_stop()
 
@@ -483,6 +483,10 @@ class PositionCore:
             naked_since=None if self.naked_since is None
             else self.ports.wall() - (self.ports.monotonic() - self.naked_since),
             updated_at=self.ports.wall())
+
+
+def _px(value: float | None) -> str:
+    return "?" if value is None else f"{value:.8g}"
 
 
 def _describe(failure: VenueFailure) -> str:
