@@ -322,8 +322,8 @@ class PositionCore:
         self.naked_since = self.ports.monotonic()
         if report.stop_price is not None:
             self._mark_protected()
-            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty:g} {self.symbol}"
-                                                     f" @ {_px(self.avg_price)}, stop {_px(report.stop_price)} attached")
+            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty:g} {self.symbol} @"
+                                                     f" {_px(self.avg_price)}, stop {_px(report.stop_price)} attached")
         else:
             self._go(Trigger.ENTRY_FILLED, f"entry filled {self.filled_qty:g} {self.symbol} @ {_px(self.avg_price)};"
                                            f" setting stop {_px(self.stop_price)} directly")
