@@ -1,0 +1,100 @@
+"""Messages survive pickling (thespian sends them between processes); the journal's schema is
+versioned and its order rows are written before anything is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import pickle
+import sqlite3
+
+import pytest
+
+import actors.messages as messages
+from actors.journal_store import SCHEMA_VERSION, JournalStore
+from actors.messages import JournalOrder, JournalOrderUpdate, JournalTransition, PositionSnapshot
+from adapters.base import OrderRequest, Side
+
+
+def message_classes() -> list[type]:
+    return [c for _, c in inspect.getmembers(messages, inspect.isclass)
+            if dataclasses.is_dataclass(c) and c.__module__ == messages.__name__]
+
+
+@pytest.mark.parametrize("cls", message_classes(), ids=lambda c: c.__name__)
+def test_every_message_is_a_frozen_documented_picklable_value(cls):
+    assert cls.__dataclass_params__.frozen
+    assert cls.__doc__ and cls.__doc__.strip()
+    required = {f.name: _sample(f.type) for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    msg = cls(**required)
+    assert pickle.loads(pickle.dumps(msg)) == msg
+    for f in dataclasses.fields(cls)[:1]:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(msg, f.name, None)
+
+
+def _sample(annotation: str):
+    text = str(annotation)
+    if "OrderRequest" in text:
+        return OrderRequest("BTCUSDT", Side.BUY, 1.0, "pgeabc")
+    if "PositionSnapshot" in text:
+        return PositionSnapshot("BTCUSDT", "IDLE")
+    if text.startswith("Side"):
+        return Side.BUY
+    if text.startswith("float"):
+        return 1.0
+    if text.startswith("tuple"):
+        return ()
+    if text.startswith("bool"):
+        return True
+    if "Capabilities" in text:
+        from adapters.base import Capabilities
+        return Capabilities("sim", True, 10.0)
+    if "Outcome" in text:
+        from adapters.errors import Outcome
+        return Outcome.UNKNOWN
+    if "Callable" in text:
+        return len
+    return "x"
+
+
+def test_journal_schema_is_versioned_and_migrations_run_once(tmp_path):
+    path = str(tmp_path / "j.sqlite")
+
+    async def open_twice() -> tuple[int, int]:
+        first = JournalStore(path)
+        v1 = await first.open()
+        await first.record(JournalOrder(OrderRequest("BTCUSDT", Side.BUY, 1.0, "pge1"), "i1", "entry"))
+        await first.close()
+        second = JournalStore(path)
+        v2 = await second.open()                       # must not re-create tables (would fail)
+        rows = await second.orders()
+        await second.close()
+        assert [r["client_order_id"] for r in rows] == ["pge1"]
+        return v1, v2
+
+    assert asyncio.run(open_twice()) == (SCHEMA_VERSION, SCHEMA_VERSION)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    with pytest.raises(RuntimeError, match="newer"):
+        asyncio.run(JournalStore(path).open())
+
+
+def test_journal_records_order_outcomes_and_transitions(tmp_path):
+    async def scenario():
+        store = JournalStore(str(tmp_path / "j.sqlite"))
+        await store.open()
+        await store.record(JournalOrder(OrderRequest("BTCUSDT", Side.BUY, 2.0, "pge1", stop_price=90.0), "i1", "entry"))
+        await store.record(JournalOrderUpdate("pge1", "filled", 2.0, 100.0, "v9"))
+        snap = PositionSnapshot("BTCUSDT", "PROTECTED", Side.BUY, 2.0, 2.0, 100.0, 90.0, "i1")
+        await store.record(JournalTransition(snap, "ENTERING", "entry_filled_with_stop", "filled"))
+        out = await store.orders(), await store.positions(), await store.transitions("BTCUSDT")
+        await store.close()
+        return out
+
+    orders, positions, transitions = asyncio.run(scenario())
+    assert orders[0]["status"] == "filled" and orders[0]["filled_qty"] == 2.0 and orders[0]["stop_price"] == 90.0
+    assert positions[0]["state"] == "PROTECTED"
+    assert transitions[0]["from_state"] == "ENTERING" and transitions[0]["to_state"] == "PROTECTED"
