@@ -284,18 +284,19 @@ class PositionCore:
         if msg.report is not None:
             self._on_entry_report(msg.report)
             return
-        failure = msg.failure
-        assert failure is not None
-        waited = self.ports.monotonic() - self.entry_sent_at
-        if failure.outcome is Outcome.ORDER_NOT_FOUND and waited >= self.settings.entry_unknown_window_s:
-            # Past the venue's receive window an order that is still unknown can no longer arrive.
+        if self._never_arrived(msg, self.entry_sent_at):
             self.entry_final, self.filled_qty = True, 0.0
             if self.state is State.CONFIRMING_ENTRY:
-                self._go(Trigger.ENTRY_REJECTED, f"entry never reached the venue (not found after {waited:.1f}s)")
+                self._go(Trigger.ENTRY_REJECTED, "entry never reached the venue (not found past the receive window)")
             else:
                 self._check_flat()
         else:
             self._arm(POLL_ENTRY, self.settings.poll_s)
+
+    def _never_arrived(self, msg: OrderQueried, sent_at: float) -> bool:
+        """Not found past the venue's receive window: an order still unknown can no longer arrive."""
+        return (msg.failure is not None and msg.failure.outcome is Outcome.ORDER_NOT_FOUND
+                and self.ports.monotonic() - sent_at >= self.settings.entry_unknown_window_s)
 
     def _on_entry_report(self, report: OrderReport) -> None:
         if report.fill_known:
@@ -395,11 +396,8 @@ class PositionCore:
         if msg.report is not None:
             self._on_close_report(msg.report)
             return
-        failure = msg.failure
-        assert failure is not None
-        waited = self.ports.monotonic() - self.close_sent_at
-        if failure.outcome is Outcome.ORDER_NOT_FOUND and waited >= self.settings.entry_unknown_window_s:
-            self._new_close_order()                      # it never arrived: a fresh close is safe
+        if self._never_arrived(msg, self.close_sent_at):
+            self._new_close_order()                      # a fresh close is safe
         else:
             self._arm(POLL_CLOSE, self.settings.poll_s)
 
