@@ -262,9 +262,11 @@ class JournalIntent:
 
 @dataclass(frozen=True, slots=True)
 class JournalSync:
-    """Answered by JournalSynced once every write sent before it is committed."""
+    """Answered by JournalSynced once every write sent before it is committed. With a symbol it
+    travels through that PositionActor, so it also follows every write that actor sent."""
 
     reply_to: Any = None                 # an ActorAddress; None = the sender
+    symbol: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

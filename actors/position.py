@@ -68,9 +68,11 @@ class PositionActor(BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.core: PositionCore | None = None
+        self._journal: Any = None
 
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
         if self.core is None:
+            self._journal = msg.journal
             ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
             ports.publish(self.core.snapshot())
@@ -107,6 +109,10 @@ class PositionActor(BridgedActor):
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
         if isinstance(msg.payload, PositionTimer):
             self._core().on_timer(msg.payload)
+
+    def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
+        # Same sender as our journal writes, so it is delivered after them.
+        self.send(self._journal, JournalSync(reply_to=msg.reply_to or sender))
 
     def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
         pass                                             # the warm-up's answer

@@ -170,9 +170,9 @@ class Supervisor(BridgedActor):
         self._to_exchange(GetTrueState(reply_to=msg.reply_to or sender), sender)
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
-        journal = self._address("journal")
-        if journal is not None:
-            self.send(journal, JournalSync(reply_to=msg.reply_to or sender))
+        via = self._address(f"position:{msg.symbol}") if msg.symbol else self._address("journal")
+        if via is not None:
+            self.send(via, JournalSync(reply_to=msg.reply_to or sender, symbol=msg.symbol))
 
     def receiveMsg_FetchPrice(self, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
         self._to_exchange(msg, sender)

@@ -154,7 +154,7 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
     d = deploy(sim(attached=False))
     d.open("BTCUSDT")
     d.wait_state("BTCUSDT", "PROTECTED")
-    assert isinstance(d.asys.ask(d.sup, JournalSync(), 5), JournalSynced)
+    assert isinstance(d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5), JournalSynced)
     with sqlite3.connect(tmp_path / "journal0.sqlite") as db:     # WAL: readable while the journal writes
         (status, purpose), = db.execute("SELECT status, purpose FROM orders").fetchall()
         states = [r[0] for r in db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT' ORDER BY id")]
