@@ -20,6 +20,7 @@ from actors.messages import (
     JournalReady,
     JournalSync,
     JournalSynced,
+    LoadPositionJournal,
     OrderJournaled,
     PlaceOrder,
 )
@@ -68,6 +69,19 @@ class JournalActor(BridgedActor):
             self.send(to, JournalSynced())
             return
         self.bridge.submit(self.store.sync(), lambda _: self.send(to, JournalSynced()))
+
+    def receiveMsg_LoadPositionJournal(self, msg: LoadPositionJournal, sender: Any) -> None:  # noqa: N802
+        if self.store is None or self.bridge is None:
+            self.send(sender, JournalFailed(None, "journal not open"))
+            return
+        self.bridge.submit(self.store.load_symbol(msg.symbol), lambda result: self._loaded(sender, result))
+
+    def _loaded(self, sender: Any, result: Any) -> None:
+        if isinstance(result, BaseException):
+            logger.opt(exception=result).error("journal read failed")
+            self.send(sender, JournalFailed(None, f"journal read failed: {result}"))
+        else:
+            self.send(sender, result)
 
     receiveMsg_JournalOrderUpdate = _record    # noqa: N815
     receiveMsg_JournalTransition = _record     # noqa: N815

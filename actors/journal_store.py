@@ -16,11 +16,15 @@ from typing import Any
 import aiosqlite
 
 from actors.messages import (
+    JournaledOrder,
     JournalIntent,
     JournalOrder,
     JournalOrderUpdate,
     JournalTransition,
+    PositionJournal,
+    PositionSnapshot,
 )
+from adapters.base import OrderRequest, Side
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -130,7 +134,9 @@ class JournalStore:
 
     async def _write(self, msg: object) -> None:
         match msg:
-            case JournalOrder(request=r, intent_id=intent, purpose=purpose, at=at):
+            case JournalOrder(request=r, intent_id=intent, purpose=purpose, at=at, intent=intent_msg):
+                if intent_msg is not None:
+                    await self._write(intent_msg)
                 await self.db.execute(
                     "INSERT INTO orders (client_order_id, intent_id, symbol, purpose, side, qty, reduce_only,"
                     " stop_price, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -169,6 +175,27 @@ class JournalStore:
 
     async def positions(self) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM positions ORDER BY symbol")
+
+    async def load_symbol(self, symbol: str) -> PositionJournal:
+        """What a restarted PositionActor needs: the latest intent, its orders, its last snapshot."""
+        intents = await self.rows("SELECT * FROM intents WHERE symbol=? ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                                  (symbol,))
+        if not intents:
+            return PositionJournal(symbol)
+        i = intents[0]
+        intent = JournalIntent(i["intent_id"], symbol, Side(i["side"]), i["qty"], i["stop_price"], i["created_at"])
+        snapshot = None
+        for row in await self.rows("SELECT * FROM positions WHERE symbol=? AND intent_id=?", (symbol, i["intent_id"])):
+            data = json.loads(row["snapshot"])
+            data["side"] = Side(data["side"]) if data.get("side") else None
+            snapshot = PositionSnapshot(**data)
+        orders = tuple(
+            JournaledOrder(OrderRequest(symbol, Side(o["side"]), o["qty"], o["client_order_id"], bool(o["reduce_only"]),
+                                        o["stop_price"]),
+                           o["purpose"], o["status"], o["filled_qty"], o["avg_price"], o["created_at"])
+            for o in await self.rows("SELECT * FROM orders WHERE intent_id=? ORDER BY created_at, rowid",
+                                     (i["intent_id"],)))
+        return PositionJournal(symbol, intent, snapshot, orders)
 
     async def transitions(self, symbol: str) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM transitions WHERE symbol=? ORDER BY id", (symbol,))

@@ -285,6 +285,7 @@ class JournalOrder:
     at: float = _ts_field()
     forward_to: Any = None               # the ExchangeActor: sent PlaceOrder only once committed
     reply_to: Any = None                 # who gets the venue's answer (the PositionActor)
+    intent: JournalIntent | None = None  # an entry's intent (its stop!), in the same transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +324,36 @@ class JournalTransition:
     trigger: str
     detail: str = ""
     at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledOrder:
+    """An order row as the journal holds it."""
+
+    request: OrderRequest
+    purpose: str
+    status: str
+    filled_qty: float = 0.0
+    avg_price: float | None = None
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPositionJournal:
+    """Ask the journal what it knows of a symbol's latest episode (answered by PositionJournal)."""
+
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class PositionJournal:
+    """The journal's account of a symbol: its latest intent, that intent's orders, and the last
+    snapshot journaled for it (None if the crash came before the first transition)."""
+
+    symbol: str
+    intent: JournalIntent | None = None
+    snapshot: PositionSnapshot | None = None
+    orders: tuple[JournaledOrder, ...] = ()
 
 
 # -- lifecycle -----------------------------------------------------------------------------

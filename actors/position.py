@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from loguru import logger
 from thespian.actors import WakeupMessage
 
 from actors.async_bridge import BridgedActor
@@ -20,16 +21,21 @@ from actors.messages import (
     JournalOrder,
     JournalSync,
     JournalSynced,
+    LoadPositionJournal,
     OpenPosition,
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
+    PositionJournal,
     PositionReady,
     PositionSnapshot,
     PositionTimer,
     StopSet,
 )
 from actors.position_core import PositionCore
+from actors.position_states import State
+
+RETRY_LOAD = "retry-journal-load"
 
 
 class _ActorPorts:
@@ -53,6 +59,7 @@ class _ActorPorts:
     def publish(self, snapshot: PositionSnapshot) -> None:
         if self._observer is not None:
             self._actor.send(self._observer, snapshot)
+        self._actor.on_published(snapshot)
 
     def wake_after(self, seconds: float, timer: PositionTimer) -> None:
         self._actor.wakeupAfter(timedelta(seconds=seconds), timer)
@@ -69,17 +76,27 @@ class PositionActor(BridgedActor):
         super().__init__(*args, **kw)
         self.core: PositionCore | None = None
         self._journal: Any = None
+        self._configured_by: Any = None
+        self._ready_sent = False
 
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
         if self.core is None:
-            self._journal = msg.journal
+            self._journal, self._configured_by = msg.journal, sender
             ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
             ports.publish(self.core.snapshot())
-            # Open the connections to our collaborators now, not on the first order's clock.
-            self.send(msg.journal, JournalSync())
+            # Rebuild from the journal first (entries are refused until then); this also opens the
+            # connection to the journal now rather than on the first order's clock.
+            self.send(msg.journal, LoadPositionJournal(msg.symbol))
             self.send(msg.exchange, FetchPrice(msg.symbol))
-        self.send(sender, PositionReady(msg.symbol))
+        elif self.core.state is not State.RECOVERING:
+            self.send(sender, PositionReady(msg.symbol))
+
+    def on_published(self, snapshot: PositionSnapshot) -> None:
+        """Ready means reconciled: the first snapshot past RECOVERING tells whoever configured us."""
+        if not self._ready_sent and snapshot.state != State.RECOVERING and self._configured_by is not None:
+            self._ready_sent = True
+            self.send(self._configured_by, PositionReady(snapshot.symbol))
 
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
         self.send(sender, self.core.open(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
@@ -95,7 +112,14 @@ class PositionActor(BridgedActor):
         self._core().on_journaled(msg)
 
     def receiveMsg_JournalFailed(self, msg: JournalFailed, sender: Any) -> None:  # noqa: N802
+        if msg.client_order_id is None and self._core().state is State.RECOVERING:
+            logger.error("{}: journal unreadable ({}); retrying", self._core().symbol, msg.error)
+            self.wakeupAfter(timedelta(seconds=1), RETRY_LOAD)
+            return
         self._core().on_journal_failed(msg)
+
+    def receiveMsg_PositionJournal(self, msg: PositionJournal, sender: Any) -> None:  # noqa: N802
+        self._core().recover(msg)
 
     def receiveMsg_OrderPlaced(self, msg: OrderPlaced, sender: Any) -> None:  # noqa: N802
         self._core().on_order_placed(msg)
@@ -109,6 +133,8 @@ class PositionActor(BridgedActor):
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
         if isinstance(msg.payload, PositionTimer):
             self._core().on_timer(msg.payload)
+        elif msg.payload == RETRY_LOAD and self._core().state is State.RECOVERING:
+            self.send(self._journal, LoadPositionJournal(self._core().symbol))
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         # Same sender as our journal writes, so it is delivered after them.

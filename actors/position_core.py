@@ -34,6 +34,7 @@ from actors.messages import (
     OrderPlaced,
     OrderQueried,
     PlaceOrder,
+    PositionJournal,
     PositionSettings,
     PositionSnapshot,
     PositionTimer,
@@ -58,7 +59,8 @@ NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely 
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
-ACTIVE = frozenset({State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.FLATTENING, State.STUCK})
+ACTIVE = frozenset({State.RECOVERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.FLATTENING,
+                    State.STUCK})
 
 
 class PositionPorts(Protocol):
@@ -84,7 +86,7 @@ class PositionCore:
         self.caps = capabilities
         self.settings = settings
         self.ports = ports
-        self.fsm: FSM[State, Trigger] = FSM(TRANSITIONS, State.IDLE)
+        self.fsm: FSM[State, Trigger] = FSM(TRANSITIONS, State.RECOVERING)   # until recover() has run
         self._tokens: dict[str, int] = {}
         self._awaiting_journal: dict[str, OrderRequest] = {}
         self.last_event = "started"
@@ -122,7 +124,61 @@ class PositionCore:
         self.close_attempts = 0
         self.close_retries = 0
         self.close_reason = ""
+        self.resume_close = False
         self._armed_once: set[str] = set()
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def recover(self, journal: PositionJournal) -> None:
+        """Rebuild from the journal, then learn from the venue (client-id queries, no position
+        read) what became of it. Entries are refused until this ends."""
+        if self.state is not State.RECOVERING:
+            return
+        intent, snap = journal.intent, journal.snapshot
+        entry = next((o for o in journal.orders if o.purpose == "entry"), None)
+        if intent is None or entry is None or (snap is not None and snap.state == State.IDLE):
+            self._go(Trigger.RECOVERED_FLAT, "journal: nothing open")
+            return
+        self._new_episode()
+        self.intent_id, self.side, self.requested_qty, self.stop_price = (
+            intent.intent_id, intent.side, intent.qty, intent.stop_price)
+        self.entry_cid = entry.request.client_order_id
+        self.entry_sent_at = self._monotonic_of(entry.created_at)
+        self.filled_qty, self.avg_price = entry.filled_qty, entry.avg_price
+        closes = [o for o in journal.orders if o.purpose == "close"]
+        if closes:
+            self.close_cid, self.close_request = closes[-1].request.client_order_id, closes[-1].request
+            self.close_sent_at = self._monotonic_of(closes[-1].created_at)
+        self.resume_close = snap is not None and snap.state in (State.FLATTENING, State.STUCK)
+        self.close_reason = "resumed after restart"
+        self.last_event = f"recovering: journal says {snap.state if snap else 'entry sent'}; querying the venue"
+        self.log.info("{} {}", self.symbol, self.last_event)
+        self.ports.publish(self.snapshot())
+        self._query_entry()
+
+    def _recovered(self) -> None:
+        """The entry's venue state is known well enough to resume the right path."""
+        if self.resume_close:
+            self._go(Trigger.RESUME_CLOSE, "recovered mid-close: confirming the last close before any new one")
+            if self.close_cid is not None:
+                self._arm(POLL_CLOSE, 0.0)                   # it may have executed: ask, never resend
+            else:
+                self._new_close_order()
+        elif self.filled_qty > 0:
+            self.naked_since = self.ports.monotonic()
+            self._go(Trigger.ENTRY_FILLED, f"recovered: entry filled {self.filled_qty:g}; setting stop"
+                                           f" {_px(self.stop_price)} directly (idempotent)")
+            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._send_stop()
+        elif self.entry_final:
+            self._go(Trigger.RECOVERED_FLAT, "recovered: the entry ended with nothing filled")
+        else:
+            self._go(Trigger.ENTRY_AMBIGUOUS, "recovered: entry not final yet; confirming by client id")
+            if not self.caps.attached_stop:
+                self._arm_once(NAKED, self.settings.naked_deadline_s)
+
+    def _monotonic_of(self, wall_ts: float) -> float:
+        return self.ports.monotonic() - max(0.0, self.ports.wall() - wall_ts)
 
     # -- commands ------------------------------------------------------------------------
 
@@ -135,8 +191,9 @@ class PositionCore:
         self.intent_id = new_id()
         self.side, self.requested_qty, self.stop_price = cmd.side, cmd.qty, cmd.stop_price
         self.entry_cid = client_order_id("e")
-        self._send_new_order(self._entry_request(), "entry")    # first: it is on the latency path
-        self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
+        # The intent (with the stop a restart would need) shares the entry's journal transaction.
+        self._send_new_order(self._entry_request(), "entry",
+                             JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
         how = "attached to the entry" if self.caps.attached_stop else "set directly after the fill"
         self._go(Trigger.OPEN, f"{cmd.side} {cmd.qty} {self.symbol}, stop {cmd.stop_price} {how}")
         return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
@@ -162,11 +219,11 @@ class PositionCore:
 
     # -- journal -------------------------------------------------------------------------
 
-    def _send_new_order(self, request: OrderRequest, purpose: str) -> None:
+    def _send_new_order(self, request: OrderRequest, purpose: str, intent: JournalIntent | None = None) -> None:
         """Journal, and the journal sends it on once committed: never a venue call before the row."""
         self._awaiting_journal[request.client_order_id] = request
         self._mark_sent(request.client_order_id)
-        self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose))
+        self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose, intent=intent))
 
     def _mark_sent(self, cid: str) -> None:
         if cid == self.entry_cid:
@@ -286,10 +343,20 @@ class PositionCore:
             return
         if self._never_arrived(msg, self.entry_sent_at):
             self.entry_final, self.filled_qty = True, 0.0
-            if self.state is State.CONFIRMING_ENTRY:
+            if self.state is State.RECOVERING and not self.resume_close:  # noqa: SIM114 - distinct reasons
+                self._go(Trigger.RECOVERED_FLAT, "recovered: the entry never reached the venue")
+            elif self.state is State.RECOVERING:
+                self._recovered()
+            elif self.state is State.CONFIRMING_ENTRY:
                 self._go(Trigger.ENTRY_REJECTED, "entry never reached the venue (not found past the receive window)")
             else:
                 self._check_flat()
+        elif self.state is State.RECOVERING and not self.resume_close:
+            # Not visible (yet): it may still arrive. Confirming it is CONFIRMING_ENTRY's job.
+            self._arm(POLL_ENTRY, self.settings.poll_s)
+            self._go(Trigger.ENTRY_AMBIGUOUS, "recovered: entry not visible yet; confirming by client id")
+            if not self.caps.attached_stop:
+                self._arm_once(NAKED, self.settings.naked_deadline_s)
         else:
             self._arm(POLL_ENTRY, self.settings.poll_s)
 
@@ -307,7 +374,9 @@ class PositionCore:
             # An ack without a fill, or a partial fill: keep asking until the entry is final.
             self._arm(POLL_ENTRY, 0.0 if self.state is State.ENTERING else self.settings.poll_s)
         state = self.state
-        if state in (State.ENTERING, State.CONFIRMING_ENTRY):
+        if state is State.RECOVERING:
+            self._recovered()
+        elif state in (State.ENTERING, State.CONFIRMING_ENTRY):
             if self.filled_qty > 0:
                 self._on_filled(report)
             elif self.entry_final:

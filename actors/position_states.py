@@ -6,6 +6,7 @@ from enum import StrEnum
 
 
 class State(StrEnum):
+    RECOVERING = "RECOVERING"                # rebuilding from the journal and the venue; refuses entries
     IDLE = "IDLE"                            # flat as far as we know; accepts an entry
     ENTERING = "ENTERING"                    # entry journaled and sent, no reply yet
     CONFIRMING_ENTRY = "CONFIRMING_ENTRY"    # entry's final state being learned by client-id query
@@ -16,6 +17,8 @@ class State(StrEnum):
 
 
 class Trigger(StrEnum):
+    RECOVERED_FLAT = "recovered_flat"        # journal and venue agree: nothing open
+    RESUME_CLOSE = "resume_close"            # the journal was closing when we stopped: finish it
     OPEN = "open"
     ENTRY_FILLED_WITH_STOP = "entry_filled_with_stop"  # venue confirms fill and attached stop
     ENTRY_FILLED = "entry_filled"            # venue confirms fill; stop still to set
@@ -33,6 +36,12 @@ class Trigger(StrEnum):
 S, T = State, Trigger
 
 TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    # after a start or restart: the journal says what we had, client-id queries say what it became
+    (S.RECOVERING, T.RECOVERED_FLAT): S.IDLE,
+    (S.RECOVERING, T.ENTRY_FILLED): S.PROTECTING,        # filled: set the stop directly (idempotent)
+    (S.RECOVERING, T.ENTRY_AMBIGUOUS): S.CONFIRMING_ENTRY,
+    (S.RECOVERING, T.RESUME_CLOSE): S.FLATTENING,
+
     (S.IDLE, T.OPEN): S.ENTERING,
 
     (S.ENTERING, T.ENTRY_FILLED_WITH_STOP): S.PROTECTED,

@@ -17,6 +17,15 @@ def quiet_logs() -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def close_harnesses() -> Iterator[None]:
+    yield
+    from tests.harness import OPEN_HARNESSES
+
+    while OPEN_HARNESSES:
+        OPEN_HARNESSES.pop().close()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from actors.exchange_service import ExchangeService
+from actors.journal_store import JournalStore
 from actors.messages import (
     ClosePosition,
     JournalFailed,
     JournalOrder,
+    JournalTransition,
     OpenPosition,
     OrderJournaled,
     OrderPlaced,
@@ -27,6 +30,7 @@ from actors.messages import (
     StopSet,
 )
 from actors.position_core import PositionCore
+from actors.position_states import State, Trigger
 from adapters.base import Side, TrueState
 from adapters.faults import Fault
 from adapters.sim_engine import EngineConfig
@@ -59,24 +63,61 @@ def venue(*faults: Fault, attached: bool = True, lag: float = 24.0, ack_only: bo
         faults=faults)
 
 
+OPEN_HARNESSES: list[Harness] = []          # closed after each test (conftest), so no journal thread lingers
+
+
+class InjectedCrash(Exception):
+    """Raised inside a handler to play an actor dying at that point."""
+
+
 @dataclass
 class Harness:
     config: SimVenueConfig
     settings: PositionSettings = field(default_factory=fast_settings)
     fail_journal: bool = False
+    crash_after: list[tuple[State, Trigger]] = field(default_factory=list)  # die right after journaling
+                                                       # each of these edges, once, in order
+    crash_on: Callable[[object], bool] | None = None   # die instead of receiving the first such message
 
     def __post_init__(self) -> None:
         self.clock = ManualClock()
         self.adapter = SimulatedAdapter(self.config, clock=self.clock)
         self.service = ExchangeService(self.adapter)
         self.loop = asyncio.new_event_loop()
+        self.store = JournalStore(":memory:")
+        self.loop.run_until_complete(self.store.open())
         self.inbox: deque[object] = deque()
         self.timers: list[tuple[float, int, PositionTimer]] = []
         self._seq = 0
         self.to_venue: list[object] = []
         self.journal: list[object] = []
         self.published: list[PositionSnapshot] = []
+        self.crashes = 0
+        OPEN_HARNESSES.append(self)
+        self._start_core()
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.store.close())
+        self.loop.close()
+
+    def _start_core(self) -> None:
+        """A fresh PositionCore that rebuilds itself from the journal, as a restarted actor does."""
         self.core = PositionCore(SYMBOL, self.adapter.capabilities, self.settings, self)
+        self._guarded(lambda: self.core.recover(self.loop.run_until_complete(self.store.load_symbol(SYMBOL))))
+
+    def crash(self) -> None:
+        """The actor dies: its memory, its timers and every reply on its way to it are lost."""
+        self.crashes += 1
+        self.inbox.clear()
+        self.timers.clear()
+        self._start_core()
+
+    def _guarded(self, action) -> object:
+        try:
+            return action()
+        except InjectedCrash:
+            self.crash()
+            return None
 
     # -- PositionPorts -------------------------------------------------------------------
 
@@ -86,6 +127,12 @@ class Harness:
 
     def to_journal(self, msg: object) -> None:
         self.journal.append(msg)
+        if not self.fail_journal:
+            self.loop.run_until_complete(self.store.record(msg))
+        if (isinstance(msg, JournalTransition) and self.crash_after
+                and self.crash_after[0] == (State(msg.from_state), Trigger(msg.trigger))):
+            self.crash_after.pop(0)
+            raise InjectedCrash(f"after {msg.from_state} --{msg.trigger}-->")
         if isinstance(msg, JournalOrder):
             cid = msg.request.client_order_id
             if self.fail_journal:
@@ -110,12 +157,19 @@ class Harness:
     # -- driving -------------------------------------------------------------------------
 
     def open(self, qty: float = 1.0, stop: float = 95.0, side: Side = Side.BUY):
-        return self.core.open(OpenPosition(SYMBOL, side, qty, stop))
+        return self._guarded(lambda: self.core.open(OpenPosition(SYMBOL, side, qty, stop)))
 
-    def close(self):
-        return self.core.close(ClosePosition(SYMBOL))
+    def close_position(self):
+        return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL)))
 
     def deliver(self, msg: object) -> None:
+        if self.crash_on is not None and self.crash_on(msg):
+            self.crash_on = None
+            self.crash()                                     # the message dies with the actor
+            return
+        self._guarded(lambda: self._dispatch(msg))
+
+    def _dispatch(self, msg: object) -> None:
         match msg:
             case OrderJournaled():
                 self.core.on_journaled(msg)

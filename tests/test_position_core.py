@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 
-from actors.messages import CommandAccepted, CommandDenied, JournalOrder, JournalTransition, PlaceOrder, QueryOrder
+from actors.messages import (
+    CommandAccepted,
+    CommandDenied,
+    JournalOrder,
+    JournalTransition,
+    OrderPlaced,
+    PlaceOrder,
+    QueryOrder,
+)
 from actors.position_states import State
 from adapters.base import OrderStatus, Side
 from adapters.faults import Fault, FaultKind
@@ -196,7 +204,7 @@ def test_operator_close_flattens_the_filled_qty():
     h = Harness(venue())
     h.open(qty=1.5)
     h.run()
-    assert isinstance(h.close(), CommandAccepted)
+    assert isinstance(h.close_position(), CommandAccepted)
     h.run()
     assert h.core.state is State.IDLE
     closes = [m.request for m in h.sent(PlaceOrder) if m.request.reduce_only]
@@ -213,7 +221,7 @@ def test_close_after_the_stop_triggered_is_confirmed_by_the_engine_having_nothin
         if not h.truth().open_positions():
             break
     assert not h.truth().open_positions()               # the stop fired on the venue
-    h.close()
+    h.close_position()
     h.run()
     assert h.core.state is State.IDLE and "no position to reduce" in h.core.last_event
     assert_converged(h)
@@ -223,7 +231,7 @@ def test_ambiguous_close_is_queried_not_resent():
     h = Harness(venue(Fault("create_order", FaultKind.TIMEOUT_AFTER, reduce_only=True)))
     h.open()
     h.run()
-    h.close()
+    h.close_position()
     h.run()
     assert h.core.state is State.IDLE
     closes = [m for m in h.sent(PlaceOrder) if m.request.reduce_only]
@@ -237,7 +245,7 @@ def test_close_refused_repeatedly_goes_stuck_with_an_alert_then_recovers():
                 settings=fast_settings(max_close_attempts=3))
     h.open()
     h.run()
-    h.close()
+    h.close_position()
     h.run(until=2.0)
     assert h.core.state is State.STUCK
     assert "position may still be open" in h.core.last_event
@@ -251,9 +259,10 @@ def test_close_refused_repeatedly_goes_stuck_with_an_alert_then_recovers():
 @pytest.mark.parametrize(("qty", "stop"), [(0.0, 95.0), (-1.0, 95.0), (1.0, 0.0), (float("nan"), 95.0)])
 def test_bad_open_is_denied_before_anything_is_journaled(qty, stop):
     h = Harness(venue())
+    before = list(h.journal)
     reply = h.open(qty=qty, stop=stop)
     assert isinstance(reply, CommandDenied)
-    assert h.journal == [] and h.venue_ops() == []
+    assert h.journal == before and h.venue_ops() == []
 
 
 def test_second_open_is_denied_while_a_position_is_held():
@@ -267,7 +276,7 @@ def test_second_open_is_denied_while_a_position_is_held():
 
 def test_close_when_idle_is_denied():
     h = Harness(venue())
-    assert isinstance(h.close(), CommandDenied)
+    assert isinstance(h.close_position(), CommandDenied)
 
 
 def test_short_positions_work_the_same_way():
@@ -276,7 +285,7 @@ def test_short_positions_work_the_same_way():
     h.run()
     assert h.core.state is State.PROTECTED
     assert h.truth().open_positions()[SYMBOL].qty == -1.0
-    h.close()
+    h.close_position()
     h.run()
     assert_converged(h)
 
@@ -302,5 +311,32 @@ def test_rollback_that_races_an_in_flight_entry_closes_again_once_the_entry_land
     assert h.core.state is State.IDLE
     closes = [m.request for m in h.sent(PlaceOrder) if m.request.reduce_only]
     assert len(closes) == 2                              # the first found nothing, the second closed the fill
+    assert h.entries_on_venue() == 1
+    assert_converged(h)
+
+
+def test_restart_between_a_close_executing_and_its_reply_asks_before_closing_again():
+    def close_reply(msg: object) -> bool:
+        return isinstance(msg, OrderPlaced) and msg.report is not None and msg.report.reduce_only
+
+    h = Harness(venue(), crash_on=close_reply)
+    h.open()
+    h.run()
+    h.close_position()
+    h.run()
+    assert h.crashes == 1 and h.core.state is State.IDLE
+    assert len([m for m in h.sent(PlaceOrder) if m.request.reduce_only]) == 1     # asked, did not resend
+    assert "recovered mid-close" in " ".join(m.detail for m in h.journal if isinstance(m, JournalTransition))
+    assert_converged(h)
+
+
+def test_restart_between_an_entry_executing_and_its_reply_protects_without_a_second_entry():
+    def entry_reply(msg: object) -> bool:
+        return isinstance(msg, OrderPlaced) and msg.report is not None and not msg.report.reduce_only
+
+    h = Harness(venue(attached=False), crash_on=entry_reply)
+    h.open()
+    h.run()
+    assert h.crashes == 1 and h.core.state is State.PROTECTED
     assert h.entries_on_venue() == 1
     assert_converged(h)

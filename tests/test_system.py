@@ -162,5 +162,5 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
         (version,), = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchall()
         (mode,), = db.execute("PRAGMA journal_mode").fetchall()
     assert (status, purpose) == ("filled", "entry")
-    assert states == ["ENTERING", "PROTECTING", "PROTECTED"]
+    assert states == ["IDLE", "ENTERING", "PROTECTING", "PROTECTED"]     # IDLE: recovered at start
     assert pos_state == "PROTECTED" and version == "1" and mode == "wal"

@@ -15,13 +15,16 @@ from actors.fsm import FSM, InvalidTransition
 from actors.messages import JournalTransition
 from actors.position_states import TRANSITIONS, State, Trigger
 from adapters.faults import Fault, FaultKind
-from tests.harness import SYMBOL, Harness, fast_settings, venue
+from tests.harness import OPEN_HARNESSES, SYMBOL, Harness, fast_settings, venue
 
-HANDLING = {State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.FLATTENING, State.STUCK}
+HANDLING = {State.RECOVERING, State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.FLATTENING, State.STUCK}
 
 
 def edges(h: Harness) -> set[tuple[State, Trigger]]:
     return {(State(m.from_state), Trigger(m.trigger)) for m in h.journal if isinstance(m, JournalTransition)}
+
+
+Edge = tuple[State, Trigger]
 
 
 def opened(h: Harness, **kw) -> Harness:
@@ -30,71 +33,92 @@ def opened(h: Harness, **kw) -> Harness:
     return h
 
 
-def s_attached() -> Harness:
-    return opened(Harness(venue()))
+def s_attached(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(), crash_after=list(crash or [])))
 
 
-def s_separate() -> Harness:
-    return opened(Harness(venue(attached=False)))
+def s_separate(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(attached=False), crash_after=list(crash or [])))
 
 
-def s_ack_only_separate() -> Harness:
-    return opened(Harness(venue(attached=False, ack_only=True)))
+def s_ack_only_separate(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(attached=False, ack_only=True), crash_after=list(crash or [])))
 
 
-def s_ambiguous_entry() -> Harness:
-    return opened(Harness(venue(Fault("create_order", FaultKind.TIMEOUT_AFTER))))
+def s_ambiguous_entry(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(Fault("create_order", FaultKind.TIMEOUT_AFTER)), crash_after=list(crash or [])))
 
 
-def s_rejected_entry() -> Harness:
-    return opened(Harness(venue(Fault("create_order", FaultKind.ERROR, code=110007, message="no balance"))))
+def s_rejected_entry(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(Fault("create_order", FaultKind.ERROR, code=110007, message="no balance")),
+                          crash_after=list(crash or [])))
 
 
-def s_lost_entry() -> Harness:
-    return opened(Harness(venue(Fault("create_order", FaultKind.TIMEOUT_BEFORE))))
+def s_lost_entry(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(Fault("create_order", FaultKind.TIMEOUT_BEFORE)), crash_after=list(crash or [])))
 
 
-def s_unknown_fill_deadline() -> Harness:
+def s_unknown_fill_deadline(crash: list[Edge] | None = None) -> Harness:
     return opened(Harness(venue(Fault("create_order", FaultKind.TIMEOUT_AFTER),
-                                Fault("fetch_order", FaultKind.ERROR, code=10016, times=60), attached=False)))
+                                Fault("fetch_order", FaultKind.ERROR, code=10016, times=60), attached=False),
+                          crash_after=list(crash or [])))
 
 
-def s_stop_rejected() -> Harness:
-    return opened(Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10001, message="risk"), attached=False)))
+def s_stop_rejected(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10001, message="risk"), attached=False),
+                          crash_after=list(crash or [])))
 
 
-def s_stop_deadline() -> Harness:
-    return opened(Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10016, times=1000), attached=False)))
+def s_stop_deadline(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10016, times=1000), attached=False),
+                          crash_after=list(crash or [])))
 
 
-def s_close_while_protecting() -> Harness:
-    h = Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10016, times=1000), attached=False))
+def s_close_while_protecting(crash: list[Edge] | None = None) -> Harness:
+    h = Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10016, times=1000), attached=False),
+                crash_after=list(crash or []))
     h.open()
     h.run(until=1.0)
-    assert h.core.state is State.PROTECTING
-    h.close()
+    h.close_position()
     h.run()
     return h
 
 
-def s_close() -> Harness:
-    h = s_attached()
-    h.close()
+def s_close(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.close_position()
     h.run()
     return h
 
 
-def s_stuck_then_closed() -> Harness:
+def s_stuck_then_closed(crash: list[Edge] | None = None) -> Harness:
     h = Harness(venue(Fault("create_order", FaultKind.ERROR, code=10001, message="params", reduce_only=True,
-                            times=4)), settings=fast_settings(max_close_attempts=3))
+                            times=4)), settings=fast_settings(max_close_attempts=3), crash_after=list(crash or []))
     h.open()
     h.run()
-    h.close()
+    h.close_position()
     h.run()
     return h
 
 
-SCENARIOS: dict[tuple[State, Trigger], Callable[[], Harness]] = {
+def s_restart_after_fill(crash: list[Edge] | None = None) -> Harness:
+    return s_attached([(State.ENTERING, Trigger.ENTRY_FILLED_WITH_STOP), *(crash or [])])
+
+
+def s_restart_with_entry_in_flight(crash: list[Edge] | None = None) -> Harness:
+    return opened(Harness(venue(Fault("create_order", FaultKind.LATE, delay_s=2.0)),
+                          crash_after=[(State.ENTERING, Trigger.ENTRY_AMBIGUOUS), *(crash or [])]))
+
+
+def s_restart_mid_close(crash: list[Edge] | None = None) -> Harness:
+    return s_close([(State.PROTECTED, Trigger.CLOSE_REQUESTED), *(crash or [])])
+
+
+SCENARIOS: dict[Edge, Callable[..., Harness]] = {
+    (State.RECOVERING, Trigger.RECOVERED_FLAT): s_attached,
+    (State.RECOVERING, Trigger.ENTRY_FILLED): s_restart_after_fill,
+    (State.RECOVERING, Trigger.ENTRY_AMBIGUOUS): s_restart_with_entry_in_flight,
+    (State.RECOVERING, Trigger.RESUME_CLOSE): s_restart_mid_close,
     (State.IDLE, Trigger.OPEN): s_attached,
     (State.ENTERING, Trigger.ENTRY_FILLED_WITH_STOP): s_attached,
     (State.ENTERING, Trigger.ENTRY_FILLED): s_separate,
@@ -116,6 +140,25 @@ SCENARIOS: dict[tuple[State, Trigger], Callable[[], Harness]] = {
 }
 
 
+def intents(h: Harness) -> int:
+    return sum(1 for m in h.journal if getattr(m, "intent", None) is not None)
+
+
+def converged(h: Harness) -> None:
+    """Given time, every path ends protected or flat, and belief matches the venue."""
+    h.advance(300.0)
+    pos = h.truth().open_positions().get(SYMBOL)
+    assert h.position_reads() == 0
+    assert h.entries_on_venue() <= max(1, intents(h))     # never a second entry for one intent
+    assert h.core.state in (State.IDLE, State.PROTECTED), h.core.state
+    if h.core.state is State.IDLE:
+        assert pos is None, "we believe we are flat but the venue holds a position"
+    elif pos is None:
+        assert any(o.client_order_id.startswith("stop-") for o in h.truth().orders)   # our stop fired
+    else:
+        assert pos.stop_price is not None
+
+
 @pytest.mark.parametrize("edge", list(TRANSITIONS), ids=lambda e: f"{e[0]}--{e[1]}")
 def test_every_edge_is_driven_by_a_venue_scenario(edge):
     assert edge in SCENARIOS, f"no scenario drives {edge}: add one"
@@ -123,6 +166,15 @@ def test_every_edge_is_driven_by_a_venue_scenario(edge):
     assert edge in edges(h)
     assert h.position_reads() == 0
     assert h.entries_on_venue() <= 1
+
+
+@pytest.mark.parametrize("edge", list(TRANSITIONS), ids=lambda e: f"{e[0]}--{e[1]}")
+def test_a_crash_right_after_any_edge_converges(edge):
+    # The actor dies the moment this edge is journaled: memory, timers and in-flight replies
+    # lost. A new actor rebuilds from the journal and the venue and must still converge.
+    h = SCENARIOS[edge](crash=[edge])
+    assert h.crashes >= 1, f"the scenario never took {edge}"
+    converged(h)
 
 
 def test_fsm_refuses_edges_not_in_the_table():
@@ -184,9 +236,14 @@ class PositionMachine(RuleBasedStateMachine):
             self.h.run(until=0.0)
 
     @rule()
+    def crash(self) -> None:
+        if self.h is not None:
+            self.h.crash()
+
+    @rule()
     def close(self) -> None:
         if self.h is not None:
-            self.h.close()
+            self.h.close_position()
             self.h.run(until=0.0)
 
     @rule(seconds=st.sampled_from([0.1, 1.0, 5.0, 30.0]))
@@ -200,7 +257,7 @@ class PositionMachine(RuleBasedStateMachine):
         if h is None:
             return
         assert h.position_reads() == 0
-        assert h.entries_on_venue() <= sum(1 for m in h.journal if type(m).__name__ == "JournalIntent")
+        assert h.entries_on_venue() <= intents(h)
         pos = h.truth().open_positions().get(SYMBOL)
         if pos is not None and pos.stop_price is None:
             assert h.core.state in HANDLING, f"naked position while {h.core.state}"
@@ -211,16 +268,15 @@ class PositionMachine(RuleBasedStateMachine):
         h = self.h
         if h is None:
             return
-        h.advance(300.0)                                 # let every retry and window run out
-        pos = h.truth().open_positions().get(SYMBOL)
-        assert h.core.state in (State.IDLE, State.PROTECTED), h.core.state
-        if h.core.state is State.PROTECTED and pos is None:
-            # Our stop fired on the venue; noticing that is the protection scan's job (next issue).
-            assert any(o.client_order_id.startswith("stop-") for o in h.truth().orders)
-        elif h.core.state is State.PROTECTED:
-            assert pos.stop_price is not None
-        else:
-            assert pos is None
+        try:
+            self._converges(h)
+        finally:
+            h.close()
+            OPEN_HARNESSES.remove(h)
+
+    @staticmethod
+    def _converges(h: Harness) -> None:
+        converged(h)
 
 
 TestPositionMachine = PositionMachine.TestCase
