@@ -43,6 +43,7 @@ class PositionSettings:
     retry_cap_s: float = 4.0
     max_close_attempts: int = 5          # definite close rejections before the position is STUCK
     max_entry_retries: int = 5           # retry-later replies to an entry before giving up
+    reply_timeout_s: float = 15.0        # a request unanswered this long was lost: ask again by id
 
 
 # -- commands to a PositionActor -----------------------------------------------------------

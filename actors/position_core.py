@@ -56,6 +56,7 @@ RETRY_STOP = "retry_stop"
 POLL_CLOSE = "poll_close"
 RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was not processed)
 NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
+STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
@@ -224,6 +225,7 @@ class PositionCore:
         self._awaiting_journal[request.client_order_id] = request
         self._mark_sent(request.client_order_id)
         self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose, intent=intent))
+        self._arm(STALLED, self.settings.reply_timeout_s)
 
     def _mark_sent(self, cid: str) -> None:
         if cid == self.entry_cid:
@@ -283,6 +285,10 @@ class PositionCore:
         if self._tokens.get(timer.kind) != timer.token:
             return                                       # superseded or from an earlier episode
         state = self.state
+        if timer.kind == STALLED:
+            if state not in (State.IDLE, State.PROTECTED) or not self.entry_final:
+                self.resync(f"no reply within {self.settings.reply_timeout_s}s")
+            return
         if timer.kind == NAKED and state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not self.protected:
             self._go(Trigger.NAKED_DEADLINE,
                      f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
@@ -291,14 +297,14 @@ class PositionCore:
             self._query_entry()
         elif timer.kind == RETRY_ENTRY and state is State.ENTERING:
             self.entry_sent_at = self.ports.monotonic()
-            self.ports.to_exchange(PlaceOrder(self._entry_request()))
+            self._request(PlaceOrder(self._entry_request()))
         elif timer.kind == RETRY_STOP and state is State.PROTECTING:
             self._send_stop()
         elif timer.kind == POLL_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_cid:
-            self.ports.to_exchange(QueryOrder(self.symbol, self.close_cid))
+            self._request(QueryOrder(self.symbol, self.close_cid))
         elif timer.kind == RETRY_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_request:
             self.close_sent_at = self.ports.monotonic()
-            self.ports.to_exchange(PlaceOrder(self.close_request))
+            self._request(PlaceOrder(self.close_request))
         elif timer.kind == NEW_CLOSE and state in (State.FLATTENING, State.STUCK):
             self._new_close_order()
 
@@ -333,9 +339,37 @@ class PositionCore:
             self._arm_once(NAKED, self.settings.naked_deadline_s)
         self._query_entry()
 
+    def _request(self, msg: object) -> None:
+        """Every venue request goes out here; if nothing follows for reply_timeout_s, resync."""
+        self.ports.to_exchange(msg)
+        self._arm(STALLED, self.settings.reply_timeout_s)
+
+    def resync(self, why: str) -> None:
+        """A reply may be lost (collaborator restarted, call hung): ask again, by client id,
+        from where we are — never a blind resend of an order."""
+        state = self.state
+        self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)
+        if state is State.ENTERING:
+            self._go(Trigger.ENTRY_AMBIGUOUS, f"{why}: entry outcome unknown; querying by client id")
+            self._after_entry_unknown()
+        elif state in (State.RECOVERING, State.CONFIRMING_ENTRY):
+            self._query_entry()
+        elif state is State.PROTECTING:
+            self._send_stop()                            # idempotent: 34040 = already so
+        elif state in (State.FLATTENING, State.STUCK):
+            if self.close_cid is not None and self.close_cid not in self._awaiting_journal:
+                self._arm(POLL_CLOSE, 0.0)
+            elif self.close_cid is not None:
+                self._awaiting_journal.pop(self.close_cid, None)
+                self._arm(POLL_CLOSE, 0.0)               # it may have been forwarded: ask first
+            else:
+                self._new_close_order()
+        elif not self.entry_final and self.entry_cid is not None:
+            self._query_entry()
+
     def _query_entry(self) -> None:
         assert self.entry_cid is not None
-        self.ports.to_exchange(QueryOrder(self.symbol, self.entry_cid))
+        self._request(QueryOrder(self.symbol, self.entry_cid))
 
     def _on_entry_queried(self, msg: OrderQueried) -> None:
         if msg.report is not None:
@@ -403,7 +437,7 @@ class PositionCore:
     def _send_stop(self) -> None:
         assert self.stop_price is not None
         self.stop_request_id = new_id()
-        self.ports.to_exchange(SetStop(self.symbol, self.stop_price, request_id=self.stop_request_id))
+        self._request(SetStop(self.symbol, self.stop_price, request_id=self.stop_request_id))
 
     def _mark_protected(self) -> None:
         self.protected = True

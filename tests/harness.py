@@ -50,7 +50,7 @@ class ManualClock:
 
 def fast_settings(**kw) -> PositionSettings:
     base = dict(naked_deadline_s=10.0, entry_unknown_window_s=5.0, poll_s=0.2, retry_s=0.25,
-                retry_cap_s=4.0, max_close_attempts=3, max_entry_retries=3)
+                retry_cap_s=4.0, max_close_attempts=3, max_entry_retries=3, reply_timeout_s=15.0)
     base.update(kw)
     return PositionSettings(**base)
 
@@ -78,6 +78,7 @@ class Harness:
     crash_after: list[tuple[State, Trigger]] = field(default_factory=list)  # die right after journaling
                                                        # each of these edges, once, in order
     crash_on: Callable[[object], bool] | None = None   # die instead of receiving the first such message
+    drop: Callable[[object], bool] | None = None       # lose every such message on its way to the core
 
     def __post_init__(self) -> None:
         self.clock = ManualClock()
@@ -163,6 +164,8 @@ class Harness:
         return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL)))
 
     def deliver(self, msg: object) -> None:
+        if self.drop is not None and self.drop(msg):
+            return
         if self.crash_on is not None and self.crash_on(msg):
             self.crash_on = None
             self.crash()                                     # the message dies with the actor

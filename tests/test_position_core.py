@@ -13,8 +13,10 @@ from actors.messages import (
     JournalOrder,
     JournalTransition,
     OrderPlaced,
+    OrderQueried,
     PlaceOrder,
     QueryOrder,
+    StopSet,
 )
 from actors.position_states import State
 from adapters.base import OrderStatus, Side
@@ -339,4 +341,26 @@ def test_restart_between_an_entry_executing_and_its_reply_protects_without_a_sec
     h.run()
     assert h.crashes == 1 and h.core.state is State.PROTECTED
     assert h.entries_on_venue() == 1
+    assert_converged(h)
+
+
+@pytest.mark.parametrize("lost", [OrderPlaced, OrderQueried, StopSet])
+def test_a_lost_reply_is_asked_again_after_the_reply_timeout(lost):
+    # A restarted ExchangeActor, a dropped connection: the answer never comes.
+    dropped = []
+
+    def drop_first(msg: object) -> bool:
+        if isinstance(msg, lost) and not dropped:
+            dropped.append(msg)
+            return True
+        return False
+
+    faults = (Fault("create_order", FaultKind.TIMEOUT_AFTER),) if lost is OrderQueried else ()
+    h = Harness(venue(*faults, attached=lost is not StopSet), drop=drop_first,
+                settings=fast_settings(reply_timeout_s=3.0))             # below the 10 s naked deadline
+    h.open()
+    h.run(until=120)
+    assert dropped, "the scenario never produced the reply to lose"
+    assert h.core.state is State.PROTECTED
+    assert len([m for m in h.sent(PlaceOrder) if not m.request.reduce_only]) == 1
     assert_converged(h)
