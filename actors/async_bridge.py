@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import queue
 import socket
 import threading
@@ -25,6 +26,7 @@ from loguru import logger
 from thespian.actors import ActorTypeDispatcher, ThespianWatch, WakeupMessage, WatchMessage
 
 from actors.logs import ensure_process_logging
+from actors.messages import ChildFailed, Heartbeat, HeartbeatAck
 
 POLL = timedelta(milliseconds=2)
 
@@ -91,6 +93,7 @@ class BridgedActor(ActorTypeDispatcher):
         self.bridge: AsyncBridge | None = None
         self.watch = True
         self._polling = False
+        self.supervisor: Any = None              # who configured us; told when a handler fails
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
         ensure_process_logging()
@@ -121,7 +124,16 @@ class BridgedActor(ActorTypeDispatcher):
         return None
 
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
-        """Override to answer the sender; the default only logs."""
+        """Override to answer the sender; then call this to report the failure upwards."""
+        if self.supervisor is not None:
+            self.send(self.supervisor, ChildFailed(f"{type(message).__name__}: {type(exc).__name__}: {exc}"))
+
+    def receiveMsg_Heartbeat(self, message: Heartbeat, sender: Any) -> None:  # noqa: N802
+        ack = HeartbeatAck(message.seq, os.getpid())
+        if self.bridge is None:
+            self.send(sender, ack)
+        else:                                              # prove the event loop turns, too
+            self.bridge.submit(asyncio.sleep(0), lambda _: self.send(sender, ack))
 
     def on_exit(self) -> None:
         """Release resources; called on ActorExitRequest."""

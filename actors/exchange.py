@@ -34,6 +34,7 @@ class ExchangeActor(BridgedActor):
         self.service: ExchangeService | None = None
 
     def receiveMsg_ConfigureExchange(self, msg: ConfigureExchange, sender: Any) -> None:  # noqa: N802
+        self.supervisor = sender
         if self.service is None:
             self.watch = msg.watch
             self.bridge = AsyncBridge()
@@ -74,8 +75,10 @@ class ExchangeActor(BridgedActor):
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
         if isinstance(message, ConfigureExchange):
             self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
-        elif isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | GetTrueState):
+            return
+        if isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | GetTrueState):
             self._fail(message, sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
+        super().on_handler_error(message, sender, exc)
 
     def on_exit(self) -> None:
         if self.service is not None and self.bridge is not None:

@@ -32,6 +32,7 @@ class JournalActor(BridgedActor):
         self.store: JournalStore | None = None
 
     def receiveMsg_ConfigureJournal(self, msg: ConfigureJournal, sender: Any) -> None:  # noqa: N802
+        self.supervisor = sender
         if self.store is None:
             self.watch = msg.watch
             self.bridge = AsyncBridge()
@@ -95,8 +96,10 @@ class JournalActor(BridgedActor):
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
         if isinstance(message, ConfigureJournal):
             self.send(sender, ActorFailed("journal", f"journal {message.path} could not be opened: {exc}"))
-        elif isinstance(message, JournalOrder):
+            return
+        if isinstance(message, JournalOrder):
             self.send(sender, JournalFailed(message.request.client_order_id, str(exc)))
+        super().on_handler_error(message, sender, exc)
 
     def on_exit(self) -> None:
         if self.store is not None and self.bridge is not None:

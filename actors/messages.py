@@ -46,6 +46,20 @@ class PositionSettings:
     reply_timeout_s: float = 15.0        # a request unanswered this long was lost: ask again by id
 
 
+@dataclass(frozen=True, slots=True)
+class SupervisionSettings:
+    """At most `max_restarts` within `within_s` seconds, else safe mode; back-off between restarts
+    of one child doubles from `backoff_s` to `backoff_cap_s`, with +-`jitter` spread."""
+
+    max_restarts: int = 5
+    within_s: float = 60.0
+    backoff_s: float = 0.05
+    backoff_cap_s: float = 5.0
+    jitter: float = 0.2
+    heartbeat_s: float = 1.0             # how often children are asked whether they are alive
+    heartbeat_timeout_s: float = 5.0     # unanswered this long: hung, killed and replaced
+
+
 # -- commands to a PositionActor -----------------------------------------------------------
 
 
@@ -427,6 +441,53 @@ class StartDeployment:
     adapter_factory: Callable[[], Any]
     settings: PositionSettings = field(default_factory=PositionSettings)
     watch: bool = True
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Supervisor to child: are you (and your event loop) alive?"""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatAck:
+    """Child to supervisor: alive, in this process."""
+
+    seq: int
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChildFailed:
+    """Child to supervisor: a handler failed; my state may be inconsistent, replace me."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """Supervisor to PositionActors: the exchange or journal was replaced; use these addresses."""
+
+    exchange: Any
+    journal: Any
+
+
+@dataclass(frozen=True, slots=True)
+class RestartChild:
+    """The supervisor's own wake-up: start this child again (stale generations are ignored)."""
+
+    child_id: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetSafeMode:
+    """Operator: enter (on) or leave (off) safe mode; answered by StatusReport."""
+
+    on: bool
+    reason: str = "operator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,4 +535,8 @@ class StatusReport:
     positions: tuple[PositionSnapshot, ...]
     venue: str = ""
     started_at: float = 0.0
+    safe_mode: bool = False
+    safe_reason: str = ""
+    restarts: int = 0                    # restarts within the intensity window
+    children: tuple[tuple[str, int | None, bool], ...] = ()   # (id, pid, up)
     at: float = _ts_field()

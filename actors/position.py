@@ -13,6 +13,7 @@ from thespian.actors import WakeupMessage
 from actors.async_bridge import BridgedActor
 from actors.messages import (
     ClosePosition,
+    Collaborators,
     CommandDenied,
     ConfigurePosition,
     FetchPrice,
@@ -43,18 +44,18 @@ class _ActorPorts:
 
     def __init__(self, actor: PositionActor, config: ConfigurePosition) -> None:
         self._actor = actor
-        self._exchange = config.exchange
-        self._journal = config.journal
+        self.exchange = config.exchange
+        self.journal = config.journal
         self._observer = config.observer
 
     def to_exchange(self, msg: object) -> None:
-        self._actor.send(self._exchange, msg)
+        self._actor.send(self.exchange, msg)
 
     def to_journal(self, msg: object) -> None:
         if isinstance(msg, JournalOrder):
             # The journal sends the order on once it is committed; answers come straight to us.
-            msg = dataclasses.replace(msg, forward_to=self._exchange, reply_to=self._actor.myAddress)
-        self._actor.send(self._journal, msg)
+            msg = dataclasses.replace(msg, forward_to=self.exchange, reply_to=self._actor.myAddress)
+        self._actor.send(self.journal, msg)
 
     def publish(self, snapshot: PositionSnapshot) -> None:
         if self._observer is not None:
@@ -76,13 +77,15 @@ class PositionActor(BridgedActor):
         super().__init__(*args, **kw)
         self.core: PositionCore | None = None
         self._journal: Any = None
+        self.ports: _ActorPorts | None = None
         self._configured_by: Any = None
         self._ready_sent = False
 
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
+        self.supervisor = sender
         if self.core is None:
             self._journal, self._configured_by = msg.journal, sender
-            ports = _ActorPorts(self, msg)
+            self.ports = ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
             ports.publish(self.core.snapshot())
             # Rebuild from the journal first (entries are refused until then); this also opens the
@@ -155,6 +158,16 @@ class PositionActor(BridgedActor):
     def _not_ready(command_id: str, symbol: str) -> CommandDenied:
         return CommandDenied(command_id, symbol, "position actor is not configured yet")
 
+    def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
+        if self.ports is None:
+            return
+        self.ports.exchange, self.ports.journal = msg.exchange, msg.journal
+        self._journal = msg.journal
+        self._core().resync("exchange or journal was replaced")
+
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
+        # Our state may be half-changed: answer, and ask to be replaced (a new actor rebuilds
+        # from the journal and the venue).
         if isinstance(message, OpenPosition | ClosePosition):
             self.send(sender, CommandDenied(message.command_id, message.symbol, f"internal error: {exc}"))
+        super().on_handler_error(message, sender, exc)

@@ -1,23 +1,35 @@
-"""The Supervisor actor: starts the journal, the exchange and one PositionActor per symbol,
-in that order, routes operator commands, answers admin status, and stops the children in
-reverse order. (Restart policy comes with the supervision issue; children are already
-tracked by id so a restart can replace one in place.)"""
+"""The Supervisor actor: children from specs, started in order (journal, exchange, one
+PositionActor per symbol) and stopped in reverse; one-for-one restarts with exponential
+back-off and jitter; restart intensity, past which the system enters safe mode (no new
+entries; protection keeps running); a heartbeat watchdog that kills and replaces hung
+children. It also routes operator commands and answers admin status.
+
+Failures are learned three ways: thespian's ChildActorExited (a crash, kill -9), a child's
+own ChildFailed (a handler raised: its state may be half-changed), and a missed heartbeat.
+A replaced child never overlaps its successor: the old one is gone before the new one starts.
+"""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from loguru import logger
-from thespian.actors import ActorExitRequest, ChildActorExited, PoisonMessage
+from thespian.actors import ActorExitRequest, ChildActorExited, PoisonMessage, WakeupMessage
 
 from actors.async_bridge import BridgedActor
 from actors.exchange import ExchangeActor
 from actors.journal import JournalActor
 from actors.messages import (
     ActorFailed,
+    ChildFailed,
     ClosePosition,
+    Collaborators,
     CommandAccepted,
     CommandDenied,
     ConfigureExchange,
@@ -29,11 +41,15 @@ from actors.messages import (
     ExchangeReady,
     FetchPrice,
     GetTrueState,
+    Heartbeat,
+    HeartbeatAck,
     JournalReady,
     JournalSync,
     OpenPosition,
     PositionReady,
     PositionSnapshot,
+    RestartChild,
+    SetSafeMode,
     StartDeployment,
     StatusReport,
     StatusRequest,
@@ -42,12 +58,25 @@ from actors.messages import (
 )
 from actors.position import PositionActor
 from adapters.base import Capabilities
+from supervisor.specs import ChildSpec, Restart, RestartIntensity, backoff
+
+HEARTBEAT = "heartbeat"
 
 
 @dataclass(slots=True)
 class Child:
-    id: str                      # "journal" | "exchange" | "position:<SYMBOL>"
-    address: Any
+    spec: ChildSpec
+    address: Any = None                      # None while down
+    pid: int | None = None
+    ready: bool = False
+    last_ack: float = 0.0                    # monotonic
+    consecutive: int = 0                     # restarts since it last stayed up a whole window
+    generation: int = 0
+    replacing: bool = False                  # we asked it to go, to replace it
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
 
 
 class Supervisor(BridgedActor):
@@ -57,14 +86,18 @@ class Supervisor(BridgedActor):
         self.requester: Any = None
         self.children: list[Child] = []          # start order
         self.capabilities: Capabilities | None = None
-        self.pending_ready: set[str] = set()
-        self.ready = False
+        self.deployed = False
         self.snapshots: dict[str, PositionSnapshot] = {}
-        self.relay: dict[str, Any] = {}          # command_id -> who asked
+        self.relay: dict[str, Any] = {}          # command_id / request_id -> who asked
         self.state_waiters: list[tuple[WaitForState, Any]] = []
-        self.stopping: list[Child] = []
+        self.stopping: list[Child] | None = None
         self.stop_requester: Any = None
         self.started_at = 0.0
+        self.safe_mode = False
+        self.safe_reason = ""
+        self.intensity = RestartIntensity(5, 60.0)
+        self.rng = random.Random()
+        self.heartbeat_seq = 0
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -73,78 +106,220 @@ class Supervisor(BridgedActor):
             self.send(sender, DeploymentFailed("this supervisor already runs a deployment"))
             return
         self.spec, self.requester, self.started_at = msg, sender, time.time()
-        journal = self._start("journal", JournalActor)
-        self.send(journal, ConfigureJournal(msg.journal_path, watch=msg.watch))
+        self.intensity = RestartIntensity(msg.supervision.max_restarts, msg.supervision.within_s)
+        specs = [ChildSpec("journal", JournalActor), ChildSpec("exchange", ExchangeActor)]
+        specs += [ChildSpec(f"position:{s}", PositionActor) for s in msg.symbols]
+        self.children = [Child(spec) for spec in specs]
+        self._start(self._child("journal"))
+
+    def _start(self, child: Child) -> None:
+        assert self.spec is not None
+        child.address = self.createActor(child.spec.actor)
+        child.ready, child.replacing, child.pid = False, False, None
+        child.last_ack = time.monotonic()
+        self.send(child.address, self._configure(child))
+
+    def _configure(self, child: Child) -> Any:
+        assert self.spec is not None
+        if child.id == "journal":
+            return ConfigureJournal(self.spec.journal_path, watch=self.spec.watch)
+        if child.id == "exchange":
+            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
+        assert self.capabilities is not None
+        return ConfigurePosition(child.id.split(":", 1)[1], self._address("exchange"), self._address("journal"),
+                                 self.capabilities, self.spec.settings, observer=self.myAddress)
 
     def receiveMsg_JournalReady(self, msg: JournalReady, sender: Any) -> None:  # noqa: N802
-        assert self.spec is not None
-        logger.info("journal ready (schema {})", msg.schema_version)
-        exchange = self._start("exchange", ExchangeActor)
-        self.send(exchange, ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch))
+        self._ready(sender)
+        if self.deployed:
+            self._tell_positions_their_collaborators()
+        elif self._child("exchange").address is None:
+            logger.info("journal ready (schema {})", msg.schema_version)
+            self._start(self._child("exchange"))
 
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
-        assert self.spec is not None
         self.capabilities = msg.capabilities
-        for symbol in self.spec.symbols:
-            self.pending_ready.add(symbol)
-            address = self._start(f"position:{symbol}", PositionActor)
-            self.send(address, ConfigurePosition(symbol, self._address("exchange"), self._address("journal"),
-                                                 msg.capabilities, self.spec.settings, observer=self.myAddress))
-        self._ready_when_all_started()
+        self._ready(sender)
+        if self.deployed:
+            self._tell_positions_their_collaborators()
+            return
+        for child in self._positions():
+            if child.address is None:
+                self._start(child)
+        self._maybe_deployed()
 
     def receiveMsg_PositionReady(self, msg: PositionReady, sender: Any) -> None:  # noqa: N802
-        self.pending_ready.discard(msg.symbol)
-        self._ready_when_all_started()
+        self._ready(sender)
+        self._maybe_deployed()
 
-    def _ready_when_all_started(self) -> None:
-        if not self.pending_ready and not self.ready and self.spec is not None and self.capabilities:
-            self.ready = True
-            logger.info("deployment ready: {} symbols on {}", len(self.spec.symbols), self.capabilities.venue)
-            self.send(self.requester, DeploymentReady(self.spec.symbols, self.capabilities))
+    def _ready(self, sender: Any) -> None:
+        child = self._by_address(sender)
+        if child is not None:
+            child.ready = True
+            child.last_ack = time.monotonic()
+
+    def _maybe_deployed(self) -> None:
+        if self.deployed or self.spec is None or not all(c.ready for c in self.children):
+            return
+        self.deployed = True
+        assert self.capabilities is not None
+        logger.info("deployment ready: {} symbols on {}", len(self.spec.symbols), self.capabilities.venue)
+        self.send(self.requester, DeploymentReady(self.spec.symbols, self.capabilities))
+        self.wakeupAfter(timedelta(seconds=self.spec.supervision.heartbeat_s), HEARTBEAT)
 
     def receiveMsg_ActorFailed(self, msg: ActorFailed, sender: Any) -> None:  # noqa: N802
         logger.error("{} failed: {}", msg.who, msg.reason)
-        if not self.ready and self.requester is not None:
+        if not self.deployed and self.requester is not None:
             self.send(self.requester, DeploymentFailed(f"{msg.who}: {msg.reason}"))
             self.requester = None
             self._stop_all(None)
 
-    def _start(self, child_id: str, actor_class: type) -> Any:
-        address = self.createActor(actor_class)
-        self.children.append(Child(child_id, address))
-        return address
+    def _tell_positions_their_collaborators(self) -> None:
+        exchange, journal = self._address("exchange"), self._address("journal")
+        if exchange is None or journal is None:
+            return                                   # the other one is still being replaced
+        for child in self._positions():
+            if child.address is not None:
+                self.send(child.address, Collaborators(exchange, journal))
 
-    def _address(self, child_id: str) -> Any:
+    # -- failures and restarts ---------------------------------------------------------------
+
+    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:  # noqa: N802
+        # thespian may report one exit twice (exit request done, process gone): act on the first.
+        child = self._by_address(msg.childAddress)
+        if child is None:
+            return
+        if self.stopping is not None:
+            child.address = None
+            self._stop_next()
+            return
+        why = "replaced after a failure" if child.replacing else "exited unexpectedly"
+        self._down(child, why)
+
+    def receiveMsg_ChildFailed(self, msg: ChildFailed, sender: Any) -> None:  # noqa: N802
+        child = self._by_address(sender)
+        if child is None or child.replacing or self.stopping is not None:
+            return
+        logger.error("{} reported a failed handler ({}); replacing it", child.id, msg.reason)
+        self._replace(child)
+
+    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:  # noqa: N802
+        child = self._by_address(sender)
+        logger.error("{} failed twice on {}", child.id if child else sender, type(msg.poisonMessage).__name__)
+        if child is not None and not child.replacing:
+            self._replace(child)
+
+    def _replace(self, child: Child) -> None:
+        """Make it go (kill -9 if we know its pid: it may be hung), then restart on its exit."""
+        child.replacing = True
+        if child.pid is not None:
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+                return
+            except ProcessLookupError:
+                pass
+        self.send(child.address, ActorExitRequest())
+
+    def _down(self, child: Child, why: str) -> None:
+        assert self.spec is not None
+        child.address, child.ready, child.pid = None, False, None
+        if child.spec.restart is Restart.TEMPORARY:
+            logger.warning("{} {}; temporary child, not restarted", child.id, why)
+            return
+        within_limit = self.intensity.record(time.monotonic())
+        delay = backoff(self.spec.supervision, child.consecutive, self.rng)
+        child.consecutive += 1
+        child.generation += 1
+        logger.critical("ALERT {} {}; restarting in {:.2f}s ({} restarts in {:.0f}s)", child.id, why, delay,
+                        self.intensity.recent, self.intensity.within_s)
+        if not within_limit and not self.safe_mode:
+            self._enter_safe_mode(f"{self.intensity.recent} restarts within {self.intensity.within_s:.0f}s")
+        self.wakeupAfter(timedelta(seconds=delay), RestartChild(child.id, child.generation))
+
+    def _enter_safe_mode(self, reason: str) -> None:
+        self.safe_mode, self.safe_reason = True, reason
+        logger.critical("ALERT SAFE MODE: {}. New entries are refused; stops and closes keep working."
+                        " An operator leaves safe mode explicitly.", reason)
+
+    def receiveMsg_SetSafeMode(self, msg: SetSafeMode, sender: Any) -> None:  # noqa: N802
+        if msg.on:
+            self._enter_safe_mode(msg.reason)
+        elif self.safe_mode:
+            logger.warning("safe mode left by {} (was: {})", msg.reason, self.safe_reason)
+            self.safe_mode, self.safe_reason = False, ""
+        self.receiveMsg_StatusRequest(StatusRequest(), sender)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
+        payload = msg.payload
+        if isinstance(payload, RestartChild) and self.stopping is None:
+            child = self._child(payload.child_id)
+            if child.address is None and child.generation == payload.generation:
+                logger.info("restarting {}", child.id)
+                if child.id.startswith("position:") and self._address("exchange") is None:
+                    # it needs the exchange's address: start it once the exchange is back
+                    self.wakeupAfter(timedelta(seconds=0.05), payload)
+                    return
+                self._start(child)
+        elif payload == HEARTBEAT and self.stopping is None and self.spec is not None:
+            self._heartbeat()
+
+    def _heartbeat(self) -> None:
+        assert self.spec is not None
+        policy = self.spec.supervision
+        now = time.monotonic()
+        self.heartbeat_seq += 1
         for child in self.children:
-            if child.id == child_id:
-                return child.address
-        return None
+            if child.address is None or child.replacing:
+                continue
+            if now - child.last_ack > policy.heartbeat_timeout_s:
+                logger.error("{} has not answered for {:.1f}s: hung; replacing it", child.id, now - child.last_ack)
+                self._replace(child)
+                continue
+            self.send(child.address, Heartbeat(self.heartbeat_seq))
+        self.wakeupAfter(timedelta(seconds=policy.heartbeat_s), HEARTBEAT)
+
+    def receiveMsg_HeartbeatAck(self, msg: HeartbeatAck, sender: Any) -> None:  # noqa: N802
+        child = self._by_address(sender)
+        if child is None:
+            return
+        child.pid, child.last_ack = msg.pid, time.monotonic()
+        if child.consecutive and self.intensity.recent == 0:
+            child.consecutive = 0                    # it stayed up a whole window: back-off resets
 
     # -- operator commands and admin ---------------------------------------------------------
 
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
+        if self.safe_mode:
+            self.send(sender, CommandDenied(msg.command_id, msg.symbol,
+                                            f"safe mode ({self.safe_reason}): new entries are refused"))
+            return
         self._route(msg, sender)
 
     def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
         self._route(msg, sender)
 
     def _route(self, msg: OpenPosition | ClosePosition, sender: Any) -> None:
-        target = self._address(f"position:{msg.symbol}") if self.ready else None
+        target = self._address(f"position:{msg.symbol}") if self.deployed else None
         if target is None:
-            why = "deployment is not ready" if not self.ready else f"unknown symbol {msg.symbol}"
+            known = any(c.id == f"position:{msg.symbol}" for c in self.children)
+            why = ("deployment is not ready" if not self.deployed
+                   else f"{msg.symbol} is restarting; try again" if known else f"unknown symbol {msg.symbol}")
             self.send(sender, CommandDenied(msg.command_id, msg.symbol, why))
             return
         self.relay[msg.command_id] = sender
         self.send(target, msg)
 
     def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
-        self._relay_back(msg)
+        self._relay_back(msg.command_id, msg)
 
     def receiveMsg_CommandDenied(self, msg: CommandDenied, sender: Any) -> None:  # noqa: N802
-        self._relay_back(msg)
+        self._relay_back(msg.command_id, msg)
 
-    def _relay_back(self, msg: CommandAccepted | CommandDenied) -> None:
-        asker = self.relay.pop(msg.command_id, None)
+    def receiveMsg_PriceFetched(self, msg: Any, sender: Any) -> None:  # noqa: N802
+        self._relay_back(msg.request_id, msg)
+
+    def _relay_back(self, key: str, msg: Any) -> None:
+        asker = self.relay.pop(key, None)
         if asker is not None:
             self.send(asker, msg)
 
@@ -163,34 +338,26 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_StatusRequest(self, msg: StatusRequest, sender: Any) -> None:  # noqa: N802
         venue = self.capabilities.venue if self.capabilities else ""
-        self.send(sender, StatusReport(tuple(self.snapshots[s] for s in sorted(self.snapshots)),
-                                       venue=venue, started_at=self.started_at))
+        self.send(sender, StatusReport(
+            tuple(self.snapshots[s] for s in sorted(self.snapshots)), venue=venue, started_at=self.started_at,
+            safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
+            children=tuple((c.id, c.pid, c.address is not None) for c in self.children)))
 
     def receiveMsg_GetTrueState(self, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
-        self._to_exchange(GetTrueState(reply_to=msg.reply_to or sender), sender)
+        exchange = self._address("exchange")
+        if exchange is not None:
+            self.send(exchange, GetTrueState(reply_to=msg.reply_to or sender))
+
+    def receiveMsg_FetchPrice(self, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
+        exchange = self._address("exchange")
+        if exchange is not None:
+            self.relay[msg.request_id] = sender
+            self.send(exchange, msg)
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         via = self._address(f"position:{msg.symbol}") if msg.symbol else self._address("journal")
         if via is not None:
             self.send(via, JournalSync(reply_to=msg.reply_to or sender, symbol=msg.symbol))
-
-    def receiveMsg_FetchPrice(self, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
-        self._to_exchange(msg, sender)
-
-    def _to_exchange(self, msg: Any, sender: Any) -> None:
-        exchange = self._address("exchange")
-        if exchange is None:
-            return
-        if isinstance(msg, GetTrueState):
-            self.send(exchange, msg)
-        else:
-            self.relay[msg.request_id] = sender
-            self.send(exchange, msg)
-
-    def receiveMsg_PriceFetched(self, msg: Any, sender: Any) -> None:  # noqa: N802
-        asker = self.relay.pop(msg.request_id, None)
-        if asker is not None:
-            self.send(asker, msg)
 
     # -- stopping, in reverse order ------------------------------------------------------------
 
@@ -199,10 +366,13 @@ class Supervisor(BridgedActor):
 
     def _stop_all(self, requester: Any) -> None:
         self.stop_requester = requester
-        self.stopping = list(reversed(self.children))
+        self.stopping = [c for c in reversed(self.children) if c.address is not None]
         self._stop_next()
 
     def _stop_next(self) -> None:
+        assert self.stopping is not None
+        while self.stopping and self.stopping[0].address is None:
+            self.stopping.pop(0)                     # already gone
         if self.stopping:
             child = self.stopping[0]
             logger.info("stopping {}", child.id)
@@ -212,18 +382,16 @@ class Supervisor(BridgedActor):
             self.send(self.stop_requester, DeploymentStopped())
             self.stop_requester = None
 
-    def receiveMsg_ChildActorExited(self, msg: ChildActorExited, sender: Any) -> None:  # noqa: N802
-        # thespian may report one exit twice (exit request done, process gone): act on the first.
-        exited = next((c for c in self.children if c.address == msg.childAddress), None)
-        if exited is None:
-            return
-        self.children.remove(exited)
-        if self.stopping and exited is self.stopping[0]:
-            self.stopping.pop(0)
-            self._stop_next()
-            return
-        # Restart policy is the supervision issue's; until then the loss is loud.
-        logger.critical("ALERT child {} exited unexpectedly; it is no longer managed", exited.id)
+    # -- lookups -------------------------------------------------------------------------------
 
-    def receiveMsg_PoisonMessage(self, msg: PoisonMessage, sender: Any) -> None:  # noqa: N802
-        logger.error("a child failed twice on {}: {}", type(msg.poisonMessage).__name__, msg.details)
+    def _child(self, child_id: str) -> Child:
+        return next(c for c in self.children if c.id == child_id)
+
+    def _positions(self) -> list[Child]:
+        return [c for c in self.children if c.id.startswith("position:")]
+
+    def _address(self, child_id: str) -> Any:
+        return next((c.address for c in self.children if c.id == child_id), None)
+
+    def _by_address(self, address: Any) -> Child | None:
+        return next((c for c in self.children if c.address is not None and c.address == address), None)
