@@ -3,6 +3,7 @@ between processes). Commands carry an id and a creation time."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -387,6 +388,7 @@ class JournalReady:
     """The journal is open at this schema version."""
 
     schema_version: int
+    pid: int = field(default_factory=os.getpid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +405,7 @@ class ExchangeReady:
     """The adapter is started; these are its capabilities."""
 
     capabilities: Capabilities
+    pid: int = field(default_factory=os.getpid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,9 +422,10 @@ class ConfigurePosition:
 
 @dataclass(frozen=True, slots=True)
 class PositionReady:
-    """A PositionActor accepts commands."""
+    """A PositionActor is reconciled and accepts commands."""
 
     symbol: str
+    pid: int = field(default_factory=os.getpid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,10 +526,15 @@ class StatusRequest:
 
 @dataclass(frozen=True, slots=True)
 class WaitForState:
-    """Admin/tests: answer with the symbol's snapshot once it is in one of `states`."""
+    """Admin/tests: answer with the symbol's snapshot once it is in one of `states` (and, if
+    given, was published after `newer_than`, a wall-clock time)."""
 
     symbol: str
     states: tuple[str, ...]
+    newer_than: float = 0.0
+
+    def matches(self, snap: PositionSnapshot) -> bool:
+        return snap.symbol == self.symbol and snap.state in self.states and snap.updated_at > self.newer_than
 
 
 @dataclass(frozen=True, slots=True)

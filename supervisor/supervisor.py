@@ -130,7 +130,7 @@ class Supervisor(BridgedActor):
                                  self.capabilities, self.spec.settings, observer=self.myAddress)
 
     def receiveMsg_JournalReady(self, msg: JournalReady, sender: Any) -> None:  # noqa: N802
-        self._ready(sender)
+        self._ready(sender, msg.pid)
         if self.deployed:
             self._tell_positions_their_collaborators()
         elif self._child("exchange").address is None:
@@ -139,7 +139,7 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
         self.capabilities = msg.capabilities
-        self._ready(sender)
+        self._ready(sender, msg.pid)
         if self.deployed:
             self._tell_positions_their_collaborators()
             return
@@ -149,13 +149,13 @@ class Supervisor(BridgedActor):
         self._maybe_deployed()
 
     def receiveMsg_PositionReady(self, msg: PositionReady, sender: Any) -> None:  # noqa: N802
-        self._ready(sender)
+        self._ready(sender, msg.pid)
         self._maybe_deployed()
 
-    def _ready(self, sender: Any) -> None:
+    def _ready(self, sender: Any, pid: int) -> None:
         child = self._by_address(sender)
         if child is not None:
-            child.ready = True
+            child.ready, child.pid = True, pid
             child.last_ack = time.monotonic()
 
     def _maybe_deployed(self) -> None:
@@ -325,13 +325,13 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
         self.snapshots[msg.symbol] = msg
-        for waiter in [w for w in self.state_waiters if w[0].symbol == msg.symbol and msg.state in w[0].states]:
+        for waiter in [w for w in self.state_waiters if w[0].matches(msg)]:
             self.state_waiters.remove(waiter)
             self.send(waiter[1], msg)
 
     def receiveMsg_WaitForState(self, msg: WaitForState, sender: Any) -> None:  # noqa: N802
         snap = self.snapshots.get(msg.symbol)
-        if snap is not None and snap.state in msg.states:
+        if snap is not None and msg.matches(snap):
             self.send(sender, snap)
         else:
             self.state_waiters.append((msg, sender))
