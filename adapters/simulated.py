@@ -43,8 +43,10 @@ class SimVenueConfig:
 class SimulatedAdapter(VenueAdapter):
     """Adapter over a SimEngine living in the same event loop."""
 
-    def __init__(self, config: SimVenueConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: SimVenueConfig, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.config = config
+        self._sleep = sleep or _sleep                    # a manual-clock harness passes its own
         self.engine = SimEngine(config.engine, clock)
         self.faults = FaultPlan(config.faults)
         self.capabilities = Capabilities(
@@ -92,24 +94,24 @@ class SimulatedAdapter(VenueAdapter):
         self.calls.append((op, symbol))
         fault = self.faults.take(op, symbol, reduce_only)
         half = self.config.latency_s / 2
-        await _sleep(half)
+        await self._sleep(half)
         if fault is not None and fault.kind is FaultKind.DELAY:
-            await _sleep(fault.delay_s)
+            await self._sleep(fault.delay_s)
         if is_order:
             self._take_rate_token()
         if fault is not None and fault.kind is FaultKind.ERROR:
-            await _sleep(half)
+            await self._sleep(half)
             raise VenueError(fault.code, fault.message)
         if fault is not None and fault.kind is FaultKind.TIMEOUT_BEFORE:
-            await _sleep(half)
+            await self._sleep(half)
             raise VenueTimeout(f"{op}: no reply (request lost)")
         if fault is not None and fault.kind is FaultKind.LATE:
             # Delivered after we gave up on it (ccxt #2599): it executes later, on the engine's clock.
             self.engine.schedule(fault.delay_s, execute)
-            await _sleep(half)
+            await self._sleep(half)
             raise VenueTimeout(f"{op}: no reply (request still in flight)")
         result = execute()
-        await _sleep(half)
+        await self._sleep(half)
         if fault is not None and fault.kind is FaultKind.TIMEOUT_AFTER:
             raise VenueTimeout(f"{op}: no reply (request executed)")
         return result

@@ -82,7 +82,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.clock = ManualClock()
-        self.adapter = SimulatedAdapter(self.config, clock=self.clock)
+        self.adapter = SimulatedAdapter(self.config, clock=self.clock, sleep=self._pass_time)
         self.service = ExchangeService(self.adapter)
         self.loop = asyncio.new_event_loop()
         self.store = JournalStore(":memory:")
@@ -119,6 +119,9 @@ class Harness:
         except InjectedCrash:
             self.crash()
             return None
+
+    async def _pass_time(self, seconds: float) -> None:
+        self.clock.t += seconds                              # a slow venue: the world waits with it
 
     # -- PositionPorts -------------------------------------------------------------------
 
