@@ -7,11 +7,13 @@ non-zero exit, never a traceback. `status` never starts an actor system.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
 import pickle
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -27,6 +29,7 @@ from actors.messages import (
     OpenPosition,
     PositionSnapshot,
     PriceFetched,
+    SetSafeMode,
     StartDeployment,
     StatusReport,
     StatusRequest,
@@ -63,11 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    venue = sub.add_parser("venue", help="serve the config's simulated venue in this process (127.0.0.1)")
+    venue.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
+    venue.add_argument("--port", type=int, default=None, help="default: the config's venue.simulated.server port")
+
+    resume = sub.add_parser("resume", help="leave safe mode: new entries are accepted again")
+    resume.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
+
     args = parser.parse_args(argv)
+    commands = {"run": cmd_run, "status": cmd_status, "venue": cmd_venue, "resume": cmd_resume}
     try:
-        if args.command == "run":
-            return cmd_run(args)
-        return cmd_status(args)
+        return commands[args.command](args)
     except ConfigError as exc:
         print(f"posguard: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -89,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         " (another posguard run? try `posguard status`)")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    venue_proc, sim_server = _start_venue(cfg)
     asys = start_system(cfg.admin_port)
     supervisor = None
     try:
@@ -96,8 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         supervisor = asys.createActor(Supervisor)
         _write_address(cfg, supervisor)
-        reply = asys.ask(supervisor, StartDeployment(cfg.symbols, cfg.journal_path, cfg.adapter_factory(),
-                                                     cfg.position), 30)
+        reply = asys.ask(supervisor, StartDeployment(cfg.symbols, cfg.journal_path, cfg.adapter_factory(sim_server),
+                                                     cfg.position, supervision=cfg.supervision), 30)
         if not isinstance(reply, DeploymentReady):
             raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 30 s')}")
         print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue"
@@ -110,11 +120,88 @@ def cmd_run(args: argparse.Namespace) -> int:
         if supervisor is not None:
             asys.ask(supervisor, StopDeployment(), 15)
         asys.shutdown()
+        _stop_venue(venue_proc)
         with contextlib.suppress(FileNotFoundError):
             os.remove(cfg.address_file)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print("posguard: stopped cleanly", flush=True)
+    return EXIT_OK
+
+
+def _start_venue(cfg: DeploymentConfig) -> tuple[subprocess.Popen[str] | None, tuple[str, int] | None]:
+    """The simulated venue runs in its own process, so it outlives a crash or restart of any
+    actor (as a real venue would). Configured with `server`, it is already running elsewhere."""
+    if cfg.simulated is None or cfg.sim_server is not None:
+        return None, None
+    _archive_journal(cfg)
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.cli", "venue", "--config", cfg.path, "--port", "0"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on 127.0.0.1:" not in line:
+        _stop_venue(proc)
+        raise UserError(f"the simulated venue did not start: {line.strip() or 'no output'}")
+    return proc, ("127.0.0.1", int(line.rsplit(":", 1)[1]))
+
+
+def _archive_journal(cfg: DeploymentConfig) -> None:
+    """A venue started afresh knows none of an old journal's orders: reconciling against it
+    would only wait out every order's receive window. Keep the old journal aside instead."""
+    if not os.path.exists(cfg.journal_path):
+        return
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(cfg.journal_path + suffix):
+            os.replace(cfg.journal_path + suffix, cfg.journal_path + ".prev" + suffix)
+    print(f"posguard: fresh simulated venue, so the previous journal was kept aside as {cfg.journal_path}.prev",
+          flush=True)
+
+
+def _stop_venue(proc: subprocess.Popen[str] | None) -> None:
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cmd_venue(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if cfg.simulated is None:
+        raise UserError("venue.name is not \"simulated\": there is no simulated venue to serve", EXIT_USAGE)
+    port = args.port if args.port is not None else (cfg.sim_server[1] if cfg.sim_server else 0)
+    configure_logging(cfg.log)
+
+    async def serve() -> None:
+        from adapters.sim_server import SimVenueServer
+
+        server = SimVenueServer(cfg.simulated, port)
+        try:
+            bound = await server.start()
+        except OSError as exc:
+            raise UserError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        print(f"posguard venue: listening on 127.0.0.1:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    asys, supervisor = _connect(cfg)
+    reply = asys.ask(supervisor, SetSafeMode(False, "operator (posguard resume)"), ASK_TIMEOUT_S)
+    if not isinstance(reply, StatusReport):
+        raise UserError(f"the system on 127.0.0.1:{cfg.admin_port} did not answer")
+    print("posguard: safe mode is off; new entries are accepted", flush=True)
     return EXIT_OK
 
 
@@ -147,6 +234,8 @@ def _watch(asys: Any, supervisor: Any, cfg: DeploymentConfig, stop: threading.Ev
         if isinstance(report, StatusReport):
             state = truth.state if isinstance(truth, TrueStateReport) else None
             body = render_table(report.positions, state)
+            if report.safe_mode:
+                body = f"SAFE MODE: {report.safe_reason} -- new entries refused\n{body}"
             if tty:
                 up = time.time() - report.started_at
                 text = f"posguard  venue={report.venue}  up {up:.0f}s  (Ctrl-C to stop)\n{body}"
@@ -202,10 +291,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not isinstance(reply, StatusReport):
         raise UserError(f"the system on 127.0.0.1:{cfg.admin_port} did not answer a status request")
     if args.json:
-        print(json.dumps({"venue": reply.venue, "started_at": reply.started_at,
+        print(json.dumps({"venue": reply.venue, "started_at": reply.started_at, "safe_mode": reply.safe_mode,
+                          "safe_reason": reply.safe_reason, "restarts": reply.restarts,
                           "positions": [asdict(p) | {"naked_now": p.naked_now()} for p in reply.positions]},
                          default=str))
     else:
+        if reply.safe_mode:
+            print(f"SAFE MODE: {reply.safe_reason} -- new entries refused; `posguard resume` to leave")
         print(render_table(reply.positions))
     return EXIT_OK
 

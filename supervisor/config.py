@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from actors.logs import LogSettings
-from actors.messages import PositionSettings
+from actors.messages import PositionSettings, SupervisionSettings
 from adapters.base import Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
+from adapters.sim_server import RemoteSimAdapter
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 
 DEFAULT_CONFIG = "conf/demo.toml"
@@ -57,6 +58,8 @@ class DeploymentConfig:
     log: LogSettings
     opens: tuple[OpenSpec, ...] = field(default=())
     refresh_s: float = 1.0
+    sim_server: tuple[str, int] | None = None    # the simulated venue's own process, if it has one
+    supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
 
     @property
     def runtime_dir(self) -> str:
@@ -68,9 +71,12 @@ class DeploymentConfig:
         which would create an empty actor if none exists)."""
         return os.path.join(self.runtime_dir, f"posguard-{self.admin_port}.supervisor")
 
-    def adapter_factory(self) -> Callable[[], Any]:
+    def adapter_factory(self, sim_server: tuple[str, int] | None = None) -> Callable[[], Any]:
         """A picklable callable that builds the venue adapter inside the ExchangeActor's process."""
         assert self.simulated is not None
+        server = sim_server or self.sim_server
+        if server is not None:
+            return functools.partial(RemoteSimAdapter, *server)
         return functools.partial(SimulatedAdapter, self.simulated)
 
 
@@ -85,7 +91,7 @@ def load_config(path: str) -> DeploymentConfig:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     base = os.path.dirname(os.path.abspath(path))
     t = _Table(raw, "")
-    t.only("venue", "deployment", "position", "journal", "admin", "logging", "open")
+    t.only("venue", "deployment", "position", "supervision", "journal", "admin", "logging", "open")
 
     venue_t = t.table("venue")
     venue_t.only("name", "simulated")
@@ -102,6 +108,7 @@ def load_config(path: str) -> DeploymentConfig:
         raise ConfigError("deployment.symbols", "a symbol is listed twice")
 
     simulated = _simulated(venue_t.table("simulated"), symbols) if venue == "simulated" else None
+    sim_server = _sim_server(venue_t.table("simulated")) if venue == "simulated" else None
 
     pos_t = t.table("position", required=False)
     names = [f.name for f in fields(PositionSettings)]
@@ -110,6 +117,14 @@ def load_config(path: str) -> DeploymentConfig:
     position = PositionSettings(**{
         n: (pos_t.int(n, getattr(defaults, n), minimum=1) if isinstance(getattr(defaults, n), int)
             else pos_t.num(n, getattr(defaults, n), minimum=0.0, strictly=True)) for n in names})
+
+    sup_t = t.table("supervision", required=False)
+    sup_names = [f.name for f in fields(SupervisionSettings)]
+    sup_t.only(*sup_names)
+    sup_defaults = SupervisionSettings()
+    supervision = SupervisionSettings(**{
+        n: (sup_t.int(n, getattr(sup_defaults, n), minimum=1) if isinstance(getattr(sup_defaults, n), int)
+            else sup_t.num(n, getattr(sup_defaults, n), minimum=0.0)) for n in sup_names})
 
     journal_t = t.table("journal")
     journal_t.only("path")
@@ -127,14 +142,15 @@ def load_config(path: str) -> DeploymentConfig:
 
     opens = tuple(_open_spec(_Table(item, f"open[{i}]"), symbols) for i, item in enumerate(t.array("open")))
     return DeploymentConfig(
-        path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, position=position,
+        path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, sim_server=sim_server,
+        position=position,
         journal_path=_resolve(base, journal_t.str("path")), admin_port=admin_t.int("port", minimum=1024, maximum=65535),
-        log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05))
+        log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision)
 
 
 def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
     t.only("seed", "position_lag_s", "latency_s", "attached_stops", "orders_per_second", "ack_only",
-           "volatility", "tick_s", "prices", "faults")
+           "volatility", "tick_s", "prices", "faults", "server")
     prices_t = t.table("prices")
     prices = {s: prices_t.num(s, minimum=0.0, strictly=True) for s in prices_t.raw}
     for s in symbols:
@@ -157,6 +173,17 @@ def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
         engine=engine, attached_stops=t.bool("attached_stops", True), latency_s=t.num("latency_s", 0.0, minimum=0.0),
         orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
         ack_only=t.bool("ack_only", False), faults=tuple(faults))
+
+
+def _sim_server(t: _Table) -> tuple[str, int] | None:
+    """`server = "127.0.0.1:PORT"`: the simulated venue runs in its own process (`posguard venue`)."""
+    text = t.str("server", "")
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{t.path}.server", f"must be 127.0.0.1:PORT (loopback only), got {text!r}")
+    return "127.0.0.1", int(port)
 
 
 def _open_spec(t: _Table, symbols: list[str]) -> OpenSpec:

@@ -1,0 +1,217 @@
+"""The simulated venue as its own process, so it outlives any crash of ours — like a real one.
+
+`SimVenueServer` serves a SimulatedAdapter on 127.0.0.1 over newline-delimited JSON (never
+pickle: nothing that arrives on a socket is executed). `RemoteSimAdapter` is the VenueAdapter
+the ExchangeActor uses to reach it; requests are concurrent (ids), so one slow call never
+holds up another. A lost reply surfaces as VenueTimeout, exactly like a real venue's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import asdict
+from enum import Enum
+from typing import Any
+
+from adapters.base import (
+    Capabilities,
+    OrderReport,
+    OrderRequest,
+    OrderStatus,
+    PositionReport,
+    Side,
+    TruePosition,
+    TrueState,
+    VenueAdapter,
+    VenueError,
+    VenueTimeout,
+)
+from adapters.faults import Fault, FaultKind
+from adapters.simulated import SimulatedAdapter, SimVenueConfig
+
+LOOPBACK = "127.0.0.1"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def encode(obj: Any) -> Any:
+    """Dataclasses and enums to JSON-able data."""
+    if obj is None or isinstance(obj, str | int | float | bool):
+        return obj
+    if isinstance(obj, list | tuple):
+        return [encode(o) for o in obj]
+    return _plain(asdict(obj))
+
+
+def _order_report(d: dict[str, Any]) -> OrderReport:
+    return OrderReport(**{**d, "side": Side(d["side"]), "status": OrderStatus(d["status"])})
+
+
+def _position_report(d: dict[str, Any]) -> PositionReport:
+    return PositionReport(**{**d, "side": Side(d["side"])})
+
+
+def _true_state(d: dict[str, Any]) -> TrueState:
+    return TrueState(now=d["now"], prices=d["prices"], positions=tuple(TruePosition(**p) for p in d["positions"]),
+                     orders=tuple(_order_report(o) for o in d["orders"]),
+                     calls=tuple((op, n) for op, n in d["calls"]))
+
+
+class SimVenueServer:
+    def __init__(self, config: SimVenueConfig, port: int = 0) -> None:
+        self.adapter = SimulatedAdapter(config)
+        self.port = port
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lock = asyncio.Lock()
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while line := await reader.readline():
+                task = asyncio.create_task(self._answer(json.loads(line), writer, lock))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        except (ConnectionError, json.JSONDecodeError):
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            writer.close()
+
+    async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
+        rid, op, args = request.get("id"), request.get("op"), request.get("args", {})
+        try:
+            reply: dict[str, Any] = {"id": rid, "ok": encode(await self._call(op, args))}
+        except VenueError as exc:
+            reply = {"id": rid, "error": [exc.code, exc.message]}
+        except VenueTimeout:
+            return                                           # the reply is lost: say nothing
+        except Exception as exc:  # noqa: BLE001 - a bad request must not kill the venue
+            reply = {"id": rid, "error": [400, f"bad request: {type(exc).__name__}: {exc}"]}
+        async with lock:
+            writer.write(json.dumps(reply).encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+
+    async def _call(self, op: str, a: dict[str, Any]) -> Any:
+        ad = self.adapter
+        match op:
+            case "capabilities":
+                return ad.capabilities
+            case "create_order":
+                r = a["request"]
+                return await ad.create_order(OrderRequest(**{**r, "side": Side(r["side"])}))
+            case "set_stop":
+                return await ad.set_stop(a["symbol"], a["stop_price"])
+            case "fetch_order":
+                return await ad.fetch_order(a["symbol"], a["client_order_id"])
+            case "fetch_price":
+                return await ad.fetch_price(a["symbol"])
+            case "fetch_positions":
+                return await ad.fetch_positions()
+            case "true_state":
+                return await ad.true_state()
+            case "add_fault":
+                ad.faults.add(Fault(**{**a["fault"], "kind": FaultKind(a["fault"]["kind"])}))
+                return None
+        raise ValueError(f"unknown op {op!r}")
+
+
+class RemoteSimAdapter(VenueAdapter):
+    """The simulated venue in another process. `timeout_s` bounds a call whose reply was lost."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 5.0) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_id = 0
+        self._listener: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        self._listener = asyncio.create_task(self._listen())
+        caps = await self._call("capabilities")
+        self.capabilities = Capabilities(**caps)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _listen(self) -> None:
+        assert self._reader is not None
+        while line := await self._reader.readline():
+            reply = json.loads(line)
+            future = self._pending.pop(reply.get("id"), None)
+            if future is not None and not future.done():
+                future.set_result(reply)
+        for future in self._pending.values():               # the venue went away
+            if not future.done():
+                future.set_exception(VenueTimeout("venue connection closed"))
+
+    async def _call(self, op: str, **args: Any) -> Any:
+        if self._writer is None:
+            raise VenueTimeout("not connected")
+        self._next_id += 1
+        rid = self._next_id
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = future
+        self._writer.write(json.dumps({"id": rid, "op": op, "args": encode_args(args)}).encode() + b"\n")
+        try:
+            await self._writer.drain()
+            reply = await asyncio.wait_for(future, self.timeout_s)
+        except (TimeoutError, ConnectionError) as exc:
+            raise VenueTimeout(f"{op}: no reply") from exc
+        finally:
+            self._pending.pop(rid, None)
+        if "error" in reply:
+            code, message = reply["error"]
+            raise VenueError(code, message)
+        return reply["ok"]
+
+    async def create_order(self, request: OrderRequest) -> OrderReport:
+        return _order_report(await self._call("create_order", request=request))
+
+    async def set_stop(self, symbol: str, stop_price: float) -> None:
+        await self._call("set_stop", symbol=symbol, stop_price=stop_price)
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
+        return _order_report(await self._call("fetch_order", symbol=symbol, client_order_id=client_order_id))
+
+    async def fetch_price(self, symbol: str) -> float:
+        return float(await self._call("fetch_price", symbol=symbol))
+
+    async def fetch_positions(self) -> list[PositionReport]:
+        return [_position_report(p) for p in await self._call("fetch_positions")]
+
+    async def true_state(self) -> TrueState:
+        return _true_state(await self._call("true_state"))
+
+    async def add_fault(self, fault: Fault) -> None:
+        await self._call("add_fault", fault=fault)
+
+
+def encode_args(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: encode(v) for k, v in args.items()}
