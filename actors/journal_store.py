@@ -22,7 +22,6 @@ from actors.messages import (
     JournalOrderUpdate,
     JournalTransition,
     PositionJournal,
-    PositionSnapshot,
 )
 from adapters.base import OrderRequest, Side
 
@@ -184,18 +183,17 @@ class JournalStore:
             return PositionJournal(symbol)
         i = intents[0]
         intent = JournalIntent(i["intent_id"], symbol, Side(i["side"]), i["qty"], i["stop_price"], i["created_at"])
-        snapshot = None
-        for row in await self.rows("SELECT * FROM positions WHERE symbol=? AND intent_id=?", (symbol, i["intent_id"])):
-            data = json.loads(row["snapshot"])
-            data["side"] = Side(data["side"]) if data.get("side") else None
-            snapshot = PositionSnapshot(**data)
+        # Transitions are append-only and carry the intent: the positions row may already belong
+        # to a later, intent-less recovery and must not be trusted for this.
+        last = await self.rows("SELECT to_state FROM transitions WHERE intent_id=? ORDER BY id DESC LIMIT 1",
+                               (i["intent_id"],))
         orders = tuple(
             JournaledOrder(OrderRequest(symbol, Side(o["side"]), o["qty"], o["client_order_id"], bool(o["reduce_only"]),
                                         o["stop_price"]),
                            o["purpose"], o["status"], o["filled_qty"], o["avg_price"], o["created_at"])
             for o in await self.rows("SELECT * FROM orders WHERE intent_id=? ORDER BY created_at, rowid",
                                      (i["intent_id"],)))
-        return PositionJournal(symbol, intent, snapshot, orders)
+        return PositionJournal(symbol, intent, last[0]["to_state"] if last else None, orders)
 
     async def transitions(self, symbol: str) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM transitions WHERE symbol=? ORDER BY id", (symbol,))

@@ -364,11 +364,11 @@ class LoadPositionJournal:
 @dataclass(frozen=True, slots=True)
 class PositionJournal:
     """The journal's account of a symbol: its latest intent, that intent's orders, and the last
-    snapshot journaled for it (None if the crash came before the first transition)."""
+    state journaled for that intent (None if the crash came before its first transition)."""
 
     symbol: str
     intent: JournalIntent | None = None
-    snapshot: PositionSnapshot | None = None
+    last_state: str | None = None
     orders: tuple[JournaledOrder, ...] = ()
 
 

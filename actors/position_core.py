@@ -135,9 +135,9 @@ class PositionCore:
         read) what became of it. Entries are refused until this ends."""
         if self.state is not State.RECOVERING:
             return
-        intent, snap = journal.intent, journal.snapshot
+        intent, last = journal.intent, journal.last_state
         entry = next((o for o in journal.orders if o.purpose == "entry"), None)
-        if intent is None or entry is None or (snap is not None and snap.state == State.IDLE):
+        if intent is None or entry is None or last == State.IDLE:
             self._go(Trigger.RECOVERED_FLAT, "journal: nothing open")
             return
         self._new_episode()
@@ -150,9 +150,9 @@ class PositionCore:
         if closes:
             self.close_cid, self.close_request = closes[-1].request.client_order_id, closes[-1].request
             self.close_sent_at = self._monotonic_of(closes[-1].created_at)
-        self.resume_close = snap is not None and snap.state in (State.FLATTENING, State.STUCK)
+        self.resume_close = last in (State.FLATTENING, State.STUCK)
         self.close_reason = "resumed after restart"
-        self.last_event = f"recovering: journal says {snap.state if snap else 'entry sent'}; querying the venue"
+        self.last_event = f"recovering: journal says {last or 'entry sent'}; querying the venue"
         self.log.info("{} {}", self.symbol, self.last_event)
         self.ports.publish(self.snapshot())
         self._query_entry()
@@ -352,20 +352,17 @@ class PositionCore:
         if state is State.ENTERING:
             self._go(Trigger.ENTRY_AMBIGUOUS, f"{why}: entry outcome unknown; querying by client id")
             self._after_entry_unknown()
-        elif state in (State.RECOVERING, State.CONFIRMING_ENTRY):
-            self._query_entry()
-        elif state is State.PROTECTING:
+            return
+        if not self.entry_final and self.entry_cid is not None:
+            self._query_entry()                          # in every state: "closed" waits for it
+        if state is State.PROTECTING:
             self._send_stop()                            # idempotent: 34040 = already so
         elif state in (State.FLATTENING, State.STUCK):
-            if self.close_cid is not None and self.close_cid not in self._awaiting_journal:
-                self._arm(POLL_CLOSE, 0.0)
-            elif self.close_cid is not None:
+            if self.close_cid is not None:
                 self._awaiting_journal.pop(self.close_cid, None)
-                self._arm(POLL_CLOSE, 0.0)               # it may have been forwarded: ask first
+                self._arm(POLL_CLOSE, 0.0)               # it may have been sent: ask first
             else:
                 self._new_close_order()
-        elif not self.entry_final and self.entry_cid is not None:
-            self._query_entry()
 
     def _query_entry(self) -> None:
         assert self.entry_cid is not None

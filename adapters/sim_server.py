@@ -94,8 +94,10 @@ class SimVenueServer:
         except (ConnectionError, json.JSONDecodeError):
             pass
         finally:
-            for task in tasks:
-                task.cancel()
+            # A request the venue received executes even if its client has gone (kill -9):
+            # let in-flight work finish; only its reply is lost.
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
             writer.close()
 
     async def _answer(self, request: dict[str, Any], writer: asyncio.StreamWriter, lock: asyncio.Lock) -> None:
@@ -109,8 +111,8 @@ class SimVenueServer:
         except Exception as exc:  # noqa: BLE001 - a bad request must not kill the venue
             reply = {"id": rid, "error": [400, f"bad request: {type(exc).__name__}: {exc}"]}
         async with lock:
-            writer.write(json.dumps(reply).encode() + b"\n")
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
 
     async def _call(self, op: str, a: dict[str, Any]) -> Any:

@@ -359,6 +359,11 @@ class Supervisor(BridgedActor):
         if via is not None:
             self.send(via, JournalSync(reply_to=msg.reply_to or sender, symbol=msg.symbol))
 
+    def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:  # noqa: N802
+        # The system is shutting down around us: children leaving now are not failures.
+        self.stopping = self.stopping or []
+        super().receiveMsg_ActorExitRequest(msg, sender)
+
     # -- stopping, in reverse order ------------------------------------------------------------
 
     def receiveMsg_StopDeployment(self, msg: StopDeployment, sender: Any) -> None:  # noqa: N802

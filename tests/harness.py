@@ -98,8 +98,12 @@ class Harness:
         self._start_core()
 
     def close(self) -> None:
+        if self.loop.is_closed():
+            return
         self.loop.run_until_complete(self.store.close())
         self.loop.close()
+        if self in OPEN_HARNESSES:
+            OPEN_HARNESSES.remove(self)
 
     def _start_core(self) -> None:
         """A fresh PositionCore that rebuilds itself from the journal, as a restarted actor does."""

@@ -15,7 +15,7 @@ from actors.fsm import FSM, InvalidTransition
 from actors.messages import JournalTransition
 from actors.position_states import TRANSITIONS, State, Trigger
 from adapters.faults import Fault, FaultKind
-from tests.harness import OPEN_HARNESSES, SYMBOL, Harness, fast_settings, venue
+from tests.harness import SYMBOL, Harness, fast_settings, venue
 
 HANDLING = {State.RECOVERING, State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.FLATTENING, State.STUCK}
 
@@ -272,7 +272,6 @@ class PositionMachine(RuleBasedStateMachine):
             self._converges(h)
         finally:
             h.close()
-            OPEN_HARNESSES.remove(h)
 
     @staticmethod
     def _converges(h: Harness) -> None:
