@@ -67,9 +67,9 @@ class JournalActor(BridgedActor):
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         to = msg.reply_to or sender
         if self.store is None or self.bridge is None:
-            self.send(to, JournalSynced())
+            self.send(to, JournalSynced(msg.tag))
             return
-        self.bridge.submit(self.store.sync(), lambda _: self.send(to, JournalSynced()))
+        self.bridge.submit(self.store.sync(), lambda _: self.send(to, JournalSynced(msg.tag)))
 
     def receiveMsg_LoadPositionJournal(self, msg: LoadPositionJournal, sender: Any) -> None:  # noqa: N802
         if self.store is None or self.bridge is None:

@@ -45,6 +45,7 @@ class PositionSettings:
     max_close_attempts: int = 5          # definite close rejections before the position is STUCK
     max_entry_retries: int = 5           # retry-later replies to an entry before giving up
     reply_timeout_s: float = 15.0        # a request unanswered this long was lost: ask again by id
+    failpoints: tuple[tuple[str, str], ...] = ()   # crash tests only: ("STATE:trigger", marker path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,11 +284,14 @@ class JournalSync:
 
     reply_to: Any = None                 # an ActorAddress; None = the sender
     symbol: str | None = None
+    tag: str | None = None               # echoed in the answer
 
 
 @dataclass(frozen=True, slots=True)
 class JournalSynced:
     """Every earlier journal write is durable."""
+
+    tag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from loguru import logger
 from thespian.actors import WakeupMessage
 
 from actors.async_bridge import BridgedActor
+from actors.failpoints import armed, kill_self
 from actors.messages import (
     ClosePosition,
     Collaborators,
@@ -22,6 +23,7 @@ from actors.messages import (
     JournalOrder,
     JournalSync,
     JournalSynced,
+    JournalTransition,
     LoadPositionJournal,
     OpenPosition,
     OrderJournaled,
@@ -37,6 +39,7 @@ from actors.position_core import PositionCore
 from actors.position_states import State
 
 RETRY_LOAD = "retry-journal-load"
+FAILPOINT = "failpoint"
 
 
 class _ActorPorts:
@@ -47,6 +50,7 @@ class _ActorPorts:
         self.exchange = config.exchange
         self.journal = config.journal
         self._observer = config.observer
+        self._failpoints = config.settings.failpoints
 
     def to_exchange(self, msg: object) -> None:
         self._actor.send(self.exchange, msg)
@@ -56,6 +60,9 @@ class _ActorPorts:
             # The journal sends the order on once it is committed; answers come straight to us.
             msg = dataclasses.replace(msg, forward_to=self.exchange, reply_to=self._actor.myAddress)
         self._actor.send(self.journal, msg)
+        if isinstance(msg, JournalTransition) and armed(f"{msg.from_state}:{msg.trigger}", self._failpoints):
+            # Crash test: die once this edge is durable (the journal answers the sync after it).
+            self._actor.send(self.journal, JournalSync(reply_to=self._actor.myAddress, tag=FAILPOINT))
 
     def publish(self, snapshot: PositionSnapshot) -> None:
         if self._observer is not None:
@@ -144,7 +151,8 @@ class PositionActor(BridgedActor):
         self.send(self._journal, JournalSync(reply_to=msg.reply_to or sender))
 
     def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
-        pass                                             # the warm-up's answer
+        if msg.tag == FAILPOINT:
+            kill_self()
 
     def receiveMsg_PriceFetched(self, msg: Any, sender: Any) -> None:  # noqa: N802
         pass                                             # the warm-up's answer

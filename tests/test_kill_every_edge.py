@@ -1,0 +1,154 @@
+"""A real `kill -9` of the PositionActor's process at every edge of its transition table, on
+thespian's multiprocess TCP base (parametrised from the table: a new edge needs a case here).
+
+The actor dies the moment it takes the edge (a failpoint, see actors/failpoints.py); the
+supervisor restarts it; it rebuilds from the journal and the venue. Each case must converge:
+protected or flat on the venue, at most one entry per intent, and the journal agreeing."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from actors.messages import (
+    ClosePosition,
+    DeploymentReady,
+    GetTrueState,
+    JournalSync,
+    OpenPosition,
+    PositionSettings,
+    PositionSnapshot,
+    StartDeployment,
+    StatusReport,
+    StatusRequest,
+    StopDeployment,
+    SupervisionSettings,
+    WaitForState,
+)
+from actors.position_states import TRANSITIONS, State, Trigger
+from adapters.base import Side
+from adapters.faults import Fault, FaultKind
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from supervisor.supervisor import Supervisor
+
+S, T = State, Trigger
+SYMBOL = "BTCUSDT"
+
+
+@dataclass(frozen=True)
+class Case:
+    faults: tuple[Fault, ...] = ()
+    attached: bool = True
+    ack_only: bool = False
+    close_when: str | None = None            # send a close once the symbol reaches this state
+    first_kill: tuple[State, Trigger] | None = None   # reach a recovery edge through an earlier kill
+    settings: dict = field(default_factory=dict)
+
+
+UNKNOWN_STOP = Fault("set_stop", FaultKind.ERROR, code=10016, times=10_000)
+CASES: dict[tuple[State, Trigger], Case] = {
+    (S.RECOVERING, T.RECOVERED_FLAT): Case(),
+    (S.RECOVERING, T.ENTRY_FILLED): Case(first_kill=(S.ENTERING, T.ENTRY_FILLED_WITH_STOP)),
+    (S.RECOVERING, T.ENTRY_AMBIGUOUS): Case((Fault("create_order", FaultKind.LATE, delay_s=0.3),),
+                                            first_kill=(S.ENTERING, T.ENTRY_AMBIGUOUS)),
+    (S.RECOVERING, T.RESUME_CLOSE): Case(close_when="PROTECTED", first_kill=(S.PROTECTED, T.CLOSE_REQUESTED)),
+    (S.IDLE, T.OPEN): Case(),
+    (S.ENTERING, T.ENTRY_FILLED_WITH_STOP): Case(),
+    (S.ENTERING, T.ENTRY_FILLED): Case(attached=False),
+    (S.ENTERING, T.ENTRY_ACKED): Case(attached=False, ack_only=True),
+    (S.ENTERING, T.ENTRY_AMBIGUOUS): Case((Fault("create_order", FaultKind.TIMEOUT_AFTER),)),
+    (S.ENTERING, T.ENTRY_REJECTED): Case((Fault("create_order", FaultKind.ERROR, code=110007, message="no balance"),)),
+    (S.CONFIRMING_ENTRY, T.ENTRY_FILLED_WITH_STOP): Case((Fault("create_order", FaultKind.TIMEOUT_AFTER),)),
+    (S.CONFIRMING_ENTRY, T.ENTRY_FILLED): Case(attached=False, ack_only=True),
+    (S.CONFIRMING_ENTRY, T.ENTRY_REJECTED): Case((Fault("create_order", FaultKind.TIMEOUT_BEFORE),)),
+    (S.CONFIRMING_ENTRY, T.NAKED_DEADLINE): Case((Fault("create_order", FaultKind.TIMEOUT_AFTER),
+                                                  Fault("fetch_order", FaultKind.ERROR, code=10016, times=40)),
+                                                 attached=False),
+    (S.PROTECTING, T.STOP_CONFIRMED): Case(attached=False),
+    (S.PROTECTING, T.STOP_FAILED): Case((Fault("set_stop", FaultKind.ERROR, code=10001, message="risk"),),
+                                        attached=False),
+    (S.PROTECTING, T.NAKED_DEADLINE): Case((UNKNOWN_STOP,), attached=False),
+    (S.PROTECTING, T.CLOSE_REQUESTED): Case((UNKNOWN_STOP,), attached=False, close_when="PROTECTING"),
+    (S.PROTECTED, T.CLOSE_REQUESTED): Case(close_when="PROTECTED"),
+    (S.FLATTENING, T.CLOSE_CONFIRMED): Case(close_when="PROTECTED"),
+    (S.FLATTENING, T.CLOSE_UNCONFIRMED): Case((Fault("create_order", FaultKind.ERROR, code=10001, message="params",
+                                                     reduce_only=True, times=3),),
+                                              close_when="PROTECTED", settings={"max_close_attempts": 2}),
+    (S.STUCK, T.CLOSE_CONFIRMED): Case((Fault("create_order", FaultKind.ERROR, code=10001, message="params",
+                                              reduce_only=True, times=3),),
+                                       close_when="PROTECTED", settings={"max_close_attempts": 2}),
+}
+
+
+def test_every_edge_has_a_kill_case():
+    assert set(CASES) == set(TRANSITIONS)
+
+
+def ask(asys, to, msg, kind: type, timeout: float = 5.0):
+    """An ask that skips stray answers (a wait answered after its asker moved on)."""
+    end = time.monotonic() + max(0.0, timeout)
+    reply = asys.ask(to, msg, max(0.0, timeout))
+    while reply is not None and not isinstance(reply, kind) and time.monotonic() < end:
+        reply = asys.listen(max(0.0, end - time.monotonic()))
+    return reply if isinstance(reply, kind) else None
+
+
+@pytest.mark.parametrize("edge", list(TRANSITIONS), ids=lambda e: f"{e[0]}--{e[1]}")
+def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
+    case = CASES[edge]
+    kills = [case.first_kill, edge] if case.first_kill else [edge]
+    failpoints = tuple((f"{s}:{t}", str(tmp_path / f"kill{i}")) for i, (s, t) in enumerate(kills))
+    settings = PositionSettings(naked_deadline_s=1.0, entry_unknown_window_s=0.6, poll_s=0.03, retry_s=0.03,
+                                retry_cap_s=0.1, reply_timeout_s=1.5, failpoints=failpoints,
+                                **case.settings)
+    venue = SimVenueConfig(engine=EngineConfig(seed=8, prices={SYMBOL: 100.0}, position_lag_s=2.4, volatility=0.0),
+                           attached_stops=case.attached, ack_only=case.ack_only, latency_s=0.005,
+                           orders_per_second=1000, faults=case.faults)
+    asys = tcp_system
+    sup = asys.createActor(Supervisor)
+    journal = tmp_path / "journal.sqlite"
+    ready = asys.ask(sup, StartDeployment((SYMBOL,), str(journal), functools.partial(SimulatedAdapter, venue),
+                                          settings, supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2)),
+                     10)
+    assert isinstance(ready, DeploymentReady)
+    asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 2.0, 95.0), 5)
+    if case.close_when and asys.ask(sup, WaitForState(SYMBOL, (case.close_when,)), 10) is not None:
+        asys.ask(sup, ClosePosition(SYMBOL), 5)
+
+    # Converged: every kill happened and, after the last restart, the symbol rests in IDLE or
+    # PROTECTED. Each wait is answered by the supervisor when the next such snapshot arrives.
+    deadline, seen, report, snap = time.monotonic() + 20, 0.0, None, None
+    while time.monotonic() < deadline:
+        report = ask(asys, sup, StatusRequest(), StatusReport)
+        snap = report.positions[0]
+        if (all((tmp_path / f"kill{i}").exists() for i in range(len(kills))) and report.restarts >= len(kills)
+                and snap.state in ("IDLE", "PROTECTED") and snap.state != "RECOVERING"
+                and all(up for _, _, up in report.children)):
+            break
+        rest = ask(asys, sup, WaitForState(SYMBOL, ("IDLE", "PROTECTED"), newer_than=seen), PositionSnapshot,
+                   timeout=deadline - time.monotonic())
+        seen = rest.updated_at if rest is not None else seen
+    else:
+        raise AssertionError(f"no convergence after the kill at {edge}: {report}")
+
+    truth = asys.ask(sup, GetTrueState(), 5).state
+    pos = truth.open_positions().get(SYMBOL)
+    entries = [o for o in truth.orders if not o.reduce_only and not o.client_order_id.startswith("stop-")]
+    assert len(entries) <= 1
+    assert truth.call_count("fetch_positions") == 0
+    if snap.state == "IDLE":
+        assert pos is None, f"believed flat after the kill at {edge}, but the venue holds {pos}"
+    else:
+        assert pos is not None and pos.stop_price is not None
+        assert abs(pos.qty) == snap.filled_qty
+    asys.ask(sup, JournalSync(symbol=SYMBOL), 5)
+    with sqlite3.connect(journal) as db:
+        last = db.execute("SELECT to_state FROM transitions WHERE symbol=? ORDER BY id DESC LIMIT 1",
+                          (SYMBOL,)).fetchone()[0]
+    assert last == snap.state                             # the journal agrees with the actor
+    asys.ask(sup, StopDeployment(), 10)
