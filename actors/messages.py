@@ -552,4 +552,5 @@ class StatusReport:
     safe_reason: str = ""
     restarts: int = 0                    # restarts within the intensity window
     children: tuple[tuple[str, int | None, bool], ...] = ()   # (id, pid, up)
+    reconciliation: str = ""             # what the start-up reconciliation found and did
     at: float = _ts_field()

@@ -39,6 +39,7 @@ from actors.messages import (
     DeploymentReady,
     DeploymentStopped,
     ExchangeReady,
+    FetchPositions,
     FetchPrice,
     GetTrueState,
     Heartbeat,
@@ -47,6 +48,7 @@ from actors.messages import (
     JournalSync,
     OpenPosition,
     PositionReady,
+    PositionsFetched,
     PositionSnapshot,
     RestartChild,
     SetSafeMode,
@@ -61,6 +63,7 @@ from adapters.base import Capabilities
 from supervisor.specs import ChildSpec, Restart, RestartIntensity, backoff
 
 HEARTBEAT = "heartbeat"
+RECONCILE = "startup-reconciliation"
 
 
 @dataclass(slots=True)
@@ -98,6 +101,7 @@ class Supervisor(BridgedActor):
         self.intensity = RestartIntensity(5, 60.0)
         self.rng = random.Random()
         self.heartbeat_seq = 0
+        self.reconciliation = ""
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -166,6 +170,24 @@ class Supervisor(BridgedActor):
         logger.info("deployment ready: {} symbols on {}", len(self.spec.symbols), self.capabilities.venue)
         self.send(self.requester, DeploymentReady(self.spec.symbols, self.capabilities))
         self.wakeupAfter(timedelta(seconds=self.spec.supervision.heartbeat_s), HEARTBEAT)
+        # Reconciliation itself used no position read; one read now only reports what else the
+        # venue shows (positions opened outside posguard), for an operator to see.
+        self.send(self._address("exchange"), FetchPositions(request_id=RECONCILE))
+
+    def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
+        if msg.request_id != RECONCILE:
+            return
+        ours = {s: snap for s, snap in self.snapshots.items()}
+        lines = [f"{s} {snap.state} ({snap.last_event})" for s, snap in sorted(ours.items())]
+        if msg.failure is not None:
+            lines.append(f"venue positions could not be read ({msg.failure.code}): foreign positions unknown")
+        else:
+            foreign = [p for p in msg.positions if p.symbol not in ours or ours[p.symbol].state == "IDLE"]
+            lines += [f"FOREIGN {p.symbol} {p.side} {p.qty:g} stop {p.stop_price or 'NONE'}"
+                      f" (not in our journal; the venue view may lag)" for p in foreign]
+        self.reconciliation = "; ".join(lines)
+        level = "WARNING" if "FOREIGN" in self.reconciliation else "INFO"
+        logger.log(level, "startup reconciliation: {}", self.reconciliation)
 
     def receiveMsg_ActorFailed(self, msg: ActorFailed, sender: Any) -> None:  # noqa: N802
         logger.error("{} failed: {}", msg.who, msg.reason)
@@ -341,7 +363,8 @@ class Supervisor(BridgedActor):
         self.send(sender, StatusReport(
             tuple(self.snapshots[s] for s in sorted(self.snapshots)), venue=venue, started_at=self.started_at,
             safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
-            children=tuple((c.id, c.pid, c.address is not None) for c in self.children)))
+            children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
+            reconciliation=self.reconciliation))
 
     def receiveMsg_GetTrueState(self, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
         exchange = self._address("exchange")

@@ -133,5 +133,5 @@ def tcp_system() -> Iterator[object]:
         pids = system_pids(port)
         asys.shutdown()
     assert pids, "the system's processes could not be found"
-    left = wait_exited(pids)
-    assert not left, f"actor processes left behind: {sorted(left)}"
+    left = wait_exited(pids, timeout=15.0)             # generous: a loaded 2-core machine is slow to reap
+    assert not left, f"actor processes left behind: {[(pid, _proc_stat(pid)) for pid in sorted(left)]}"

@@ -140,7 +140,7 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
     pos = truth.open_positions().get(SYMBOL)
     entries = [o for o in truth.orders if not o.reduce_only and not o.client_order_id.startswith("stop-")]
     assert len(entries) <= 1
-    assert truth.call_count("fetch_positions") == 0
+    assert truth.call_count("fetch_positions") <= 1       # the start-up report only
     if snap.state == "IDLE":
         assert pos is None, f"believed flat after the kill at {edge}, but the venue holds {pos}"
     else:

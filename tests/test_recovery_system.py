@@ -152,7 +152,7 @@ def test_kill_9_of_the_exchange_actor_mid_entry_converges(tcp_system, venue, tmp
     entries = [o for o in venue_truth.orders if not o.reduce_only]
     assert len(entries) == 1
     assert venue_truth.open_positions()["BTCUSDT"].stop_price == 95.0
-    assert venue_truth.call_count("fetch_positions") == 0
+    assert venue_truth.call_count("fetch_positions") <= 1       # the start-up report only
     after = tcp_system.ask(sup, StatusRequest(), 5)
     assert isinstance(after, StatusReport) and after.restarts == 1
     tcp_system.ask(sup, StopDeployment(), 10)
@@ -209,7 +209,7 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
     assert venue_truth.now < 24.0 + (time.monotonic() - killed_at) + 5     # sanity: same venue run
     assert len([o for o in venue_truth.orders if not o.reduce_only]) == 1
     assert venue_truth.open_positions()["BTCUSDT"].stop_price == 95.0
-    assert venue_truth.call_count("fetch_positions") == 0
+    assert venue_truth.call_count("fetch_positions") <= 2       # one start-up report per run
     with sqlite3.connect(tmp_path / "var" / "journal.sqlite") as db:
         (state,), = db.execute("SELECT state FROM positions WHERE symbol='BTCUSDT'").fetchall()
         (filled,), = db.execute("SELECT filled_qty FROM orders WHERE purpose='entry'").fetchall()

@@ -109,7 +109,7 @@ def test_a_attached_stop_venue_through_the_actors_leaves_no_naked_second(deploy)
     d.wait_state("ETHUSDT", "PROTECTED")
     truth = d.truth()
     assert truth.max_naked_seconds() == 0.0
-    assert truth.call_count("fetch_positions") == 0
+    assert truth.call_count("fetch_positions") <= 1       # the start-up report only
     assert truth.now < LAG                                # all of it happened inside the REST lag
 
 
@@ -126,7 +126,7 @@ def test_b_c_separate_stop_venue_sets_the_stop_or_rolls_back_without_a_read(depl
     assert truth.open_positions()["BTCUSDT"].stop_price == 95.0
     (eth,) = [p for p in truth.positions if p.symbol == "ETHUSDT"]
     assert eth.closed_at is not None                      # closed while reads still showed nothing
-    assert truth.call_count("fetch_positions") == 0
+    assert truth.call_count("fetch_positions") <= 1       # the start-up report only
 
 
 def test_d_lost_entry_reply_is_resolved_by_client_id_through_the_actors(deploy):
