@@ -117,6 +117,8 @@ def posguard(cfg: SimVenueConfig, kind: str) -> Result:
             ready = asys.ask(sup, StartDeployment((SYMBOL,), f"{tmp}/journal.sqlite",
                                                   functools.partial(SimulatedAdapter, cfg)), 20)
             assert isinstance(ready, DeploymentReady), ready
+            asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 10)
+            reads_before = asys.ask(sup, GetTrueState(), 5).state.call_count("fetch_positions")   # start-up report
             asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, QTY, STOP), 5)
             snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED", "IDLE", "STUCK")), 30)
             truth = asys.ask(sup, GetTrueState(), 5).state
@@ -125,7 +127,7 @@ def posguard(cfg: SimVenueConfig, kind: str) -> Result:
         asys.shutdown()
     assert snap is not None
     return Result(kind, "posguard", truth.max_naked_seconds(SYMBOL), snap.protect_latency_s,
-                  truth.call_count("fetch_positions"), snap.state.lower(), describe(truth))
+                  truth.call_count("fetch_positions") - reads_before, snap.state.lower(), describe(truth))
 
 
 async def venue_round_trip(cfg: SimVenueConfig, samples: int = 20) -> float:
