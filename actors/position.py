@@ -87,6 +87,7 @@ class PositionActor(BridgedActor):
         self.ports: _ActorPorts | None = None
         self._configured_by: Any = None
         self._ready_sent = False
+        self._loaded = False
 
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
@@ -129,6 +130,7 @@ class PositionActor(BridgedActor):
         self._core().on_journal_failed(msg)
 
     def receiveMsg_PositionJournal(self, msg: PositionJournal, sender: Any) -> None:  # noqa: N802
+        self._loaded = True
         self._core().recover(msg)
 
     def receiveMsg_OrderPlaced(self, msg: OrderPlaced, sender: Any) -> None:  # noqa: N802
@@ -171,6 +173,9 @@ class PositionActor(BridgedActor):
             return
         self.ports.exchange, self.ports.journal = msg.exchange, msg.journal
         self._journal = msg.journal
+        if not self._loaded:                             # our journal read may have died with it
+            self.send(self._journal, LoadPositionJournal(self._core().symbol))
+            return
         self._core().resync("exchange or journal was replaced")
 
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:

@@ -37,6 +37,7 @@ from actors.messages import (  # noqa: E402
 )
 from adapters.base import Side  # noqa: E402
 from adapters.sim_server import RemoteSimAdapter  # noqa: E402
+from tests.conftest import free_port, system_pids  # noqa: E402
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -72,14 +73,6 @@ def config(tmp: Path, venue_port: int, admin_port: int) -> Path:
     return path
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def position_actor_restart(tmp: Path, venue_port: int, rounds: int) -> list[float]:
     import functools
 
@@ -110,8 +103,6 @@ def position_actor_restart(tmp: Path, venue_port: int, rounds: int) -> list[floa
 
 
 def whole_program_restart(cfg: Path, admin_port: int) -> tuple[float, float]:
-    from tests.conftest import system_pids
-
     first = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True)
     protected: set[str] = set()

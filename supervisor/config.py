@@ -110,21 +110,9 @@ def load_config(path: str) -> DeploymentConfig:
     simulated = _simulated(venue_t.table("simulated"), symbols) if venue == "simulated" else None
     sim_server = _sim_server(venue_t.table("simulated")) if venue == "simulated" else None
 
-    pos_t = t.table("position", required=False)
-    names = [f.name for f in fields(PositionSettings) if f.name != "failpoints"]   # crash tests only
-    pos_t.only(*names)
-    defaults = PositionSettings()
-    position = PositionSettings(**{
-        n: (pos_t.int(n, getattr(defaults, n), minimum=1) if isinstance(getattr(defaults, n), int)
-            else pos_t.num(n, getattr(defaults, n), minimum=0.0, strictly=True)) for n in names})
-
-    sup_t = t.table("supervision", required=False)
-    sup_names = [f.name for f in fields(SupervisionSettings)]
-    sup_t.only(*sup_names)
-    sup_defaults = SupervisionSettings()
-    supervision = SupervisionSettings(**{
-        n: (sup_t.int(n, getattr(sup_defaults, n), minimum=1) if isinstance(getattr(sup_defaults, n), int)
-            else sup_t.num(n, getattr(sup_defaults, n), minimum=0.0)) for n in sup_names})
+    position = _settings(t.table("position", required=False), PositionSettings, skip=("failpoints",),
+                         strictly=True)
+    supervision = _settings(t.table("supervision", required=False), SupervisionSettings)
 
     journal_t = t.table("journal")
     journal_t.only("path")
@@ -173,6 +161,15 @@ def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
         engine=engine, attached_stops=t.bool("attached_stops", True), latency_s=t.num("latency_s", 0.0, minimum=0.0),
         orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
         ack_only=t.bool("ack_only", False), faults=tuple(faults))
+
+
+def _settings(t: _Table, cls: type, skip: tuple[str, ...] = (), strictly: bool = False) -> Any:
+    """A settings dataclass from a table: every key optional (defaults), numbers checked."""
+    names = [f.name for f in fields(cls) if f.name not in skip]   # skipped: not for operators (crash tests)
+    t.only(*names)
+    defaults = cls()
+    return cls(**{n: (t.int(n, getattr(defaults, n), minimum=1) if isinstance(getattr(defaults, n), int)
+                      else t.num(n, getattr(defaults, n), minimum=0.0, strictly=strictly)) for n in names})
 
 
 def _sim_server(t: _Table) -> tuple[str, int] | None:
