@@ -198,3 +198,22 @@ def test_exchange_reports_a_failed_start_instead_of_crashing(simple_system):
     ex = simple_system.createActor(ExchangeActor)
     reply = simple_system.ask(ex, ConfigureExchange(broken_factory, watch=False), 2)
     assert isinstance(reply, ActorFailed) and "cannot reach venue" in reply.reason
+
+
+class HungAdapter(GatedAdapter):
+    async def create_order(self, request: OrderRequest) -> OrderReport:
+        import asyncio
+
+        await asyncio.Event().wait()                      # the venue never answers
+        raise AssertionError("unreachable")
+
+
+def test_a_hung_venue_call_times_out_as_an_unknown_outcome():
+    import asyncio
+
+    from actors.exchange_service import ExchangeService
+
+    service = ExchangeService(HungAdapter(), call_timeout_s=0.05)
+    reply = asyncio.run(service.handle(place("BTCUSDT", "hung")))
+    assert isinstance(reply, OrderPlaced) and reply.failure is not None
+    assert reply.failure.outcome is Outcome.UNKNOWN              # query by client id, never resend
