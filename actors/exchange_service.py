@@ -97,8 +97,10 @@ class Pacer:
 
 
 class ExchangeService:
-    def __init__(self, adapter: VenueAdapter, dialect: str = "bybit", call_timeout_s: float = 10.0) -> None:
+    def __init__(self, adapter: VenueAdapter, dialect: str = "bybit", call_timeout_s: float = 10.0,
+                 max_send_delay_s: float = 1.0) -> None:
         self.adapter = adapter
+        self.max_send_delay_s = max_send_delay_s
         self.capabilities = adapter.capabilities
         self.dialect = dialect
         self.call_timeout_s = call_timeout_s
@@ -108,9 +110,9 @@ class ExchangeService:
     async def handle(self, msg: object) -> object:
         """Run one request; never raises (every failure becomes a classified reply)."""
         match msg:
-            case PlaceOrder(request=req, request_id=rid):
+            case PlaceOrder(request=req, request_id=rid, ts=created):
                 report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
-                                                   urgent=req.reduce_only)
+                                                   urgent=req.reduce_only, created=created)
                 return OrderPlaced(rid, req.client_order_id, report, failure)
             case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
                 report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
@@ -128,9 +130,14 @@ class ExchangeService:
                 return PriceFetched(rid, symbol, price, failure)
         raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
 
-    async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]],
-                    urgent: bool = False) -> tuple[T | None, VenueFailure | None]:
+    async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]], urgent: bool = False,
+                    created: float | None = None) -> tuple[T | None, VenueFailure | None]:
         await pacer.wait(urgent)
+        if created is not None and time.time() - created > self.max_send_delay_s:
+            # Bounded send delay: the caller's "never arrived" window (>= venue recv window + this)
+            # stays sound. Not sent, so the same client id may be sent again.
+            waited = time.time() - created
+            return None, VenueFailure(Outcome.RETRY_LATER, "queued", f"not sent: waited {waited:.1f}s to be sent")
         try:
             return await asyncio.wait_for(call(), self.call_timeout_s), None
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes

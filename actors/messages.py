@@ -38,7 +38,9 @@ class PositionSettings:
     """Timing of a PositionActor; tests scale these down, production uses the defaults."""
 
     naked_deadline_s: float = 10.0       # protection not confirmed this long after the fill → flatten
-    entry_unknown_window_s: float = 5.0  # an order not found this long after sending never arrived
+    # An order not found this long after sending never arrived: it must exceed the venue's recv
+    # window (Bybit: 5 s) plus the exchange's bounded send delay (1 s).
+    entry_unknown_window_s: float = 7.0
     poll_s: float = 0.2                  # re-query interval for orders whose final state is unknown
     retry_s: float = 0.25                # first back-off for retry-later outcomes (doubles, capped)
     retry_cap_s: float = 4.0
@@ -402,6 +404,7 @@ class ConfigureExchange:
     adapter_factory: Callable[[], Any]   # picklable callable returning a VenueAdapter
     watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
     dialect: str = "bybit"
+    max_send_delay_s: float = 1.0        # an order queued longer than this is not sent (RETRY_LATER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,6 +453,7 @@ class StartDeployment:
     settings: PositionSettings = field(default_factory=PositionSettings)
     watch: bool = True
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    max_send_delay_s: float = 1.0        # see ConfigureExchange
 
 
 @dataclass(frozen=True, slots=True)

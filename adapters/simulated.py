@@ -37,6 +37,7 @@ class SimVenueConfig:
     orders_per_second: float = 10.0  # venue-side limit on order and stop calls; over it → 10006
     reads_per_second: float = 50.0   # what clients should pace reads to (not enforced)
     ack_only: bool = False           # create replies carry ids only, like Bybit v5
+    recv_window_s: float = 5.0       # a request arriving later than this after it was sent is refused
     faults: tuple[Fault, ...] = ()
 
 
@@ -92,11 +93,17 @@ class SimulatedAdapter(VenueAdapter):
     async def _call(self, op: str, symbol: str | None, execute: Callable[[], T], *,
                     reduce_only: bool | None = None, is_order: bool = False) -> T:
         self.calls.append((op, symbol))
+        sent_at = self._clock()
         fault = self.faults.take(op, symbol, reduce_only)
         half = self.config.latency_s / 2
         await self._sleep(half)
         if fault is not None and fault.kind is FaultKind.DELAY:
             await self._sleep(fault.delay_s)
+        if is_order and self._clock() - sent_at > self.config.recv_window_s:
+            # Like Bybit's recv_window: a request that arrives too late is refused, never executed.
+            # This is what lets a client conclude "never arrived" once the window has passed.
+            await self._sleep(half)
+            raise VenueError(10002, "request expired: outside recv_window")
         if is_order:
             self._take_rate_token()
         if fault is not None and fault.kind is FaultKind.ERROR:
@@ -106,8 +113,10 @@ class SimulatedAdapter(VenueAdapter):
             await self._sleep(half)
             raise VenueTimeout(f"{op}: no reply (request lost)")
         if fault is not None and fault.kind is FaultKind.LATE:
-            # Delivered after we gave up on it (ccxt #2599): it executes later, on the engine's clock.
-            self.engine.schedule(fault.delay_s, execute)
+            # Delivered after we gave up on it (ccxt #2599): it executes later, on the engine's
+            # clock -- unless it arrives outside the recv window, when the venue drops it.
+            if fault.delay_s <= self.config.recv_window_s:
+                self.engine.schedule(fault.delay_s, execute)
             await self._sleep(half)
             raise VenueTimeout(f"{op}: no reply (request still in flight)")
         result = execute()

@@ -24,6 +24,7 @@ from adapters.simulated import SimulatedAdapter, SimVenueConfig
 
 DEFAULT_CONFIG = "conf/demo.toml"
 VENUES = ("simulated",)
+MAX_SEND_DELAY_S = 1.0               # ExchangeService never sends an order queued longer than this
 
 
 class ConfigError(Exception):
@@ -113,6 +114,11 @@ def load_config(path: str) -> DeploymentConfig:
     position = _settings(t.table("position", required=False), PositionSettings, skip=("failpoints",),
                          strictly=True)
     supervision = _settings(t.table("supervision", required=False), SupervisionSettings)
+    if simulated is not None and position.entry_unknown_window_s < simulated.recv_window_s + MAX_SEND_DELAY_S:
+        # Below this, "not found" could be concluded while the order may still execute.
+        raise ConfigError("position.entry_unknown_window_s",
+                          f"must be >= the venue's recv window ({simulated.recv_window_s}) plus the send delay"
+                          f" bound ({MAX_SEND_DELAY_S}): {simulated.recv_window_s + MAX_SEND_DELAY_S}")
 
     journal_t = t.table("journal")
     journal_t.only("path")
@@ -138,7 +144,7 @@ def load_config(path: str) -> DeploymentConfig:
 
 def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
     t.only("seed", "position_lag_s", "latency_s", "attached_stops", "orders_per_second", "ack_only",
-           "volatility", "tick_s", "prices", "faults", "server")
+           "volatility", "tick_s", "prices", "faults", "server", "recv_window_s")
     prices_t = t.table("prices")
     prices = {s: prices_t.num(s, minimum=0.0, strictly=True) for s in prices_t.raw}
     for s in symbols:
@@ -160,7 +166,8 @@ def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
     return SimVenueConfig(
         engine=engine, attached_stops=t.bool("attached_stops", True), latency_s=t.num("latency_s", 0.0, minimum=0.0),
         orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
-        ack_only=t.bool("ack_only", False), faults=tuple(faults))
+        ack_only=t.bool("ack_only", False), faults=tuple(faults),
+        recv_window_s=t.num("recv_window_s", 5.0, minimum=0.0, strictly=True))
 
 
 def _settings(t: _Table, cls: type, skip: tuple[str, ...] = (), strictly: bool = False) -> Any:

@@ -128,7 +128,8 @@ class Supervisor(BridgedActor):
         if child.id == "journal":
             return ConfigureJournal(self.spec.journal_path, watch=self.spec.watch)
         if child.id == "exchange":
-            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
+            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch,
+                                     max_send_delay_s=self.spec.max_send_delay_s)
         assert self.capabilities is not None
         return ConfigurePosition(child.id.split(":", 1)[1], self._address("exchange"), self._address("journal"),
                                  self.capabilities, self.spec.settings, observer=self.myAddress)

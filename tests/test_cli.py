@@ -124,6 +124,7 @@ def test_status_with_nothing_running_never_starts_a_system(tmp_path):
 @pytest.mark.parametrize(("extra", "key"), [
     ("[position]\nnaked_deadline_s = -1\n", "position.naked_deadline_s"),
     ("[position]\nnaked_deadlin_s = 3\n", "position.naked_deadlin_s"),
+    ("[position]\nentry_unknown_window_s = 2\n", "position.entry_unknown_window_s"),   # < recv window
     ("[[open]]\nsymbol = \"XRPUSDT\"\nside = \"buy\"\nqty = 1\nstop = 1.0\n", "open[2].symbol"),
     ("[[open]]\nsymbol = \"BTCUSDT\"\nside = \"up\"\nqty = 1\nstop = 1.0\n", "open[2].side"),
 ])

@@ -108,12 +108,14 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
                                 **case.settings)
     venue = SimVenueConfig(engine=EngineConfig(seed=8, prices={SYMBOL: 100.0}, position_lag_s=2.4, volatility=0.0),
                            attached_stops=case.attached, ack_only=case.ack_only, latency_s=0.005,
-                           orders_per_second=1000, faults=case.faults)
+                           orders_per_second=1000, faults=case.faults,
+                           recv_window_s=0.35)        # scaled with the 0.6 s "never arrived" window
     asys = tcp_system
     sup = asys.createActor(Supervisor)
     journal = tmp_path / "journal.sqlite"
     ready = asys.ask(sup, StartDeployment((SYMBOL,), str(journal), functools.partial(SimulatedAdapter, venue),
-                                          settings, supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2)),
+                                          settings, supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
+                                          max_send_delay_s=0.1),
                      10)
     assert isinstance(ready, DeploymentReady)
     asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 2.0, 95.0), 5)

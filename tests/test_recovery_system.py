@@ -53,6 +53,7 @@ def write_config(tmp_path: Path, venue_port: int, admin_port: int, *, attached: 
         volatility = 0.0
         attached_stops = {str(attached).lower()}
         orders_per_second = 200
+        recv_window_s = 1.0
         [venue.simulated.prices]
         BTCUSDT = 100.0
         [[venue.simulated.faults]]
@@ -65,7 +66,7 @@ def write_config(tmp_path: Path, venue_port: int, admin_port: int, *, attached: 
         refresh_s = 0.1
         [position]
         naked_deadline_s = 10.0
-        entry_unknown_window_s = 1.0
+        entry_unknown_window_s = 2.5
         poll_s = 0.05
         retry_s = 0.05
         reply_timeout_s = 2.0
@@ -133,7 +134,7 @@ def test_kill_9_of_the_exchange_actor_mid_entry_converges(tcp_system, venue, tmp
     port = venue(attached=False, lag=2.4, entry_delay_s=0.5)
     import functools
 
-    settings = PositionSettings(naked_deadline_s=10.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05,
+    settings = PositionSettings(naked_deadline_s=10.0, entry_unknown_window_s=2.5, poll_s=0.05, retry_s=0.05,
                                 reply_timeout_s=2.0)
     sup = tcp_system.createActor(Supervisor)
     ready = tcp_system.ask(sup, StartDeployment(

@@ -232,3 +232,23 @@ def test_late_request_times_out_for_the_client_and_executes_when_it_arrives():
     assert report.status is OrderStatus.FILLED
     (episode,) = run(ad.true_state()).positions
     assert episode.opened_at == pytest.approx(2.0)           # when it arrived, not when we looked
+
+
+def test_an_order_arriving_outside_the_recv_window_is_refused_not_executed():
+    clock = ManualClock()
+
+    async def pass_time(seconds: float) -> None:
+        clock.advance(seconds)
+
+    ad = SimulatedAdapter(SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0),
+                                         recv_window_s=5.0,
+                                         faults=(Fault("create_order", FaultKind.DELAY, delay_s=6.0),
+                                                 Fault("create_order", FaultKind.LATE, delay_s=6.0))),
+                          clock=clock, sleep=pass_time)
+    with pytest.raises(VenueError) as err:
+        run(ad.create_order(buy(cid="slow")))
+    assert err.value.code == 10002
+    with pytest.raises(VenueTimeout):
+        run(ad.create_order(buy(cid="late")))
+    clock.advance(10)
+    assert run(ad.true_state()).positions == ()               # neither ever executed

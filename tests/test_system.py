@@ -40,7 +40,8 @@ SETTINGS = PositionSettings(naked_deadline_s=1.0, entry_unknown_window_s=0.5, po
 
 def sim(*faults: Fault, attached: bool = True) -> SimVenueConfig:
     return SimVenueConfig(engine=EngineConfig(seed=11, prices=PRICES, position_lag_s=LAG, volatility=0.0),
-                          attached_stops=attached, latency_s=0.01, orders_per_second=200, faults=faults)
+                          attached_stops=attached, latency_s=0.01, orders_per_second=200, faults=faults,
+                          recv_window_s=0.3)          # scaled with the 0.5 s "never arrived" window
 
 
 class Deployment:
@@ -48,7 +49,7 @@ class Deployment:
         self.asys = asys
         self.sup = asys.createActor(Supervisor)
         reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue),
-                                                   SETTINGS), 10)
+                                                   SETTINGS, max_send_delay_s=0.1), 10)
         assert isinstance(reply, DeploymentReady), reply
 
     def open(self, symbol: str = "BTCUSDT", qty: float = 1.0, stop: float | None = None) -> None:
