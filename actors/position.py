@@ -83,7 +83,6 @@ class PositionActor(BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.core: PositionCore | None = None
-        self._journal: Any = None
         self.ports: _ActorPorts | None = None
         self._configured_by: Any = None
         self._ready_sent = False
@@ -92,7 +91,7 @@ class PositionActor(BridgedActor):
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
         if self.core is None:
-            self._journal, self._configured_by = msg.journal, sender
+            self._configured_by = sender
             self.ports = ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
             ports.publish(self.core.snapshot())
@@ -146,11 +145,11 @@ class PositionActor(BridgedActor):
         if isinstance(msg.payload, PositionTimer):
             self._core().on_timer(msg.payload)
         elif msg.payload == RETRY_LOAD and self._core().state is State.RECOVERING:
-            self.send(self._journal, LoadPositionJournal(self._core().symbol))
+            self.send(self._ports().journal, LoadPositionJournal(self._core().symbol))
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         # Same sender as our journal writes, so it is delivered after them.
-        self.send(self._journal, JournalSync(reply_to=msg.reply_to or sender))
+        self.send(self._ports().journal, JournalSync(reply_to=msg.reply_to or sender))
 
     def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
         if msg.tag == FAILPOINT:
@@ -164,6 +163,11 @@ class PositionActor(BridgedActor):
             raise RuntimeError("PositionActor got a venue reply before it was configured")
         return self.core
 
+    def _ports(self) -> _ActorPorts:
+        if self.ports is None:
+            raise RuntimeError("PositionActor is not configured")
+        return self.ports
+
     @staticmethod
     def _not_ready(command_id: str, symbol: str) -> CommandDenied:
         return CommandDenied(command_id, symbol, "position actor is not configured yet")
@@ -172,9 +176,8 @@ class PositionActor(BridgedActor):
         if self.ports is None:
             return
         self.ports.exchange, self.ports.journal = msg.exchange, msg.journal
-        self._journal = msg.journal
         if not self._loaded:                             # our journal read may have died with it
-            self.send(self._journal, LoadPositionJournal(self._core().symbol))
+            self.send(msg.journal, LoadPositionJournal(self._core().symbol))
             return
         self._core().resync("exchange or journal was replaced")
 
