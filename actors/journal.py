@@ -15,6 +15,7 @@ from actors.journal_store import SCHEMA_VERSION, JournalStore
 from actors.messages import (
     ActorFailed,
     ConfigureJournal,
+    EventsReport,
     JournalFailed,
     JournalOrder,
     JournalReady,
@@ -23,6 +24,7 @@ from actors.messages import (
     LoadPositionJournal,
     OrderJournaled,
     PlaceOrder,
+    RecentEvents,
 )
 
 
@@ -83,6 +85,15 @@ class JournalActor(BridgedActor):
             self.send(sender, JournalFailed(None, f"journal read failed: {result}"))
         else:
             self.send(sender, result)
+
+    def receiveMsg_RecentEvents(self, msg: RecentEvents, sender: Any) -> None:  # noqa: N802
+        to = msg.reply_to or sender
+        if self.store is None or self.bridge is None:
+            self.send(to, EventsReport(msg.symbol))
+            return
+        self.bridge.submit(self.store.recent_events(msg.symbol, msg.limit),
+                           lambda result: self.send(to, EventsReport(msg.symbol) if isinstance(result, BaseException)
+                                                    else result))
 
     receiveMsg_JournalOrderUpdate = _record    # noqa: N815
     receiveMsg_JournalTransition = _record     # noqa: N815

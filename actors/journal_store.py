@@ -16,6 +16,7 @@ from typing import Any
 import aiosqlite
 
 from actors.messages import (
+    EventsReport,
     JournaledOrder,
     JournalIntent,
     JournalOrder,
@@ -194,6 +195,12 @@ class JournalStore:
             for o in await self.rows("SELECT * FROM orders WHERE intent_id=? ORDER BY created_at, rowid",
                                      (i["intent_id"],)))
         return PositionJournal(symbol, intent, last[0]["to_state"] if last else None, orders)
+
+    async def recent_events(self, symbol: str, limit: int) -> EventsReport:
+        rows = await self.rows("SELECT at, from_state, to_state, trigger, detail FROM transitions WHERE symbol=?"
+                               " ORDER BY id DESC LIMIT ?", (symbol, limit))
+        return EventsReport(symbol, tuple((r["at"], r["from_state"], r["to_state"], r["trigger"], r["detail"])
+                                          for r in reversed(rows)))
 
     async def transitions(self, symbol: str) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM transitions WHERE symbol=? ORDER BY id", (symbol,))

@@ -378,6 +378,23 @@ class PositionJournal:
     orders: tuple[JournaledOrder, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RecentEvents:
+    """Admin: a symbol's last journaled transitions (answered by EventsReport)."""
+
+    symbol: str
+    limit: int = 20
+    reply_to: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventsReport:
+    """Transitions, oldest first: (at, from_state, to_state, trigger, detail)."""
+
+    symbol: str
+    events: tuple[tuple[float, str, str, str, str], ...] = ()
+
+
 # -- lifecycle -----------------------------------------------------------------------------
 
 

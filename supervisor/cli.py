@@ -29,7 +29,6 @@ from actors.messages import (
     OpenPosition,
     PositionSnapshot,
     PriceFetched,
-    SetSafeMode,
     StartDeployment,
     StatusReport,
     StatusRequest,
@@ -37,19 +36,9 @@ from actors.messages import (
     TrueStateReport,
 )
 from adapters.base import Side, TrueState
+from supervisor.admin import ASK_TIMEOUT_S, EXIT_OK, EXIT_USAGE, UserError, add_commands, connect
 from supervisor.config import DEFAULT_CONFIG, ConfigError, DeploymentConfig, OpenSpec, load_config
-from supervisor.system import join_system, port_listening, start_system
-
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-ASK_TIMEOUT_S = 5.0
-
-
-class UserError(Exception):
-    """Reported as one line; exit code attached."""
-
-    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
-        super().__init__(message)
-        self.code = code
+from supervisor.system import port_listening, start_system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,13 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     venue.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
     venue.add_argument("--port", type=int, default=None, help="default: the config's venue.simulated.server port")
 
-    resume = sub.add_parser("resume", help="leave safe mode: new entries are accepted again")
-    resume.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
+    add_commands(sub, default_config)
 
     args = parser.parse_args(argv)
-    commands = {"run": cmd_run, "status": cmd_status, "venue": cmd_venue, "resume": cmd_resume}
+    commands = {"run": cmd_run, "status": cmd_status, "venue": cmd_venue}
     try:
-        return commands[args.command](args)
+        return commands[args.command](args) if args.command in commands else args.handler(args)
     except ConfigError as exc:
         print(f"posguard: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -195,16 +183,6 @@ def cmd_venue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_resume(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    asys, supervisor = _connect(cfg)
-    reply = asys.ask(supervisor, SetSafeMode(False, "operator (posguard resume)"), ASK_TIMEOUT_S)
-    if not isinstance(reply, StatusReport):
-        raise UserError(f"the system on 127.0.0.1:{cfg.admin_port} did not answer")
-    print("posguard: safe mode is off; new entries are accepted", flush=True)
-    return EXIT_OK
-
-
 def _open(asys: Any, supervisor: Any, spec: OpenSpec) -> None:
     stop = spec.stop
     if stop is None:
@@ -286,7 +264,7 @@ def _write_address(cfg: DeploymentConfig, address: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
-    asys, supervisor = _connect(cfg)
+    asys, supervisor = connect(cfg)
     reply = asys.ask(supervisor, StatusRequest(), ASK_TIMEOUT_S)
     if not isinstance(reply, StatusReport):
         raise UserError(f"the system on 127.0.0.1:{cfg.admin_port} did not answer a status request")
@@ -300,23 +278,6 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"SAFE MODE: {reply.safe_reason} -- new entries refused; `posguard resume` to leave")
         print(render_table(reply.positions))
     return EXIT_OK
-
-
-def _connect(cfg: DeploymentConfig) -> tuple[Any, Any]:
-    """Join the running system named by the config, or explain why not. Never starts one."""
-    if not port_listening(cfg.admin_port):
-        raise UserError(f"no posguard system is running on 127.0.0.1:{cfg.admin_port}"
-                        f" (start one with `posguard run --config {os.path.relpath(cfg.path)}`)")
-    try:
-        with open(cfg.address_file, "rb") as fh:
-            supervisor = pickle.load(fh)
-    except (FileNotFoundError, EOFError, pickle.UnpicklingError):
-        raise UserError(f"something listens on 127.0.0.1:{cfg.admin_port} but it is not a posguard run"
-                        f" started with this config (no {cfg.address_file})") from None
-    asys = join_system(cfg.admin_port)
-    if asys is None:
-        raise UserError(f"no posguard system is running on 127.0.0.1:{cfg.admin_port}")
-    return asys, supervisor
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from actors.messages import (
     PositionReady,
     PositionsFetched,
     PositionSnapshot,
+    RecentEvents,
     RestartChild,
     SetSafeMode,
     StartDeployment,
@@ -377,6 +378,11 @@ class Supervisor(BridgedActor):
         if exchange is not None:
             self.relay[msg.request_id] = sender
             self.send(exchange, msg)
+
+    def receiveMsg_RecentEvents(self, msg: RecentEvents, sender: Any) -> None:  # noqa: N802
+        journal = self._address("journal")
+        if journal is not None:
+            self.send(journal, RecentEvents(msg.symbol, msg.limit, reply_to=msg.reply_to or sender))
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         via = self._address(f"position:{msg.symbol}") if msg.symbol else self._address("journal")

@@ -181,3 +181,66 @@ def test_no_stray_processes_from_the_cli_tests():
         if "supervisor.cli" in cmd and "pg.toml" in cmd:
             stray.append(int(pid))
     assert not wait_exited(set(stray), timeout=5.0)
+
+
+def test_operator_commands_end_to_end(tmp_path):
+    port = free_port()
+    cfg = str(write_config(tmp_path, port))
+    run = subprocess.Popen([*POSGUARD, "run", "--config", cfg, "--duration", "60"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def pg(*args: str) -> subprocess.CompletedProcess[str]:
+        return posguard(*args, "--config", cfg)
+
+    def state(symbol: str) -> str:
+        report = json.loads(pg("status", "--json").stdout)
+        return next(p["state"] for p in report["positions"] if p["symbol"] == symbol)
+
+    def wait_state(symbol: str, wanted: str) -> None:
+        for _ in range(100):                              # each check is a CLI round trip (~0.2 s)
+            if state(symbol) == wanted:
+                return
+        raise AssertionError(f"{symbol} never reached {wanted}")
+
+    try:
+        for line in run.stdout:
+            if "opening sell 0.5 ETHUSDT" in line:
+                break
+        wait_state("BTCUSDT", "PROTECTED")
+        inspect = json.loads(pg("inspect", "BTCUSDT", "--json").stdout)
+        assert inspect["position"]["state"] == "PROTECTED"
+        assert [e["to"] for e in inspect["events"]][-2:] == ["ENTERING", "PROTECTED"]
+        assert "journal events" in pg("inspect", "BTC/USDT:USDT").stdout          # unified symbol form
+
+        closed = pg("close", "BTCUSDT", "--json")
+        assert closed.returncode == 0 and json.loads(closed.stdout)["ok"] is True
+        wait_state("BTCUSDT", "IDLE")
+
+        assert json.loads(pg("pause", "--json").stdout)["safe_mode"] is True
+        refused = pg("open", "BTCUSDT", "buy", "0.01", "--sl", "2%", "--json")
+        assert refused.returncode == 1 and "safe mode" in json.loads(refused.stdout)["reason"]
+        assert json.loads(pg("resume", "--json").stdout)["safe_mode"] is False
+        opened = pg("open", "BTC/USDT:USDT", "long", "0.01", "--sl", "2%")
+        assert opened.returncode == 0 and "opening buy 0.01 BTCUSDT" in opened.stdout
+        wait_state("BTCUSDT", "PROTECTED")
+
+        unconfirmed = pg("panic")                         # no terminal to ask: refuses without --yes
+        assert unconfirmed.returncode == 2 and "--yes" in one_line_error(unconfirmed)
+        panic = pg("panic", "--yes", "--json")
+        assert panic.returncode == 0 and set(json.loads(panic.stdout)["closing"]) == {"BTCUSDT", "ETHUSDT"}
+        wait_state("BTCUSDT", "IDLE")
+        wait_state("ETHUSDT", "IDLE")
+
+        for bad, words in ((("open", "BTCUSDT", "up", "1", "--sl", "2%"), "SIDE"),
+                           (("open", "BTCUSDT", "buy", "-1", "--sl", "2%"), "QTY"),
+                           (("open", "BTCUSDT", "buy", "1", "--sl", "cheap"), "--sl"),
+                           (("open", "XRPUSDT", "buy", "1", "--sl", "1"), "not in this deployment")):
+            proc = pg(*bad)
+            assert proc.returncode == 2 and words in one_line_error(proc)
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=30)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 0
