@@ -73,6 +73,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX transitions_by_symbol ON transitions(symbol, id);
     """,
+    # 2: adopted (foreign) positions are intents too
+    """
+    ALTER TABLE intents ADD COLUMN kind TEXT NOT NULL DEFAULT 'entry';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -148,9 +152,9 @@ class JournalStore:
                     "UPDATE orders SET status=?, filled_qty=MAX(filled_qty, ?), avg_price=COALESCE(?, avg_price),"
                     " venue_order_id=COALESCE(?, venue_order_id), updated_at=? WHERE client_order_id=?",
                     (status, filled, px, vid, at, cid))
-            case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at):
-                await self.db.execute("INSERT INTO intents VALUES (?,?,?,?,?,?)",
-                                      (iid, symbol, str(side), qty, stop, at))
+            case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at, kind=kind):
+                await self.db.execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at, kind)"
+                                      " VALUES (?,?,?,?,?,?,?)", (iid, symbol, str(side), qty, stop, at, kind))
             case JournalTransition(snapshot=snap, from_state=before, trigger=trigger, detail=detail, at=at):
                 await self.db.execute(
                     "INSERT INTO transitions (symbol, intent_id, from_state, to_state, trigger, detail, at)"
@@ -183,7 +187,8 @@ class JournalStore:
         if not intents:
             return PositionJournal(symbol)
         i = intents[0]
-        intent = JournalIntent(i["intent_id"], symbol, Side(i["side"]), i["qty"], i["stop_price"], i["created_at"])
+        intent = JournalIntent(i["intent_id"], symbol, Side(i["side"]), i["qty"], i["stop_price"], i["created_at"],
+                               i["kind"])
         # Transitions are append-only and carry the intent: the positions row may already belong
         # to a later, intent-less recovery and must not be trusted for this.
         last = await self.rows("SELECT to_state FROM transitions WHERE intent_id=? ORDER BY id DESC LIMIT 1",

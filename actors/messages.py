@@ -89,6 +89,31 @@ class ClosePosition:
 
 
 @dataclass(frozen=True, slots=True)
+class AdoptPosition:
+    """A position nothing of ours opened (found by the protection scan): protect it with a stop
+    at `stop_price`, or, with no stop price, close it reduce-only."""
+
+    symbol: str
+    side: Side
+    qty: float
+    stop_price: float | None
+    reason: str = "foreign position"
+    command_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class Reprotect:
+    """The venue view disagrees with our stop (missing, moved, or no position at all): set the
+    stop again directly; the venue's answer (done / not modified / zero position) is the truth."""
+
+    symbol: str
+    reason: str
+    command_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
 class CommandAccepted:
     """The command was taken; progress shows in the position's state."""
 
@@ -275,8 +300,9 @@ class JournalIntent:
     symbol: str
     side: Side
     qty: float
-    stop_price: float
+    stop_price: float                    # 0.0: no stop (an adopted position being closed)
     at: float = _ts_field()
+    kind: str = "entry"                  # entry: we open it | adopt: it was there, we took it over
 
 
 @dataclass(frozen=True, slots=True)

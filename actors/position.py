@@ -13,6 +13,7 @@ from thespian.actors import WakeupMessage
 from actors.async_bridge import BridgedActor
 from actors.failpoints import armed, kill_self
 from actors.messages import (
+    AdoptPosition,
     ClosePosition,
     Collaborators,
     CommandDenied,
@@ -33,6 +34,7 @@ from actors.messages import (
     PositionReady,
     PositionSnapshot,
     PositionTimer,
+    Reprotect,
     StopSet,
 )
 from actors.position_core import PositionCore
@@ -111,6 +113,12 @@ class PositionActor(BridgedActor):
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
         self.send(sender, self.core.open(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
 
+    def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
+        self.send(sender, self.core.adopt(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
+
+    def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
+        self.send(sender, self.core.reprotect(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
+
     def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
         self.send(sender, self.core.close(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
 
@@ -184,6 +192,6 @@ class PositionActor(BridgedActor):
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
         # Our state may be half-changed: answer, and ask to be replaced (a new actor rebuilds
         # from the journal and the venue).
-        if isinstance(message, OpenPosition | ClosePosition):
+        if isinstance(message, OpenPosition | ClosePosition | AdoptPosition | Reprotect):
             self.send(sender, CommandDenied(message.command_id, message.symbol, f"internal error: {exc}"))
         super().on_handler_error(message, sender, exc)

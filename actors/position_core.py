@@ -21,6 +21,7 @@ from loguru import logger
 
 from actors.fsm import FSM
 from actors.messages import (
+    AdoptPosition,
     ClosePosition,
     CommandAccepted,
     CommandDenied,
@@ -39,6 +40,7 @@ from actors.messages import (
     PositionSnapshot,
     PositionTimer,
     QueryOrder,
+    Reprotect,
     SetStop,
     StopSet,
     VenueFailure,
@@ -137,21 +139,31 @@ class PositionCore:
             return
         intent, last = journal.intent, journal.last_state
         entry = next((o for o in journal.orders if o.purpose == "entry"), None)
-        if intent is None or entry is None or last == State.IDLE:
+        adopted = intent is not None and intent.kind == "adopt"
+        if intent is None or (entry is None and not adopted) or last == State.IDLE:
             self._go(Trigger.RECOVERED_FLAT, "journal: nothing open")
             return
         self._new_episode()
         self.intent_id, self.side, self.requested_qty, self.stop_price = (
-            intent.intent_id, intent.side, intent.qty, intent.stop_price)
-        self.entry_cid = entry.request.client_order_id
-        self.entry_sent_at = self._monotonic_of(entry.created_at)
-        self.filled_qty, self.avg_price = entry.filled_qty, entry.avg_price
+            intent.intent_id, intent.side, intent.qty, intent.stop_price or None)
+        if entry is not None:
+            self.entry_cid = entry.request.client_order_id
+            self.entry_sent_at = self._monotonic_of(entry.created_at)
+            self.filled_qty, self.avg_price = entry.filled_qty, entry.avg_price
         closes = [o for o in journal.orders if o.purpose == "close"]
         if closes:
             self.close_cid, self.close_request = closes[-1].request.client_order_id, closes[-1].request
             self.close_sent_at = self._monotonic_of(closes[-1].created_at)
         self.resume_close = last in (State.FLATTENING, State.STUCK)
         self.close_reason = "resumed after restart"
+        if adopted:
+            # No entry of ours: the position was there. Protect it again, or finish closing it.
+            self.filled_qty, self.entry_final = intent.qty, True
+            self.resume_close = self.resume_close or self.stop_price is None
+            self.last_event = f"recovering an adopted position: journal says {last or 'adopted'}"
+            self.log.info("{} {}", self.symbol, self.last_event)
+            self._recovered()
+            return
         self.last_event = f"recovering: journal says {last or 'entry sent'}; querying the venue"
         self.log.info("{} {}", self.symbol, self.last_event)
         self.ports.publish(self.snapshot())
@@ -209,6 +221,42 @@ class PositionCore:
         if not (cmd.stop_price > 0):
             return f"stop price must be positive, got {cmd.stop_price}"
         return None
+
+    def adopt(self, cmd: AdoptPosition) -> CommandAccepted | CommandDenied:
+        """Take over a position nothing of ours opened: protect it, or close it reduce-only."""
+        if cmd.symbol != self.symbol or self.state is not State.IDLE:
+            return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; only IDLE adopts")
+        if not cmd.qty > 0 or (cmd.stop_price is not None and not cmd.stop_price > 0):
+            return CommandDenied(cmd.command_id, cmd.symbol, "qty and stop must be positive")
+        self._new_episode()
+        self.opened_at = self.ports.monotonic()
+        self.intent_id = new_id()
+        self.side, self.requested_qty, self.filled_qty = cmd.side, cmd.qty, cmd.qty
+        self.stop_price = cmd.stop_price
+        self.entry_final = True                          # there is no entry of ours to wait for
+        self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price or 0.0,
+                                            kind="adopt"))
+        if cmd.stop_price is not None:
+            self.naked_since = self.ports.monotonic()
+            self._go(Trigger.ADOPT_PROTECT, f"adopted {cmd.reason}: {cmd.side} {cmd.qty:g}; setting stop"
+                                            f" {_px(cmd.stop_price)} directly")
+            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._send_stop()
+        else:
+            self._go(Trigger.ADOPT_CLOSE, f"adopted {cmd.reason}: {cmd.side} {cmd.qty:g}; closing reduce-only")
+            self._start_close(f"adopted {cmd.reason}")
+        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+
+    def reprotect(self, cmd: Reprotect) -> CommandAccepted | CommandDenied:
+        if not self.fsm.can(Trigger.REPROTECT):
+            return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; nothing to re-protect")
+        self.protected = False
+        self.naked_since = self.ports.monotonic()
+        self._go(Trigger.REPROTECT, f"{cmd.reason}: setting stop {_px(self.stop_price)} again directly")
+        self._armed_once.discard(NAKED)
+        self._arm_once(NAKED, self.settings.naked_deadline_s)
+        self._send_stop()
+        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
 
     def close(self, cmd: ClosePosition) -> CommandAccepted | CommandDenied:
         if not self.fsm.can(Trigger.CLOSE_REQUESTED):

@@ -20,6 +20,9 @@ class Trigger(StrEnum):
     RECOVERED_FLAT = "recovered_flat"        # journal and venue agree: nothing open
     RESUME_CLOSE = "resume_close"            # the journal was closing when we stopped: finish it
     OPEN = "open"
+    ADOPT_PROTECT = "adopt_protect"          # a foreign position: protect it directly
+    ADOPT_CLOSE = "adopt_close"              # a foreign position: close it reduce-only
+    REPROTECT = "reprotect"                  # the venue view disagrees with our stop: set it again
     ENTRY_FILLED_WITH_STOP = "entry_filled_with_stop"  # venue confirms fill and attached stop
     ENTRY_FILLED = "entry_filled"            # venue confirms fill; stop still to set
     ENTRY_ACKED = "entry_acked"              # accepted, fill not reported
@@ -43,6 +46,8 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.RECOVERING, T.RESUME_CLOSE): S.FLATTENING,
 
     (S.IDLE, T.OPEN): S.ENTERING,
+    (S.IDLE, T.ADOPT_PROTECT): S.PROTECTING,
+    (S.IDLE, T.ADOPT_CLOSE): S.FLATTENING,
 
     (S.ENTERING, T.ENTRY_FILLED_WITH_STOP): S.PROTECTED,
     (S.ENTERING, T.ENTRY_FILLED): S.PROTECTING,
@@ -62,6 +67,8 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.PROTECTING, T.CLOSE_REQUESTED): S.FLATTENING,
 
     (S.PROTECTED, T.CLOSE_REQUESTED): S.FLATTENING,
+    # real world: a stop vanished or moved on the venue (or the position did): verify by setting it
+    (S.PROTECTED, T.REPROTECT): S.PROTECTING,
 
     (S.FLATTENING, T.CLOSE_CONFIRMED): S.IDLE,
     (S.FLATTENING, T.CLOSE_UNCONFIRMED): S.STUCK,

@@ -179,6 +179,13 @@ class SimEngine:
         pos.stop_price = stop_price
         self._touch(symbol, pos)
 
+    def clear_stop(self, symbol: str) -> None:
+        """Someone removed the position's stop by hand (tests of stop drift)."""
+        self.advance()
+        pos = self._positions[symbol]
+        pos.stop_price = None
+        self._touch(symbol, pos)
+
     def fetch_order(self, client_order_id: str) -> OrderReport:
         self.advance()
         try:

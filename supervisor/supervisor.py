@@ -27,6 +27,7 @@ from actors.exchange import ExchangeActor
 from actors.journal import JournalActor
 from actors.messages import (
     ActorFailed,
+    AdoptPosition,
     ChildFailed,
     ClosePosition,
     Collaborators,
@@ -51,6 +52,7 @@ from actors.messages import (
     PositionsFetched,
     PositionSnapshot,
     RecentEvents,
+    Reprotect,
     RestartChild,
     SetSafeMode,
     StartDeployment,
@@ -322,7 +324,13 @@ class Supervisor(BridgedActor):
     def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
         self._route(msg, sender)
 
-    def _route(self, msg: OpenPosition | ClosePosition, sender: Any) -> None:
+    def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
+        self._route(msg, sender)                         # protection: allowed in safe mode
+
+    def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
+        self._route(msg, sender)
+
+    def _route(self, msg: OpenPosition | ClosePosition | AdoptPosition | Reprotect, sender: Any) -> None:
         target = self._address(f"position:{msg.symbol}") if self.deployed else None
         if target is None:
             known = any(c.id == f"position:{msg.symbol}" for c in self.children)

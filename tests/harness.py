@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from actors.exchange_service import ExchangeService
 from actors.journal_store import JournalStore
 from actors.messages import (
+    AdoptPosition,
     ClosePosition,
     JournalFailed,
     JournalOrder,
@@ -26,6 +27,7 @@ from actors.messages import (
     PositionSnapshot,
     PositionTimer,
     QueryOrder,
+    Reprotect,
     SetStop,
     StopSet,
 )
@@ -166,6 +168,18 @@ class Harness:
 
     def open(self, qty: float = 1.0, stop: float = 95.0, side: Side = Side.BUY):
         return self._guarded(lambda: self.core.open(OpenPosition(SYMBOL, side, qty, stop)))
+
+    def adopt(self, qty: float = 1.0, stop: float | None = 95.0, side: Side = Side.BUY):
+        return self._guarded(lambda: self.core.adopt(AdoptPosition(SYMBOL, side, qty, stop)))
+
+    def reprotect(self, reason: str = "stop missing on the venue"):
+        return self._guarded(lambda: self.core.reprotect(Reprotect(SYMBOL, reason)))
+
+    def foreign_position(self, qty: float = 1.0, side: Side = Side.BUY) -> None:
+        """Someone opened a position on the venue by hand, without a stop."""
+        from adapters.base import OrderRequest
+
+        self.adapter.engine.create_order(OrderRequest(SYMBOL, side, qty, f"manual-{self._seq}"), attached_stops=True)
 
     def close_position(self):
         return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL)))

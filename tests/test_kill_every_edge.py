@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from actors.messages import (
+    AdoptPosition,
     ClosePosition,
     DeploymentReady,
     GetTrueState,
@@ -22,6 +23,7 @@ from actors.messages import (
     OpenPosition,
     PositionSettings,
     PositionSnapshot,
+    Reprotect,
     StartDeployment,
     StatusReport,
     StatusRequest,
@@ -30,7 +32,7 @@ from actors.messages import (
     WaitForState,
 )
 from actors.position_states import TRANSITIONS, State, Trigger
-from adapters.base import Side
+from adapters.base import OrderRequest, Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
@@ -46,12 +48,25 @@ class Case:
     attached: bool = True
     ack_only: bool = False
     close_when: str | None = None            # send a close once the symbol reaches this state
+    foreign: bool = False                    # the venue starts with a 2.0 position nobody journaled
+    adopt_stop: float | None = None          # adopt it (None with foreign: adopt by closing)
+    reprotect_when: str | None = None        # ask for a re-protection once in this state
     first_kill: tuple[State, Trigger] | None = None   # reach a recovery edge through an earlier kill
     settings: dict = field(default_factory=dict)
 
 
 UNKNOWN_STOP = Fault("set_stop", FaultKind.ERROR, code=10016, times=10_000)
+class VenueWithForeignBTC(SimulatedAdapter):
+    """A venue that already holds a BTCUSDT position opened by hand, without a stop."""
+
+    async def start(self) -> None:
+        await self.create_order(OrderRequest(SYMBOL, Side.BUY, 2.0, "manual-1"))
+
+
 CASES: dict[tuple[State, Trigger], Case] = {
+    (S.IDLE, T.ADOPT_PROTECT): Case(foreign=True, adopt_stop=95.0),
+    (S.IDLE, T.ADOPT_CLOSE): Case(foreign=True),
+    (S.PROTECTED, T.REPROTECT): Case(reprotect_when="PROTECTED"),
     (S.RECOVERING, T.RECOVERED_FLAT): Case(),
     (S.RECOVERING, T.ENTRY_FILLED): Case(first_kill=(S.ENTERING, T.ENTRY_FILLED_WITH_STOP)),
     (S.RECOVERING, T.ENTRY_AMBIGUOUS): Case((Fault("create_order", FaultKind.LATE, delay_s=0.3),),
@@ -113,12 +128,18 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
     asys = tcp_system
     sup = asys.createActor(Supervisor)
     journal = tmp_path / "journal.sqlite"
-    ready = asys.ask(sup, StartDeployment((SYMBOL,), str(journal), functools.partial(SimulatedAdapter, venue),
+    adapter = VenueWithForeignBTC if case.foreign else SimulatedAdapter
+    ready = asys.ask(sup, StartDeployment((SYMBOL,), str(journal), functools.partial(adapter, venue),
                                           settings, supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
                                           max_send_delay_s=0.1),
                      10)
     assert isinstance(ready, DeploymentReady)
-    asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 2.0, 95.0), 5)
+    if case.foreign:
+        asys.ask(sup, AdoptPosition(SYMBOL, Side.BUY, 2.0, case.adopt_stop), 5)
+    else:
+        asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 2.0, 95.0), 5)
+    if case.reprotect_when and asys.ask(sup, WaitForState(SYMBOL, (case.reprotect_when,)), 10) is not None:
+        asys.ask(sup, Reprotect(SYMBOL, "test: verify the stop"), 5)
     if case.close_when and asys.ask(sup, WaitForState(SYMBOL, (case.close_when,)), 10) is not None:
         asys.ask(sup, ClosePosition(SYMBOL), 5)
 
@@ -140,7 +161,7 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
 
     truth = asys.ask(sup, GetTrueState(), 5).state
     pos = truth.open_positions().get(SYMBOL)
-    entries = [o for o in truth.orders if not o.reduce_only and not o.client_order_id.startswith("stop-")]
+    entries = [o for o in truth.orders if not o.reduce_only and o.client_order_id.startswith("pg")]
     assert len(entries) <= 1
     assert truth.call_count("fetch_positions") <= 1       # the start-up report only
     if snap.state == "IDLE":

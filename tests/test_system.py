@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from actors.journal_store import SCHEMA_VERSION
 from actors.messages import (
     CommandAccepted,
     DeploymentReady,
@@ -164,4 +165,4 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
         (mode,), = db.execute("PRAGMA journal_mode").fetchall()
     assert (status, purpose) == ("filled", "entry")
     assert states == ["IDLE", "ENTERING", "PROTECTING", "PROTECTED"]     # IDLE: recovered at start
-    assert pos_state == "PROTECTED" and version == "1" and mode == "wal"
+    assert pos_state == "PROTECTED" and version == str(SCHEMA_VERSION) and mode == "wal"

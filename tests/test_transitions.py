@@ -114,7 +114,34 @@ def s_restart_mid_close(crash: list[Edge] | None = None) -> Harness:
     return s_close([(State.PROTECTED, Trigger.CLOSE_REQUESTED), *(crash or [])])
 
 
+def s_adopt_protect(crash: list[Edge] | None = None) -> Harness:
+    h = Harness(venue(), crash_after=list(crash or []))
+    h.foreign_position(qty=2.0)
+    h.adopt(qty=2.0, stop=95.0)
+    h.run()
+    return h
+
+
+def s_adopt_close(crash: list[Edge] | None = None) -> Harness:
+    h = Harness(venue(), crash_after=list(crash or []))
+    h.foreign_position(qty=2.0)
+    h.adopt(qty=2.0, stop=None)
+    h.run()
+    return h
+
+
+def s_stop_drift(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.adapter.engine.clear_stop(SYMBOL)                  # someone removed our stop by hand
+    h.reprotect()
+    h.run()
+    return h
+
+
 SCENARIOS: dict[Edge, Callable[..., Harness]] = {
+    (State.IDLE, Trigger.ADOPT_PROTECT): s_adopt_protect,
+    (State.IDLE, Trigger.ADOPT_CLOSE): s_adopt_close,
+    (State.PROTECTED, Trigger.REPROTECT): s_stop_drift,
     (State.RECOVERING, Trigger.RECOVERED_FLAT): s_attached,
     (State.RECOVERING, Trigger.ENTRY_FILLED): s_restart_after_fill,
     (State.RECOVERING, Trigger.ENTRY_AMBIGUOUS): s_restart_with_entry_in_flight,
@@ -149,7 +176,7 @@ def converged(h: Harness) -> None:
     h.advance(300.0)
     pos = h.truth().open_positions().get(SYMBOL)
     assert h.position_reads() == 0
-    assert h.entries_on_venue() <= max(1, intents(h))     # never a second entry for one intent
+    assert h.entries_on_venue() <= max(1, intents(h))     # never a second entry for one intent (or foreign)
     assert h.core.state in (State.IDLE, State.PROTECTED), h.core.state
     if h.core.state is State.IDLE:
         assert pos is None, "we believe we are flat but the venue holds a position"
