@@ -64,6 +64,17 @@ class SupervisionSettings:
     heartbeat_timeout_s: float = 5.0     # unanswered this long: hung, killed and replaced
 
 
+@dataclass(frozen=True, slots=True)
+class ProtectionSettings:
+    """The protection scan: how often, how long to leave a recently changed symbol alone (at least
+    the venue's REST lag), and what to do with a position nothing of ours opened."""
+
+    scan_s: float = 5.0
+    grace_s: float = 30.0
+    foreign_policy: str = "protect"      # protect | close | alert
+    foreign_stop_pct: float = 2.0        # protect: stop this far from the position's entry price
+
+
 # -- commands to a PositionActor -----------------------------------------------------------
 
 
@@ -497,6 +508,24 @@ class StartDeployment:
     watch: bool = True
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     max_send_delay_s: float = 1.0        # see ConfigureExchange
+    protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: no scan
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureProtection:
+    """Start the protection scan against this exchange, for these symbols."""
+
+    exchange: Any
+    symbols: tuple[str, ...]
+    settings: ProtectionSettings = field(default_factory=ProtectionSettings)
+    snapshots: tuple[PositionSnapshot, ...] = ()   # what the supervisor knows now (after a restart)
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionReady:
+    """The protection scan is running."""
+
+    pid: int = field(default_factory=os.getpid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         supervisor = asys.createActor(Supervisor)
         _write_address(cfg, supervisor)
         reply = asys.ask(supervisor, StartDeployment(cfg.symbols, cfg.journal_path, cfg.adapter_factory(sim_server),
-                                                     cfg.position, supervision=cfg.supervision), 30)
+                                                     cfg.position, supervision=cfg.supervision,
+                                                     protection=cfg.protection), 30)
         if not isinstance(reply, DeploymentReady):
             raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 30 s')}")
         print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from actors.logs import LogSettings
-from actors.messages import PositionSettings, SupervisionSettings
+from actors.messages import PositionSettings, ProtectionSettings, SupervisionSettings
 from adapters.base import Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
@@ -61,6 +61,7 @@ class DeploymentConfig:
     refresh_s: float = 1.0
     sim_server: tuple[str, int] | None = None    # the simulated venue's own process, if it has one
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
+    protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: scan off
 
     @property
     def runtime_dir(self) -> str:
@@ -92,7 +93,7 @@ def load_config(path: str) -> DeploymentConfig:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     base = os.path.dirname(os.path.abspath(path))
     t = _Table(raw, "")
-    t.only("venue", "deployment", "position", "supervision", "journal", "admin", "logging", "open")
+    t.only("venue", "deployment", "position", "supervision", "protection", "journal", "admin", "logging", "open")
 
     venue_t = t.table("venue")
     venue_t.only("name", "simulated")
@@ -114,6 +115,20 @@ def load_config(path: str) -> DeploymentConfig:
     position = _settings(t.table("position", required=False), PositionSettings, skip=("failpoints",),
                          strictly=True)
     supervision = _settings(t.table("supervision", required=False), SupervisionSettings)
+    prot_t = t.table("protection", required=False)
+    prot_t.only("enabled", "scan_s", "grace_s", "foreign_policy", "foreign_stop_pct")
+    defaults = ProtectionSettings()
+    protection = ProtectionSettings(
+        scan_s=prot_t.num("scan_s", defaults.scan_s, minimum=0.0, strictly=True),
+        grace_s=prot_t.num("grace_s", defaults.grace_s, minimum=0.0),
+        foreign_policy=prot_t.choice("foreign_policy", ("protect", "close", "alert"), defaults.foreign_policy),
+        foreign_stop_pct=prot_t.num("foreign_stop_pct", defaults.foreign_stop_pct, minimum=0.0, strictly=True,
+                                    maximum=50.0))
+    protection_on = prot_t.bool("enabled", True)
+    if protection_on and simulated is not None and protection.grace_s < simulated.engine.position_lag_s:
+        raise ConfigError("protection.grace_s", f"must be >= the venue's REST position lag"
+                                                f" ({simulated.engine.position_lag_s} s), or the scan would act on"
+                                                " positions its actors are handling")
     if simulated is not None and position.entry_unknown_window_s < simulated.recv_window_s + MAX_SEND_DELAY_S:
         # Below this, "not found" could be concluded while the order may still execute.
         raise ConfigError("position.entry_unknown_window_s",
@@ -139,7 +154,8 @@ def load_config(path: str) -> DeploymentConfig:
         path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, sim_server=sim_server,
         position=position,
         journal_path=_resolve(base, journal_t.str("path")), admin_port=admin_t.int("port", minimum=1024, maximum=65535),
-        log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision)
+        log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision,
+        protection=protection if protection_on else None)
 
 
 def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:

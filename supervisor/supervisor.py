@@ -36,6 +36,7 @@ from actors.messages import (
     ConfigureExchange,
     ConfigureJournal,
     ConfigurePosition,
+    ConfigureProtection,
     DeploymentFailed,
     DeploymentReady,
     DeploymentStopped,
@@ -51,6 +52,7 @@ from actors.messages import (
     PositionReady,
     PositionsFetched,
     PositionSnapshot,
+    ProtectionReady,
     RecentEvents,
     Reprotect,
     RestartChild,
@@ -62,6 +64,7 @@ from actors.messages import (
     WaitForState,
 )
 from actors.position import PositionActor
+from actors.protection import ProtectionActor
 from adapters.base import Capabilities
 from supervisor.specs import ChildSpec, Restart, RestartIntensity, backoff
 
@@ -116,6 +119,8 @@ class Supervisor(BridgedActor):
         self.intensity = RestartIntensity(msg.supervision.max_restarts, msg.supervision.within_s)
         specs = [ChildSpec("journal", JournalActor), ChildSpec("exchange", ExchangeActor)]
         specs += [ChildSpec(f"position:{s}", PositionActor) for s in msg.symbols]
+        if msg.protection is not None:
+            specs.append(ChildSpec("protection", ProtectionActor))
         self.children = [Child(spec) for spec in specs]
         self._start(self._child("journal"))
 
@@ -130,6 +135,10 @@ class Supervisor(BridgedActor):
         assert self.spec is not None
         if child.id == "journal":
             return ConfigureJournal(self.spec.journal_path, watch=self.spec.watch)
+        if child.id == "protection":
+            assert self.spec.protection is not None
+            return ConfigureProtection(self._address("exchange"), self.spec.symbols, self.spec.protection,
+                                       tuple(self.snapshots.values()))
         if child.id == "exchange":
             return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch,
                                      max_send_delay_s=self.spec.max_send_delay_s)
@@ -151,9 +160,15 @@ class Supervisor(BridgedActor):
         if self.deployed:
             self._tell_positions_their_collaborators()
             return
-        for child in self._positions():
-            if child.address is None:
+        for child in self.children:
+            if (child.id.startswith("position:") or child.id == "protection") and child.address is None:
                 self._start(child)
+        self._maybe_deployed()
+
+    def receiveMsg_ProtectionReady(self, msg: ProtectionReady, sender: Any) -> None:  # noqa: N802
+        self._ready(sender, msg.pid)
+        if self.deployed:
+            return
         self._maybe_deployed()
 
     def receiveMsg_PositionReady(self, msg: PositionReady, sender: Any) -> None:  # noqa: N802
@@ -204,7 +219,7 @@ class Supervisor(BridgedActor):
         exchange, journal = self._address("exchange"), self._address("journal")
         if exchange is None or journal is None:
             return                                   # the other one is still being replaced
-        for child in self._positions():
+        for child in [*self._positions(), *[c for c in self.children if c.id == "protection"]]:
             if child.address is not None:
                 self.send(child.address, Collaborators(exchange, journal))
 
@@ -281,7 +296,7 @@ class Supervisor(BridgedActor):
             child = self._child(payload.child_id)
             if child.address is None and child.generation == payload.generation:
                 logger.info("restarting {}", child.id)
-                if child.id.startswith("position:") and self._address("exchange") is None:
+                if child.id.startswith(("position:", "protection")) and self._address("exchange") is None:
                     # it needs the exchange's address: start it once the exchange is back
                     self.wakeupAfter(timedelta(seconds=0.05), payload)
                     return
@@ -357,6 +372,9 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
         self.snapshots[msg.symbol] = msg
+        protection = self._address("protection")
+        if protection is not None:
+            self.send(protection, msg)
         for waiter in [w for w in self.state_waiters if w[0].matches(msg)]:
             self.state_waiters.remove(waiter)
             self.send(waiter[1], msg)

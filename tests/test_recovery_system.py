@@ -70,6 +70,8 @@ def write_config(tmp_path: Path, venue_port: int, admin_port: int, *, attached: 
         poll_s = 0.05
         retry_s = 0.05
         reply_timeout_s = 2.0
+        [protection]
+        enabled = false
         [supervision]
         backoff_s = 0.01
         heartbeat_s = 0.1
@@ -139,7 +141,7 @@ def test_kill_9_of_the_exchange_actor_mid_entry_converges(tcp_system, venue, tmp
     sup = tcp_system.createActor(Supervisor)
     ready = tcp_system.ask(sup, StartDeployment(
         ("BTCUSDT",), str(tmp_path / "j.sqlite"), functools.partial(RemoteSimAdapter, "127.0.0.1", port), settings,
-        supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.1)), 10)
+        supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.1), protection=None), 10)
     assert isinstance(ready, DeploymentReady)
     report = tcp_system.ask(sup, StatusRequest(), 5)
     exchange_pid = dict((c, p) for c, p, _ in report.children)["exchange"]

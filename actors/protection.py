@@ -1,0 +1,158 @@
+"""ProtectionActor: the last line of defence. It scans the venue's positions periodically and
+finds what nothing protects: foreign positions (opened outside posguard), stops that vanished
+or moved, and journal positions the venue no longer shows.
+
+It only detects: acting on the venue is the symbol's PositionActor's job (one writer per
+symbol), asked through the supervisor with AdoptPosition or Reprotect. It leaves alone what a
+PositionActor is handling or changed within `grace_s` (>= the venue's REST lag: the incident's
+24 s lag must never make it set a second stop on, or close, a position being opened), and
+anything that could close a position needs two agreeing reads.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from loguru import logger
+from thespian.actors import WakeupMessage
+
+from actors.async_bridge import BridgedActor
+from actors.messages import (
+    AdoptPosition,
+    Collaborators,
+    CommandAccepted,
+    CommandDenied,
+    ConfigureProtection,
+    FetchPositions,
+    PositionsFetched,
+    PositionSnapshot,
+    ProtectionReady,
+    ProtectionSettings,
+    Reprotect,
+)
+from adapters.base import PositionReport, Side
+
+SCAN = "protection-scan"
+EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the scan saw that needs a decision; `key` identifies it across scans."""
+
+    symbol: str
+    kind: str                        # foreign | drift | missing
+    detail: str
+    position: PositionReport | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.symbol, self.kind
+
+
+def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot], now: float,
+             grace_s: float, symbols: tuple[str, ...]) -> list[Finding]:
+    """What the venue view shows that our actors do not account for (pure; unit-tested)."""
+    out: list[Finding] = []
+
+    def settled(snap: PositionSnapshot) -> bool:
+        return snap.state in ("IDLE", "PROTECTED") and now - snap.updated_at >= grace_s
+
+    seen = set()
+    for p in view:
+        seen.add(p.symbol)
+        snap = snapshots.get(p.symbol)
+        if p.symbol not in symbols:
+            out.append(Finding(p.symbol, "undeployed", f"{p.side} {p.qty:g} on a symbol this deployment does not run",
+                               p))
+        elif snap is None or not settled(snap):          # not heard from its actor yet, or busy
+            continue
+        elif snap.state == "IDLE":
+            out.append(Finding(p.symbol, "foreign", f"{p.side} {p.qty:g}, stop {p.stop_price or 'NONE'}", p))
+        elif p.stop_price is None or snap.stop_price is None or abs(p.stop_price - snap.stop_price) > EPS:
+            out.append(Finding(p.symbol, "drift", f"venue stop {p.stop_price or 'NONE'}, ours {snap.stop_price}", p))
+    for symbol, snap in snapshots.items():
+        if symbol not in seen and snap.state == "PROTECTED" and settled(snap):
+            out.append(Finding(symbol, "missing", "PROTECTED here, but the venue view shows no position"))
+    return out
+
+
+class ProtectionActor(BridgedActor):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.settings = ProtectionSettings()
+        self.symbols: tuple[str, ...] = ()
+        self.exchange: Any = None
+        self.snapshots: dict[str, PositionSnapshot] = {}
+        self.suspects: dict[tuple[str, str], int] = {}   # finding key -> consecutive scans seen
+        self.scans = 0
+        self.acted = 0
+
+    def receiveMsg_ConfigureProtection(self, msg: ConfigureProtection, sender: Any) -> None:  # noqa: N802
+        first = self.exchange is None
+        self.supervisor, self.exchange, self.settings, self.symbols = sender, msg.exchange, msg.settings, msg.symbols
+        for snap in msg.snapshots:
+            self.snapshots.setdefault(snap.symbol, snap)
+        if first:
+            self.wakeupAfter(timedelta(seconds=self.settings.scan_s), SCAN)
+        self.send(sender, ProtectionReady())
+
+    def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
+        self.exchange = msg.exchange
+
+    def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
+        self.snapshots[msg.symbol] = msg
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
+        if msg.payload != SCAN:
+            return
+        self.wakeupAfter(timedelta(seconds=self.settings.scan_s), SCAN)   # re-arm first: a failure never stops scans
+        if self.exchange is not None:
+            self.send(self.exchange, FetchPositions(request_id=SCAN))
+
+    def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
+        if msg.failure is not None:
+            logger.warning("protection scan: venue positions unreadable ({} {}); next scan in {}s",
+                           msg.failure.outcome, msg.failure.code, self.settings.scan_s)
+            return
+        self.scans += 1
+        found = findings(list(msg.positions), self.snapshots, time.time(), self.settings.grace_s, self.symbols)
+        keys = {f.key for f in found}
+        self.suspects = {k: n for k, n in self.suspects.items() if k in keys}
+        for f in found:
+            seen = self.suspects[f.key] = self.suspects.get(f.key, 0) + 1
+            self._decide(f, seen)
+
+    def _decide(self, f: Finding, reads: int) -> None:
+        policy = self.settings.foreign_policy
+        if f.kind == "undeployed" or (f.kind == "foreign" and policy == "alert"):
+            if reads == 1:
+                logger.critical("ALERT protection: {} {} -- not managed here; a human must act", f.symbol, f.detail)
+            return
+        if f.kind == "foreign" and policy == "protect" and f.position is not None:
+            p = f.position                               # protecting closes nothing: one read is enough
+            distance = self.settings.foreign_stop_pct / 100
+            stop = p.entry_price * (1 - distance if p.side is Side.BUY else 1 + distance)
+            self._ask(AdoptPosition(f.symbol, p.side, p.qty, round(stop, 8), reason=f"foreign position ({f.detail})"))
+        elif reads < 2:
+            logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
+        elif f.kind == "foreign" and f.position is not None:   # policy close: two agreeing reads
+            p = f.position
+            self._ask(AdoptPosition(f.symbol, p.side, p.qty, None, reason=f"foreign position ({f.detail})"))
+        elif f.kind in ("drift", "missing"):
+            self._ask(Reprotect(f.symbol, f"protection scan: {f.detail}"))
+
+    def _ask(self, msg: AdoptPosition | Reprotect) -> None:
+        self.acted += 1
+        self.suspects.pop((msg.symbol, "foreign"), None)
+        logger.warning("protection: asking {} to {}: {}", msg.symbol, type(msg).__name__, msg.reason)
+        self.send(self.supervisor, msg)
+
+    def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
+        pass                                             # the PositionActor's snapshots tell the rest
+
+    def receiveMsg_CommandDenied(self, msg: CommandDenied, sender: Any) -> None:  # noqa: N802
+        logger.info("protection: {} declined: {}", msg.symbol, msg.reason)

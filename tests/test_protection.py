@@ -1,0 +1,113 @@
+"""The protection scan: what it finds (pure), and on the TCP base that it protects a foreign
+position fast and never touches a position its PositionActor is handling under the REST lag."""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import time
+
+from actors.messages import (
+    DeploymentReady,
+    GetTrueState,
+    JournalSync,
+    OpenPosition,
+    PositionSettings,
+    PositionSnapshot,
+    ProtectionSettings,
+    StartDeployment,
+    StopDeployment,
+    WaitForState,
+)
+from actors.protection import findings
+from adapters.base import OrderRequest, PositionReport, Side
+from adapters.faults import Fault, FaultKind
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from supervisor.supervisor import Supervisor
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+NOW = 1_000.0
+
+
+def snap(symbol: str, state: str, stop: float | None = None, age: float = 60.0) -> PositionSnapshot:
+    return PositionSnapshot(symbol, state, Side.BUY, 1.0, 1.0, 100.0, stop, updated_at=NOW - age)
+
+
+def pos(symbol: str, stop: float | None) -> PositionReport:
+    return PositionReport(symbol, Side.BUY, 1.0, 100.0, stop)
+
+
+def kinds(view, snaps) -> list[tuple[str, str]]:
+    return [(f.symbol, f.kind) for f in findings(view, {s.symbol: s for s in snaps}, NOW, 30.0, SYMBOLS)]
+
+
+def test_findings_name_foreign_drift_missing_and_undeployed_positions():
+    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "IDLE")]) == [("BTCUSDT", "foreign")]
+    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "PROTECTED", 95.0)]) == [("BTCUSDT", "drift")]
+    assert kinds([pos("BTCUSDT", 90.0)], [snap("BTCUSDT", "PROTECTED", 95.0)]) == [("BTCUSDT", "drift")]
+    assert kinds([], [snap("BTCUSDT", "PROTECTED", 95.0)]) == [("BTCUSDT", "missing")]
+    assert kinds([pos("XRPUSDT", None)], []) == [("XRPUSDT", "undeployed")]
+
+
+def test_findings_leave_alone_what_an_actor_is_handling_or_just_changed():
+    assert kinds([pos("BTCUSDT", 95.0)], [snap("BTCUSDT", "PROTECTED", 95.0)]) == []          # all good
+    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "PROTECTING")]) == []               # in flight
+    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "IDLE", age=5.0)]) == []           # within grace
+    assert kinds([], [snap("BTCUSDT", "PROTECTED", 95.0, age=5.0)]) == []                    # not visible yet
+    assert kinds([pos("BTCUSDT", None)], []) == []                                           # actor not heard yet
+
+
+class VenueWithForeignETH(SimulatedAdapter):
+    """ETHUSDT already holds a position someone opened by hand, with no stop."""
+
+    async def start(self) -> None:
+        await self.create_order(OrderRequest("ETHUSDT", Side.BUY, 3.0, "manual-1"))
+
+
+def deploy(asys, tmp_path, venue: SimVenueConfig, adapter=SimulatedAdapter, **protection):
+    sup = asys.createActor(Supervisor)
+    settings = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
+    ready = asys.ask(sup, StartDeployment(SYMBOLS, str(tmp_path / "j.sqlite"), functools.partial(adapter, venue),
+                                          settings, max_send_delay_s=0.1,
+                                          protection=ProtectionSettings(**protection)), 10)
+    assert isinstance(ready, DeploymentReady)
+    return sup
+
+
+def test_a_foreign_position_is_protected_within_the_scan_interval_plus_a_second(tcp_system, tmp_path):
+    venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),
+                           latency_s=0.01, recv_window_s=0.5)
+    started = time.monotonic()
+    sup = deploy(tcp_system, tmp_path, venue, VenueWithForeignETH, scan_s=0.5, grace_s=0.0)
+    snap_ = tcp_system.ask(sup, WaitForState("ETHUSDT", ("PROTECTED",)), 10)
+    assert snap_ is not None and "adopted foreign position" in snap_.last_event or snap_.state == "PROTECTED"
+    assert time.monotonic() - started < 0.5 + 1.0 + 1.0          # scan interval + 1 s (+ start-up)
+    truth = tcp_system.ask(sup, GetTrueState(), 5).state
+    eth = truth.open_positions()["ETHUSDT"]
+    assert eth.qty == 3.0 and eth.stop_price == 9.8              # 2 % below its entry
+    assert [o.client_order_id for o in truth.orders if not o.reduce_only] == ["manual-1"]   # nothing added
+    tcp_system.ask(sup, StopDeployment(), 10)
+
+
+def test_no_second_stop_nor_close_on_a_position_being_protected_under_the_lag(tcp_system, tmp_path):
+    # 2.4 s REST lag (the incident's 24 s scaled), a scan every 0.1 s, the stop slow to confirm.
+    lag = 2.4
+    venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, position_lag_s=lag,
+                                               volatility=0.0),
+                           attached_stops=False, latency_s=0.01, recv_window_s=0.5,
+                           faults=(Fault("set_stop", FaultKind.DELAY, delay_s=0.4),))
+    sup = deploy(tcp_system, tmp_path, venue, scan_s=0.1, grace_s=lag + 0.5)
+    tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5)
+    assert tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 10) is not None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:                   # until the lagging view has shown it for a while
+        truth = tcp_system.ask(sup, GetTrueState(), 5).state
+        if truth.now > lag + 1.0:
+            break
+    tcp_system.ask(sup, JournalSync(symbol="BTCUSDT"), 5)
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        triggers = [r[0] for r in db.execute("SELECT trigger FROM transitions WHERE symbol='BTCUSDT'")]
+    assert "adopt_protect" not in triggers and "reprotect" not in triggers and "close_requested" not in triggers
+    assert truth.call_count("set_stop") == 1 and truth.call_count("fetch_positions") >= 10   # the scans ran
+    tcp_system.ask(sup, StopDeployment(), 10)
