@@ -12,6 +12,7 @@ setup(
         "ccxt>=4.5.90",
         "aiosqlite>=0.20",
         "loguru>=0.7",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

@@ -164,6 +164,7 @@ class PositionSnapshot:
     naked_seconds: float = 0.0           # accumulated time filled without confirmed protection
     naked_since: float | None = None     # wall time the current naked stretch began
     protect_latency_s: float | None = None  # from taking the open command to protection confirmed
+    trigger: str = ""                    # the transition that produced this snapshot
     last_event: str = ""
     updated_at: float = _ts_field()
 
@@ -509,6 +510,7 @@ class StartDeployment:
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     max_send_delay_s: float = 1.0        # see ConfigureExchange
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: no scan
+    metrics_port: int | None = None      # Prometheus endpoint on 127.0.0.1; None: off
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ Safety rules this module keeps (DEVELOPERS.md):
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Protocol
 
@@ -595,7 +596,7 @@ class PositionCore:
         self.fsm.apply(trigger)
         self.last_event = detail
         self.log.info("{} {} -> {}: {}", self.symbol, before, self.state, detail)
-        snap = self.snapshot()
+        snap = dataclasses.replace(self.snapshot(), trigger=str(trigger))
         self.ports.to_journal(JournalTransition(snap, str(before), str(trigger), detail))
         self.ports.publish(snap)
 

@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_address(cfg, supervisor)
         reply = asys.ask(supervisor, StartDeployment(cfg.symbols, cfg.journal_path, cfg.adapter_factory(sim_server),
                                                      cfg.position, supervision=cfg.supervision,
-                                                     protection=cfg.protection), 30)
+                                                     protection=cfg.protection, metrics_port=cfg.metrics_port), 30)
         if not isinstance(reply, DeploymentReady):
             raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 30 s')}")
         print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue"

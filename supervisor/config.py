@@ -62,6 +62,7 @@ class DeploymentConfig:
     sim_server: tuple[str, int] | None = None    # the simulated venue's own process, if it has one
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: scan off
+    metrics_port: int | None = None              # Prometheus on 127.0.0.1; None: off
 
     @property
     def runtime_dir(self) -> str:
@@ -93,7 +94,8 @@ def load_config(path: str) -> DeploymentConfig:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     base = os.path.dirname(os.path.abspath(path))
     t = _Table(raw, "")
-    t.only("venue", "deployment", "position", "supervision", "protection", "journal", "admin", "logging", "open")
+    t.only("venue", "deployment", "position", "supervision", "protection", "journal", "admin", "logging", "open",
+           "metrics")
 
     venue_t = t.table("venue")
     venue_t.only("name", "simulated")
@@ -135,6 +137,10 @@ def load_config(path: str) -> DeploymentConfig:
                           f"must be >= the venue's recv window ({simulated.recv_window_s}) plus the send delay"
                           f" bound ({MAX_SEND_DELAY_S}): {simulated.recv_window_s + MAX_SEND_DELAY_S}")
 
+    metrics_t = t.table("metrics", required=False)
+    metrics_t.only("port")
+    metrics_port = metrics_t.int("port", 0, minimum=0, maximum=65535) or None
+
     journal_t = t.table("journal")
     journal_t.only("path")
     admin_t = t.table("admin")
@@ -155,7 +161,7 @@ def load_config(path: str) -> DeploymentConfig:
         position=position,
         journal_path=_resolve(base, journal_t.str("path")), admin_port=admin_t.int("port", minimum=1024, maximum=65535),
         log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision,
-        protection=protection if protection_on else None)
+        protection=protection if protection_on else None, metrics_port=metrics_port)
 
 
 def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:

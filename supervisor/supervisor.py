@@ -66,6 +66,7 @@ from actors.messages import (
 from actors.position import PositionActor
 from actors.protection import ProtectionActor
 from adapters.base import Capabilities
+from supervisor.metrics import Metrics
 from supervisor.specs import ChildSpec, Restart, RestartIntensity, backoff
 
 HEARTBEAT = "heartbeat"
@@ -108,6 +109,7 @@ class Supervisor(BridgedActor):
         self.rng = random.Random()
         self.heartbeat_seq = 0
         self.reconciliation = ""
+        self.metrics: Metrics | None = None
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -117,6 +119,13 @@ class Supervisor(BridgedActor):
             return
         self.spec, self.requester, self.started_at = msg, sender, time.time()
         self.intensity = RestartIntensity(msg.supervision.max_restarts, msg.supervision.within_s)
+        if msg.metrics_port is not None:
+            try:
+                self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots)
+            except OSError as exc:
+                self.send(sender, DeploymentFailed(f"metrics port 127.0.0.1:{msg.metrics_port}: {exc.strerror}"))
+                self.spec = None
+                return
         specs = [ChildSpec("journal", JournalActor), ChildSpec("exchange", ExchangeActor)]
         specs += [ChildSpec(f"position:{s}", PositionActor) for s in msg.symbols]
         if msg.protection is not None:
@@ -268,6 +277,8 @@ class Supervisor(BridgedActor):
             logger.warning("{} {}; temporary child, not restarted", child.id, why)
             return
         within_limit = self.intensity.record(time.monotonic())
+        if self.metrics is not None:
+            self.metrics.restarts.labels(child.id).inc()
         delay = backoff(self.spec.supervision, child.consecutive, self.rng)
         child.consecutive += 1
         child.generation += 1
@@ -279,6 +290,8 @@ class Supervisor(BridgedActor):
 
     def _enter_safe_mode(self, reason: str) -> None:
         self.safe_mode, self.safe_reason = True, reason
+        if self.metrics is not None:
+            self.metrics.safe_mode.set(1)
         logger.critical("ALERT SAFE MODE: {}. New entries are refused; stops and closes keep working."
                         " An operator leaves safe mode explicitly.", reason)
 
@@ -288,6 +301,8 @@ class Supervisor(BridgedActor):
         elif self.safe_mode:
             logger.warning("safe mode left by {} (was: {})", msg.reason, self.safe_reason)
             self.safe_mode, self.safe_reason = False, ""
+            if self.metrics is not None:
+                self.metrics.safe_mode.set(0)
         self.receiveMsg_StatusRequest(StatusRequest(), sender)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
@@ -340,9 +355,13 @@ class Supervisor(BridgedActor):
         self._route(msg, sender)
 
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
+        if self.metrics is not None:
+            self.metrics.orphans.labels("foreign").inc()
         self._route(msg, sender)                         # protection: allowed in safe mode
 
     def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
+        if self.metrics is not None:
+            self.metrics.orphans.labels("drift").inc()
         self._route(msg, sender)
 
     def _route(self, msg: OpenPosition | ClosePosition | AdoptPosition | Reprotect, sender: Any) -> None:
@@ -372,6 +391,8 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
         self.snapshots[msg.symbol] = msg
+        if self.metrics is not None:
+            self.metrics.on_snapshot(msg)
         protection = self._address("protection")
         if protection is not None:
             self.send(protection, msg)
@@ -418,6 +439,9 @@ class Supervisor(BridgedActor):
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:  # noqa: N802
         # The system is shutting down around us: children leaving now are not failures.
         self.stopping = self.stopping or []
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         super().receiveMsg_ActorExitRequest(msg, sender)
 
     # -- stopping, in reverse order ------------------------------------------------------------

@@ -111,3 +111,33 @@ def test_no_second_stop_nor_close_on_a_position_being_protected_under_the_lag(tc
     assert "adopt_protect" not in triggers and "reprotect" not in triggers and "close_requested" not in triggers
     assert truth.call_count("set_stop") == 1 and truth.call_count("fetch_positions") >= 10   # the scans ran
     tcp_system.ask(sup, StopDeployment(), 10)
+
+
+def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
+    import urllib.request
+
+    from tests.conftest import free_port, listening_sockets
+
+    port = free_port()
+    venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),
+                           attached_stops=False, latency_s=0.01, recv_window_s=0.5,
+                           faults=(Fault("create_order", FaultKind.TIMEOUT_AFTER, symbol="ETHUSDT"),))
+    sup = tcp_system.createActor(Supervisor)
+    settings = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
+    ready = tcp_system.ask(sup, StartDeployment(SYMBOLS, str(tmp_path / "j.sqlite"),
+                                                functools.partial(SimulatedAdapter, venue), settings,
+                                                max_send_delay_s=0.1, protection=None, metrics_port=port), 10)
+    assert isinstance(ready, DeploymentReady)
+    tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5)
+    tcp_system.ask(sup, OpenPosition("ETHUSDT", Side.BUY, 1.0, 9.5), 5)
+    assert tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 10) is not None
+    assert tcp_system.ask(sup, WaitForState("ETHUSDT", ("PROTECTED",)), 10) is not None
+    assert all(addr == "127.0.0.1" for addr, p in listening_sockets().values() if p == port)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()   # noqa: S310
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['posguard_naked_seconds{symbol="BTCUSDT"}'] > 0          # one round trip, set directly
+    assert samples["posguard_fill_to_protected_seconds_count"] == 2.0
+    assert samples['posguard_ambiguous_outcomes_total{symbol="ETHUSDT"}'] == 1.0
+    assert samples["posguard_safe_mode"] == 0.0
+    tcp_system.ask(sup, StopDeployment(), 10)

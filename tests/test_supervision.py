@@ -67,9 +67,14 @@ class System:
         return report
 
     def pid(self, child: str) -> int:
-        pid = dict((c, p) for c, p, _ in self.status().children)[child]
-        assert pid is not None and pid != os.getpid()
-        return pid
+        """The child's pid, once its ready message (which carries it) has reached the supervisor."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:                # each try is a round trip to the supervisor
+            pid = dict((c, p) for c, p, _ in self.status().children)[child]
+            if pid is not None:
+                assert pid != os.getpid()
+                return pid
+        raise AssertionError(f"{child} never reported its pid")
 
     def wait(self, symbol: str, *states: str, within: float = 10.0, after: float = 0.0):
         snap = self.ask(WaitForState(symbol, states, newer_than=after), within)

@@ -1,0 +1,61 @@
+"""Prometheus metrics, served from the supervisor's process on 127.0.0.1 only.
+
+Naked seconds are computed at scrape time from the latest snapshots, so a position that is
+naked right now shows a growing number, not the value of its last state change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from actors.messages import PositionSnapshot
+
+ROLLBACK_TRIGGERS = {"stop_failed", "naked_deadline"}
+PROTECTED_TRIGGERS = {"entry_filled_with_stop", "stop_confirmed"}
+
+
+class _NakedSeconds(Collector):
+    def __init__(self, snapshots: Callable[[], dict[str, PositionSnapshot]]) -> None:
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("posguard_naked_seconds",
+                                   "Seconds the current position has been filled without a confirmed stop",
+                                   labels=["symbol"])
+        for symbol, snap in sorted(dict(self._snapshots()).items()):
+            family.add_metric([symbol], snap.naked_now())
+        yield family
+
+
+class Metrics:
+    def __init__(self, port: int, snapshots: Callable[[], dict[str, PositionSnapshot]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(_NakedSeconds(snapshots))
+        self.fill_to_protected = Histogram(
+            "posguard_fill_to_protected_seconds", "From taking the open command to the venue confirming the stop",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
+        self.orphans = Counter("posguard_orphans_found", "Positions the protection scan asked an actor to fix",
+                               ["kind"], registry=self.registry)
+        self.rollbacks = Counter("posguard_rollbacks", "Rollbacks (stop refused, or naked deadline reached)",
+                                 ["symbol"], registry=self.registry)
+        self.ambiguous = Counter("posguard_ambiguous_outcomes", "Entries whose outcome had to be queried by id",
+                                 ["symbol"], registry=self.registry)
+        self.restarts = Counter("posguard_restarts", "Child actors restarted", ["child"], registry=self.registry)
+        self.safe_mode = Gauge("posguard_safe_mode", "1 while new entries are refused", registry=self.registry)
+        self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def on_snapshot(self, snap: PositionSnapshot) -> None:
+        if snap.trigger in ROLLBACK_TRIGGERS:
+            self.rollbacks.labels(snap.symbol).inc()
+        elif snap.trigger == "entry_ambiguous":
+            self.ambiguous.labels(snap.symbol).inc()
+        elif snap.trigger in PROTECTED_TRIGGERS and snap.protect_latency_s is not None:
+            self.fill_to_protected.observe(snap.protect_latency_s)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
