@@ -97,10 +97,8 @@ class Pacer:
 
 
 class ExchangeService:
-    def __init__(self, adapter: VenueAdapter, dialect: str = "bybit", call_timeout_s: float = 10.0,
-                 max_send_delay_s: float = 1.0) -> None:
+    def __init__(self, adapter: VenueAdapter, dialect: str = "bybit", call_timeout_s: float = 10.0) -> None:
         self.adapter = adapter
-        self.max_send_delay_s = max_send_delay_s
         self.capabilities = adapter.capabilities
         self.dialect = dialect
         self.call_timeout_s = call_timeout_s
@@ -110,10 +108,13 @@ class ExchangeService:
     async def handle(self, msg: object) -> object:
         """Run one request; never raises (every failure becomes a classified reply)."""
         match msg:
-            case PlaceOrder(request=req, request_id=rid, ts=created):
+            case PlaceOrder(request=req, request_id=rid):
+                sent: list[float] = []
                 report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
-                                                   urgent=req.reduce_only, created=created)
-                return OrderPlaced(rid, req.client_order_id, report, failure)
+                                                   urgent=req.reduce_only, sent=sent)
+                # When it really left (after any queueing): the caller's "never arrived" window runs
+                # from here, so a long queue can never make it give up on an order still in flight.
+                return OrderPlaced(rid, req.client_order_id, report, failure, sent_at=sent[0] if sent else None)
             case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
                 report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
                 return OrderQueried(rid, cid, report, failure)
@@ -131,13 +132,10 @@ class ExchangeService:
         raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
 
     async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]], urgent: bool = False,
-                    created: float | None = None) -> tuple[T | None, VenueFailure | None]:
+                    sent: list[float] | None = None) -> tuple[T | None, VenueFailure | None]:
         await pacer.wait(urgent)
-        if created is not None and time.time() - created > self.max_send_delay_s:
-            # Bounded send delay: the caller's "never arrived" window (>= venue recv window + this)
-            # stays sound. Not sent, so the same client id may be sent again.
-            waited = time.time() - created
-            return None, VenueFailure(Outcome.RETRY_LATER, "queued", f"not sent: waited {waited:.1f}s to be sent")
+        if sent is not None:
+            sent.append(time.time())
         try:
             return await asyncio.wait_for(call(), self.call_timeout_s), None
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes

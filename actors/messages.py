@@ -38,8 +38,8 @@ class PositionSettings:
     """Timing of a PositionActor; tests scale these down, production uses the defaults."""
 
     naked_deadline_s: float = 10.0       # protection not confirmed this long after the fill → flatten
-    # An order not found this long after sending never arrived: it must exceed the venue's recv
-    # window (Bybit: 5 s) plus the exchange's bounded send delay (1 s).
+    # An order not found this long after it left for the venue never arrived: it must exceed the
+    # venue's recv window (Bybit: 5 s), with a margin for clocks and transport.
     entry_unknown_window_s: float = 7.0
     poll_s: float = 0.2                  # re-query interval for orders whose final state is unknown
     retry_s: float = 0.25                # first back-off for retry-later outcomes (doubles, capped)
@@ -211,6 +211,7 @@ class OrderPlaced:
     client_order_id: str
     report: OrderReport | None = None
     failure: VenueFailure | None = None
+    sent_at: float | None = None         # wall time the request actually left for the venue
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +460,6 @@ class ConfigureExchange:
     adapter_factory: Callable[[], Any]   # picklable callable returning a VenueAdapter
     watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
     dialect: str = "bybit"
-    max_send_delay_s: float = 1.0        # an order queued longer than this is not sent (RETRY_LATER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +508,6 @@ class StartDeployment:
     settings: PositionSettings = field(default_factory=PositionSettings)
     watch: bool = True
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
-    max_send_delay_s: float = 1.0        # see ConfigureExchange
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: no scan
     metrics_port: int | None = None      # Prometheus endpoint on 127.0.0.1; None: off
 

@@ -302,6 +302,11 @@ class PositionCore:
 
     def on_order_placed(self, msg: OrderPlaced) -> None:
         self._journal_outcome(msg.client_order_id, msg.report, msg.failure)
+        if msg.sent_at is not None:                      # the window runs from when it really left
+            if msg.client_order_id == self.entry_cid:
+                self.entry_sent_at = self._monotonic_of(msg.sent_at)
+            elif msg.client_order_id == self.close_cid:
+                self.close_sent_at = self._monotonic_of(msg.sent_at)
         if msg.client_order_id == self.entry_cid and self.state is State.ENTERING:
             self._on_entry_placed(msg)
         elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
@@ -398,6 +403,12 @@ class PositionCore:
         from where we are — never a blind resend of an order."""
         state = self.state
         self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)
+        # Whatever was sent, was sent before now: counting "never arrived" from now is safe even
+        # if it sat in a queue that died with the exchange.
+        now = self.ports.monotonic()
+        if not self.entry_final:
+            self.entry_sent_at = max(self.entry_sent_at, now)
+        self.close_sent_at = max(self.close_sent_at, now)
         if state is State.ENTERING:
             self._go(Trigger.ENTRY_AMBIGUOUS, f"{why}: entry outcome unknown; querying by client id")
             self._after_entry_unknown()

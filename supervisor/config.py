@@ -24,7 +24,7 @@ from adapters.simulated import SimulatedAdapter, SimVenueConfig
 
 DEFAULT_CONFIG = "conf/demo.toml"
 VENUES = ("simulated",)
-MAX_SEND_DELAY_S = 1.0               # ExchangeService never sends an order queued longer than this
+WINDOW_MARGIN_S = 1.0                # "never arrived" window beyond the venue's recv window
 
 
 class ConfigError(Exception):
@@ -131,11 +131,11 @@ def load_config(path: str) -> DeploymentConfig:
         raise ConfigError("protection.grace_s", f"must be >= the venue's REST position lag"
                                                 f" ({simulated.engine.position_lag_s} s), or the scan would act on"
                                                 " positions its actors are handling")
-    if simulated is not None and position.entry_unknown_window_s < simulated.recv_window_s + MAX_SEND_DELAY_S:
+    if simulated is not None and position.entry_unknown_window_s < simulated.recv_window_s + WINDOW_MARGIN_S:
         # Below this, "not found" could be concluded while the order may still execute.
         raise ConfigError("position.entry_unknown_window_s",
-                          f"must be >= the venue's recv window ({simulated.recv_window_s}) plus the send delay"
-                          f" bound ({MAX_SEND_DELAY_S}): {simulated.recv_window_s + MAX_SEND_DELAY_S}")
+                          f"must be >= the venue's recv window ({simulated.recv_window_s}) plus a margin"
+                          f" ({WINDOW_MARGIN_S}): {simulated.recv_window_s + WINDOW_MARGIN_S}")
 
     metrics_t = t.table("metrics", required=False)
     metrics_t.only("port")

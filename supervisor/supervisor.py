@@ -149,8 +149,7 @@ class Supervisor(BridgedActor):
             return ConfigureProtection(self._address("exchange"), self.spec.symbols, self.spec.protection,
                                        tuple(self.snapshots.values()))
         if child.id == "exchange":
-            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch,
-                                     max_send_delay_s=self.spec.max_send_delay_s)
+            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
         assert self.capabilities is not None
         return ConfigurePosition(child.id.split(":", 1)[1], self._address("exchange"), self._address("journal"),
                                  self.capabilities, self.spec.settings, observer=self.myAddress)

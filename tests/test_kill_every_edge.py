@@ -131,7 +131,7 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
     adapter = VenueWithForeignBTC if case.foreign else SimulatedAdapter
     ready = asys.ask(sup, StartDeployment((SYMBOL,), str(journal), functools.partial(adapter, venue),
                                           settings, supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
-                                          max_send_delay_s=0.1, protection=None),   # reads: none but start-up
+                                          protection=None),   # reads: none but start-up
                      10)
     assert isinstance(ready, DeploymentReady)
     if case.foreign:

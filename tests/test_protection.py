@@ -69,7 +69,7 @@ def deploy(asys, tmp_path, venue: SimVenueConfig, adapter=SimulatedAdapter, **pr
     sup = asys.createActor(Supervisor)
     settings = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
     ready = asys.ask(sup, StartDeployment(SYMBOLS, str(tmp_path / "j.sqlite"), functools.partial(adapter, venue),
-                                          settings, max_send_delay_s=0.1,
+                                          settings,
                                           protection=ProtectionSettings(**protection)), 10)
     assert isinstance(ready, DeploymentReady)
     return sup
@@ -126,7 +126,7 @@ def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     settings = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
     ready = tcp_system.ask(sup, StartDeployment(SYMBOLS, str(tmp_path / "j.sqlite"),
                                                 functools.partial(SimulatedAdapter, venue), settings,
-                                                max_send_delay_s=0.1, protection=None, metrics_port=port), 10)
+                                                protection=None, metrics_port=port), 10)
     assert isinstance(ready, DeploymentReady)
     tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5)
     tcp_system.ask(sup, OpenPosition("ETHUSDT", Side.BUY, 1.0, 9.5), 5)

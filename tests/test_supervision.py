@@ -55,7 +55,7 @@ class System:
         self.sup = asys.createActor(Supervisor)
         ready = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue),
                                                    SETTINGS, supervision=policy(**supervision),
-                                                   max_send_delay_s=0.1, protection=None), 10)
+                                                   protection=None), 10)
         assert isinstance(ready, DeploymentReady), ready
 
     def ask(self, msg, timeout: float = 5.0):

@@ -50,7 +50,7 @@ class Deployment:
         self.asys = asys
         self.sup = asys.createActor(Supervisor)
         reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue),
-                                                   SETTINGS, max_send_delay_s=0.1, protection=None), 10)
+                                                   SETTINGS, protection=None), 10)
         assert isinstance(reply, DeploymentReady), reply
 
     def open(self, symbol: str = "BTCUSDT", qty: float = 1.0, stop: float | None = None) -> None:
