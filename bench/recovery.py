@@ -37,7 +37,7 @@ from actors.messages import (  # noqa: E402
 )
 from adapters.base import Side  # noqa: E402
 from adapters.sim_server import RemoteSimAdapter  # noqa: E402
-from tests.conftest import free_port, system_pids  # noqa: E402
+from tests.conftest import free_port, kill_system  # noqa: E402
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -110,10 +110,8 @@ def whole_program_restart(cfg: Path, admin_port: int) -> tuple[float, float]:
         protected |= {s for s in SYMBOLS if s in line and "PROTECTED" in line}
         if protected == set(SYMBOLS):
             break
-    doomed = system_pids(admin_port) | {first.pid}
     killed = time.monotonic()
-    for pid in doomed:
-        os.kill(pid, signal.SIGKILL)
+    kill_system(admin_port, {first.pid})
     first.wait()
     started = time.monotonic()
     second = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,

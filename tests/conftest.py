@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -71,20 +73,49 @@ def listening_sockets() -> dict[str, tuple[str, int]]:
     return found
 
 
+def kill_system(admin_port: int, extra: set[int] = frozenset()) -> set[int]:
+    """kill -9 a whole thespian system (and `extra` pids): everything in its session, again and
+    again until nothing is left -- an actor being forked during the first sweep must not survive."""
+    sessions = _sessions(admin_port)
+    killed: set[int] = set()
+    for pid in extra:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+    for _ in range(50):
+        alive = _in_sessions(sessions)
+        if not alive:
+            break
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+        wait_exited(alive, timeout=1.0)
+    return killed
+
+
+def _sessions(admin_port: int) -> set[str]:
+    admin_inodes = {i for i, (_, port) in listening_sockets().items() if port == admin_port}
+    sessions = set()
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        stat = _proc_stat(pid)
+        if stat and stat[0] != "Z" and socket_inodes(pid) & admin_inodes:
+            sessions.add(stat[3])
+    sessions.discard((_proc_stat(os.getpid()) or ["", "", "", ""])[3])   # ours holds a copy of the fd
+    return sessions
+
+
+def _in_sessions(sessions: set[str]) -> set[int]:
+    return {pid for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
+            if (st := _proc_stat(pid)) and st[0] != "Z" and st[3] in sessions}
+
+
 def system_pids(admin_port: int) -> set[int]:
     """Every live process of the thespian system whose admin listens on `admin_port`.
 
     thespian daemonises its admin (new session), so the system is found by that session,
     not as descendants of the test process."""
-    admin_inodes = {i for i, (_, port) in listening_sockets().items() if port == admin_port}
-    pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    sessions = set()
-    for pid in pids:
-        stat = _proc_stat(pid)
-        if stat and stat[0] != "Z" and socket_inodes(pid) & admin_inodes:
-            sessions.add(stat[3])                         # session id
-    sessions.discard((_proc_stat(os.getpid()) or ["", "", "", ""])[3])   # ours holds a copy of the fd
-    return {pid for pid in pids if (st := _proc_stat(pid)) and st[0] != "Z" and st[3] in sessions}
+    return _in_sessions(_sessions(admin_port))
 
 
 @pytest.fixture
@@ -120,18 +151,24 @@ def wait_exited(pids: set[int], timeout: float = 5.0) -> set[int]:
 
 @pytest.fixture
 def tcp_system() -> Iterator[object]:
-    """A loopback-only multiprocess system; after shutdown no process of it may remain."""
+    """A loopback-only multiprocess system; after shutdown no process of it may remain (any that
+    does is killed, and the test fails)."""
     from supervisor.system import start_system
 
     port = free_port()
     asys = start_system(port)
     asys.posguard_port = port
-    pids: set[int] = set()
+    sessions: set[str] = set()
     try:
         yield asys
     finally:
-        pids = system_pids(port)
+        sessions = _sessions(port)
         asys.shutdown()
-    assert pids, "the system's processes could not be found"
-    left = wait_exited(pids, timeout=15.0)             # generous: a loaded 2-core machine is slow to reap
-    assert not left, f"actor processes left behind: {[(pid, _proc_stat(pid)) for pid in sorted(left)]}"
+    assert sessions, "the system's processes could not be found"
+    left = wait_exited(_in_sessions(sessions), timeout=15.0)   # generous: a loaded 2-core machine is slow
+    if left:
+        details = [(pid, _proc_stat(pid)) for pid in sorted(left)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"actor processes left behind (now killed): {details}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main
-from tests.conftest import free_port, listening_sockets, wait_exited
+from tests.conftest import free_port, kill_system, listening_sockets, wait_exited
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,6 +55,13 @@ def write_config(tmp_path: Path, port: int, extra: str = "", attached: bool = Tr
         stop = 3100.0
         """) + extra)
     return cfg
+
+
+def end_run(run: subprocess.Popen[str], admin_port: int) -> None:
+    """If a test failed half-way, its `posguard run` (and its daemonised actors) must still go."""
+    if run.poll() is None:
+        kill_system(admin_port, {run.pid})
+        run.wait()
 
 
 def posguard(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -99,9 +106,7 @@ def test_run_status_and_clean_stop(tmp_path):
         out, err = run.communicate(timeout=30)
         out = "".join(seen) + out
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        end_run(run, port)
     assert run.returncode == 0, err
     assert "PROTECTED" in out and "stopped cleanly" in out
     assert "Traceback" not in err
@@ -240,7 +245,5 @@ def test_operator_commands_end_to_end(tmp_path):
         run.send_signal(signal.SIGINT)
         run.communicate(timeout=30)
     finally:
-        if run.poll() is None:
-            run.kill()
-            run.wait()
+        end_run(run, port)
     assert run.returncode == 0

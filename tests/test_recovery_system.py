@@ -33,7 +33,7 @@ from actors.messages import (
 from adapters.base import Side, TrueState
 from adapters.sim_server import RemoteSimAdapter
 from supervisor.supervisor import Supervisor
-from tests.conftest import free_port, system_pids, wait_exited
+from tests.conftest import free_port, kill_system, wait_exited
 
 ROOT = Path(__file__).resolve().parent.parent
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
@@ -186,9 +186,7 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
     first = run_program(cfg)
     read_until(first, "opening buy 2.0 BTCUSDT")
     wait_for_venue_call(port, "create_order")             # the entry reached the venue, unanswered
-    doomed = system_pids(admin_port) | {first.pid}
-    for pid in doomed:
-        os.kill(pid, signal.SIGKILL)                      # the whole program, mid-entry
+    doomed = kill_system(admin_port, {first.pid})         # the whole program, mid-entry
     first.wait(timeout=10)
     assert not wait_exited(doomed)
     killed_at = time.monotonic()
@@ -204,8 +202,8 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
         second.send_signal(signal.SIGINT)
         second.communicate(timeout=30)
     finally:
-        if second.poll() is None:
-            second.kill()
+        if second.poll() is None:                       # a failure half-way: leave nothing behind
+            kill_system(admin_port, {second.pid})
             second.wait()
     assert second.returncode == 0
     venue_truth = truth(port)
