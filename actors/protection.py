@@ -65,7 +65,7 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
     for p in view:
         seen.add(p.symbol)
         snap = snapshots.get(p.symbol)
-        if p.symbol not in symbols:
+        if p.symbol not in symbols and snap is None:
             out.append(Finding(p.symbol, "undeployed", f"{p.side} {p.qty:g} on a symbol this deployment does not run",
                                p))
         elif snap is None or not settled(snap):          # not heard from its actor yet, or busy
@@ -128,18 +128,20 @@ class ProtectionActor(BridgedActor):
 
     def _decide(self, f: Finding, reads: int) -> None:
         policy = self.settings.foreign_policy
-        if f.kind == "undeployed" or (f.kind == "foreign" and policy == "alert"):
+        foreign = f.kind in ("foreign", "undeployed")     # an undeployed symbol gets an actor on demand
+        if foreign and policy == "alert":
             if reads == 1:
-                logger.critical("ALERT protection: {} {} -- not managed here; a human must act", f.symbol, f.detail)
+                logger.critical("ALERT protection: {} {} -- policy is alert only; a human must act",
+                                f.symbol, f.detail)
             return
-        if f.kind == "foreign" and policy == "protect" and f.position is not None:
+        if foreign and policy == "protect" and f.position is not None:
             p = f.position                               # protecting closes nothing: one read is enough
             distance = self.settings.foreign_stop_pct / 100
             stop = p.entry_price * (1 - distance if p.side is Side.BUY else 1 + distance)
             self._ask(AdoptPosition(f.symbol, p.side, p.qty, round(stop, 8), reason=f"foreign position ({f.detail})"))
         elif reads < 2:
             logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
-        elif f.kind == "foreign" and f.position is not None:   # policy close: two agreeing reads
+        elif foreign and f.position is not None:       # policy close: two agreeing reads
             p = f.position
             self._ask(AdoptPosition(f.symbol, p.side, p.qty, None, reason=f"foreign position ({f.detail})"))
         elif f.kind in ("drift", "missing"):
@@ -148,6 +150,7 @@ class ProtectionActor(BridgedActor):
     def _ask(self, msg: AdoptPosition | Reprotect) -> None:
         self.acted += 1
         self.suspects.pop((msg.symbol, "foreign"), None)
+        self.suspects.pop((msg.symbol, "undeployed"), None)
         logger.warning("protection: asking {} to {}: {}", msg.symbol, type(msg).__name__, msg.reason)
         self.send(self.supervisor, msg)
 

@@ -110,6 +110,7 @@ class Supervisor(BridgedActor):
         self.heartbeat_seq = 0
         self.reconciliation = ""
         self.metrics: Metrics | None = None
+        self.pending_adoptions: dict[str, tuple[AdoptPosition, Any]] = {}   # symbol -> waiting for its actor
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -181,6 +182,9 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_PositionReady(self, msg: PositionReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
+        pending = self.pending_adoptions.pop(msg.symbol, None)
+        if pending is not None:
+            self._route(*pending)
         self._maybe_deployed()
 
     def _ready(self, sender: Any, pid: int) -> None:
@@ -356,6 +360,15 @@ class Supervisor(BridgedActor):
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
         if self.metrics is not None:
             self.metrics.orphans.labels("foreign").inc()
+        child_id = f"position:{msg.symbol}"
+        if self.deployed and self.capabilities and not any(c.id == child_id for c in self.children):
+            # A symbol outside the deployment: one writer for it is started on demand.
+            logger.warning("starting a PositionActor for {} to adopt a position found on the venue", msg.symbol)
+            child = Child(ChildSpec(child_id, PositionActor))
+            self.children.append(child)
+            self.pending_adoptions[msg.symbol] = (msg, sender)
+            self._start(child)
+            return
         self._route(msg, sender)                         # protection: allowed in safe mode
 
     def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802

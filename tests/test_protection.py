@@ -141,3 +141,21 @@ def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     assert samples['posguard_ambiguous_outcomes_total{symbol="ETHUSDT"}'] == 1.0
     assert samples["posguard_safe_mode"] == 0.0
     tcp_system.ask(sup, StopDeployment(), 10)
+
+
+class VenueWithForeignXRP(SimulatedAdapter):
+    """XRPUSDT, a symbol this deployment does not run, holds a position opened by hand."""
+
+    async def start(self) -> None:
+        await self.create_order(OrderRequest("XRPUSDT", Side.SELL, 50.0, "manual-xrp"))
+
+
+def test_a_foreign_position_on_an_undeployed_symbol_gets_an_actor_and_a_stop(tcp_system, tmp_path):
+    venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0, "XRPUSDT": 2.0},
+                                               volatility=0.0), latency_s=0.01, recv_window_s=0.5)
+    sup = deploy(tcp_system, tmp_path, venue, VenueWithForeignXRP, scan_s=0.3, grace_s=0.0)
+    snap_ = tcp_system.ask(sup, WaitForState("XRPUSDT", ("PROTECTED",)), 10)
+    assert snap_ is not None and snap_.filled_qty == 50.0
+    truth = tcp_system.ask(sup, GetTrueState(), 5).state
+    assert truth.open_positions()["XRPUSDT"].stop_price == 2.04               # 2 % above a short's entry
+    tcp_system.ask(sup, StopDeployment(), 10)
