@@ -59,6 +59,8 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
     out: list[Finding] = []
 
     def settled(snap: PositionSnapshot) -> bool:
+        if snap.state == "IDLE" and snap.intent_id is None:
+            return True                                  # never opened anything: nothing of ours to see
         return snap.state in ("IDLE", "PROTECTED") and now - snap.updated_at >= grace_s
 
     seen = set()

@@ -30,8 +30,9 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOW = 1_000.0
 
 
-def snap(symbol: str, state: str, stop: float | None = None, age: float = 60.0) -> PositionSnapshot:
-    return PositionSnapshot(symbol, state, Side.BUY, 1.0, 1.0, 100.0, stop, updated_at=NOW - age)
+def snap(symbol: str, state: str, stop: float | None = None, age: float = 60.0,
+         intent: str | None = "i1") -> PositionSnapshot:
+    return PositionSnapshot(symbol, state, Side.BUY, 1.0, 1.0, 100.0, stop, intent, updated_at=NOW - age)
 
 
 def pos(symbol: str, stop: float | None) -> PositionReport:
@@ -53,7 +54,9 @@ def test_findings_name_foreign_drift_missing_and_undeployed_positions():
 def test_findings_leave_alone_what_an_actor_is_handling_or_just_changed():
     assert kinds([pos("BTCUSDT", 95.0)], [snap("BTCUSDT", "PROTECTED", 95.0)]) == []          # all good
     assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "PROTECTING")]) == []               # in flight
-    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "IDLE", age=5.0)]) == []           # within grace
+    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "IDLE", age=5.0)]) == []           # just closed
+    assert kinds([pos("BTCUSDT", None)], [snap("BTCUSDT", "IDLE", age=5.0, intent=None)]) == [
+        ("BTCUSDT", "foreign")]                          # never opened anything: no grace needed
     assert kinds([], [snap("BTCUSDT", "PROTECTED", 95.0, age=5.0)]) == []                    # not visible yet
     assert kinds([pos("BTCUSDT", None)], []) == []                                           # actor not heard yet
 
