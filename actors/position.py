@@ -86,14 +86,12 @@ class PositionActor(BridgedActor):
         super().__init__(*args, **kw)
         self.core: PositionCore | None = None
         self.ports: _ActorPorts | None = None
-        self._configured_by: Any = None
         self._ready_sent = False
         self._loaded = False
 
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
         if self.core is None:
-            self._configured_by = sender
             self.ports = ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
             ports.publish(self.core.snapshot())
@@ -106,9 +104,9 @@ class PositionActor(BridgedActor):
 
     def on_published(self, snapshot: PositionSnapshot) -> None:
         """Ready means reconciled: the first snapshot past RECOVERING tells whoever configured us."""
-        if not self._ready_sent and snapshot.state != State.RECOVERING and self._configured_by is not None:
+        if not self._ready_sent and snapshot.state != State.RECOVERING and self.supervisor is not None:
             self._ready_sent = True
-            self.send(self._configured_by, PositionReady(snapshot.symbol))
+            self.send(self.supervisor, PositionReady(snapshot.symbol))
 
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
         self.send(sender, self.core.open(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))

@@ -226,9 +226,6 @@ class SimEngine:
         return TrueState(now=now, prices={s: self.price(s) for s in self._positions},
                          positions=episodes, orders=tuple(self._orders.values()))
 
-    def orders_for(self, symbol: str) -> list[OrderReport]:
-        return [o for o in self._orders.values() if o.symbol == symbol]
-
     # -- internals ---------------------------------------------------------------------
 
     def _check_symbol(self, symbol: str) -> None:

@@ -24,7 +24,6 @@ from actors.messages import (
     EventsReport,
     FetchPrice,
     OpenPosition,
-    PositionSnapshot,
     PriceFetched,
     RecentEvents,
     SetSafeMode,
@@ -234,5 +233,3 @@ def add_commands(sub: Any, default_config: str) -> None:
     p.add_argument("--yes", action="store_true")
     p.set_defaults(handler=cmd_panic)
 
-
-__all__ = ["add_commands", "connect", "UserError", "PositionSnapshot"]

@@ -26,9 +26,7 @@ from actors.messages import (
     PositionSettings,
     PositionSnapshot,
     PositionTimer,
-    QueryOrder,
     Reprotect,
-    SetStop,
     StopSet,
 )
 from actors.position_core import PositionCore
@@ -243,5 +241,3 @@ class Harness:
     def sent(self, kind: type) -> list:
         return [m for m in self.to_venue if isinstance(m, kind)]
 
-
-__all__ = ["Harness", "venue", "fast_settings", "SYMBOL", "PRICE", "PlaceOrder", "QueryOrder", "SetStop"]
