@@ -40,7 +40,7 @@ class ExchangeActor(BridgedActor):
             self.bridge = AsyncBridge()
             adapter = msg.adapter_factory()
             self.bridge.call(adapter.start())
-            self.service = ExchangeService(adapter, msg.dialect)
+            self.service = ExchangeService(adapter)
             logger.info("exchange ready: {}", adapter.capabilities)
         self.send(sender, ExchangeReady(self.service.capabilities))
 

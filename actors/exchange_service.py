@@ -33,6 +33,7 @@ from actors.messages import (
 )
 from adapters.base import VenueAdapter, VenueError
 from adapters.errors import Outcome, classify_error
+from adapters.stops import with_stop_orders
 
 T = TypeVar("T")
 
@@ -97,10 +98,10 @@ class Pacer:
 
 
 class ExchangeService:
-    def __init__(self, adapter: VenueAdapter, dialect: str = "bybit", call_timeout_s: float = 10.0) -> None:
+    def __init__(self, adapter: VenueAdapter, call_timeout_s: float = 10.0) -> None:
         self.adapter = adapter
         self.capabilities = adapter.capabilities
-        self.dialect = dialect
+        self.dialect = adapter.capabilities.dialect    # whose error codes the adapter hands us
         self.call_timeout_s = call_timeout_s
         self._orders = Pacer(self.capabilities.orders_per_second)
         self._reads = Pacer(self.capabilities.reads_per_second)
@@ -118,11 +119,16 @@ class ExchangeService:
             case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
                 report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
                 return OrderQueried(rid, cid, report, failure)
-            case SetStop(symbol=symbol, stop_price=px, request_id=rid):
-                _, failure = await self._call(self._orders, lambda: self.adapter.set_stop(symbol, px), urgent=True)
-                return StopSet(rid, symbol, px, failure)
+            case SetStop(symbol=symbol, stop_price=px, request_id=rid, position_side=side):
+                held, failure = await self._call(self._orders, lambda: self.adapter.set_stop(symbol, px, side),
+                                                 urgent=True)
+                return StopSet(rid, symbol, held if held is not None else px, failure)
             case FetchPositions(request_id=rid):
                 positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
+                if positions and failure is None and self.capabilities.stop_orders:
+                    # A stop can be an open conditional order (Binance: always): count it.
+                    orders, failure = await self._call(self._reads, self.adapter.fetch_stop_orders)
+                    positions = with_stop_orders(positions, orders or [])
                 return PositionsFetched(rid, tuple(positions or ()), failure)
             case GetTrueState():
                 return TrueStateReport(await self.adapter.true_state())

@@ -242,6 +242,7 @@ class SetStop:
     stop_price: float
     request_id: str = _id_field()
     ts: float = _ts_field()
+    position_side: Side | None = None    # venues whose stop is a closing order need its side
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +460,6 @@ class ConfigureExchange:
 
     adapter_factory: Callable[[], Any]   # picklable callable returning a VenueAdapter
     watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
-    dialect: str = "bybit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -325,6 +325,7 @@ class PositionCore:
             return
         failure = msg.failure
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
+            self.stop_price = msg.stop_price             # as the venue holds it (rounded to its tick)
             self._mark_protected()
             self._go(Trigger.STOP_CONFIRMED, f"stop {msg.stop_price} confirmed by the venue")
         elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
@@ -482,6 +483,7 @@ class PositionCore:
     def _on_filled(self, report: OrderReport) -> None:
         self.naked_since = self.ports.monotonic()
         if report.stop_price is not None:
+            self.stop_price = report.stop_price          # as the venue holds it (rounded to its tick)
             self._mark_protected()
             self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty:g} {self.symbol} @"
                                                      f" {_px(self.avg_price)}, stop {_px(report.stop_price)} attached")
@@ -494,7 +496,8 @@ class PositionCore:
     def _send_stop(self) -> None:
         assert self.stop_price is not None
         self.stop_request_id = new_id()
-        self._request(SetStop(self.symbol, self.stop_price, request_id=self.stop_request_id))
+        self._request(SetStop(self.symbol, self.stop_price, request_id=self.stop_request_id,
+                             position_side=self.side))
 
     def _mark_protected(self) -> None:
         self.protected = True

@@ -41,6 +41,8 @@ class Capabilities:
     orders_per_second: float         # account order limit the client must pace itself to
     reads_per_second: float = 50.0
     has_truth: bool = False          # simulated venues expose their true state
+    dialect: str = "bybit"           # whose error codes VenueError carries (adapters.errors tables)
+    stop_orders: bool = False        # stops may live as open conditional orders: the scan reads them
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,19 @@ class PositionReport:
     qty: float
     entry_price: float
     stop_price: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StopOrderReport:
+    """An open conditional order that can act as a stop (Binance algo orders, Bybit StopOrder)."""
+
+    symbol: str
+    side: Side                       # the order's side: SELL protects a long
+    stop_price: float
+    qty: float | None                # None: closes the whole position (closePosition)
+    reduce_only: bool
+    client_order_id: str = ""
+    venue_order_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +165,11 @@ class VenueAdapter(ABC):
     async def create_order(self, request: OrderRequest) -> OrderReport: ...
 
     @abstractmethod
-    async def set_stop(self, symbol: str, stop_price: float) -> None:
-        """Set the stop loss of the symbol's one-way position directly (no lookup first)."""
+    async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
+        """Set the stop loss of the symbol's one-way position directly (no lookup first);
+        returns the price the venue holds when it rounds it (None: exactly as asked).
+        `position_side` is what the caller knows of the position; venues whose stop is a
+        closing order (Binance) need it, venues with a position-level stop (Bybit) ignore it."""
 
     @abstractmethod
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
@@ -164,6 +182,11 @@ class VenueAdapter(ABC):
     @abstractmethod
     async def fetch_positions(self) -> list[PositionReport]:
         """The venue's position view. Never used before protecting or rolling back."""
+
+    async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
+        """Open conditional orders that can act as stops. Venues whose stops live on the
+        position (the simulated venue) have none."""
+        return []
 
     async def true_state(self) -> TrueState | None:
         """Simulated venues only."""

@@ -49,6 +49,7 @@ BYBIT_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(110001, Outcome.ORDER_NOT_FOUND),
     ErrorRule(110007, Outcome.REJECTED),         # insufficient balance
     ErrorRule(110017, Outcome.NO_POSITION),      # reduce-only with nothing to reduce
+    ErrorRule(110094, Outcome.REJECTED),         # below the minimum order value
     ErrorRule(110043, Outcome.NOT_MODIFIED),     # leverage not modified
     ErrorRule(110072, Outcome.ALREADY_PLACED),   # duplicate orderLinkId
     ErrorRule(34040, Outcome.NOT_MODIFIED),      # tp/sl not modified
@@ -58,7 +59,46 @@ BYBIT_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(504, Outcome.UNKNOWN),
 )
 
-RULES_BY_DIALECT: dict[str, tuple[ErrorRule, ...]] = {"bybit": BYBIT_RULES}
+# Raised by the adapters themselves (adapters.ccxt_base), the same for every venue.
+LOCAL_RULES: tuple[ErrorRule, ...] = (
+    ErrorRule("min_qty", Outcome.REJECTED),      # below the market's minimum or step: never sent
+    ErrorRule("min_notional", Outcome.REJECTED),
+    ErrorRule("unknown_symbol", Outcome.REJECTED),
+    ErrorRule("auth", Outcome.AUTH),             # ccxt refused the credentials without a venue code
+)
+
+# Binance USDⓈ-M (fapi). Codes are negative; HTTP 503 "Unknown error, please check your request
+# or try again later" means the request may have reached the matching engine.
+BINANCE_RULES: tuple[ErrorRule, ...] = (
+    ErrorRule(-1007, Outcome.UNKNOWN),           # timeout waiting for the backend: status unknown
+    ErrorRule(-1008, Outcome.RETRY_LATER),       # server overloaded, request rejected
+    ErrorRule(-1003, Outcome.RETRY_LATER),       # too many requests
+    ErrorRule(-1015, Outcome.RETRY_LATER),       # too many new orders
+    ErrorRule(-1021, Outcome.AUTH),              # timestamp outside recvWindow
+    ErrorRule(-1022, Outcome.AUTH),              # signature invalid
+    ErrorRule(-2014, Outcome.AUTH),              # api-key format invalid
+    ErrorRule(-2015, Outcome.AUTH),              # invalid key, IP or permissions
+    ErrorRule(-2011, Outcome.ORDER_NOT_FOUND),   # unknown order (cancel)
+    ErrorRule(-2013, Outcome.ORDER_NOT_FOUND),   # order does not exist
+    # A stop that would trigger immediately cannot protect anything: the price is already
+    # through it. Refused -> the PositionActor's "stop refused" edge flattens now.
+    ErrorRule(-2021, Outcome.REJECTED),
+    ErrorRule(-2022, Outcome.NO_POSITION),       # reduce-only rejected: nothing (left) to reduce
+    ErrorRule(-4116, Outcome.ALREADY_PLACED),    # duplicate clientOrderId
+    ErrorRule(-4131, Outcome.REJECTED),          # PERCENT_PRICE band: a close retries with back-off
+    ErrorRule(-4164, Outcome.REJECTED),          # below min notional
+    ErrorRule(-2019, Outcome.REJECTED),          # margin insufficient
+    ErrorRule(-1102, Outcome.BUG),               # mandatory parameter missing or malformed
+    ErrorRule(-1111, Outcome.BUG),               # precision over the maximum defined
+    ErrorRule(503, Outcome.UNKNOWN),             # HTTP 5xx: may have executed
+    ErrorRule(502, Outcome.UNKNOWN),
+    ErrorRule(504, Outcome.UNKNOWN),
+)
+
+RULES_BY_DIALECT: dict[str, tuple[ErrorRule, ...]] = {
+    "bybit": BYBIT_RULES + LOCAL_RULES,
+    "binance": BINANCE_RULES + LOCAL_RULES,
+}
 
 # An unlisted code might have executed; treating it as UNKNOWN makes the caller query by id.
 UNLISTED = Outcome.UNKNOWN

@@ -196,8 +196,9 @@ class RemoteSimAdapter(VenueAdapter):
     async def create_order(self, request: OrderRequest) -> OrderReport:
         return _order_report(await self._call("create_order", request=request))
 
-    async def set_stop(self, symbol: str, stop_price: float) -> None:
+    async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
         await self._call("set_stop", symbol=symbol, stop_price=stop_price)
+        return None
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         return _order_report(await self._call("fetch_order", symbol=symbol, client_order_id=client_order_id))

@@ -16,6 +16,7 @@ from adapters.base import (
     OrderRequest,
     OrderStatus,
     PositionReport,
+    Side,
     TrueState,
     VenueAdapter,
     VenueError,
@@ -72,8 +73,9 @@ class SimulatedAdapter(VenueAdapter):
                 fill_known=False)
         return report
 
-    async def set_stop(self, symbol: str, stop_price: float) -> None:
+    async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
         await self._call("set_stop", symbol, lambda: self.engine.set_stop(symbol, stop_price), is_order=True)
+        return None
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         return await self._call("fetch_order", symbol, lambda: self.engine.fetch_order(client_order_id))

@@ -31,6 +31,7 @@ from actors.messages import (
     StatusRequest,
 )
 from adapters.base import Side
+from adapters.venue_settings import venue_symbol
 from supervisor.config import DeploymentConfig, load_config
 from supervisor.system import join_system, port_listening
 
@@ -48,12 +49,10 @@ class UserError(Exception):
 
 def normalise_symbol(text: str) -> str:
     """Accept the venue's form (BTCUSDT) and ccxt's unified form (BTC/USDT:USDT)."""
-    text = text.strip().upper()
-    if "/" in text:
-        base, _, rest = text.partition("/")
-        quote = rest.split(":", 1)[0]
-        return base + quote
-    return text
+    try:
+        return venue_symbol(text)
+    except ValueError as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
 
 
 def parse_stop(text: str) -> tuple[float | None, float | None]:

@@ -37,7 +37,7 @@ from actors.messages import (
 )
 from adapters.base import Side, TrueState
 from supervisor.admin import ASK_TIMEOUT_S, EXIT_OK, EXIT_USAGE, UserError, add_commands, connect
-from supervisor.config import DEFAULT_CONFIG, ConfigError, DeploymentConfig, OpenSpec, load_config
+from supervisor.config import DEFAULT_CONFIG, ConfigError, DeploymentConfig, OpenSpec, emulator_port, load_config
 from supervisor.system import port_listening, start_system
 
 
@@ -59,10 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     venue.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
     venue.add_argument("--port", type=int, default=None, help="default: the config's venue.simulated.server port")
 
+    emulator = sub.add_parser("emulator", help="serve the config's [emulator] market as a Bybit-v5-compatible"
+                                               " HTTP API at venue.api_url (127.0.0.1; a test instrument)")
+    emulator.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
+
     add_commands(sub, default_config)
 
     args = parser.parse_args(argv)
-    commands = {"run": cmd_run, "status": cmd_status, "venue": cmd_venue}
+    commands = {"run": cmd_run, "status": cmd_status, "venue": cmd_venue, "emulator": cmd_emulator}
     try:
         return commands[args.command](args) if args.command in commands else args.handler(args)
     except ConfigError as exc:
@@ -80,6 +84,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.duration is not None and not (args.duration > 0):
         raise UserError("--duration must be a positive number of seconds", EXIT_USAGE)
     cfg = load_config(args.config)
+    if cfg.ccxt is not None:
+        _credentials(cfg)                                # a missing key: one line, before anything starts
     configure_logging(cfg.log)
     if port_listening(cfg.admin_port):
         raise UserError(f"a system already listens on 127.0.0.1:{cfg.admin_port}"
@@ -179,6 +185,46 @@ def cmd_venue(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await server.close()
+
+    asyncio.run(serve())
+    return EXIT_OK
+
+
+def _credentials(cfg: DeploymentConfig) -> tuple[str, str]:
+    from adapters.venue_settings import MissingKey
+
+    assert cfg.ccxt is not None
+    try:
+        return cfg.ccxt.credentials()
+    except MissingKey as exc:
+        raise UserError(str(exc), EXIT_USAGE) from None
+
+
+def cmd_emulator(args: argparse.Namespace) -> int:
+    """The Bybit emulator in the foreground, accepting the keys the config's env vars hold."""
+    cfg = load_config(args.config)
+    if cfg.emulator is None:
+        raise UserError("the config has no [emulator] section: nothing to serve", EXIT_USAGE)
+    key, secret = _credentials(cfg)
+    port = emulator_port(cfg)
+    configure_logging(cfg.log)
+
+    async def serve() -> None:
+        from adapters.bybit_emulator import BybitEmulator, EmulatorConfig
+
+        assert cfg.emulator is not None
+        emu = BybitEmulator(EmulatorConfig(venue=cfg.emulator, keys=((key, secret),)), port)
+        try:
+            bound = await emu.start()
+        except OSError as exc:
+            raise UserError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+        print(f"posguard emulator: Bybit v5 API listening on http://127.0.0.1:{bound}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await emu.close()
 
     asyncio.run(serve())
     return EXIT_OK

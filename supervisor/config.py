@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -21,9 +22,10 @@ from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.sim_server import RemoteSimAdapter
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from adapters.venue_settings import CCXT_VENUES, CcxtVenueSettings, venue_symbol
 
 DEFAULT_CONFIG = "conf/demo.toml"
-VENUES = ("simulated",)
+VENUES = ("simulated", *CCXT_VENUES)
 WINDOW_MARGIN_S = 1.0                # "never arrived" window beyond the venue's recv window
 
 
@@ -63,6 +65,8 @@ class DeploymentConfig:
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: scan off
     metrics_port: int | None = None              # Prometheus on 127.0.0.1; None: off
+    ccxt: CcxtVenueSettings | None = None        # a real venue (or a compatible emulator)
+    emulator: SimVenueConfig | None = None       # `posguard emulator` serves this market at venue.api_url
 
     @property
     def runtime_dir(self) -> str:
@@ -76,6 +80,13 @@ class DeploymentConfig:
 
     def adapter_factory(self, sim_server: tuple[str, int] | None = None) -> Callable[[], Any]:
         """A picklable callable that builds the venue adapter inside the ExchangeActor's process."""
+        if self.ccxt is not None:
+            # Imported here so the CLI's other commands never load the adapter modules' deps.
+            from adapters.binance import BinanceAdapter
+            from adapters.bybit import BybitAdapter
+
+            adapter = BybitAdapter if self.ccxt.name == "bybit" else BinanceAdapter
+            return functools.partial(adapter, self.ccxt)
         assert self.simulated is not None
         server = sim_server or self.sim_server
         if server is not None:
@@ -95,17 +106,21 @@ def load_config(path: str) -> DeploymentConfig:
     base = os.path.dirname(os.path.abspath(path))
     t = _Table(raw, "")
     t.only("venue", "deployment", "position", "supervision", "protection", "journal", "admin", "logging", "open",
-           "metrics")
+           "metrics", "emulator")
 
     venue_t = t.table("venue")
-    venue_t.only("name", "simulated")
     venue = venue_t.str("name")
     if venue not in VENUES:
         raise ConfigError("venue.name", f"unknown venue {venue!r}; this version supports: {', '.join(VENUES)}")
+    if venue == "simulated":
+        venue_t.only("name", "simulated")
+    else:
+        venue_t.only("name", "api_url", "testnet", "demo", "key_env", "secret_env", "attached_stop",
+                     "orders_per_second", "reads_per_second", "timeout_s", "recv_window_ms")
 
     dep = t.table("deployment")
     dep.only("symbols", "refresh_s")
-    symbols = dep.list_of_str("symbols")
+    symbols = [_symbol(s, f"deployment.symbols[{i}]") for i, s in enumerate(dep.list_of_str("symbols"))]
     if not symbols:
         raise ConfigError("deployment.symbols", "list at least one symbol")
     if len(set(symbols)) != len(symbols):
@@ -113,6 +128,13 @@ def load_config(path: str) -> DeploymentConfig:
 
     simulated = _simulated(venue_t.table("simulated"), symbols) if venue == "simulated" else None
     sim_server = _sim_server(venue_t.table("simulated")) if venue == "simulated" else None
+    ccxt_venue = _ccxt_venue(venue_t, venue) if venue in CCXT_VENUES else None
+    emulator = None
+    if "emulator" in t.raw:
+        if venue != "bybit" or ccxt_venue is None or not _is_loopback(ccxt_venue.api_url):
+            raise ConfigError("emulator", "the Bybit emulator needs venue.name = \"bybit\" and a venue.api_url of"
+                                          " http://127.0.0.1:PORT")
+        emulator = _simulated(t.table("emulator"), symbols)
 
     position = _settings(t.table("position", required=False), PositionSettings, skip=("failpoints",),
                          strictly=True)
@@ -127,15 +149,17 @@ def load_config(path: str) -> DeploymentConfig:
         foreign_stop_pct=prot_t.num("foreign_stop_pct", defaults.foreign_stop_pct, minimum=0.0, strictly=True,
                                     maximum=50.0))
     protection_on = prot_t.bool("enabled", True)
-    if protection_on and simulated is not None and protection.grace_s < simulated.engine.position_lag_s:
-        raise ConfigError("protection.grace_s", f"must be >= the venue's REST position lag"
-                                                f" ({simulated.engine.position_lag_s} s), or the scan would act on"
-                                                " positions its actors are handling")
-    if simulated is not None and position.entry_unknown_window_s < simulated.recv_window_s + WINDOW_MARGIN_S:
+    lag = max((v.engine.position_lag_s for v in (simulated, emulator) if v is not None), default=0.0)
+    if protection_on and protection.grace_s < lag:
+        raise ConfigError("protection.grace_s", f"must be >= the venue's REST position lag ({lag} s), or the scan"
+                                                " would act on positions its actors are handling")
+    recv_window_s = (simulated.recv_window_s if simulated is not None
+                     else ccxt_venue.recv_window_ms / 1000 if ccxt_venue is not None else 0.0)
+    if position.entry_unknown_window_s < recv_window_s + WINDOW_MARGIN_S:
         # Below this, "not found" could be concluded while the order may still execute.
         raise ConfigError("position.entry_unknown_window_s",
-                          f"must be >= the venue's recv window ({simulated.recv_window_s}) plus a margin"
-                          f" ({WINDOW_MARGIN_S}): {simulated.recv_window_s + WINDOW_MARGIN_S}")
+                          f"must be >= the venue's recv window ({recv_window_s}) plus a margin"
+                          f" ({WINDOW_MARGIN_S}): {recv_window_s + WINDOW_MARGIN_S}")
 
     metrics_t = t.table("metrics", required=False)
     metrics_t.only("port")
@@ -158,6 +182,7 @@ def load_config(path: str) -> DeploymentConfig:
     opens = tuple(_open_spec(_Table(item, f"open[{i}]"), symbols) for i, item in enumerate(t.array("open")))
     return DeploymentConfig(
         path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, sim_server=sim_server,
+        ccxt=ccxt_venue, emulator=emulator,
         position=position,
         journal_path=_resolve(base, journal_t.str("path")), admin_port=admin_t.int("port", minimum=1024, maximum=65535),
         log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision,
@@ -192,6 +217,50 @@ def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
         recv_window_s=t.num("recv_window_s", 5.0, minimum=0.0, strictly=True))
 
 
+def _is_loopback(url: str | None) -> bool:
+    return bool(url and re.match(r"^http://(127\.0\.0\.1|localhost):\d+$", url))
+
+
+def emulator_port(cfg: DeploymentConfig) -> int:
+    assert cfg.ccxt is not None and cfg.ccxt.api_url is not None
+    return int(cfg.ccxt.api_url.rsplit(":", 1)[1])
+
+
+def _symbol(text: str, key: str) -> str:
+    try:
+        return venue_symbol(text)
+    except ValueError as exc:
+        raise ConfigError(key, str(exc)) from None
+
+
+def _ccxt_venue(t: _Table, name: str) -> CcxtVenueSettings:
+    """`[venue]` of a real venue. Only the *names* of the key variables live in the config."""
+    api_url = t.str("api_url", "") or None
+    if api_url is not None:
+        if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", api_url):
+            raise ConfigError("venue.api_url", f"must be a base URL like https://api.bybit.com, got {api_url!r}")
+        api_url = api_url.rstrip("/")
+    testnet, demo = t.bool("testnet", False), t.bool("demo", False)
+    if testnet and demo:
+        raise ConfigError("venue.demo", "choose testnet or demo trading, not both")
+    env_name = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+    names = {}
+    for key in ("key_env", "secret_env"):
+        value = t.str(key)
+        if not env_name.match(value):
+            raise ConfigError(f"venue.{key}", f"must name an environment variable (like BYBIT_API_KEY), got {value!r}")
+        names[key] = value
+    attached = t.bool("attached_stop", name == "bybit")
+    if attached and name != "bybit":
+        raise ConfigError("venue.attached_stop", f"{name} cannot attach a stop loss to a market entry")
+    return CcxtVenueSettings(
+        name=name, api_url=api_url, testnet=testnet, demo=demo, attached_stop=attached, **names,
+        orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
+        reads_per_second=t.num("reads_per_second", 20.0, minimum=0.0, strictly=True),
+        timeout_s=t.num("timeout_s", 10.0, minimum=0.0, strictly=True, maximum=60.0),
+        recv_window_ms=t.int("recv_window_ms", 5000, minimum=100, maximum=60000))
+
+
 def _settings(t: _Table, cls: type, skip: tuple[str, ...] = (), strictly: bool = False) -> Any:
     """A settings dataclass from a table: every key optional (defaults), numbers checked."""
     names = [f.name for f in fields(cls) if f.name not in skip]   # skipped: not for operators (crash tests)
@@ -214,7 +283,7 @@ def _sim_server(t: _Table) -> tuple[str, int] | None:
 
 def _open_spec(t: _Table, symbols: list[str]) -> OpenSpec:
     t.only("symbol", "side", "qty", "stop", "stop_pct")
-    symbol = t.str("symbol")
+    symbol = _symbol(t.str("symbol"), f"{t.path}.symbol")
     if symbol not in symbols:
         raise ConfigError(f"{t.path}.symbol", f"{symbol!r} is not in deployment.symbols")
     stop = t.num("stop", None, minimum=0.0, strictly=True)

@@ -145,7 +145,7 @@ class GatedAdapter(VenueAdapter):
         return OrderReport(request.symbol, request.client_order_id, "v", request.side, request.qty,
                            OrderStatus.FILLED, request.qty, 1.0)
 
-    async def set_stop(self, symbol: str, stop_price: float) -> None:
+    async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
         return None
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:

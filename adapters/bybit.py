@@ -1,0 +1,81 @@
+"""Bybit v5, linear USDT perpetuals, through ccxt's async client.
+
+What our safety relies on (see ../shared/notes/bybit-ccxt.md):
+- the entry carries its stop (`stopLoss`, last price trigger, Full mode, one-way positionIdx 0);
+- a stop is set directly on the position with /v5/position/trading-stop -- it acts on the
+  matching engine, so it works while the position is still invisible to position reads;
+- orders are queried by orderLinkId (our client order id), never by a position read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.base import OrderReport, OrderRequest, OrderStatus, PositionReport, Side, StopOrderReport
+from adapters.ccxt_base import CcxtAdapter
+from adapters.venue_settings import unified_symbol
+
+
+class BybitAdapter(CcxtAdapter):
+    dialect = "bybit"
+
+    def _client(self, ccxt_async: Any, key: str, secret: str) -> Any:
+        s = self.settings
+        ex = ccxt_async.bybit({
+            "apiKey": key, "secret": secret,
+            "enableRateLimit": False,                   # the ExchangeActor paces to the account's limits
+            "timeout": int(s.timeout_s * 1000),
+            "options": {
+                "defaultType": "swap", "defaultSubType": "linear", "defaultSettle": "USDT",
+                "fetchMarkets": {"types": ["linear"]},  # else spot, inverse and options load too
+                "enableUnifiedAccount": True, "enableUnifiedMargin": False,  # else two account calls
+                "adjustForTimeDifference": True,        # load_markets learns the venue's clock
+                "recvWindow": s.recv_window_ms,
+            }})
+        ex.has["fetchCurrencies"] = False               # else /v5/asset/coin/query-info at load
+        if s.testnet:
+            ex.set_sandbox_mode(True)
+        if s.demo:
+            ex.enable_demo_trading(True)
+        return ex
+
+    async def create_order(self, request: OrderRequest) -> OrderReport:
+        sym = unified_symbol(request.symbol)
+        qty = self._amount(request.symbol, request.qty, request.reduce_only, request.stop_price)
+        params: dict[str, Any] = {"clientOrderId": request.client_order_id, "positionIdx": 0}
+        stop: float | None = None
+        if request.reduce_only:
+            params["reduceOnly"] = True
+        if request.stop_price is not None:
+            stop = float(self._price(request.symbol, request.stop_price))
+            params.update(stopLoss=self._price(request.symbol, request.stop_price), slTriggerBy="LastPrice",
+                          tpslMode="Full")
+        order = await self._call(self.ex.create_order, sym, "market", request.side.value, qty, None, params)
+        # v5 acknowledges with ids only; the fill is learnt by querying the orderLinkId.
+        return OrderReport(
+            symbol=request.symbol, client_order_id=request.client_order_id, venue_order_id=str(order.get("id") or ""),
+            side=request.side, qty=qty, status=OrderStatus.NEW, reduce_only=request.reduce_only, stop_price=stop,
+            fill_known=False)
+
+    async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float:
+        market = self._market(symbol)
+        price = self._price(symbol, stop_price)
+        await self._call(self.ex.private_post_v5_position_trading_stop, {
+            "category": "linear", "symbol": market["id"], "stopLoss": price,
+            "tpslMode": "Full", "slTriggerBy": "LastPrice", "positionIdx": 0})
+        return float(price)
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
+        # An id of None would be sent as orderId and win over orderLinkId (-> not found).
+        order = await self._call(self.ex.fetch_order, "", unified_symbol(symbol),
+                                 {"acknowledged": True, "orderLinkId": client_order_id})
+        return self._report(symbol, order, client_order_id)
+
+    async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
+        rows = await self._call(self.ex.fetch_open_orders, unified_symbol(symbol) if symbol else None, None, None,
+                                {"trigger": True, "settleCoin": "USDT"})
+        return self._stop_orders(rows)
+
+    async def fetch_positions(self) -> list[PositionReport]:
+        rows = await self._call(self.ex.fetch_positions, None, {"settleCoin": "USDT"})
+        return [p for p in (self._position(r) for r in rows) if p is not None]

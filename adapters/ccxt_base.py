@@ -1,0 +1,225 @@
+"""What every ccxt-backed adapter shares: building the client, precision and minimums, and
+turning ccxt's exceptions back into the venue's own error codes.
+
+ccxt matches message text before codes and, at a non-default base URL, may not know a venue's
+futures codes at all (Binance), so its exception class is only a fallback: the code comes from
+the venue's JSON body inside the message. ccxt is imported only when an adapter starts, in the
+ExchangeActor's process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from loguru import logger
+
+from adapters.base import (
+    Capabilities,
+    OrderReport,
+    OrderStatus,
+    PositionReport,
+    Side,
+    StopOrderReport,
+    VenueAdapter,
+    VenueError,
+    VenueTimeout,
+)
+from adapters.venue_settings import CcxtVenueSettings, unified_symbol
+
+T = TypeVar("T")
+
+# Local denials (never sent): classified REJECTED by every dialect's table.
+MIN_QTY, MIN_NOTIONAL, UNKNOWN_SYMBOL = "min_qty", "min_notional", "unknown_symbol"
+
+_STATUS = {"open": OrderStatus.NEW, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
+           "cancelled": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED, "expired": OrderStatus.CANCELLED}
+
+
+def _json_in(text: str) -> dict[str, Any] | None:
+    """The venue's JSON body inside a ccxt message (`"bybit {...}"`), if there is one."""
+    start = text.find("{")
+    while start >= 0:
+        try:
+            body = json.loads(text[start:])
+            return body if isinstance(body, dict) else None
+        except json.JSONDecodeError:
+            end = text.rfind("}")
+            try:
+                body = json.loads(text[start:end + 1])
+                return body if isinstance(body, dict) else None
+            except json.JSONDecodeError:
+                start = text.find("{", start + 1)
+    return None
+
+
+class CcxtAdapter(VenueAdapter):
+    """Base of the ccxt adapters. Subclasses say how to build the client and what the venue's
+    codes are called; all venue I/O goes through `_call`, which never lets a ccxt type out."""
+
+    code_key = "retCode"
+    message_key = "retMsg"
+    not_found_code: int = 110001
+    rate_limit_code: int = 10006
+    clock_code: int = 10002                # timestamp outside the recv window
+    dialect = "bybit"
+
+    def __init__(self, settings: CcxtVenueSettings) -> None:
+        self.settings = settings
+        self.capabilities = Capabilities(
+            venue=settings.name, attached_stop=self._attached_stop(), orders_per_second=settings.orders_per_second,
+            reads_per_second=settings.reads_per_second, dialect=self.dialect, stop_orders=True)
+        self.ex: Any = None
+        self._secrets: tuple[str, ...] = ()
+        self._last_price: dict[str, float] = {}
+
+    def _attached_stop(self) -> bool:
+        return self.settings.attached_stop
+
+    @abstractmethod
+    def _client(self, ccxt_async: Any, key: str, secret: str) -> Any:
+        """A configured ccxt async client (urls, options), markets not loaded yet."""
+
+    async def start(self) -> None:
+        key, secret = self.settings.credentials()
+        self._secrets = (key, secret)
+        import ccxt.async_support as ccxt_async  # here, not at import: only this process needs it
+
+        self.ex = self._client(ccxt_async, key, secret)
+        if self.settings.api_url:
+            self.ex.urls["api"] = {k: self.settings.api_url for k in self.ex.urls["api"]}
+        await self._call(self.ex.load_markets)
+
+    async def close(self) -> None:
+        if self.ex is not None:
+            await self.ex.close()
+
+    # -- shared helpers -----------------------------------------------------------------
+
+    def _market(self, symbol: str) -> dict[str, Any]:
+        market = self.ex.markets.get(unified_symbol(symbol)) if self.ex.markets else None
+        if market is None:
+            raise VenueError(UNKNOWN_SYMBOL, f"{symbol} is not a linear USDT perpetual on {self.settings.name}")
+        return market
+
+    def _amount(self, symbol: str, qty: float, reduce_only: bool, price_hint: float | None) -> float:
+        """Quantity at the market's precision; entries below the minimums are denied here."""
+        import ccxt
+
+        market = self._market(symbol)
+        step = market["precision"]["amount"]
+        try:
+            rounded = float(self.ex.amount_to_precision(market["symbol"], qty))   # truncates, never rounds up
+        except ccxt.InvalidOrder:
+            rounded = 0.0
+        limits = market.get("limits") or {}
+        min_qty = (limits.get("amount") or {}).get("min") or 0.0
+        if rounded <= 0 or rounded < min_qty:
+            raise VenueError(MIN_QTY, f"{symbol}: qty {qty} is below the minimum {min_qty or step}"
+                                      f" (step {step}); not sent")
+        min_cost = (limits.get("cost") or {}).get("min") or 0.0
+        price = self._last_price.get(symbol) or price_hint
+        if not reduce_only and min_cost and price and rounded * price < min_cost:
+            raise VenueError(MIN_NOTIONAL, f"{symbol}: order value {rounded * price:.2f} USDT is below the"
+                                           f" minimum {min_cost} USDT; not sent")
+        if abs(rounded - qty) > 1e-12:
+            logger.info("{}: qty {} rounded to {} (step {})", symbol, qty, rounded, step)
+        return rounded
+
+    def _price(self, symbol: str, price: float) -> str:
+        return self.ex.price_to_precision(unified_symbol(symbol), price)
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        import ccxt
+
+        try:
+            return await fn(*args, **kwargs)
+        except ccxt.BaseError as exc:
+            error = self._translate(exc)
+        if isinstance(error, VenueError) and error.code == self.clock_code and fn != self.ex.load_time_difference:
+            # Refused for its timestamp: re-learn the venue's clock so the next request passes.
+            # The refused request is not re-sent here; only its caller decides, by client id.
+            with contextlib.suppress(ccxt.BaseError):    # the next call reports its own error
+                await self.ex.load_time_difference()
+        raise error
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _translate(self, exc: Exception) -> Exception:
+        """ccxt exception -> VenueError with the venue's code, or VenueTimeout."""
+        import ccxt
+
+        text = self._scrub(str(exc))
+        body = _json_in(text)
+        if body is not None and str(body.get(self.code_key, "0")) not in ("0", "200"):
+            code = body[self.code_key]
+            return VenueError(int(code) if str(code).lstrip("-").isdigit() else str(code),
+                              self._scrub(str(body.get(self.message_key, text))))
+        if isinstance(exc, ccxt.RequestTimeout):
+            return VenueTimeout(text)                     # sent, no answer: unknown outcome
+        if isinstance(exc, ccxt.ExchangeNotAvailable):
+            return VenueError(503, text)                  # a 5xx: the venue may have executed it
+        if isinstance(exc, ccxt.NetworkError):
+            return VenueTimeout(text)
+        if isinstance(exc, ccxt.OrderNotFound):
+            return VenueError(self.not_found_code, text)
+        if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+            return VenueError(self.rate_limit_code, text)
+        if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
+            return VenueError("auth", text)
+        return VenueError("ccxt", f"{type(exc).__name__}: {text}")
+
+    # -- normalised reports -------------------------------------------------------------
+
+    def _report(self, symbol: str, order: dict[str, Any], client_order_id: str) -> OrderReport:
+        status = _STATUS.get(order.get("status") or "open", OrderStatus.NEW)
+        filled = float(order.get("filled") or 0.0)
+        if status is OrderStatus.NEW and filled > 0:
+            status = OrderStatus.PARTIALLY_FILLED
+        return OrderReport(
+            symbol=symbol, client_order_id=order.get("clientOrderId") or client_order_id,
+            venue_order_id=str(order.get("id") or ""), side=Side(order.get("side") or "buy"),
+            qty=float(order.get("amount") or 0.0), status=status, filled_qty=filled,
+            avg_price=float(order["average"]) if order.get("average") else None,
+            reduce_only=bool(order.get("reduceOnly")),
+            stop_price=float(order["stopLossPrice"]) if order.get("stopLossPrice") else None)
+
+    def _position(self, p: dict[str, Any]) -> PositionReport | None:
+        qty = abs(float(p.get("contracts") or 0.0))
+        if qty == 0:
+            return None
+        market_id = (p.get("info") or {}).get("symbol") or self.ex.market(p["symbol"])["id"]
+        return PositionReport(
+            symbol=market_id, side=Side.BUY if p.get("side") == "long" else Side.SELL, qty=qty,
+            entry_price=float(p.get("entryPrice") or 0.0),
+            stop_price=float(p["stopLossPrice"]) if p.get("stopLossPrice") else None)
+
+    def _stop_orders(self, rows: list[dict[str, Any]]) -> list[StopOrderReport]:
+        """ccxt trigger orders -> the stop orders the scan may count."""
+        out = []
+        for o in rows:
+            info = o.get("info") or {}
+            trigger = o.get("triggerPrice") or o.get("stopPrice") or o.get("stopLossPrice")
+            if not trigger or not o.get("side"):
+                continue
+            close_all = str(info.get("closePosition", "")).lower() == "true"
+            amount = float(o.get("amount") or 0.0)
+            out.append(StopOrderReport(
+                symbol=info.get("symbol") or self.ex.market(o["symbol"])["id"], side=Side(o["side"]),
+                stop_price=float(trigger), qty=None if close_all or amount == 0 else amount,
+                reduce_only=close_all or bool(o.get("reduceOnly")) or bool(info.get("closeOnTrigger")),
+                client_order_id=str(o.get("clientOrderId") or ""), venue_order_id=str(o.get("id") or "")))
+        return out
+
+    async def fetch_price(self, symbol: str) -> float:
+        ticker = await self._call(self.ex.fetch_ticker, unified_symbol(symbol))
+        price = float(ticker["last"])
+        self._last_price[symbol] = price
+        return price

@@ -1,0 +1,66 @@
+"""The Bybit emulator on its own event loop in a background thread, for tests and benchmarks:
+the venue keeps running whatever the code under test does, and the test can still reach its
+engine (truth, faults) directly. Always used as a context manager, so it stops by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from adapters.base import TrueState
+from adapters.bybit_emulator import BybitEmulator, EmulatorConfig
+from adapters.faults import Fault
+from adapters.venue_settings import CcxtVenueSettings
+
+T = TypeVar("T")
+
+KEY, SECRET = "test-key-0123456789", "test-secret-abcdefghijklmnop"
+KEY_ENV, SECRET_ENV = "POSGUARD_TEST_BYBIT_KEY", "POSGUARD_TEST_BYBIT_SECRET"
+
+
+class EmulatorThread:
+    def __init__(self, config: EmulatorConfig) -> None:
+        if not config.keys:
+            from dataclasses import replace
+            config = replace(config, keys=((KEY, SECRET),))
+        self.emulator = BybitEmulator(config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="bybit-emulator", daemon=True)
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        self.run(self.emulator.start())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.emulator.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def on_loop(self, fn: Callable[[], T]) -> T:
+        async def call() -> T:
+            return fn()
+        return self.run(call())
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url
+
+    def truth(self) -> TrueState:
+        return self.run(self.emulator.adapter.true_state())
+
+    def add_fault(self, fault: Fault) -> None:
+        self.on_loop(lambda: self.emulator.adapter.faults.add(fault))
+
+    def requests(self, path: str) -> int:
+        return self.on_loop(lambda: sum(1 for _, p in self.emulator.requests if p == path))
+
+    def settings(self, **overrides: Any) -> CcxtVenueSettings:
+        return CcxtVenueSettings(**{"name": "bybit", "key_env": KEY_ENV, "secret_env": SECRET_ENV,
+                                    "api_url": self.url, **overrides})
