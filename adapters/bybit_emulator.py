@@ -83,7 +83,7 @@ class BybitEmulator:
         self.port = port
         self._secrets = dict(config.keys)
         self._runner: web.AppRunner | None = None
-        self.requests: list[tuple[str, str]] = []     # (method, path) as received: tests count them
+        self.requests: list[tuple[str, str, dict[str, Any]]] = []   # (method, path, params) as received
         self._by_venue_id: dict[str, str] = {}        # orderId -> orderLinkId
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -135,11 +135,11 @@ class BybitEmulator:
 
     def _private(self, handler):
         async def wrapped(request: web.Request) -> web.Response:
-            self.requests.append((request.method, request.path))
             raw = await request.text()
             try:
-                self._authenticate(request, raw)
                 params = json.loads(raw) if request.method == "POST" and raw else dict(request.query)
+                self.requests.append((request.method, request.path, params))
+                self._authenticate(request, raw)
                 return await handler(params)
             except VenueError as exc:
                 return self._error(exc)
@@ -233,7 +233,8 @@ class BybitEmulator:
         return self._reply({"orderId": report.venue_order_id, "orderLinkId": link_id})
 
     async def _realtime(self, p: dict[str, Any]) -> web.Response:
-        self._instrument({"category": p.get("category"), "symbol": p.get("symbol")})
+        if p.get("symbol") or not p.get("settleCoin"):           # one of symbol / settleCoin is required
+            self._instrument({"category": p.get("category"), "symbol": p.get("symbol")})
         link_id = p.get("orderLinkId") or self._by_venue_id.get(str(p.get("orderId", "")), "")
         if p.get("orderFilter") == "StopOrder" or not link_id:
             return self._reply({"category": "linear", "list": [], "nextPageCursor": ""})

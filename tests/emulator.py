@@ -35,6 +35,8 @@ class EmulatorThread:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # What a test may still ask after the venue stopped: its last truth and requests.
+        self._final = (self.truth(), list(self.emulator.requests))
         self.run(self.emulator.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
@@ -53,13 +55,18 @@ class EmulatorThread:
         return self.emulator.url
 
     def truth(self) -> TrueState:
+        if self.loop.is_closed():
+            return self._final[0]
         return self.run(self.emulator.adapter.true_state())
 
     def add_fault(self, fault: Fault) -> None:
         self.on_loop(lambda: self.emulator.adapter.faults.add(fault))
 
-    def requests(self, path: str) -> int:
-        return self.on_loop(lambda: sum(1 for _, p in self.emulator.requests if p == path))
+    def requests(self, path: str) -> list[dict[str, Any]]:
+        """The parameters of every request to `path` the emulator received, oldest first."""
+        if self.loop.is_closed():
+            return [params for _, p, params in self._final[1] if p == path]
+        return self.on_loop(lambda: [params for _, p, params in self.emulator.requests if p == path])
 
     def settings(self, **overrides: Any) -> CcxtVenueSettings:
         return CcxtVenueSettings(**{"name": "bybit", "key_env": KEY_ENV, "secret_env": SECRET_ENV,

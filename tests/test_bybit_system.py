@@ -1,0 +1,146 @@
+"""The incident replayed through the real actors, real ccxt and HTTP, against the Bybit-v5
+emulator with the incident's own 24 s REST position lag: nothing here waits on a position read,
+so every case finishes well inside the lag."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+
+from actors.messages import (
+    CommandAccepted,
+    DeploymentReady,
+    DeploymentStopped,
+    OpenPosition,
+    PositionSettings,
+    ProtectionSettings,
+    StartDeployment,
+    StatusReport,
+    StatusRequest,
+    StopDeployment,
+    WaitForState,
+)
+from adapters.base import OrderRequest, Side
+from adapters.bybit import BybitAdapter
+from adapters.bybit_emulator import EmulatorConfig
+from adapters.faults import Fault, FaultKind
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimVenueConfig
+from supervisor.supervisor import Supervisor
+from tests.emulator import EmulatorThread
+
+LAG = 24.0
+PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
+SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=6.0, poll_s=0.05, retry_s=0.05,
+                            retry_cap_s=0.5)
+
+
+def venue(*faults: Fault, lag: float = LAG) -> EmulatorConfig:
+    return EmulatorConfig(venue=SimVenueConfig(
+        engine=EngineConfig(seed=5, prices=PRICES, position_lag_s=lag, volatility=0.0), latency_s=0.02,
+        orders_per_second=100, faults=faults))
+
+
+class Deployment:
+    def __init__(self, asys: Any, emu: EmulatorThread, journal: str, attached: bool,
+                 protection: ProtectionSettings | None) -> None:
+        self.asys, self.emu = asys, emu
+        self.sup = asys.createActor(Supervisor)
+        factory = functools.partial(BybitAdapter, emu.settings(attached_stop=attached))
+        reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, factory, SETTINGS,
+                                                   protection=protection), 30)
+        assert isinstance(reply, DeploymentReady), reply
+
+    def open(self, symbol: str, side: Side, qty: float, stop: float) -> None:
+        assert isinstance(self.asys.ask(self.sup, OpenPosition(symbol, side, qty, stop), 5), CommandAccepted)
+
+    def wait_state(self, symbol: str, *states: str, within: float = 15.0) -> str:
+        snap = self.asys.ask(self.sup, WaitForState(symbol, states), within)
+        assert snap is not None, f"{symbol} did not reach {states} within {within}s; now {self.snapshot(symbol)}"
+        return snap.state
+
+    def snapshot(self, symbol: str) -> Any:
+        report = self.asys.ask(self.sup, StatusRequest(), 5)
+        assert isinstance(report, StatusReport)
+        return {p.symbol: p for p in report.positions}[symbol]
+
+    def position_reads(self) -> int:
+        """Position reads beyond the one start-up report of foreign positions (asynchronous)."""
+        return max(0, len(self.emu.requests("/v5/position/list")) - 1)
+
+
+@pytest.fixture
+def deploy(tcp_system, tmp_path):
+    made: list[Deployment] = []
+    with_emulators: list[EmulatorThread] = []
+
+    def start(config: EmulatorConfig, attached: bool = True,
+              protection: ProtectionSettings | None = None) -> Deployment:
+        emu = EmulatorThread(config).__enter__()
+        with_emulators.append(emu)
+        d = Deployment(tcp_system, emu, str(tmp_path / f"journal{len(made)}.sqlite"), attached, protection)
+        made.append(d)
+        return d
+
+    yield start
+    for d in made:
+        assert isinstance(d.asys.ask(d.sup, StopDeployment(), 15), DeploymentStopped)
+    for emu in with_emulators:
+        emu.__exit__(None, None, None)
+
+
+def test_attached_stop_through_ccxt_leaves_no_naked_second_and_reads_no_position(deploy):
+    d = deploy(venue())
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.open("ETHUSDT", Side.SELL, 0.5, 3_060.0)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    d.wait_state("ETHUSDT", "PROTECTED")
+    truth = d.emu.truth()
+    assert truth.max_naked_seconds() == 0.0
+    assert {s: p.stop_price for s, p in truth.open_positions().items()} == {"BTCUSDT": 58_800.0, "ETHUSDT": 3_060.0}
+    assert d.position_reads() == 0
+    assert truth.now < LAG                                # all of it inside the REST lag
+    sent = d.emu.requests("/v5/order/create")
+    assert all(s["stopLoss"] and s["positionIdx"] == 0 and s["orderLinkId"] for s in sent)
+
+
+def test_rollback_during_the_lag_closes_the_filled_qty_without_a_read(deploy):
+    # The incident: the stop step fails (three times there); we roll back at the first refusal,
+    # by a reduce-only order for the quantity known to be filled -- the read would show nothing.
+    d = deploy(venue(Fault("set_stop", FaultKind.ERROR, times=3, code=10001, message="risk limit")),
+               attached=False)
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.wait_state("BTCUSDT", "IDLE")
+    truth = d.emu.truth()
+    (episode,) = truth.positions
+    assert episode.closed_at is not None and episode.closed_at < LAG and truth.open_positions() == {}
+    closes = [s for s in d.emu.requests("/v5/order/create") if s.get("reduceOnly")]
+    assert [(c["side"], c["qty"]) for c in closes] == [("Sell", "0.01")]
+    assert d.position_reads() == 0
+    assert "closed" in d.snapshot("BTCUSDT").last_event
+
+
+def test_an_ambiguous_entry_timeout_is_resolved_by_order_link_id_with_no_duplicate(deploy):
+    d = deploy(venue(Fault("create_order", FaultKind.TIMEOUT_AFTER, symbol="BTCUSDT")))   # executed, then 504
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    truth = d.emu.truth()
+    assert len(d.emu.requests("/v5/order/create")) == 1
+    assert [o.symbol for o in truth.orders] == ["BTCUSDT"]
+    (entry,) = d.emu.requests("/v5/order/create")
+    queried = [q["orderLinkId"] for q in d.emu.requests("/v5/order/realtime") if q.get("orderLinkId")]
+    assert queried and set(queried) == {entry["orderLinkId"]}
+    assert truth.max_naked_seconds() == 0.0 and d.position_reads() == 0
+
+
+def test_the_scan_through_ccxt_protects_a_position_opened_by_hand(deploy):
+    d = deploy(venue(lag=0.0), protection=ProtectionSettings(scan_s=0.2, grace_s=0.0))
+    d.emu.on_loop(lambda: d.emu.emulator.engine.create_order(OrderRequest("ETHUSDT", Side.BUY, 0.5, "web-ui-1"),
+                                                             True))
+    d.wait_state("ETHUSDT", "PROTECTED")
+    truth = d.emu.truth()
+    stop = truth.open_positions()["ETHUSDT"].stop_price
+    assert stop is not None and stop == pytest.approx(3_000.0 * 0.98, rel=1e-3)
+    assert d.emu.requests("/v5/order/realtime")[-1].get("orderFilter") == "StopOrder"   # stop orders read too
