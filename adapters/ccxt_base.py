@@ -162,6 +162,8 @@ class CcxtAdapter(VenueAdapter):
             code = body[self.code_key]
             return VenueError(int(code) if str(code).lstrip("-").isdigit() else str(code),
                               self._scrub(str(body.get(self.message_key, text))))
+        if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):   # before NetworkError, its base
+            return VenueError(self.rate_limit_code, text)    # refused, not processed
         if isinstance(exc, ccxt.RequestTimeout):
             return VenueTimeout(text)                     # sent, no answer: unknown outcome
         if isinstance(exc, ccxt.ExchangeNotAvailable):
@@ -170,8 +172,6 @@ class CcxtAdapter(VenueAdapter):
             return VenueTimeout(text)
         if isinstance(exc, ccxt.OrderNotFound):
             return VenueError(self.not_found_code, text)
-        if isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
-            return VenueError(self.rate_limit_code, text)
         if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.AccountSuspended):
             return VenueError("auth", text)
         return VenueError("ccxt", f"{type(exc).__name__}: {text}")

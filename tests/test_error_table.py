@@ -46,3 +46,40 @@ def test_text_refinements_precede_their_bare_code():
             seen_bare.add(rule.code)
         else:
             assert rule.code not in seen_bare, f"rule for {rule.code} '{rule.text}' is shadowed"
+
+
+@pytest.mark.parametrize(("error", "outcome"), [
+    (VenueError(-1007, "Timeout waiting for response from backend server. Send status unknown"), Outcome.UNKNOWN),
+    (VenueError(503, "Unknown error, please check your request or try again later."), Outcome.UNKNOWN),
+    (VenueError(-2021, "Order would immediately trigger."), Outcome.REJECTED),      # -> flatten now
+    (VenueError(-2022, "ReduceOnly Order is rejected."), Outcome.NO_POSITION),
+    (VenueError(-4116, "ClientOrderId is duplicated."), Outcome.ALREADY_PLACED),
+    (VenueError(-4131, "The counterparty's best price does not meet the PERCENT_PRICE filter limit."),
+     Outcome.REJECTED),
+    (VenueError(-4164, "Order's notional must be no smaller than 5"), Outcome.REJECTED),
+    (VenueError(-1003, "Too many requests"), Outcome.RETRY_LATER),
+    (VenueError(-1021, "Timestamp for this request is outside of the recvWindow."), Outcome.AUTH),
+    (VenueError(-1022, "Signature for this request is not valid."), Outcome.AUTH),
+    (VenueError(-2015, "Invalid API-key, IP, or permissions for action."), Outcome.AUTH),
+    (VenueError(-2013, "Order does not exist."), Outcome.ORDER_NOT_FOUND),
+    (VenueError(-1102, "Mandatory parameter 'side' was not sent"), Outcome.BUG),
+    (VenueTimeout("no reply"), Outcome.UNKNOWN),
+    (VenueError(-9999, "something new"), Outcome.UNKNOWN),
+])
+def test_binance_classification(error, outcome):
+    assert classify_error(error, "binance") is outcome
+
+
+@pytest.mark.parametrize("dialect", ["bybit", "binance"])
+@pytest.mark.parametrize(("code", "outcome"), [("min_qty", Outcome.REJECTED), ("min_notional", Outcome.REJECTED),
+                                               ("unknown_symbol", Outcome.REJECTED), ("auth", Outcome.AUTH)])
+def test_local_denials_classify_the_same_for_every_venue(dialect, code, outcome):
+    assert classify_error(VenueError(code, "denied before sending"), dialect) is outcome
+
+
+def test_a_stop_that_would_trigger_now_takes_the_flatten_edge():
+    # -2021 must not be retried as a stop (it can never stand): REJECTED is the "stop refused,
+    # roll back" edge of the PositionActor, i.e. flatten now.
+    from actors.position_core import AMBIGUOUS
+    outcome = classify_error(VenueError(-2021, "Order would immediately trigger."), "binance")
+    assert outcome not in AMBIGUOUS and outcome not in (Outcome.RETRY_LATER, Outcome.UNKNOWN, Outcome.NOT_MODIFIED)
