@@ -210,7 +210,8 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     configure_logging(cfg.log)
 
     async def serve() -> None:
-        from adapters.bybit_emulator import BybitEmulator, EmulatorConfig
+        from adapters.bybit_emulator import BybitEmulator
+        from adapters.emulator_base import EmulatorConfig
 
         assert cfg.emulator is not None
         emu = BybitEmulator(EmulatorConfig(venue=cfg.emulator, keys=((key, secret),)), port)

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from adapters.base import TrueState
-from adapters.bybit_emulator import BybitEmulator, EmulatorConfig
+from adapters.bybit_emulator import BybitEmulator
+from adapters.emulator_base import EmulatorConfig
 from adapters.faults import Fault
 from adapters.venue_settings import CcxtVenueSettings
 

@@ -12,7 +12,7 @@ import pytest
 
 from adapters.base import OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
 from adapters.bybit import BybitAdapter
-from adapters.bybit_emulator import EmulatorConfig
+from adapters.emulator_base import EmulatorConfig
 from adapters.errors import Outcome, classify_error
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig

@@ -24,7 +24,7 @@ from actors.messages import (
 )
 from adapters.base import OrderRequest, Side
 from adapters.bybit import BybitAdapter
-from adapters.bybit_emulator import EmulatorConfig
+from adapters.emulator_base import EmulatorConfig
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
