@@ -14,6 +14,7 @@ import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -56,6 +57,14 @@ def _json_in(text: str) -> dict[str, Any] | None:
     return None
 
 
+def _rebase(url: Any, base: str) -> Any:
+    """The same REST path on another host: `https://fapi.binance.com/fapi/v1` -> `{base}/fapi/v1`."""
+    if not isinstance(url, str):
+        return url
+    path = urlsplit(url).path
+    return base.rstrip("/") + (path if path != "/" else "")
+
+
 class CcxtAdapter(VenueAdapter):
     """Base of the ccxt adapters. Subclasses say how to build the client and what the venue's
     codes are called; all venue I/O goes through `_call`, which never lets a ccxt type out."""
@@ -90,7 +99,7 @@ class CcxtAdapter(VenueAdapter):
 
         self.ex = self._client(ccxt_async, key, secret)
         if self.settings.api_url:
-            self.ex.urls["api"] = {k: self.settings.api_url for k in self.ex.urls["api"]}
+            self.ex.urls["api"] = {k: _rebase(url, self.settings.api_url) for k, url in self.ex.urls["api"].items()}
         await self._call(self.ex.load_markets)
 
     async def close(self) -> None:

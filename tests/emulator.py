@@ -10,8 +10,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from adapters.base import TrueState
+from adapters.binance_emulator import BinanceEmulator
 from adapters.bybit_emulator import BybitEmulator
-from adapters.emulator_base import EmulatorConfig
+from adapters.emulator_base import EmulatorBase, EmulatorConfig
 from adapters.faults import Fault
 from adapters.venue_settings import CcxtVenueSettings
 
@@ -22,11 +23,12 @@ KEY_ENV, SECRET_ENV = "POSGUARD_TEST_BYBIT_KEY", "POSGUARD_TEST_BYBIT_SECRET"
 
 
 class EmulatorThread:
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, dialect: type[EmulatorBase] = BybitEmulator) -> None:
         if not config.keys:
             from dataclasses import replace
             config = replace(config, keys=((KEY, SECRET),))
-        self.emulator = BybitEmulator(config)
+        self.emulator = dialect(config)
+        self.venue = "binanceusdm" if dialect is BinanceEmulator else "bybit"
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="bybit-emulator", daemon=True)
 
@@ -63,6 +65,12 @@ class EmulatorThread:
     def add_fault(self, fault: Fault) -> None:
         self.on_loop(lambda: self.emulator.adapter.faults.add(fault))
 
+    def requests_log(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(method, path, params) of every private request, oldest first."""
+        if self.loop.is_closed():
+            return list(self._final[1])
+        return self.on_loop(lambda: list(self.emulator.requests))
+
     def requests(self, path: str) -> list[dict[str, Any]]:
         """The parameters of every request to `path` the emulator received, oldest first."""
         if self.loop.is_closed():
@@ -70,5 +78,5 @@ class EmulatorThread:
         return self.on_loop(lambda: [params for _, p, params in self.emulator.requests if p == path])
 
     def settings(self, **overrides: Any) -> CcxtVenueSettings:
-        return CcxtVenueSettings(**{"name": "bybit", "key_env": KEY_ENV, "secret_env": SECRET_ENV,
+        return CcxtVenueSettings(**{"name": self.venue, "key_env": KEY_ENV, "secret_env": SECRET_ENV,
                                     "api_url": self.url, **overrides})

@@ -1,6 +1,7 @@
 """The incident replayed through the real actors, real ccxt and HTTP, against the Bybit-v5
 emulator with the incident's own 24 s REST position lag: nothing here waits on a position read,
-so every case finishes well inside the lag."""
+so every case finishes well inside the lag. Then the same actors on the Binance emulator, where
+the stop is a separate closePosition order."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from actors.messages import (
     WaitForState,
 )
 from adapters.base import OrderRequest, Side
+from adapters.binance import BinanceAdapter
+from adapters.binance_emulator import BinanceEmulator
 from adapters.bybit import BybitAdapter
-from adapters.emulator_base import EmulatorConfig
+from adapters.bybit_emulator import BybitEmulator
+from adapters.emulator_base import EmulatorBase, EmulatorConfig
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
@@ -48,7 +52,9 @@ class Deployment:
                  protection: ProtectionSettings | None) -> None:
         self.asys, self.emu = asys, emu
         self.sup = asys.createActor(Supervisor)
-        factory = functools.partial(BybitAdapter, emu.settings(attached_stop=attached))
+        adapter = BinanceAdapter if emu.venue == "binanceusdm" else BybitAdapter
+        settings = emu.settings(attached_stop=attached) if adapter is BybitAdapter else emu.settings()
+        factory = functools.partial(adapter, settings)
         reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, factory, SETTINGS,
                                                    protection=protection), 30)
         assert isinstance(reply, DeploymentReady), reply
@@ -76,9 +82,9 @@ def deploy(tcp_system, tmp_path):
     made: list[Deployment] = []
     with_emulators: list[EmulatorThread] = []
 
-    def start(config: EmulatorConfig, attached: bool = True,
-              protection: ProtectionSettings | None = None) -> Deployment:
-        emu = EmulatorThread(config).__enter__()
+    def start(config: EmulatorConfig, attached: bool = True, protection: ProtectionSettings | None = None,
+              dialect: type[EmulatorBase] = BybitEmulator) -> Deployment:
+        emu = EmulatorThread(config, dialect).__enter__()
         with_emulators.append(emu)
         d = Deployment(tcp_system, emu, str(tmp_path / f"journal{len(made)}.sqlite"), attached, protection)
         made.append(d)
@@ -144,3 +150,32 @@ def test_the_scan_through_ccxt_protects_a_position_opened_by_hand(deploy):
     stop = truth.open_positions()["ETHUSDT"].stop_price
     assert stop is not None and stop == pytest.approx(3_000.0 * 0.98, rel=1e-3)
     assert d.emu.requests("/v5/order/realtime")[-1].get("orderFilter") == "StopOrder"   # stop orders read too
+
+
+def test_binance_entry_then_its_close_all_stop_through_the_actors(deploy):
+    d = deploy(venue(), dialect=BinanceEmulator)
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.open("ETHUSDT", Side.SELL, 0.5, 3_060.0)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    d.wait_state("ETHUSDT", "PROTECTED")
+    truth = d.emu.truth()
+    assert {s: p.stop_price for s, p in truth.open_positions().items()} == {"BTCUSDT": 58_800.0, "ETHUSDT": 3_060.0}
+    assert len(truth.positions) == 2                        # protected, never flattened and reopened
+    assert truth.max_naked_seconds() < SETTINGS.naked_deadline_s   # naked only from fill to stop
+    algo = d.emu.requests("/fapi/v1/algoOrder")
+    assert sorted((a["symbol"], a["side"], a["closePosition"]) for a in algo) == \
+        [("BTCUSDT", "SELL", "true"), ("ETHUSDT", "BUY", "true")]
+    assert len(d.emu.requests("/fapi/v3/positionRisk")) <= 1     # the start-up report only
+
+
+def test_binance_stop_that_would_trigger_now_flattens_at_once(deploy):
+    # -2021: the price is already through the stop, so it can never stand: flatten, no retry.
+    d = deploy(venue(), dialect=BinanceEmulator)
+    d.open("BTCUSDT", Side.BUY, 0.01, 61_000.0)            # above the price for a long
+    d.wait_state("BTCUSDT", "IDLE")
+    truth = d.emu.truth()
+    (episode,) = truth.positions
+    assert episode.closed_at is not None and truth.open_positions() == {}
+    assert len(d.emu.requests("/fapi/v1/algoOrder")) == 1  # refused once, never re-sent
+    closes = [o for o in d.emu.requests("/fapi/v1/order") if o.get("reduceOnly") == "true"]
+    assert [(c["side"], c["quantity"]) for c in closes] == [("SELL", "0.01")]
