@@ -164,6 +164,7 @@ class PositionSnapshot:
     naked_seconds: float = 0.0           # accumulated time filled without confirmed protection
     naked_since: float | None = None     # wall time the current naked stretch began
     protect_latency_s: float | None = None  # from taking the open command to protection confirmed
+    guarded_latency_s: float | None = None  # ... to the venue guaranteeing no fill without a stop
     trigger: str = ""                    # the transition that produced this snapshot
     last_event: str = ""
     updated_at: float = _ts_field()

@@ -115,6 +115,7 @@ class PositionCore:
         self.protected = False
         self.opened_at = 0.0
         self.protect_latency: float | None = None
+        self.guarded_latency: float | None = None    # until no fill can exist without its stop
         self.stop_request_id: str | None = None
         self.stop_attempts = 0
         self.naked_total = 0.0
@@ -372,6 +373,9 @@ class PositionCore:
 
     def _on_entry_placed(self, msg: OrderPlaced) -> None:
         if msg.report is not None:
+            if msg.report.stop_price is not None and self.guarded_latency is None:
+                # The venue took the entry with its stop attached: whatever fills carries the stop.
+                self.guarded_latency = self.ports.monotonic() - self.opened_at
             self._on_entry_report(msg.report)
             return
         failure = msg.failure
@@ -502,6 +506,8 @@ class PositionCore:
     def _mark_protected(self) -> None:
         self.protected = True
         self.protect_latency = self.ports.monotonic() - self.opened_at
+        if self.guarded_latency is None:
+            self.guarded_latency = self.protect_latency
         self._stop_naked_clock()
 
     def _stop_naked_clock(self) -> None:
@@ -641,6 +647,7 @@ class PositionCore:
             filled_qty=self.filled_qty, entry_price=self.avg_price,
             stop_price=self.stop_price if self.protected else None, intent_id=self.intent_id,
             naked_seconds=self.naked_total, last_event=self.last_event, protect_latency_s=self.protect_latency,
+            guarded_latency_s=self.guarded_latency,
             naked_since=None if self.naked_since is None
             else self.ports.wall() - (self.ports.monotonic() - self.naked_since),
             updated_at=self.ports.wall())

@@ -1,0 +1,137 @@
+"""posguard's entry->protected time over real ccxt and HTTP, against the Bybit emulator, divided
+by a bare ccxt create_order round trip measured in the same run against the same emulator.
+
+Two figures for posguard, both from the PositionActor's own clock (from taking the open
+command, journal write included):
+- guarded: until the venue guarantees that no fill can exist without its stop. On Bybit the
+  stop travels with the entry, so that is the entry's acknowledgement: one venue round trip.
+  Goal: guarded / bare <= 1.1.
+- confirmed: until the state is PROTECTED. Bybit v5 acknowledges an order with ids only, so
+  the fill (and the stop it carries) is learnt by a second call, the query by orderLinkId:
+  two round trips by construction.
+The separate-stop venue (Binance-like: entry, then the stop) needs two round trips for either.
+
+    python bench/venue_overhead.py                 # 50 ms venue round trip, 15 opens per mode
+    python bench/venue_overhead.py --latency 0.1 --opens 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from loguru import logger  # noqa: E402
+
+from actors.messages import (  # noqa: E402
+    ClosePosition,
+    DeploymentReady,
+    OpenPosition,
+    PositionSettings,
+    StartDeployment,
+    StopDeployment,
+    WaitForState,
+)
+from adapters.base import Side  # noqa: E402
+from adapters.bybit import BybitAdapter  # noqa: E402
+from adapters.emulator_base import EmulatorConfig  # noqa: E402
+from adapters.sim_engine import EngineConfig  # noqa: E402
+from adapters.simulated import SimVenueConfig  # noqa: E402
+from tests.emulator import KEY, KEY_ENV, SECRET, SECRET_ENV, EmulatorThread  # noqa: E402
+
+SYMBOL, QTY, PRICE = "BTCUSDT", 0.01, 60_000.0
+
+
+async def bare_round_trips(emu: EmulatorThread, samples: int) -> list[float]:
+    """ccxt alone: the same market order with its stop attached, timed around the call."""
+    import ccxt.async_support as ccxt_async
+
+    ex = ccxt_async.bybit({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
+                           "options": {"defaultType": "swap", "defaultSubType": "linear",
+                                       "fetchMarkets": {"types": ["linear"]}, "enableUnifiedAccount": True,
+                                       "enableUnifiedMargin": False}})
+    ex.has["fetchCurrencies"] = False
+    ex.urls["api"] = {k: emu.url for k in ex.urls["api"]}
+    try:
+        await ex.load_markets()
+        times = []
+        for i in range(samples):
+            side = "buy" if i % 2 == 0 else "sell"      # in and out, so the position stays small
+            stop = PRICE * (0.9 if side == "buy" else 1.1)
+            params = {"clientOrderId": f"bare-{time.time_ns()}", "positionIdx": 0, "stopLoss": str(stop),
+                      "slTriggerBy": "LastPrice", "tpslMode": "Full"}
+            t = time.perf_counter()
+            await ex.create_order("BTC/USDT:USDT", "market", side, QTY, None, params)
+            times.append(time.perf_counter() - t)
+        return times
+    finally:
+        await ex.close()
+
+
+def posguard_opens(emu: EmulatorThread, opens: int, attached: bool) -> tuple[list[float], list[float]]:
+    from supervisor.supervisor import Supervisor
+    from supervisor.system import start_system
+    from tests.conftest import free_port
+
+    settings = PositionSettings(poll_s=0.02, retry_s=0.05)
+    asys = start_system(free_port())
+    guarded, confirmed = [], []
+    try:
+        sup = asys.createActor(Supervisor)
+        with tempfile.TemporaryDirectory() as tmp:
+            factory = functools.partial(BybitAdapter, emu.settings(attached_stop=attached))
+            ready = asys.ask(sup, StartDeployment((SYMBOL,), f"{tmp}/journal.sqlite", factory, settings,
+                                                  protection=None), 30)
+            assert isinstance(ready, DeploymentReady), ready
+            asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 10)
+            for _ in range(opens):
+                asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, QTY, PRICE * 0.9), 5)
+                snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED", "STUCK")), 30)
+                assert snap is not None and snap.state == "PROTECTED", snap
+                guarded.append(snap.guarded_latency_s)
+                confirmed.append(snap.protect_latency_s)
+                asys.ask(sup, ClosePosition(SYMBOL), 5)
+                assert asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 30) is not None
+            asys.ask(sup, StopDeployment(), 15)
+    finally:
+        asys.shutdown()
+    return guarded, confirmed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.05, help="venue round trip, seconds (default 0.05)")
+    parser.add_argument("--opens", type=int, default=15, help="positions opened per mode (default 15)")
+    args = parser.parse_args()
+    logger.remove()
+    os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET       # before the actor system forks
+    config = EmulatorConfig(venue=SimVenueConfig(
+        engine=EngineConfig(seed=1, prices={SYMBOL: PRICE}, position_lag_s=24.0, volatility=0.0),
+        latency_s=args.latency, orders_per_second=1000))
+    ms = 1000.0
+    with EmulatorThread(config) as emu:
+        bare = asyncio.run(bare_round_trips(emu, 30))
+        attached = posguard_opens(emu, args.opens, attached=True)
+        separate = posguard_opens(emu, args.opens, attached=False)
+        bare += asyncio.run(bare_round_trips(emu, 30))              # before and after: drift shows
+    base = statistics.median(bare)
+    print(f"venue round trip {args.latency * ms:.0f} ms; bare ccxt create_order median {base * ms:.1f} ms"
+          f" (p90 {statistics.quantiles(bare, n=10)[-1] * ms:.1f} ms, n={len(bare)})")
+    print(f"{'mode':<16}{'guarded ms':>12}{'ratio':>8}{'confirmed ms':>14}{'ratio':>8}")
+    for name, (guarded, confirmed) in (("attached-stop", attached), ("separate-stop", separate)):
+        g, c = statistics.median(guarded), statistics.median(confirmed)
+        print(f"{name:<16}{g * ms:>12.1f}{g / base:>8.2f}{c * ms:>14.1f}{c / base:>8.2f}")
+    g = statistics.median(attached[0])
+    print(f"venue_overhead guarded/bare={g / base:.3f} (goal <= 1.1)")
+
+
+if __name__ == "__main__":
+    main()
