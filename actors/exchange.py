@@ -56,6 +56,7 @@ class ExchangeActor(BridgedActor):
     receiveMsg_SetStop = _request          # noqa: N815
     receiveMsg_FetchPositions = _request   # noqa: N815
     receiveMsg_FetchPrice = _request       # noqa: N815
+    receiveMsg_FetchClosures = _request    # noqa: N815
     receiveMsg_GetTrueState = _request     # noqa: N815
 
     def _reply(self, msg: Any, reply_to: Any, result: Any) -> None:

@@ -17,6 +17,8 @@ from typing import TypeVar
 from loguru import logger
 
 from actors.messages import (
+    ClosuresFetched,
+    FetchClosures,
     FetchPositions,
     FetchPrice,
     GetTrueState,
@@ -130,6 +132,9 @@ class ExchangeService:
                     orders, failure = await self._call(self._reads, self.adapter.fetch_stop_orders)
                     positions = with_stop_orders(positions, orders or [])
                 return PositionsFetched(rid, tuple(positions or ()), failure)
+            case FetchClosures(symbol=symbol, request_id=rid):
+                closures, failure = await self._call(self._reads, lambda: self.adapter.fetch_closures(symbol))
+                return ClosuresFetched(rid, symbol, tuple(closures or ()), failure)
             case GetTrueState():
                 return TrueStateReport(await self.adapter.true_state())
             case FetchPrice(symbol=symbol, request_id=rid):
@@ -166,6 +171,8 @@ def failure_reply(msg: object, failure: VenueFailure) -> object | None:
             return PositionsFetched(rid, (), failure)
         case FetchPrice(symbol=symbol, request_id=rid):
             return PriceFetched(rid, symbol, None, failure)
+        case FetchClosures(symbol=symbol, request_id=rid):
+            return ClosuresFetched(rid, symbol, (), failure)
         case GetTrueState():
             return TrueStateReport(None)
     return None

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import Capabilities, OrderReport, OrderRequest, PositionReport, Side, TrueState
+from adapters.base import Capabilities, ClosureReport, OrderReport, OrderRequest, PositionReport, Side, TrueState
 from adapters.errors import Outcome
 
 
@@ -122,6 +122,7 @@ class Reprotect:
     reason: str
     command_id: str = _id_field()
     ts: float = _ts_field()
+    venue_history: str = ""              # what the venue's order history says happened (a label only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +270,24 @@ class PositionsFetched:
 
     request_id: str
     positions: tuple[PositionReport, ...] = ()
+    failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchClosures:
+    """The venue's order history of closes for a symbol: why a position is gone (never whether)."""
+
+    symbol: str
+    request_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class ClosuresFetched:
+    """Reply to FetchClosures, newest first."""
+
+    request_id: str
+    symbol: str
+    closures: tuple[ClosureReport, ...] = ()
     failure: VenueFailure | None = None
 
 

@@ -48,7 +48,7 @@ from actors.messages import (
     new_id,
 )
 from actors.position_states import TRANSITIONS, State, Trigger
-from adapters.base import Capabilities, OrderReport, OrderRequest, Side
+from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest, Side
 from adapters.errors import Outcome
 
 # Timer kinds
@@ -80,7 +80,7 @@ class PositionPorts(Protocol):
 
 def client_order_id(kind: str) -> str:
     """Unique, venue-safe (<= 36 chars, [a-z0-9]) client order id."""
-    return f"pg{kind}{uuid.uuid4().hex[:24]}"
+    return f"{OUR_ORDER_PREFIX}{kind}{uuid.uuid4().hex[:24]}"
 
 
 class PositionCore:
@@ -116,6 +116,7 @@ class PositionCore:
         self.opened_at = 0.0
         self.protect_latency: float | None = None
         self.guarded_latency: float | None = None    # until no fill can exist without its stop
+        self.vanish_hint = ""                        # why the venue's history says it is gone
         self.stop_request_id: str | None = None
         self.stop_attempts = 0
         self.naked_total = 0.0
@@ -254,6 +255,7 @@ class PositionCore:
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; nothing to re-protect")
         self.protected = False
         self.naked_since = self.ports.monotonic()
+        self.vanish_hint = cmd.venue_history
         self._go(Trigger.REPROTECT, f"{cmd.reason}: setting stop {_px(self.stop_price)} again directly")
         self._armed_once.discard(NAKED)
         self._arm_once(NAKED, self.settings.naked_deadline_s)
@@ -598,7 +600,8 @@ class PositionCore:
         elif self.close_done and self.closed_qty > 0:
             self._closed(f"close filled {self.closed_qty} (entry filled {self.filled_qty})")
         elif self.close_done and self.close_sent_entry_final:
-            self._closed(f"venue holds no position to reduce (entry filled {self.filled_qty}; closed elsewhere)")
+            self._closed(f"venue holds no position to reduce (entry filled {self.filled_qty}; closed elsewhere"
+                         f"{': ' + self.vanish_hint if self.vanish_hint else ''})")
         elif self.close_done:
             # "Nothing to reduce" came before we knew the entry's fill: the fill may be newer.
             self._new_close_order()

@@ -22,10 +22,12 @@ from thespian.actors import WakeupMessage
 from actors.async_bridge import BridgedActor
 from actors.messages import (
     AdoptPosition,
+    ClosuresFetched,
     Collaborators,
     CommandAccepted,
     CommandDenied,
     ConfigureProtection,
+    FetchClosures,
     FetchPositions,
     PositionsFetched,
     PositionSnapshot,
@@ -36,6 +38,7 @@ from actors.messages import (
 from adapters.base import PositionReport, Side
 
 SCAN = "protection-scan"
+HISTORY = "protection-history:"
 EPS = 1e-9
 
 
@@ -146,8 +149,24 @@ class ProtectionActor(BridgedActor):
         elif foreign and f.position is not None:       # policy close: two agreeing reads
             p = f.position
             self._ask(AdoptPosition(f.symbol, p.side, p.qty, None, reason=f"foreign position ({f.detail})"))
+        elif f.kind == "missing" and self.exchange is not None:
+            # Confirmed by a second read. Ask the order history why, then re-protect: setting the
+            # stop again lets the engine say whether a position exists; the history only labels it.
+            self.send(self.exchange, FetchClosures(f.symbol, request_id=f"{HISTORY}{f.symbol}"))
         elif f.kind in ("drift", "missing"):
             self._ask(Reprotect(f.symbol, f"protection scan: {f.detail}"))
+
+    def receiveMsg_ClosuresFetched(self, msg: ClosuresFetched, sender: Any) -> None:  # noqa: N802
+        if msg.failure is not None:
+            history = f"order history unreadable ({msg.failure.outcome} {msg.failure.code})"
+        elif msg.closures:
+            history = f"venue history: {msg.closures[0].describe()}"
+        else:
+            history = "venue history shows no closing order"
+        snap = self.snapshots.get(msg.symbol)
+        if snap is not None and snap.state == "PROTECTED":
+            self._ask(Reprotect(msg.symbol, "protection scan: PROTECTED here, but the venue view shows no position",
+                                venue_history=history))
 
     def _ask(self, msg: AdoptPosition | Reprotect) -> None:
         self.acted += 1

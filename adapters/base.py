@@ -98,6 +98,43 @@ class StopOrderReport:
     venue_order_id: str = ""
 
 
+class CloseKind(StrEnum):
+    """Why a position went away, as the venue's order history tells it."""
+
+    STOP = "stop loss triggered"
+    LIQUIDATION = "liquidated"
+    MANUAL = "closed by an order that is not ours (by hand?)"
+    OURS = "closed by our own order"
+
+
+@dataclass(frozen=True, slots=True)
+class ClosureReport:
+    """One order in the venue's history that reduced or closed a position."""
+
+    symbol: str
+    kind: CloseKind
+    side: Side
+    qty: float
+    price: float | None
+    venue_order_id: str = ""
+    client_order_id: str = ""
+
+    def describe(self) -> str:
+        px = f" @ {self.price:.8g}" if self.price else ""
+        return f"{self.kind} ({self.side} {self.qty:g}{px}, venue order {self.venue_order_id or '?'})"
+
+
+OUR_ORDER_PREFIX = "pg"              # every client order id posguard makes starts with this
+
+
+def closure_kind(client_order_id: str, by_stop: bool = False, by_liquidation: bool = False) -> CloseKind:
+    if by_liquidation:
+        return CloseKind.LIQUIDATION
+    if by_stop:
+        return CloseKind.STOP
+    return CloseKind.OURS if client_order_id.startswith(OUR_ORDER_PREFIX) else CloseKind.MANUAL
+
+
 @dataclass(frozen=True, slots=True)
 class TruePosition:
     """The matching engine's truth about one position episode (simulated venues only)."""
@@ -186,6 +223,11 @@ class VenueAdapter(ABC):
     async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
         """Open conditional orders that can act as stops. Venues whose stops live on the
         position (the simulated venue) have none."""
+        return []
+
+    async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
+        """Orders that reduced or closed the symbol's position, newest first (order history).
+        Used only to tell *why* a position is gone; never to decide that it is."""
         return []
 
     async def true_state(self) -> TrueState | None:

@@ -17,6 +17,7 @@ Engine errors carry Bybit retCodes; they are answered here in Binance's codes.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, OrderStatus, Side, VenueError
-from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num
+from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num, order_time
 from adapters.sim_engine import ZERO_POSITION
 
 # Engine (Bybit) code -> Binance code; 10001 is split by its text below.
@@ -64,6 +65,7 @@ class BinanceEmulator(EmulatorBase):
         app.router.add_get("/fapi/v1/ticker/price", self._ticker)
         app.router.add_post("/fapi/v1/order", self.private(self._new_order))
         app.router.add_get("/fapi/v1/order", self.private(self._query_order))
+        app.router.add_get("/fapi/v1/allOrders", self.private(self._all_orders))
         app.router.add_post("/fapi/v1/algoOrder", self.private(self._new_algo))
         app.router.add_get("/fapi/v1/algoOrder", self.private(self._query_algo))
         app.router.add_delete("/fapi/v1/algoOrder", self.private(self._cancel_algo))
@@ -174,16 +176,26 @@ class BinanceEmulator(EmulatorBase):
         report = await self.adapter.fetch_order(ins.symbol, cid)
         return web.json_response(self._order_json(report))
 
+    async def _all_orders(self, p: dict[str, Any]) -> web.Response:
+        ins = self.instrument(p.get("symbol"))
+        truth = await self.adapter.true_state()
+        return web.json_response([self._order_json(o) for o in truth.orders if o.symbol == ins.symbol])
+
     @staticmethod
     def _order_json(o: OrderReport) -> dict[str, Any]:
+        by_stop, by_liq = o.client_order_id.startswith("stop-"), o.client_order_id.startswith("liq-")
+        if by_liq:                                           # Binance names these itself
+            o = dataclasses.replace(o, client_order_id=f"autoclose-{o.venue_order_id}")
         return {
             "orderId": int(o.venue_order_id.removeprefix("sim-")), "symbol": o.symbol, "status": _STATUS[o.status],
             "clientOrderId": o.client_order_id, "price": "0", "avgPrice": num(o.avg_price or 0.0),
             "origQty": num(o.qty), "executedQty": num(o.filled_qty),
-            "cumQuote": num(o.filled_qty * (o.avg_price or 0.0)), "timeInForce": "GTC", "type": "MARKET",
-            "origType": "MARKET", "reduceOnly": o.reduce_only, "closePosition": False,
+            "cumQuote": num(o.filled_qty * (o.avg_price or 0.0)), "timeInForce": "GTC",
+            "type": "LIQUIDATION" if by_liq else "MARKET", "origType": "STOP_MARKET" if by_stop else "MARKET",
+            "reduceOnly": o.reduce_only, "closePosition": by_stop,
             "side": o.side.value.upper(), "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
-            "priceProtect": False, "time": 0, "updateTime": 0, "priceMatch": "NONE", "selfTradePreventionMode": "NONE"}
+            "priceProtect": False,
+            "time": order_time(o), "updateTime": order_time(o), "priceMatch": "NONE", "selfTradePreventionMode": "NONE"}
 
     # -- algo (conditional) orders ---------------------------------------------------------
 

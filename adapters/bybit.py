@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from adapters.base import OrderReport, OrderRequest, OrderStatus, PositionReport, Side, StopOrderReport
+from adapters.base import (
+    ClosureReport,
+    OrderReport,
+    OrderRequest,
+    OrderStatus,
+    PositionReport,
+    Side,
+    StopOrderReport,
+    closure_kind,
+)
 from adapters.ccxt_base import CcxtAdapter
 from adapters.venue_settings import unified_symbol
 
@@ -70,6 +79,22 @@ class BybitAdapter(CcxtAdapter):
         order = await self._call(self.ex.fetch_order, "", unified_symbol(symbol),
                                  {"acknowledged": True, "orderLinkId": client_order_id})
         return self._report(symbol, order, client_order_id)
+
+    async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
+        rows = await self._call(self.ex.fetch_canceled_and_closed_orders, unified_symbol(symbol), None, 50)
+        out = []
+        for o in sorted(rows, key=lambda r: r.get("timestamp") or 0, reverse=True):
+            info = o.get("info") or {}
+            create = str(info.get("createType") or "")
+            by_stop = create in ("CreateByStopLoss", "CreateByTrailingStop") or info.get("stopOrderType") == "StopLoss"
+            by_liq = create in ("CreateByLiq", "CreateByAdl_PassThrough", "CreateByTakeOver_PassThrough")
+            if not (o.get("reduceOnly") or by_stop or by_liq) or not float(o.get("filled") or 0):
+                continue
+            out.append(ClosureReport(symbol, closure_kind(str(o.get("clientOrderId") or ""), by_stop, by_liq),
+                                     Side(o["side"]), float(o["filled"]),
+                                     float(o["average"]) if o.get("average") else None, str(o.get("id") or ""),
+                                     str(o.get("clientOrderId") or "")))
+        return out
 
     async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
         rows = await self._call(self.ex.fetch_open_orders, unified_symbol(symbol) if symbol else None, None, None,

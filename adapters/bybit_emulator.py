@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, OrderStatus, Side, VenueError
-from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num
+from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num, order_time
 
 
 class BybitEmulator(EmulatorBase):
@@ -188,16 +188,19 @@ class BybitEmulator(EmulatorBase):
                   OrderStatus.FILLED: "Filled", OrderStatus.CANCELLED: "Cancelled",
                   OrderStatus.REJECTED: "Rejected"}[o.status]
         by_stop = o.client_order_id.startswith("stop-")    # the engine's own stop-loss execution
+        by_liq = o.client_order_id.startswith("liq-")      # the liquidation engine's
         return {
-            "orderId": o.venue_order_id, "orderLinkId": "" if by_stop else o.client_order_id,
+            "orderId": o.venue_order_id, "orderLinkId": "" if by_stop or by_liq else o.client_order_id,
             "symbol": o.symbol, "side": "Buy" if o.side is Side.BUY else "Sell", "orderType": "Market",
             "price": "0", "qty": num(o.qty), "cumExecQty": num(o.filled_qty),
             "leavesQty": num(max(o.qty - o.filled_qty, 0.0) if not o.status.is_final else 0.0),
             "avgPrice": num(o.avg_price), "cumExecValue": num(o.filled_qty * (o.avg_price or 0.0)),
             "cumExecFee": "0", "orderStatus": status, "timeInForce": "IOC", "positionIdx": 0,
             "reduceOnly": o.reduce_only, "closeOnTrigger": by_stop,
-            "stopOrderType": "StopLoss" if by_stop else "", "createType": "CreateByStopLoss" if by_stop
-            else "CreateByUser", "stopLoss": num(o.stop_price), "takeProfit": "", "triggerPrice": "",
+            "stopOrderType": "StopLoss" if by_stop else "",
+            "createType": "CreateByStopLoss" if by_stop else "CreateByLiq" if by_liq else "CreateByUser",
+            "stopLoss": num(o.stop_price), "takeProfit": "", "triggerPrice": "",
             "slTriggerBy": "LastPrice" if o.stop_price else "", "tpslMode": "Full" if o.stop_price else "",
-            "rejectReason": "EC_NoError", "createdTime": "0", "updatedTime": "0", "isLeverage": "",
+            "rejectReason": "EC_NoError",
+            "createdTime": str(order_time(o)), "updatedTime": str(order_time(o)), "isLeverage": "",
             "orderIv": "", "lastPriceOnCreated": "", "cancelType": "UNKNOWN", "triggerDirection": 0}

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from adapters.base import OrderRequest, Side, VenueError, VenueTimeout
+from adapters.base import OrderReport, OrderRequest, Side, VenueError, VenueTimeout
 from adapters.faults import Fault, FaultKind
 from adapters.sim_server import LOOPBACK, encode
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
@@ -63,6 +63,11 @@ def num(value: float | None) -> str:
     return "" if value is None else format(value, ".10g")
 
 
+def order_time(order: OrderReport) -> int:
+    """A creation time in ms that orders by sequence (the engine numbers its orders)."""
+    return 1_700_000_000_000 + int(order.venue_order_id.rsplit("-", 1)[-1])
+
+
 class EmulatorBase(ABC):
     def __init__(self, config: EmulatorConfig, port: int = 0) -> None:
         self.config = config
@@ -101,6 +106,8 @@ class EmulatorBase(ABC):
         app.router.add_post("/emulator/fault", self._add_fault)
         app.router.add_post("/emulator/open", self._open_by_hand)
         app.router.add_post("/emulator/clear-stop", self._clear_stop)
+        app.router.add_post("/emulator/trigger-stop", self._trigger_stop)
+        app.router.add_post("/emulator/liquidate", self._liquidate)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, LOOPBACK, self.port)
@@ -184,4 +191,12 @@ class EmulatorBase(ABC):
 
     async def _clear_stop(self, request: web.Request) -> web.Response:
         self.engine.clear_stop((await request.json())["symbol"])
+        return web.json_response({"ok": True})
+
+    async def _trigger_stop(self, request: web.Request) -> web.Response:
+        self.engine.trigger_stop_now((await request.json())["symbol"])
+        return web.json_response({"ok": True})
+
+    async def _liquidate(self, request: web.Request) -> web.Response:
+        self.engine.liquidate((await request.json())["symbol"])
         return web.json_response({"ok": True})

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from adapters.base import (
+    ClosureReport,
     OrderReport,
     OrderRequest,
     OrderStatus,
@@ -28,6 +29,7 @@ from adapters.base import (
     TruePosition,
     TrueState,
     VenueError,
+    closure_kind,
 )
 
 ZERO_POSITION = "can not set tp/sl/ts for zero position"
@@ -186,6 +188,19 @@ class SimEngine:
         pos.stop_price = None
         self._touch(symbol, pos)
 
+    def closures(self, symbol: str) -> list[ClosureReport]:
+        """Orders that reduced or closed the symbol's position, newest first (order history)."""
+        self.advance()
+        out = []
+        for o in reversed(self._orders.values()):
+            if o.symbol != symbol or not o.reduce_only or o.filled_qty <= 0:
+                continue
+            kind = closure_kind(o.client_order_id, by_stop=o.client_order_id.startswith("stop-"),
+                                by_liquidation=o.client_order_id.startswith("liq-"))
+            out.append(ClosureReport(symbol, kind, o.side, o.filled_qty, o.avg_price, o.venue_order_id,
+                                     o.client_order_id))
+        return out
+
     def fetch_order(self, client_order_id: str) -> OrderReport:
         self.advance()
         try:
@@ -267,10 +282,24 @@ class SimEngine:
             pos.stop_price = None                            # Bybit clears tp/sl with the position
         self._touch(symbol, pos)
 
-    def _trigger_stop(self, symbol: str, pos: _Position, px: float, t: float) -> None:
+    def trigger_stop_now(self, symbol: str) -> None:
+        """The price touched the stop between two ticks (tests): the stop executes now."""
+        self.advance()
+        pos = self._positions[symbol]
+        if pos.qty != 0 and pos.stop_price is not None:
+            self._trigger_stop(symbol, pos, self.price(symbol), self.now())
+
+    def liquidate(self, symbol: str) -> None:
+        """The venue's liquidation engine takes the position over (tests)."""
+        self.advance()
+        pos = self._positions[symbol]
+        if pos.qty != 0:
+            self._trigger_stop(symbol, pos, self.price(symbol), self.now(), prefix="liq")
+
+    def _trigger_stop(self, symbol: str, pos: _Position, px: float, t: float, prefix: str = "stop") -> None:
         self._order_seq += 1
         side = Side.SELL if pos.qty > 0 else Side.BUY
-        cid = f"stop-{symbol}-{self._order_seq}"
+        cid = f"{prefix}-{symbol}-{self._order_seq}"
         self._orders[cid] = OrderReport(
             symbol=symbol, client_order_id=cid, venue_order_id=f"sim-{self._order_seq}", side=side,
             qty=abs(pos.qty), status=OrderStatus.FILLED, filled_qty=abs(pos.qty), avg_price=px,

@@ -17,6 +17,8 @@ from typing import Any
 
 from adapters.base import (
     Capabilities,
+    CloseKind,
+    ClosureReport,
     OrderReport,
     OrderRequest,
     OrderStatus,
@@ -131,6 +133,8 @@ class SimVenueServer:
                 return await ad.fetch_price(a["symbol"])
             case "fetch_positions":
                 return await ad.fetch_positions()
+            case "fetch_closures":
+                return await ad.fetch_closures(a["symbol"])
             case "true_state":
                 return await ad.true_state()
             case "add_fault":
@@ -208,6 +212,10 @@ class RemoteSimAdapter(VenueAdapter):
 
     async def fetch_positions(self) -> list[PositionReport]:
         return [_position_report(p) for p in await self._call("fetch_positions")]
+
+    async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
+        return [ClosureReport(**{**c, "kind": CloseKind(c["kind"]), "side": Side(c["side"])})
+                for c in await self._call("fetch_closures", symbol=symbol)]
 
     async def true_state(self) -> TrueState:
         return _true_state(await self._call("true_state"))

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from adapters.base import (
     Capabilities,
+    ClosureReport,
     OrderReport,
     OrderRequest,
     OrderStatus,
@@ -82,6 +83,9 @@ class SimulatedAdapter(VenueAdapter):
 
     async def fetch_price(self, symbol: str) -> float:
         return await self._call("fetch_price", symbol, lambda: self.engine.price(symbol))
+
+    async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
+        return await self._call("fetch_closures", symbol, lambda: self.engine.closures(symbol))
 
     async def fetch_positions(self) -> list[PositionReport]:
         return await self._call("fetch_positions", None, self.engine.position_view)

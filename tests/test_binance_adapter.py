@@ -165,3 +165,16 @@ def test_bad_signature_is_auth_and_shows_no_key(emu, monkeypatch):
     exc = run(emu, lambda ad: failure(ad.create_order(entry("pg-auth"))))
     assert (exc.code, classify_error(exc, "binance")) == (-1022, Outcome.AUTH)
     assert "wrong-binance-secret" not in str(exc) and emu.truth().orders == ()
+
+
+def test_order_history_tells_a_stop_and_a_liquidation_apart(emu):
+    async def scenario(ad: BinanceAdapter):
+        engine = emu.emulator.engine
+        await ad.create_order(entry("pg-h1"))
+        await ad.set_stop("BTCUSDT", 58_000.0, Side.BUY)
+        emu.on_loop(lambda: engine.trigger_stop_now("BTCUSDT"))
+        await ad.create_order(entry("pg-h2"))
+        emu.on_loop(lambda: engine.liquidate("BTCUSDT"))
+        return await ad.fetch_closures("BTCUSDT")
+    closures = run(emu, scenario)
+    assert [c.kind.name for c in closures] == ["LIQUIDATION", "STOP"]

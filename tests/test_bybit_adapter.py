@@ -264,3 +264,20 @@ def test_below_min_notional_is_denied_locally_using_the_last_price(emu):
     exc = run(emu, scenario)
     assert exc.code == "min_notional" and "below the minimum 1000" in exc.message
     assert classify_error(exc) is Outcome.REJECTED and emu.requests("/v5/order/create") == []
+
+
+def test_order_history_tells_a_stop_a_liquidation_ours_and_by_hand_apart(emu):
+    async def scenario(ad: BybitAdapter):
+        engine = emu.emulator.engine
+        await ad.create_order(_entry("pg-h1", stop_price=58_000.0))
+        emu.on_loop(lambda: engine.trigger_stop_now("BTCUSDT"))
+        await ad.create_order(_entry("pg-h2", stop_price=58_000.0))
+        emu.on_loop(lambda: engine.liquidate("BTCUSDT"))
+        await ad.create_order(_entry("pg-h3", stop_price=58_000.0))
+        await ad.create_order(_entry("web-close", side=Side.SELL, qty=0.004, reduce_only=True))
+        await ad.create_order(_entry("pg-close", side=Side.SELL, reduce_only=True))
+        return await ad.fetch_closures("BTCUSDT")
+    closures = run(emu, scenario)
+    assert [(c.kind.name, c.qty) for c in closures] == [("OURS", 0.006), ("MANUAL", 0.004), ("LIQUIDATION", 0.01),
+                                                         ("STOP", 0.01)]
+    assert "stop loss triggered (sell 0.01" in closures[-1].describe()

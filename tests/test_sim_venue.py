@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from adapters.base import OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
+from adapters.base import CloseKind, OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import ZERO_POSITION, EngineConfig, SimEngine
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
@@ -252,3 +252,18 @@ def test_an_order_arriving_outside_the_recv_window_is_refused_not_executed():
         run(ad.create_order(buy(cid="late")))
     clock.advance(10)
     assert run(ad.true_state()).positions == ()               # neither ever executed
+
+
+def test_closures_tell_why_a_position_went_away():
+    engine = SimEngine(EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0), clock=lambda: 0.0)
+    engine.create_order(OrderRequest("BTCUSDT", Side.BUY, 1.0, "pge1", stop_price=90.0), True)
+    engine.trigger_stop_now("BTCUSDT")
+    engine.create_order(OrderRequest("BTCUSDT", Side.SELL, 2.0, "foreign-entry"), True)
+    engine.liquidate("BTCUSDT")
+    engine.create_order(OrderRequest("BTCUSDT", Side.BUY, 1.0, "pge2"), True)
+    engine.create_order(OrderRequest("BTCUSDT", Side.SELL, 0.25, "app-close", reduce_only=True), True)
+    engine.create_order(OrderRequest("BTCUSDT", Side.SELL, 5.0, "pgc1", reduce_only=True), True)
+    kinds = [(c.kind, c.side, c.qty) for c in engine.closures("BTCUSDT")]
+    assert kinds == [(CloseKind.OURS, Side.SELL, 0.75), (CloseKind.MANUAL, Side.SELL, 0.25),
+                     (CloseKind.LIQUIDATION, Side.BUY, 2.0), (CloseKind.STOP, Side.SELL, 1.0)]
+    assert engine.true_state().open_positions() == {}

@@ -179,3 +179,26 @@ def test_binance_stop_that_would_trigger_now_flattens_at_once(deploy):
     assert len(d.emu.requests("/fapi/v1/algoOrder")) == 1  # refused once, never re-sent
     closes = [o for o in d.emu.requests("/fapi/v1/order") if o.get("reduceOnly") == "true"]
     assert [(c["side"], c["quantity"]) for c in closes] == [("SELL", "0.01")]
+
+
+@pytest.mark.parametrize(("how", "label"), [
+    ("stop", "stop loss triggered"),
+    ("liquidation", "liquidated"),
+    ("by hand", "not ours"),
+])
+def test_a_vanished_position_is_confirmed_by_the_engine_and_closed_with_the_histories_reason(deploy, how, label):
+    d = deploy(venue(lag=0.0), protection=ProtectionSettings(scan_s=0.2, grace_s=0.0))
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    engine = d.emu.emulator.engine
+    act = {"stop": lambda: engine.trigger_stop_now("BTCUSDT"),
+           "liquidation": lambda: engine.liquidate("BTCUSDT"),
+           "by hand": lambda: engine.create_order(OrderRequest("BTCUSDT", Side.SELL, 0.01, "web-close-1",
+                                                               reduce_only=True), True)}[how]
+    d.emu.on_loop(act)
+    d.wait_state("BTCUSDT", "IDLE")
+    event = d.snapshot("BTCUSDT").last_event
+    assert "closed elsewhere" in event and label in event, event
+    assert d.emu.requests("/v5/order/history"), "the order history was asked"
+    assert [o for o in d.emu.requests("/v5/order/create") if o.get("reduceOnly")], "the engine was asked (reduce-only)"
+    assert d.emu.truth().open_positions() == {}
