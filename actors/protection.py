@@ -85,6 +85,16 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
     return out
 
 
+def adoption_stop(p: PositionReport, stop_pct: float) -> float:
+    """The stop an adopted position keeps: its own if it has one (a stop position or a stop
+    order we count as one) -- taking it over must never loosen or stack protection -- else one
+    `stop_pct` from its entry."""
+    if p.stop_price is not None:
+        return p.stop_price
+    distance = stop_pct / 100
+    return round(p.entry_price * (1 - distance if p.side is Side.BUY else 1 + distance), 8)
+
+
 class ProtectionActor(BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -141,9 +151,8 @@ class ProtectionActor(BridgedActor):
             return
         if foreign and policy == "protect" and f.position is not None:
             p = f.position                               # protecting closes nothing: one read is enough
-            distance = self.settings.foreign_stop_pct / 100
-            stop = p.entry_price * (1 - distance if p.side is Side.BUY else 1 + distance)
-            self._ask(AdoptPosition(f.symbol, p.side, p.qty, round(stop, 8), reason=f"foreign position ({f.detail})"))
+            self._ask(AdoptPosition(f.symbol, p.side, p.qty, adoption_stop(p, self.settings.foreign_stop_pct),
+                                    reason=f"foreign position ({f.detail})"))
         elif reads < 2:
             logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
         elif foreign and f.position is not None:       # policy close: two agreeing reads

@@ -162,3 +162,11 @@ def test_a_foreign_position_on_an_undeployed_symbol_gets_an_actor_and_a_stop(tcp
     truth = tcp_system.ask(sup, GetTrueState(), 5).state
     assert truth.open_positions()["XRPUSDT"].stop_price == 2.04               # 2 % above a short's entry
     tcp_system.ask(sup, StopDeployment(), 10)
+
+
+def test_an_adopted_position_keeps_its_own_stop_and_gets_one_only_if_it_has_none():
+    from actors.protection import adoption_stop
+
+    assert adoption_stop(PositionReport("BTCUSDT", Side.BUY, 1.0, 100.0, 97.5), 2.0) == 97.5
+    assert adoption_stop(PositionReport("BTCUSDT", Side.BUY, 1.0, 100.0, None), 2.0) == 98.0
+    assert adoption_stop(PositionReport("BTCUSDT", Side.SELL, 1.0, 100.0, None), 2.0) == 102.0
