@@ -13,6 +13,7 @@ from loguru import logger
 
 from actors.async_bridge import AsyncBridge, BridgedActor
 from actors.exchange_service import ExchangeService, failure_reply
+from actors.logs import register_secret
 from actors.messages import (
     ActorFailed,
     ConfigureExchange,
@@ -25,7 +26,9 @@ from actors.messages import (
     SetStop,
     VenueFailure,
 )
+from adapters.base import VenueError, VenueTimeout
 from adapters.errors import Outcome
+from adapters.venue_settings import MissingKey
 
 
 class ExchangeActor(BridgedActor):
@@ -39,7 +42,18 @@ class ExchangeActor(BridgedActor):
             self.watch = msg.watch
             self.bridge = AsyncBridge()
             adapter = msg.adapter_factory()
-            self.bridge.call(adapter.start())
+            try:
+                self.bridge.call(adapter.start())
+            except (VenueError, VenueTimeout, MissingKey, TimeoutError) as exc:
+                # The venue unreachable, keys refused or missing: the operator's to fix, not a bug.
+                logger.error("exchange: venue adapter failed to start: {}", exc)
+                self.bridge.call(adapter.close())
+                self.bridge.close()
+                self.bridge = None
+                self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
+                return
+            for value in adapter.secrets():
+                register_secret(value)                   # every log line of this process scrubs them
             self.service = ExchangeService(adapter)
             logger.info("exchange ready: {}", adapter.capabilities)
         self.send(sender, ExchangeReady(self.service.capabilities))

@@ -14,6 +14,8 @@ from typing import Any
 
 from loguru import logger
 
+from adapters.venue_settings import MIN_SECRET_LEN
+
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
@@ -32,7 +34,7 @@ HUMAN = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {process} | {message}"
 
 def register_secret(value: str | None) -> None:
     """Never print this value: every sink replaces it with ***."""
-    if value and len(value) >= 4:
+    if value and len(value) >= MIN_SECRET_LEN:
         _secrets.add(value)
 
 
@@ -59,10 +61,14 @@ def configure_logging(settings: LogSettings) -> None:
     _configured_pid = os.getpid()
     logger.remove()
     logger.configure(patcher=_patch)
-    logger.add(sys.stderr, level=settings.stderr_level, format=HUMAN, serialize=settings.json)
+    # diagnose=False: loguru would otherwise print every local variable's value in a traceback,
+    # keys included; backtrace=False keeps tracebacks to the frames that matter.
+    logger.add(sys.stderr, level=settings.stderr_level, format=HUMAN, serialize=settings.json, diagnose=False,
+               backtrace=False)
     if settings.file:
         os.makedirs(os.path.dirname(os.path.abspath(settings.file)), exist_ok=True)
-        logger.add(settings.file, level=settings.level, format=HUMAN, serialize=settings.json, enqueue=False)
+        logger.add(settings.file, level=settings.level, format=HUMAN, serialize=settings.json, enqueue=False,
+                   diagnose=False, backtrace=False)
 
 
 def ensure_process_logging() -> None:

@@ -198,6 +198,10 @@ class VenueAdapter(ABC):
         """Release connections."""
         return None
 
+    def secrets(self) -> tuple[str, ...]:
+        """Values no log line of this process may show (the keys, once started)."""
+        return ()
+
     @abstractmethod
     async def create_order(self, request: OrderRequest) -> OrderReport: ...
 

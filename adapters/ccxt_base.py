@@ -29,7 +29,7 @@ from adapters.base import (
     VenueError,
     VenueTimeout,
 )
-from adapters.venue_settings import CcxtVenueSettings, unified_symbol
+from adapters.venue_settings import MIN_SECRET_LEN, CcxtVenueSettings, unified_symbol
 
 T = TypeVar("T")
 
@@ -94,7 +94,7 @@ class CcxtAdapter(VenueAdapter):
 
     async def start(self) -> None:
         key, secret = self.settings.credentials()
-        self._secrets = (key, secret)
+        self._secrets = tuple(s for s in (key, secret) if len(s) >= MIN_SECRET_LEN)
         import ccxt.async_support as ccxt_async  # here, not at import: only this process needs it
 
         self.ex = self._client(ccxt_async, key, secret)
@@ -155,6 +155,9 @@ class CcxtAdapter(VenueAdapter):
                 await self.ex.load_time_difference()
         raise error
 
+    def secrets(self) -> tuple[str, ...]:
+        return self._secrets
+
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
             if secret:
@@ -165,7 +168,9 @@ class CcxtAdapter(VenueAdapter):
         """ccxt exception -> VenueError with the venue's code, or VenueTimeout."""
         import ccxt
 
-        text = self._scrub(str(exc))
+        cause = exc.__cause__ or exc.__context__
+        detail = f" ({type(cause).__name__}: {cause})" if cause is not None and str(cause) not in str(exc) else ""
+        text = self._scrub(str(exc) + detail)
         body = _json_in(text)
         if body is not None and str(body.get(self.code_key, "0")) not in ("0", "200"):
             code = body[self.code_key]

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 CCXT_VENUES = ("bybit", "binanceusdm")
+MIN_SECRET_LEN = 6                   # shorter values are no keys; scrubbing them would mangle text
 
 _UNIFIED = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+):([A-Z0-9]+)$")
 _VENUE_FORM = re.compile(r"^[A-Z0-9]+USDT$")

@@ -12,11 +12,12 @@ from collections.abc import Iterator
 import pytest
 from loguru import logger
 
-from tests.emulator import KEY, KEY_ENV, SECRET, SECRET_ENV
+from tests.emulator import BAD_SECRET_ENV, KEY, KEY_ENV, SECRET, SECRET_ENV
 
 # The emulator's test keys, set before any actor system starts: actor processes inherit the
 # environment of the admin process, which is forked when a system starts.
 os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET
+os.environ[BAD_SECRET_ENV] = "a-wrong-secret-for-tests"
 
 
 @pytest.fixture(autouse=True, scope="session")

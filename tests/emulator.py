@@ -20,6 +20,7 @@ T = TypeVar("T")
 
 KEY, SECRET = "test-key-0123456789", "test-secret-abcdefghijklmnop"
 KEY_ENV, SECRET_ENV = "POSGUARD_TEST_BYBIT_KEY", "POSGUARD_TEST_BYBIT_SECRET"
+BAD_SECRET_ENV = "POSGUARD_TEST_BYBIT_BAD_SECRET"     # a secret the emulator does not accept
 
 
 class EmulatorThread:

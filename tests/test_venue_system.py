@@ -6,6 +6,7 @@ the stop is a separate closePosition order."""
 from __future__ import annotations
 
 import functools
+import sqlite3
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from actors.messages import (
     CommandAccepted,
     DeploymentReady,
     DeploymentStopped,
+    JournalSync,
     OpenPosition,
     PositionSettings,
     ProtectionSettings,
@@ -33,7 +35,7 @@ from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
 from supervisor.supervisor import Supervisor
-from tests.emulator import EmulatorThread
+from tests.emulator import BAD_SECRET_ENV, KEY, EmulatorThread
 
 LAG = 24.0
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
@@ -49,11 +51,11 @@ def venue(*faults: Fault, lag: float = LAG) -> EmulatorConfig:
 
 class Deployment:
     def __init__(self, asys: Any, emu: EmulatorThread, journal: str, attached: bool,
-                 protection: ProtectionSettings | None) -> None:
+                 protection: ProtectionSettings | None, **overrides: Any) -> None:
         self.asys, self.emu = asys, emu
         self.sup = asys.createActor(Supervisor)
         adapter = BinanceAdapter if emu.venue == "binanceusdm" else BybitAdapter
-        settings = emu.settings(attached_stop=attached) if adapter is BybitAdapter else emu.settings()
+        settings = emu.settings(**overrides, **({"attached_stop": attached} if adapter is BybitAdapter else {}))
         factory = functools.partial(adapter, settings)
         reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, factory, SETTINGS,
                                                    protection=protection), 30)
@@ -83,10 +85,11 @@ def deploy(tcp_system, tmp_path):
     with_emulators: list[EmulatorThread] = []
 
     def start(config: EmulatorConfig, attached: bool = True, protection: ProtectionSettings | None = None,
-              dialect: type[EmulatorBase] = BybitEmulator) -> Deployment:
+              dialect: type[EmulatorBase] = BybitEmulator, **overrides: Any) -> Deployment:
         emu = EmulatorThread(config, dialect).__enter__()
         with_emulators.append(emu)
-        d = Deployment(tcp_system, emu, str(tmp_path / f"journal{len(made)}.sqlite"), attached, protection)
+        d = Deployment(tcp_system, emu, str(tmp_path / f"journal{len(made)}.sqlite"), attached, protection,
+                       **overrides)
         made.append(d)
         return d
 
@@ -202,3 +205,17 @@ def test_a_vanished_position_is_confirmed_by_the_engine_and_closed_with_the_hist
     assert d.emu.requests("/v5/order/history"), "the order history was asked"
     assert [o for o in d.emu.requests("/v5/order/create") if o.get("reduceOnly")], "the engine was asked (reduce-only)"
     assert d.emu.truth().open_positions() == {}
+
+
+def test_refused_keys_end_the_entry_as_auth_and_never_reach_the_journal(deploy, tmp_path):
+    # Bybit echoes the signed string, key included, in "error sign!": it must stop at the adapter.
+    d = deploy(venue(), secret_env=BAD_SECRET_ENV)
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.wait_state("BTCUSDT", "IDLE")
+    event = d.snapshot("BTCUSDT").last_event
+    assert "auth" in event and "10004" in event and KEY not in event, event
+    assert d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5) is not None
+    with sqlite3.connect(tmp_path / "journal0.sqlite") as db:
+        dump = "\n".join(db.iterdump())
+    assert "10004" in dump and KEY not in dump and "a-wrong-secret-for-tests" not in dump
+    assert d.emu.truth().orders == ()
