@@ -9,7 +9,8 @@ setup(
                                     "adapters", "adapters.*"]),
     install_requires=[
         "thespian==4.0.1",
-        "ccxt>=4.5.90",
+        "ccxt>=4.5.90",                  # the venue adapters rely on its 4.5.90 behaviour (algo orders)
+        "aiohttp>=3.9",                  # the venue emulators (ccxt's async client uses it too)
         "aiosqlite>=0.20",
         "loguru>=0.7",
         "prometheus-client>=0.20",
