@@ -16,6 +16,7 @@ from typing import Any
 from loguru import logger
 
 from adapters.base import (
+    OUR_ORDER_PREFIX,
     ClosureReport,
     OrderReport,
     OrderRequest,
@@ -29,13 +30,14 @@ from adapters.ccxt_base import CcxtAdapter
 from adapters.venue_settings import unified_symbol
 
 DUPLICATE_ID = -4116
+STOP_ID_PREFIX = f"{OUR_ORDER_PREFIX}sl-"
 
 
 def stop_client_id(symbol: str, side: Side, price: str) -> str:
     """The same stop always gets the same id, so a re-sent stop after an unknown outcome is
     refused as a duplicate (-4116, already placed) instead of stacking a second order."""
     digest = hashlib.sha1(f"{symbol}|{side}|{price}".encode()).hexdigest()[:16]
-    return f"pgsl-{symbol.lower()[:12]}-{digest}"
+    return f"{STOP_ID_PREFIX}{symbol.lower()[:12]}-{digest}"
 
 
 class BinanceAdapter(CcxtAdapter):
@@ -99,11 +101,17 @@ class BinanceAdapter(CcxtAdapter):
         await self._cancel_other_stops(symbol, position_side, keep=cid)
         return float(price)
 
+    def _is_stop(self, order: dict[str, Any]) -> bool:
+        info = order.get("info") or {}
+        return str(info.get("orderType") or info.get("type") or "").upper() in ("STOP_MARKET", "STOP")
+
     async def _cancel_other_stops(self, symbol: str, position_side: Side, keep: str) -> None:
-        """After the new stop stands, remove the ones it replaces (never before: never naked)."""
+        """After the new stop stands, remove the ones of ours it replaces (never before: never
+        naked). A stop someone else placed is theirs to keep."""
         try:
             for stop in await self.fetch_stop_orders(symbol):
-                if stop.client_order_id != keep and stop.side is position_side.opposite:
+                if (stop.client_order_id != keep and stop.client_order_id.startswith(STOP_ID_PREFIX)
+                        and stop.side is position_side.opposite):
                     await self._call(self.ex.cancel_order, stop.venue_order_id, unified_symbol(symbol),
                                      {"trigger": True})
         except VenueError as exc:

@@ -80,6 +80,16 @@ class BybitAdapter(CcxtAdapter):
                                  {"acknowledged": True, "orderLinkId": client_order_id})
         return self._report(symbol, order, client_order_id)
 
+    def _is_stop(self, order: dict[str, Any]) -> bool:
+        info = order.get("info") or {}
+        kind = str(info.get("stopOrderType") or "")
+        if kind in ("StopLoss", "PartialStopLoss", "TrailingStop"):
+            return True
+        # A plain conditional order protects when it triggers on the move against the position:
+        # a sell on a falling price (triggerDirection 2), a buy on a rising one (1).
+        direction = str(info.get("triggerDirection") or "")
+        return kind == "Stop" and direction == ("2" if order.get("side") == "sell" else "1")
+
     async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
         rows = await self._call(self.ex.fetch_canceled_and_closed_orders, unified_symbol(symbol), None, 50)
         out = []

@@ -126,7 +126,9 @@ class CcxtAdapter(VenueAdapter):
             rounded = 0.0
         limits = market.get("limits") or {}
         min_qty = (limits.get("amount") or {}).get("min") or 0.0
-        if rounded <= 0 or rounded < min_qty:
+        # A reduce-only close is never refused here below the minimum: the venue decides, and
+        # a rollback must always be tried (it can never open or flip a position).
+        if rounded <= 0 or (rounded < min_qty and not reduce_only):
             raise VenueError(MIN_QTY, f"{symbol}: qty {qty} is below the minimum {min_qty or step}"
                                       f" (step {step}); not sent")
         min_cost = (limits.get("cost") or {}).get("min") or 0.0
@@ -215,13 +217,17 @@ class CcxtAdapter(VenueAdapter):
             entry_price=float(p.get("entryPrice") or 0.0),
             stop_price=float(p["stopLossPrice"]) if p.get("stopLossPrice") else None)
 
+    def _is_stop(self, order: dict[str, Any]) -> bool:
+        """A loss-side trigger order (never a take-profit). Each venue names them its own way."""
+        return True
+
     def _stop_orders(self, rows: list[dict[str, Any]]) -> list[StopOrderReport]:
         """ccxt trigger orders -> the stop orders the scan may count."""
         out = []
         for o in rows:
             info = o.get("info") or {}
             trigger = o.get("triggerPrice") or o.get("stopPrice") or o.get("stopLossPrice")
-            if not trigger or not o.get("side"):
+            if not trigger or not o.get("side") or not self._is_stop(o):
                 continue
             close_all = str(info.get("closePosition", "")).lower() == "true"
             amount = float(o.get("amount") or 0.0)

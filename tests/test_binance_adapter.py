@@ -178,3 +178,16 @@ def test_order_history_tells_a_stop_and_a_liquidation_apart(emu):
         return await ad.fetch_closures("BTCUSDT")
     closures = run(emu, scenario)
     assert [c.kind.name for c in closures] == ["LIQUIDATION", "STOP"]
+
+
+def test_moving_our_stop_never_cancels_a_stop_someone_else_placed(emu):
+    async def scenario(ad: BinanceAdapter):
+        await ad.create_order(entry("pg-entry-9"))
+        await ad.ex.create_order("BTC/USDT:USDT", "STOP_MARKET", "sell", None, None,   # placed by hand
+                                 {"triggerPrice": "57000", "closePosition": True, "clientOrderId": "web-sl-1"})
+        await ad.set_stop("BTCUSDT", 58_000.0, Side.BUY)
+        await ad.set_stop("BTCUSDT", 58_500.0, Side.BUY)
+        return await ad.fetch_stop_orders("BTCUSDT")
+    stops = run(emu, scenario)
+    assert sorted((s.client_order_id.startswith("pg"), s.stop_price) for s in stops) == [(False, 57_000.0),
+                                                                                     (True, 58_500.0)]

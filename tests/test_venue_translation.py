@@ -110,3 +110,23 @@ def test_binance_stop_ids_are_stable_valid_and_distinct():
     assert a == stop_client_id("BTCUSDT", Side.BUY, "58000.1")        # a re-send is a duplicate, not a second stop
     assert a != stop_client_id("BTCUSDT", Side.BUY, "58000.2") != stop_client_id("BTCUSDT", Side.SELL, "58000.1")
     assert len(a) <= 36 and all(c.isalnum() or c in "-_." for c in a)
+
+
+@pytest.mark.parametrize(("info", "side", "counts"), [
+    ({"stopOrderType": "StopLoss"}, "sell", True),
+    ({"stopOrderType": "TakeProfit"}, "sell", False),
+    ({"stopOrderType": "PartialTakeProfit"}, "sell", False),
+    ({"stopOrderType": "Stop", "triggerDirection": 2}, "sell", True),    # sell when the price falls
+    ({"stopOrderType": "Stop", "triggerDirection": 1}, "sell", False),   # sell when it rises: a take-profit
+    ({"stopOrderType": "Stop", "triggerDirection": 1}, "buy", True),
+])
+def test_bybit_counts_loss_side_trigger_orders_only(info, side, counts):
+    adapter = BybitAdapter(SETTINGS)
+    assert adapter._is_stop({"side": side, "info": info}) is counts
+
+
+@pytest.mark.parametrize(("order_type", "counts"), [("STOP_MARKET", True), ("STOP", True),
+                                                    ("TAKE_PROFIT_MARKET", False), ("TRAILING_STOP_MARKET", False)])
+def test_binance_counts_stop_orders_only(order_type, counts):
+    adapter = BinanceAdapter(CcxtVenueSettings("binanceusdm", key_env="K", secret_env="S"))
+    assert adapter._is_stop({"side": "sell", "info": {"orderType": order_type}}) is counts
