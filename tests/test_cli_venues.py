@@ -167,3 +167,16 @@ def test_example_venue_configs_load():
         cfg = load_config(str(ROOT / "conf" / name))
         assert cfg.venue == venue and cfg.ccxt is not None and cfg.simulated is None
     assert load_config(str(ROOT / "conf" / "binance.toml")).ccxt.attached_stop is False
+
+
+def test_an_unreachable_venue_is_one_clear_line_and_nothing_left_running(tmp_path, keys):
+    admin = free_port()
+    proc = posguard("run", "--config", str(bybit_config(tmp_path, admin, free_port())), "--duration", "5",
+                    timeout=60)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("posguard: deployment failed to start: exchange: venue adapter failed to start")
+    assert "Cannot connect" in last
+    from tests.conftest import listening_sockets
+    assert not [p for _, p in listening_sockets().values() if p == admin]
