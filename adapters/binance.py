@@ -24,7 +24,6 @@ from adapters.base import (
     Side,
     StopOrderReport,
     VenueError,
-    closure_kind,
 )
 from adapters.ccxt_base import CcxtAdapter
 from adapters.venue_settings import unified_symbol
@@ -124,17 +123,12 @@ class BinanceAdapter(CcxtAdapter):
 
     async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
         rows = await self._call(self.ex.fetch_closed_orders, unified_symbol(symbol), None, 50)
-        out = []
-        for o in sorted(rows, key=lambda r: r.get("timestamp") or 0, reverse=True):
-            info = o.get("info") or {}
-            cid = str(o.get("clientOrderId") or "")
-            by_liq = cid.startswith("autoclose-") or str(info.get("type")) == "LIQUIDATION"
-            by_stop = str(info.get("origType")) in ("STOP_MARKET", "STOP") and not by_liq
-            if not (o.get("reduceOnly") or by_stop or by_liq) or not float(o.get("filled") or 0):
-                continue
-            out.append(ClosureReport(symbol, closure_kind(cid, by_stop, by_liq), Side(o["side"]), float(o["filled"]),
-                                     float(o["average"]) if o.get("average") else None, str(o.get("id") or ""), cid))
-        return out
+        return self._closures(symbol, rows)
+
+    def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
+        info = order.get("info") or {}
+        by_liq = str(order.get("clientOrderId") or "").startswith("autoclose-") or info.get("type") == "LIQUIDATION"
+        return str(info.get("origType")) in ("STOP_MARKET", "STOP") and not by_liq, by_liq
 
     async def fetch_positions(self) -> list[PositionReport]:
         rows = await self._call(self.ex.fetch_positions)

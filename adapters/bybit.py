@@ -19,7 +19,6 @@ from adapters.base import (
     PositionReport,
     Side,
     StopOrderReport,
-    closure_kind,
 )
 from adapters.ccxt_base import CcxtAdapter
 from adapters.venue_settings import unified_symbol
@@ -92,19 +91,13 @@ class BybitAdapter(CcxtAdapter):
 
     async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
         rows = await self._call(self.ex.fetch_canceled_and_closed_orders, unified_symbol(symbol), None, 50)
-        out = []
-        for o in sorted(rows, key=lambda r: r.get("timestamp") or 0, reverse=True):
-            info = o.get("info") or {}
-            create = str(info.get("createType") or "")
-            by_stop = create in ("CreateByStopLoss", "CreateByTrailingStop") or info.get("stopOrderType") == "StopLoss"
-            by_liq = create in ("CreateByLiq", "CreateByAdl_PassThrough", "CreateByTakeOver_PassThrough")
-            if not (o.get("reduceOnly") or by_stop or by_liq) or not float(o.get("filled") or 0):
-                continue
-            out.append(ClosureReport(symbol, closure_kind(str(o.get("clientOrderId") or ""), by_stop, by_liq),
-                                     Side(o["side"]), float(o["filled"]),
-                                     float(o["average"]) if o.get("average") else None, str(o.get("id") or ""),
-                                     str(o.get("clientOrderId") or "")))
-        return out
+        return self._closures(symbol, rows)
+
+    def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
+        info = order.get("info") or {}
+        create = str(info.get("createType") or "")
+        by_stop = create in ("CreateByStopLoss", "CreateByTrailingStop") or info.get("stopOrderType") == "StopLoss"
+        return by_stop, create in ("CreateByLiq", "CreateByAdl_PassThrough", "CreateByTakeOver_PassThrough")
 
     async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
         rows = await self._call(self.ex.fetch_open_orders, unified_symbol(symbol) if symbol else None, None, None,

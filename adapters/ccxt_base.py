@@ -20,6 +20,7 @@ from loguru import logger
 
 from adapters.base import (
     Capabilities,
+    ClosureReport,
     OrderReport,
     OrderStatus,
     PositionReport,
@@ -28,6 +29,7 @@ from adapters.base import (
     VenueAdapter,
     VenueError,
     VenueTimeout,
+    closure_kind,
 )
 from adapters.venue_settings import MIN_SECRET_LEN, CcxtVenueSettings, unified_symbol
 
@@ -216,6 +218,22 @@ class CcxtAdapter(VenueAdapter):
             symbol=market_id, side=Side.BUY if p.get("side") == "long" else Side.SELL, qty=qty,
             entry_price=float(p.get("entryPrice") or 0.0),
             stop_price=float(p["stopLossPrice"]) if p.get("stopLossPrice") else None)
+
+    def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
+        """(by a stop trigger, by the liquidation engine) for one closed order of the history."""
+        return False, False
+
+    def _closures(self, symbol: str, rows: list[dict[str, Any]]) -> list[ClosureReport]:
+        """Closed orders (ccxt) -> the ones that reduced the position, newest first."""
+        out = []
+        for o in sorted(rows, key=lambda r: r.get("timestamp") or 0, reverse=True):
+            by_stop, by_liq = self._closed_by(o)
+            if not (o.get("reduceOnly") or by_stop or by_liq) or not float(o.get("filled") or 0):
+                continue
+            cid = str(o.get("clientOrderId") or "")
+            out.append(ClosureReport(symbol, closure_kind(cid, by_stop, by_liq), Side(o["side"]), float(o["filled"]),
+                                     float(o["average"]) if o.get("average") else None, str(o.get("id") or ""), cid))
+        return out
 
     def _is_stop(self, order: dict[str, Any]) -> bool:
         """A loss-side trigger order (never a take-profit). Each venue names them its own way."""

@@ -170,15 +170,19 @@ def cmd_venue(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else (cfg.sim_server[1] if cfg.sim_server else 0)
     configure_logging(cfg.log)
 
-    async def serve() -> None:
-        from adapters.sim_server import SimVenueServer
+    from adapters.sim_server import SimVenueServer
 
-        server = SimVenueServer(cfg.simulated, port)
+    return _serve(SimVenueServer(cfg.simulated, port), port, "posguard venue: listening on 127.0.0.1:{}")
+
+
+def _serve(server: Any, port: int, banner: str) -> int:
+    """Run a loopback server (`start()` -> bound port, `close()`) until SIGINT or SIGTERM."""
+    async def serve() -> None:
         try:
             bound = await server.start()
         except OSError as exc:
             raise UserError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-        print(f"posguard venue: listening on 127.0.0.1:{bound}", flush=True)
+        print(banner.format(bound), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -209,26 +213,11 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     port = emulator_port(cfg)
     configure_logging(cfg.log)
 
-    async def serve() -> None:
-        from adapters.bybit_emulator import BybitEmulator
-        from adapters.emulator_base import EmulatorConfig
+    from adapters.bybit_emulator import BybitEmulator
+    from adapters.emulator_base import EmulatorConfig
 
-        assert cfg.emulator is not None
-        emu = BybitEmulator(EmulatorConfig(venue=cfg.emulator, keys=((key, secret),)), port)
-        try:
-            bound = await emu.start()
-        except OSError as exc:
-            raise UserError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
-        print(f"posguard emulator: Bybit v5 API listening on http://127.0.0.1:{bound}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        await emu.close()
-
-    asyncio.run(serve())
-    return EXIT_OK
+    emulator = BybitEmulator(EmulatorConfig(venue=cfg.emulator, keys=((key, secret),)), port)
+    return _serve(emulator, port, "posguard emulator: Bybit v5 API listening on http://127.0.0.1:{}")
 
 
 def _open(asys: Any, supervisor: Any, spec: OpenSpec) -> None:

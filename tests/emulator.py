@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from adapters.base import TrueState
+from adapters.base import TrueState, VenueError, VenueTimeout
 from adapters.binance_emulator import BinanceEmulator
 from adapters.bybit_emulator import BybitEmulator
 from adapters.emulator_base import EmulatorBase, EmulatorConfig
@@ -81,3 +81,25 @@ class EmulatorThread:
     def settings(self, **overrides: Any) -> CcxtVenueSettings:
         return CcxtVenueSettings(**{"name": self.venue, "key_env": KEY_ENV, "secret_env": SECRET_ENV,
                                     "api_url": self.url, **overrides})
+
+
+def run_adapter(emu: EmulatorThread, adapter_cls: type, scenario: Callable[[Any], Any], **settings: Any) -> Any:
+    """Run `scenario(adapter)` on a started adapter for this emulator, in a fresh event loop;
+    the adapter is always closed."""
+    async def main() -> Any:
+        adapter = adapter_cls(emu.settings(**settings))
+        await adapter.start()
+        try:
+            return await scenario(adapter)
+        finally:
+            await adapter.close()
+    return asyncio.run(main())
+
+
+async def failure(call: Any) -> Exception:
+    """The VenueError / VenueTimeout a call ends in; a call that succeeds fails the test."""
+    try:
+        await call
+    except (VenueError, VenueTimeout) as exc:
+        return exc
+    raise AssertionError("the call succeeded")

@@ -4,14 +4,13 @@ can see, and Binance's error codes each produced on the wire and classified."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 
 import pytest
 
 from actors.exchange_service import ExchangeService
 from actors.messages import FetchPositions, PositionsFetched
-from adapters.base import OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
+from adapters.base import OrderRequest, OrderStatus, Side, VenueError
 from adapters.binance import BinanceAdapter, stop_client_id
 from adapters.binance_emulator import BinanceEmulator
 from adapters.emulator_base import EmulatorConfig
@@ -19,7 +18,7 @@ from adapters.errors import Outcome, classify_error
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
-from tests.emulator import EmulatorThread
+from tests.emulator import EmulatorThread, failure, run_adapter
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 
@@ -35,23 +34,8 @@ def emu():
         yield e
 
 
-def run(emu: EmulatorThread, scenario):
-    async def main():
-        adapter = BinanceAdapter(emu.settings())
-        await adapter.start()
-        try:
-            return await scenario(adapter)
-        finally:
-            await adapter.close()
-    return asyncio.run(main())
-
-
-async def failure(call) -> Exception:
-    try:
-        await call
-    except (VenueError, VenueTimeout) as exc:
-        return exc
-    raise AssertionError("the call succeeded")
+def run(emu: EmulatorThread, scenario, **settings):
+    return run_adapter(emu, BinanceAdapter, scenario, **settings)
 
 
 def entry(cid: str = "pg-e", symbol: str = "BTCUSDT", side: Side = Side.BUY, qty: float = 0.01,

@@ -4,7 +4,6 @@ clock offset, signatures, and keys that never leak."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 
@@ -18,7 +17,7 @@ from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
 from adapters.venue_settings import CcxtVenueSettings, MissingKey
-from tests.emulator import KEY, SECRET, EmulatorThread
+from tests.emulator import KEY, SECRET, EmulatorThread, failure, run_adapter
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 
@@ -36,23 +35,7 @@ def emu():
 
 
 def run(emu: EmulatorThread, scenario, **settings):
-    """Run `scenario(adapter)` on a started BybitAdapter in a fresh event loop; always closed."""
-    async def main():
-        adapter = BybitAdapter(emu.settings(**settings))
-        await adapter.start()
-        try:
-            return await scenario(adapter)
-        finally:
-            await adapter.close()
-    return asyncio.run(main())
-
-
-async def failure(call) -> Exception:
-    try:
-        await call
-    except (VenueError, VenueTimeout) as exc:
-        return exc
-    raise AssertionError("the call succeeded")
+    return run_adapter(emu, BybitAdapter, scenario, **settings)
 
 
 def test_entry_carries_its_stop_and_is_learnt_by_client_id(emu):
