@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +32,7 @@ class BybitEmulator(EmulatorBase):
     def __init__(self, config: EmulatorConfig, port: int = 0) -> None:
         super().__init__(config, port)
         self._by_venue_id: dict[str, str] = {}        # orderId -> orderLinkId
+        self._accepted_at: dict[str, float] = {}      # orderLinkId -> when create answered
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/v5/market/time", self._time)
@@ -127,13 +129,15 @@ class BybitEmulator(EmulatorBase):
             symbol=ins.symbol, side=Side(str(p["side"]).lower()), qty=qty, client_order_id=link_id,
             reduce_only=reduce_only, stop_price=stop))
         self._by_venue_id[report.venue_order_id] = link_id
+        self._accepted_at[link_id] = time.monotonic()
         return self._reply({"orderId": report.venue_order_id, "orderLinkId": link_id})
 
     async def _realtime(self, p: dict[str, Any]) -> web.Response:
         if p.get("symbol") or not p.get("settleCoin"):           # one of symbol / settleCoin is required
             self._linear({"category": p.get("category"), "symbol": p.get("symbol")})
         link_id = p.get("orderLinkId") or self._by_venue_id.get(str(p.get("orderId", "")), "")
-        if p.get("orderFilter") == "StopOrder" or not link_id:
+        young = time.monotonic() - self._accepted_at.get(link_id, 0.0) < self.config.visibility_lag_s
+        if p.get("orderFilter") == "StopOrder" or not link_id or young:   # young: not visible to queries yet
             return self._reply({"category": "linear", "list": [], "nextPageCursor": ""})
         try:
             report = await self.adapter.fetch_order(str(p["symbol"]), link_id)

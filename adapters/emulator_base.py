@@ -57,6 +57,7 @@ class EmulatorConfig:
     keys: tuple[tuple[str, str], ...] = ()      # (api key, secret) pairs the server accepts
     clock_offset_s: float = 0.0      # the server's clock minus ours (tests of clock skew)
     hang_s: float = 0.0              # how long a lost reply keeps the connection before the 504
+    visibility_lag_s: float = 0.0    # a new order is "not found" by queries this long (Bybit: async)
 
 
 def num(value: float | None) -> str:

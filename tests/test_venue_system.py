@@ -5,8 +5,10 @@ the stop is a separate closePosition order."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sqlite3
+import time
 from typing import Any
 
 import pytest
@@ -219,3 +221,31 @@ def test_refused_keys_end_the_entry_as_auth_and_never_reach_the_journal(deploy, 
         dump = "\n".join(db.iterdump())
     assert "10004" in dump and KEY not in dump and "a-wrong-secret-for-tests" not in dump
     assert d.emu.truth().orders == ()
+
+
+def test_an_acknowledged_entry_not_yet_visible_to_queries_is_awaited_not_resent(deploy):
+    # Bybit places orders asynchronously: right after the ack a query may say "not found"
+    # (110001). That is "not visible yet", never "never arrived" inside the receive window.
+    d = deploy(dataclasses.replace(venue(), visibility_lag_s=0.5))
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    queries = [q for q in d.emu.requests("/v5/order/realtime") if q.get("orderLinkId")]
+    assert len(queries) >= 2                              # at least one "not found" before the fill
+    assert len(d.emu.requests("/v5/order/create")) == 1 and len(d.emu.truth().orders) == 1
+    assert d.emu.truth().max_naked_seconds() == 0.0
+
+
+def test_the_scan_counts_a_binance_stop_order_and_never_protects_twice(deploy, tmp_path):
+    d = deploy(venue(lag=0.0), dialect=BinanceEmulator, protection=ProtectionSettings(scan_s=0.1, grace_s=0.0))
+    d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    deadline = time.monotonic() + 15                      # bounded: until the scan has read it 5 times
+    while len(d.emu.requests("/fapi/v3/positionRisk")) < 6 and time.monotonic() < deadline:
+        d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5)
+    assert len(d.emu.requests("/fapi/v3/positionRisk")) >= 6
+    d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5)
+    with sqlite3.connect(tmp_path / "journal0.sqlite") as db:
+        triggers = [r[0] for r in db.execute("SELECT trigger FROM transitions WHERE symbol='BTCUSDT'")]
+    assert "reprotect" not in triggers and "adopt_protect" not in triggers
+    assert [a["side"] for a in d.emu.requests("/fapi/v1/algoOrder")] == ["SELL"]          # one stop, ever
+    assert len(d.emu.requests("/fapi/v1/openAlgoOrders")) >= 5       # each scan read the stop orders too
