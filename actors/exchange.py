@@ -18,6 +18,7 @@ from actors.messages import (
     ActorFailed,
     ConfigureExchange,
     ExchangeReady,
+    FetchClosures,
     FetchPositions,
     FetchPrice,
     GetTrueState,
@@ -91,7 +92,8 @@ class ExchangeActor(BridgedActor):
         if isinstance(message, ConfigureExchange):
             self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
             return
-        if isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | GetTrueState):
+        if isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | FetchClosures
+                      | GetTrueState):
             self._fail(message, sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
         super().on_handler_error(message, sender, exc)
 

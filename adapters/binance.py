@@ -34,7 +34,9 @@ STOP_ID_PREFIX = f"{OUR_ORDER_PREFIX}sl-"
 
 def stop_client_id(symbol: str, side: Side, price: str) -> str:
     """The same stop always gets the same id, so a re-sent stop after an unknown outcome is
-    refused as a duplicate (-4116, already placed) instead of stacking a second order."""
+    refused as a duplicate (-4116, already placed) instead of stacking a second order. The id is
+    a function of what the PositionActor journaled before asking for the stop (symbol, side and
+    stop price of its intent), so it is known, and can be asked about, after any crash."""
     digest = hashlib.sha1(f"{symbol}|{side}|{price}".encode()).hexdigest()[:16]
     return f"{STOP_ID_PREFIX}{symbol.lower()[:12]}-{digest}"
 
