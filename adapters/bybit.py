@@ -19,6 +19,7 @@ from adapters.base import (
     PositionReport,
     Side,
     StopOrderReport,
+    VenueError,
 )
 from adapters.ccxt_base import CcxtAdapter
 from adapters.venue_settings import unified_symbol
@@ -75,8 +76,19 @@ class BybitAdapter(CcxtAdapter):
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         # An id of None would be sent as orderId and win over orderLinkId (-> not found).
-        order = await self._call(self.ex.fetch_order, "", unified_symbol(symbol),
-                                 {"acknowledged": True, "orderLinkId": client_order_id})
+        try:
+            order = await self._call(self.ex.fetch_order, "", unified_symbol(symbol),
+                                     {"acknowledged": True, "orderLinkId": client_order_id})
+        except VenueError as exc:
+            if exc.code != self.not_found_code:
+                raise
+            # The realtime query sees only the account's latest 500 orders; after a long
+            # downtime an entry may be older than that. Its final state is in the history.
+            rows = await self._call(self.ex.fetch_canceled_and_closed_orders, unified_symbol(symbol), None, None,
+                                    {"orderLinkId": client_order_id})
+            if not rows:
+                raise exc from None
+            order = rows[0]
         return self._report(symbol, order, client_order_id)
 
     def _is_stop(self, order: dict[str, Any]) -> bool:

@@ -139,11 +139,14 @@ class BybitEmulator(EmulatorBase):
         young = time.monotonic() - self._accepted_at.get(link_id, 0.0) < self.config.visibility_lag_s
         if p.get("orderFilter") == "StopOrder" or not link_id or young:   # young: not visible to queries yet
             return self._reply({"category": "linear", "list": [], "nextPageCursor": ""})
+        recent = list(self._accepted_at)[-self.config.realtime_depth:]
         try:
             report = await self.adapter.fetch_order(str(p["symbol"]), link_id)
         except VenueError as exc:
             if exc.code != 110001:
                 raise
+            return self._reply({"category": "linear", "list": [], "nextPageCursor": ""})
+        if link_id not in recent:                          # older ones only in /v5/order/history
             return self._reply({"category": "linear", "list": [], "nextPageCursor": ""})
         return self._reply({"category": "linear", "list": [self._order_json(report)], "nextPageCursor": ""})
 
@@ -151,7 +154,10 @@ class BybitEmulator(EmulatorBase):
         """Closed orders of a symbol, newest first, including the venue's own (stop triggers)."""
         ins = self._linear(p)
         truth = await self.adapter.true_state()
-        orders = [o for o in truth.orders if o.symbol == ins.symbol]
+        now = time.monotonic()
+        orders = [o for o in truth.orders if o.symbol == ins.symbol
+                  and (not p.get("orderLinkId") or o.client_order_id == p["orderLinkId"])
+                  and now - self._accepted_at.get(o.client_order_id, 0.0) >= self.config.visibility_lag_s]
         return self._reply({"category": "linear", "list": [self._order_json(o) for o in reversed(orders)],
                             "nextPageCursor": ""})
 

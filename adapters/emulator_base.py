@@ -58,6 +58,7 @@ class EmulatorConfig:
     clock_offset_s: float = 0.0      # the server's clock minus ours (tests of clock skew)
     hang_s: float = 0.0              # how long a lost reply keeps the connection before the 504
     visibility_lag_s: float = 0.0    # a new order is "not found" by queries this long (Bybit: async)
+    realtime_depth: int = 500        # Bybit's realtime query sees only the account's latest N orders
 
 
 def num(value: float | None) -> str:

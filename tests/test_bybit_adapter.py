@@ -264,3 +264,18 @@ def test_order_history_tells_a_stop_a_liquidation_ours_and_by_hand_apart(emu):
     assert [(c.kind.name, c.qty) for c in closures] == [("OURS", 0.006), ("MANUAL", 0.004), ("LIQUIDATION", 0.01),
                                                          ("STOP", 0.01)]
     assert "stop loss triggered (sell 0.01" in closures[-1].describe()
+
+
+def test_an_order_older_than_the_realtime_window_is_found_in_the_history():
+    # Bybit's realtime query sees the account's latest 500 orders; after a long downtime the
+    # entry a restart asks about may be older. Depth 1 here: the first order drops out at once.
+    with EmulatorThread(dataclasses.replace(venue(), realtime_depth=1)) as emu:
+        async def scenario(ad: BybitAdapter):
+            await ad.create_order(_entry("pg-old", stop_price=58_000.0))
+            await ad.create_order(_entry("pg-new", stop_price=58_000.0))
+            old = await ad.fetch_order("BTCUSDT", "pg-old")
+            return old, await failure(ad.fetch_order("BTCUSDT", "pg-never"))
+        old, missing = run(emu, scenario)
+    assert old.client_order_id == "pg-old" and old.status is OrderStatus.FILLED and old.filled_qty == 0.01
+    assert classify_error(missing) is Outcome.ORDER_NOT_FOUND
+    assert emu.requests("/v5/order/history")[0]["orderLinkId"] == "pg-old"
