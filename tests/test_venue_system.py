@@ -249,3 +249,21 @@ def test_the_scan_counts_a_binance_stop_order_and_never_protects_twice(deploy, t
     assert "reprotect" not in triggers and "adopt_protect" not in triggers
     assert [a["side"] for a in d.emu.requests("/fapi/v1/algoOrder")] == ["SELL"]          # one stop, ever
     assert len(d.emu.requests("/fapi/v1/openAlgoOrders")) >= 5       # each scan read the stop orders too
+
+
+def test_a_restart_rebuilds_from_the_journal_and_the_venue_through_ccxt(tcp_system, tmp_path):
+    journal = str(tmp_path / "journal.sqlite")
+    with EmulatorThread(venue()) as emu:                  # the venue outlives both runs of ours
+        first = Deployment(tcp_system, emu, journal, attached=True, protection=None)
+        first.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+        first.wait_state("BTCUSDT", "PROTECTED")
+        assert isinstance(tcp_system.ask(first.sup, StopDeployment(), 15), DeploymentStopped)
+        queries_before = len(emu.requests("/v5/order/realtime"))
+        second = Deployment(tcp_system, emu, journal, attached=True, protection=None)
+        second.wait_state("BTCUSDT", "PROTECTED")
+        assert second.snapshot("BTCUSDT").stop_price == 58_800.0
+        stops = emu.requests("/v5/position/trading-stop")
+        assert isinstance(tcp_system.ask(second.sup, StopDeployment(), 15), DeploymentStopped)
+    assert len(emu.requests("/v5/order/realtime")) > queries_before          # asked the venue by client id
+    assert [s["stopLoss"] for s in stops] == ["58800"]                       # the stop set again (not modified)
+    assert len(emu.requests("/v5/order/create")) == 1 and emu.truth().max_naked_seconds() == 0.0
