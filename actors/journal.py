@@ -41,7 +41,9 @@ class JournalActor(BridgedActor):
             store = JournalStore(msg.path)
             self.bridge.call(store.open())
             self.store = store
-        self.send(sender, JournalReady(SCHEMA_VERSION))
+        assert self.bridge is not None
+        carried = self.bridge.call(self.store.safe_mode_reason())
+        self.send(sender, JournalReady(SCHEMA_VERSION, safe_mode_reason=carried))
 
     def receiveMsg_JournalOrder(self, msg: JournalOrder, sender: Any) -> None:  # noqa: N802
         cid = msg.request.client_order_id
@@ -98,6 +100,7 @@ class JournalActor(BridgedActor):
     receiveMsg_JournalOrderUpdate = _record    # noqa: N815
     receiveMsg_JournalTransition = _record     # noqa: N815
     receiveMsg_JournalIntent = _record         # noqa: N815
+    receiveMsg_JournalSafeMode = _record       # noqa: N815
 
     @staticmethod
     def _logged(msg: Any, result: Any) -> None:

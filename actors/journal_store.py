@@ -21,6 +21,7 @@ from actors.messages import (
     JournalIntent,
     JournalOrder,
     JournalOrderUpdate,
+    JournalSafeMode,
     JournalTransition,
     PositionJournal,
 )
@@ -131,6 +132,14 @@ class JournalStore:
             await self._write(msg)
             await self.db.commit()
 
+    async def safe_mode_reason(self) -> str | None:
+        """The safe mode an earlier run left on (its reason), or None."""
+        rows = await self.rows("SELECT value FROM meta WHERE key='safe_mode'")
+        if not rows:
+            return None
+        state = json.loads(rows[0]["value"])
+        return state["reason"] if state.get("on") else None
+
     async def sync(self) -> None:
         """Return once every write that started before this call is committed."""
         async with self._lock:
@@ -162,6 +171,9 @@ class JournalStore:
                 await self.db.execute(
                     "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
                     (snap.symbol, snap.state, snap.intent_id, json.dumps(asdict(snap)), at))
+            case JournalSafeMode(on=on, reason=reason, at=at):
+                await self.db.execute("INSERT OR REPLACE INTO meta VALUES ('safe_mode', ?)",
+                                      (json.dumps({"on": on, "reason": reason, "at": at}),))
             case _:
                 raise TypeError(f"journal cannot record {type(msg).__name__}")
 

@@ -472,6 +472,16 @@ class JournalReady:
 
     schema_version: int
     pid: int = field(default_factory=os.getpid)
+    safe_mode_reason: str | None = None  # safe mode the journal holds from an earlier run (None: off)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSafeMode:
+    """Safe mode on or off, kept in the journal so that a restart of the whole program keeps it."""
+
+    on: bool
+    reason: str
+    at: float = _ts_field()
 
 
 @dataclass(frozen=True, slots=True)

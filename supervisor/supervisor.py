@@ -47,6 +47,7 @@ from actors.messages import (
     Heartbeat,
     HeartbeatAck,
     JournalReady,
+    JournalSafeMode,
     JournalSync,
     OpenPosition,
     PositionReady,
@@ -157,6 +158,12 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_JournalReady(self, msg: JournalReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
+        if msg.safe_mode_reason is not None and not self.safe_mode and not self.deployed:
+            # Safe mode outlives the program: only an operator's resume ends it.
+            self._enter_safe_mode(msg.safe_mode_reason, carried=True)
+        elif self.deployed:
+            # A restarted journal may have missed a change while it was down: write the state again.
+            self._persist_safe_mode(self.safe_mode, self.safe_reason or "resumed")
         if self.deployed:
             self._tell_positions_their_collaborators()
         elif self._child("exchange").address is None:
@@ -291,12 +298,22 @@ class Supervisor(BridgedActor):
             self._enter_safe_mode(f"{self.intensity.recent} restarts within {self.intensity.within_s:.0f}s")
         self.wakeupAfter(timedelta(seconds=delay), RestartChild(child.id, child.generation))
 
-    def _enter_safe_mode(self, reason: str) -> None:
+    def _enter_safe_mode(self, reason: str, carried: bool = False) -> None:
         self.safe_mode, self.safe_reason = True, reason
+        if carried:
+            logger.critical("ALERT SAFE MODE still on from an earlier run: {}. `posguard resume` leaves it.", reason)
+        else:
+            self._persist_safe_mode(True, reason)
         if self.metrics is not None:
             self.metrics.safe_mode.set(1)
         logger.critical("ALERT SAFE MODE: {}. New entries are refused; stops and closes keep working."
                         " An operator leaves safe mode explicitly.", reason)
+
+    def _persist_safe_mode(self, on: bool, reason: str) -> None:
+        journal = self._child("journal") if self.spec is not None else None
+        if journal is None or journal.address is None:
+            return                        # written when the journal is (back) up: see JournalReady
+        self.send(journal.address, JournalSafeMode(on, reason))
 
     def receiveMsg_SetSafeMode(self, msg: SetSafeMode, sender: Any) -> None:  # noqa: N802
         if msg.on:
@@ -304,6 +321,7 @@ class Supervisor(BridgedActor):
         elif self.safe_mode:
             logger.warning("safe mode left by {} (was: {})", msg.reason, self.safe_reason)
             self.safe_mode, self.safe_reason = False, ""
+            self._persist_safe_mode(False, msg.reason)
             if self.metrics is not None:
                 self.metrics.safe_mode.set(0)
         self.receiveMsg_StatusRequest(StatusRequest(), sender)

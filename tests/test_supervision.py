@@ -17,6 +17,8 @@ from actors.messages import (
     CommandDenied,
     DeploymentReady,
     GetTrueState,
+    JournalSync,
+    JournalSynced,
     OpenPosition,
     PositionSettings,
     SetSafeMode,
@@ -214,3 +216,28 @@ def test_startup_reconciliation_reports_foreign_positions(tcp_system, tmp_path):
             break
     assert "FOREIGN ETHUSDT sell 3" in report.reconciliation and "BTCUSDT IDLE" in report.reconciliation
     tcp_system.ask(sup, StopDeployment(), 10)
+
+
+def test_safe_mode_outlives_a_restart_of_the_whole_program_until_an_operator_resumes(tcp_system, tmp_path):
+    journal = str(tmp_path / "j.sqlite")
+    first = System(tcp_system, journal)
+    assert first.ask(SetSafeMode(True, "operator pause")).safe_mode
+    assert isinstance(first.ask(JournalSync()), JournalSynced)
+    first.stop()
+
+    second = System(tcp_system, journal)                  # a new program on the same journal
+    report = second.status()
+    assert report.safe_mode and report.safe_reason == "operator pause"
+    denied = second.ask(OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0))
+    assert isinstance(denied, CommandDenied) and "safe mode" in denied.reason
+    assert not second.ask(SetSafeMode(False, "operator resume")).safe_mode
+    assert isinstance(second.ask(JournalSync()), JournalSynced)
+    second.stop()
+
+    third = System(tcp_system, journal)
+    try:
+        assert not third.status().safe_mode
+        assert isinstance(third.ask(OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0)), CommandAccepted)
+        third.wait("BTCUSDT", "PROTECTED")
+    finally:
+        third.stop()
