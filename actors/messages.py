@@ -661,3 +661,4 @@ class StatusReport:
     children: tuple[tuple[str, int | None, bool], ...] = ()   # (id, pid, up)
     reconciliation: str = ""             # what the start-up reconciliation found and did
     at: float = _ts_field()
+    supervisor_pid: int = field(default_factory=os.getpid)   # made in the supervisor's process

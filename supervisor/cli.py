@@ -20,6 +20,8 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from loguru import logger
+
 from actors.logs import configure_logging
 from actors.messages import (
     CommandAccepted,
@@ -29,6 +31,7 @@ from actors.messages import (
     OpenPosition,
     PositionSnapshot,
     PriceFetched,
+    SetSafeMode,
     StartDeployment,
     StatusReport,
     StatusRequest,
@@ -38,7 +41,9 @@ from actors.messages import (
 from adapters.base import Side, TrueState
 from supervisor.admin import ASK_TIMEOUT_S, EXIT_OK, EXIT_USAGE, UserError, add_commands, connect
 from supervisor.config import DEFAULT_CONFIG, ConfigError, DeploymentConfig, OpenSpec, emulator_port, load_config
-from supervisor.system import port_listening, start_system
+from supervisor.processes import kill_system, proc_stat
+from supervisor.specs import RestartIntensity
+from supervisor.system import forget_system, port_listening, start_system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,28 +98,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     venue_proc, sim_server = _start_venue(cfg)
-    asys = start_system(cfg.admin_port)
-    supervisor = None
+    run = _Run(cfg, sim_server)
     try:
-        from supervisor.supervisor import Supervisor
-
-        supervisor = asys.createActor(Supervisor)
-        _write_address(cfg, supervisor)
-        reply = asys.ask(supervisor, StartDeployment(cfg.symbols, cfg.journal_path, cfg.adapter_factory(sim_server),
-                                                     cfg.position, supervision=cfg.supervision,
-                                                     protection=cfg.protection, metrics_port=cfg.metrics_port), 30)
-        if not isinstance(reply, DeploymentReady):
-            raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 30 s')}")
+        reply = run.start()
         print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue"
               f" (stops {'attached to entries' if reply.capabilities.attached_stop else 'set after fills'});"
               f" admin on 127.0.0.1:{cfg.admin_port}", flush=True)
         for spec in cfg.opens:
-            _open(asys, supervisor, spec)
-        _watch(asys, supervisor, cfg, stop, args.duration)
+            _open(run.asys, run.supervisor, spec)
+        _watch(run, cfg, stop, args.duration)
     finally:
-        if supervisor is not None:
-            asys.ask(supervisor, StopDeployment(), 15)
-        asys.shutdown()
+        run.stop()
         _stop_venue(venue_proc)
         with contextlib.suppress(FileNotFoundError):
             os.remove(cfg.address_file)
@@ -122,6 +116,77 @@ def cmd_run(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
     print("posguard: stopped cleanly", flush=True)
     return EXIT_OK
+
+
+class _Run:
+    """`posguard run`'s hold on its actor system. The Supervisor supervises every actor; this
+    watches the Supervisor: if its process dies (or stops answering), the whole system is
+    killed by pid and started afresh, and every PositionActor rebuilds from the journal and the
+    venue -- the same path as a restart of the whole program, which the tests prove safe. Never
+    two writers per symbol: nothing of the old system survives the sweep. Past the restart
+    limit the new system starts in safe mode."""
+
+    HUNG_AFTER = 3                       # unanswered status asks of a live supervisor
+
+    def __init__(self, cfg: DeploymentConfig, sim_server: tuple[str, int] | None) -> None:
+        self.cfg, self.sim_server = cfg, sim_server
+        self.asys: Any = None
+        self.supervisor: Any = None
+        self.supervisor_pid: int | None = None
+        self.unanswered = 0
+        self.replacements = RestartIntensity(cfg.supervision.max_restarts, cfg.supervision.within_s)
+
+    def start(self) -> DeploymentReady:
+        from supervisor.supervisor import Supervisor
+
+        self.asys = start_system(self.cfg.admin_port)
+        self.supervisor = self.asys.createActor(Supervisor)
+        _write_address(self.cfg, self.supervisor)
+        cfg = self.cfg
+        reply = self.asys.ask(self.supervisor, StartDeployment(
+            cfg.symbols, cfg.journal_path, cfg.adapter_factory(self.sim_server), cfg.position,
+            supervision=cfg.supervision, protection=cfg.protection, metrics_port=cfg.metrics_port), 30)
+        if not isinstance(reply, DeploymentReady):
+            raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 30 s')}")
+        self.unanswered = 0
+        return reply
+
+    def status(self) -> StatusReport | None:
+        """Ask for the status; replace the system when its supervisor is dead or hung."""
+        report = self.asys.ask(self.supervisor, StatusRequest(), ASK_TIMEOUT_S)
+        if isinstance(report, StatusReport):
+            self.supervisor_pid, self.unanswered = report.supervisor_pid, 0
+            return report
+        self.unanswered += 1
+        pid = self.supervisor_pid
+        dead = pid is not None and not _alive(pid)
+        if dead or self.unanswered >= self.HUNG_AFTER:
+            self.replace(f"supervisor (pid {pid}) {'died' if dead else 'stopped answering'}")
+        return None
+
+    def replace(self, why: str) -> None:
+        within_limit = self.replacements.record(time.monotonic())
+        logger.critical("ALERT {}: killing its actor system and starting it again from the journal", why)
+        print(f"posguard: ALERT {why}; restarting the actor system from the journal", flush=True)
+        kill_system(self.cfg.admin_port)
+        forget_system()
+        self.start()
+        if not within_limit:
+            self.asys.ask(self.supervisor, SetSafeMode(True, f"supervisor replaced {self.replacements.recent} times"
+                                                             f" within {self.replacements.within_s:.0f}s"),
+                          ASK_TIMEOUT_S)
+
+    def stop(self) -> None:
+        if self.asys is None:
+            return
+        if self.supervisor is not None:
+            self.asys.ask(self.supervisor, StopDeployment(), 15)
+        self.asys.shutdown()
+
+
+def _alive(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def _start_venue(cfg: DeploymentConfig) -> tuple[subprocess.Popen[str] | None, tuple[str, int] | None]:
@@ -237,16 +302,15 @@ def _open(asys: Any, supervisor: Any, spec: OpenSpec) -> None:
         print(f"posguard: {spec.symbol} not opened: {getattr(reply, 'reason', 'no answer')}", flush=True)
 
 
-def _watch(asys: Any, supervisor: Any, cfg: DeploymentConfig, stop: threading.Event,
-           duration: float | None) -> None:
+def _watch(run: _Run, cfg: DeploymentConfig, stop: threading.Event, duration: float | None) -> None:
     deadline = None if duration is None else time.monotonic() + duration
     tty = sys.stdout.isatty()
     drawn = 0
     last_body = ""
     while True:
-        report = asys.ask(supervisor, StatusRequest(), ASK_TIMEOUT_S)
-        truth = asys.ask(supervisor, GetTrueState(), ASK_TIMEOUT_S)
+        report = run.status()
         if isinstance(report, StatusReport):
+            truth = run.asys.ask(run.supervisor, GetTrueState(), ASK_TIMEOUT_S)
             state = truth.state if isinstance(truth, TrueStateReport) else None
             body = render_table(report.positions, state)
             if report.safe_mode:
@@ -308,6 +372,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"venue": reply.venue, "started_at": reply.started_at, "safe_mode": reply.safe_mode,
                           "safe_reason": reply.safe_reason, "restarts": reply.restarts,
+                          "supervisor_pid": reply.supervisor_pid,
+                          "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in reply.children],
                           "positions": [asdict(p) | {"naked_now": p.naked_now()} for p in reply.positions]},
                          default=str))
     else:

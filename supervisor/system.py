@@ -9,6 +9,7 @@ every CLI process that joins (its reply socket listens too).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
@@ -47,6 +48,16 @@ def start_system(admin_port: int) -> Any:
     from thespian.actors import ActorSystem
 
     return ActorSystem(BASE, {"Admin Port": admin_port}, logDefs=_quiet_thespian_logging())
+
+
+def forget_system() -> None:
+    """Drop this process's handle on a system that was killed from outside, so the next
+    `start_system` starts a fresh one (thespian keeps one system per process, and would hand
+    back the dead one)."""
+    from thespian.actors import ActorSystem
+
+    with contextlib.suppress(AttributeError):
+        delattr(ActorSystem, "systemBase")
 
 
 def join_system(admin_port: int) -> Any | None:

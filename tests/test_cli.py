@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main
-from tests.conftest import free_port, kill_system, listening_sockets, wait_exited
+from tests.conftest import free_port, kill_system, listening_sockets, proc_stat, wait_exited
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,3 +247,40 @@ def test_operator_commands_end_to_end(tmp_path):
     finally:
         end_run(run, port)
     assert run.returncode == 0
+
+
+def test_run_replaces_its_actor_system_when_the_supervisor_is_killed(tmp_path):
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "60"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in run.stdout:                          # both protected in the live view
+            if "ETHUSDT" in line and "PROTECTED" in line:
+                break
+        before = json.loads(posguard("status", "--config", str(cfg), "--json").stdout)
+        old_pids = {before["supervisor_pid"]} | {c["pid"] for c in before["children"] if c["pid"]}
+        os.kill(before["supervisor_pid"], signal.SIGKILL)
+        for line in run.stdout:
+            if "ALERT supervisor" in line:
+                assert "died" in line
+                break
+        for line in run.stdout:                          # the new system recovered both from the journal
+            if "ETHUSDT" in line and "PROTECTED" in line and "confirmed" in line:
+                break
+        after = json.loads(posguard("status", "--config", str(cfg), "--json").stdout)
+        new_pids = {after["supervisor_pid"]} | {c["pid"] for c in after["children"] if c["pid"]}
+        assert not old_pids & new_pids
+        assert not [p for p in old_pids if (st := proc_stat(p)) and st[0] != "Z"]    # none of the old left
+        assert {p["symbol"]: p["state"] for p in after["positions"]} == {"BTCUSDT": "PROTECTED",
+                                                                         "ETHUSDT": "PROTECTED"}
+        run.send_signal(signal.SIGINT)
+        out, err = run.communicate(timeout=30)
+    finally:
+        end_run(run, port)
+    assert run.returncode == 0 and "stopped cleanly" in out, err
+    import sqlite3
+    with sqlite3.connect(tmp_path / "var" / "journal.sqlite") as db:
+        entries = db.execute("SELECT symbol, COUNT(*) FROM orders WHERE purpose='entry' GROUP BY symbol").fetchall()
+    assert sorted(entries) == [("BTCUSDT", 1), ("ETHUSDT", 1)]      # recovered, never re-entered
+    assert not [p for _, p in listening_sockets().values() if p == port]
