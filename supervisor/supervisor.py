@@ -233,6 +233,12 @@ class Supervisor(BridgedActor):
             self.send(self.requester, DeploymentFailed(f"{msg.who}: {msg.reason}"))
             self.requester = None
             self._stop_all(None)
+            return
+        # Deployed: a replacement that could not start (the venue unreachable for a moment, say)
+        # is replaced again, with back-off, counted against the restart intensity.
+        child = self._by_address(sender)
+        if child is not None and not child.replacing and self.stopping is None:
+            self._replace(child)
 
     def _tell_positions_their_collaborators(self) -> None:
         exchange, journal = self._address("exchange"), self._address("journal")

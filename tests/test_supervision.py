@@ -241,3 +241,45 @@ def test_safe_mode_outlives_a_restart_of_the_whole_program_until_an_operator_res
         third.wait("BTCUSDT", "PROTECTED")
     finally:
         third.stop()
+
+
+class VenueDownWhileFlagged(SimulatedAdapter):
+    """Cannot be reached while the flag file exists (a venue outage seen at start-up)."""
+
+    def __init__(self, config: SimVenueConfig, flag: str) -> None:
+        super().__init__(config)
+        self.flag = flag
+
+    async def start(self) -> None:
+        if os.path.exists(self.flag):
+            from adapters.base import VenueTimeout
+            raise VenueTimeout("venue unreachable (test outage)")
+
+
+def test_an_exchange_that_cannot_start_after_a_crash_is_retried_until_the_venue_is_back(tcp_system, tmp_path):
+    venue = SimVenueConfig(engine=EngineConfig(seed=4, prices=PRICES, volatility=0.0), latency_s=0.0,
+                           orders_per_second=500, recv_window_s=0.35)
+    flag = str(tmp_path / "venue-down")
+    sup = tcp_system.createActor(Supervisor)
+    ready = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"),
+                                                functools.partial(VenueDownWhileFlagged, venue, flag), SETTINGS,
+                                                supervision=policy(max_restarts=100), protection=None), 10)
+    assert isinstance(ready, DeploymentReady)
+    try:
+        children = dict((c, p) for c, p, _ in tcp_system.ask(sup, StatusRequest(), 5).children)
+        open(flag, "w").close()
+        os.kill(children["exchange"], signal.SIGKILL)     # crash; every restart now fails to start
+        deadline = time.monotonic() + 10
+        while tcp_system.ask(sup, StatusRequest(), 5).restarts < 3 and time.monotonic() < deadline:
+            pass                                          # each ask is a round trip to the supervisor
+        assert tcp_system.ask(sup, StatusRequest(), 5).restarts >= 3       # it kept trying
+        os.remove(flag)                                   # the venue is back
+        deadline = time.monotonic() + 10                  # ready again: a pid reported by a new exchange
+        while dict((c, p) for c, p, _ in tcp_system.ask(sup, StatusRequest(), 5).children)["exchange"] in (
+                None, children["exchange"]):
+            assert time.monotonic() < deadline, "the exchange never came back"
+        assert isinstance(tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5), CommandAccepted)
+        snap = tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 10)
+        assert snap is not None and snap.state == "PROTECTED"
+    finally:
+        tcp_system.ask(sup, StopDeployment(), 10)
