@@ -88,6 +88,7 @@ class SimVenueServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
+        stopping = False
         try:
             while line := await reader.readline():
                 task = asyncio.create_task(self._answer(json.loads(line), writer, lock))
@@ -95,10 +96,12 @@ class SimVenueServer:
                 task.add_done_callback(tasks.discard)
         except (ConnectionError, json.JSONDecodeError):
             pass
+        except asyncio.CancelledError:
+            stopping = True                              # the venue itself is shutting down
         finally:
             # A request the venue received executes even if its client has gone (kill -9):
             # let in-flight work finish; only its reply is lost.
-            if tasks:
+            if tasks and not stopping:
                 await asyncio.gather(*tasks, return_exceptions=True)
             writer.close()
 

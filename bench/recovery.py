@@ -4,6 +4,8 @@
    reconciled with the journal and the venue, ready (out of RECOVERING). Goal <= 2 s.
 2. kill -9 of the whole program (`posguard run` and every actor process) -> `posguard run`
    started again -> deployment ready (every symbol reconciled).
+3. kill -9 of the Supervisor under `posguard run` -> run notices, replaces the actor system,
+   every symbol PROTECTED again (reconciled from the journal).
 
     python bench/recovery.py [--rounds 10]
 """
@@ -129,6 +131,36 @@ def whole_program_restart(cfg: Path, admin_port: int) -> tuple[float, float]:
     return ready - killed, ready - started
 
 
+def supervisor_replaced(cfg: Path) -> tuple[float, float]:
+    import json
+
+    run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        protected: set[str] = set()
+        for line in run.stdout:
+            protected |= {s for s in SYMBOLS if s in line and "PROTECTED" in line}
+            if protected == set(SYMBOLS):
+                break
+        status = subprocess.run([*POSGUARD, "status", "--config", str(cfg), "--json"], cwd=ROOT, text=True,
+                                capture_output=True, timeout=20)
+        killed = time.monotonic()
+        os.kill(json.loads(status.stdout)["supervisor_pid"], signal.SIGKILL)
+        for line in run.stdout:
+            if "ALERT supervisor" in line:
+                noticed = time.monotonic()
+                break
+        protected = set()
+        for line in run.stdout:                          # every symbol recovered in the new system
+            protected |= {s for s in SYMBOLS if s in line and "PROTECTED" in line and "confirmed" in line}
+            if protected == set(SYMBOLS):
+                return noticed - killed, time.monotonic() - killed
+        raise RuntimeError("the replaced system never showed every symbol protected")
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.communicate(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
@@ -144,6 +176,7 @@ def main() -> None:
             assert "listening" in venue.stdout.readline()
             actor = position_actor_restart(tmp, venue_port, args.rounds)
             whole_from_kill, whole_from_start = whole_program_restart(cfg, admin_port)
+            noticed, replaced = supervisor_replaced(cfg)
         finally:
             venue.terminate()
             venue.wait(timeout=10)
@@ -152,6 +185,8 @@ def main() -> None:
           f" max {max(actor):.3f} s (goal <= 2 s)")
     print(f"kill -9 whole program -> restarted, reconciled, ready: {whole_from_kill:.3f} s"
           f" ({whole_from_start:.3f} s of it the new process starting and reconciling)")
+    print(f"kill -9 Supervisor under posguard run -> noticed in {noticed:.3f} s, new system with every symbol"
+          f" protected again in {replaced:.3f} s")
     print(f"actor_ready_s median={statistics.median(actor):.3f} max={max(actor):.3f}"
           f" program_ready_s={whole_from_kill:.3f}")
 

@@ -135,11 +135,13 @@ class _Run:
         self.supervisor_pid: int | None = None
         self.unanswered = 0
         self.replacements = RestartIntensity(cfg.supervision.max_restarts, cfg.supervision.within_s)
+        self.generation = 0                  # systems started so far; the live view redraws on a new one
 
     def start(self) -> DeploymentReady:
         from supervisor.supervisor import Supervisor
 
         self.asys = start_system(self.cfg.admin_port)
+        self.generation += 1
         self.supervisor = self.asys.createActor(Supervisor)
         _write_address(self.cfg, self.supervisor)
         cfg = self.cfg
@@ -307,8 +309,11 @@ def _watch(run: _Run, cfg: DeploymentConfig, stop: threading.Event, duration: fl
     tty = sys.stdout.isatty()
     drawn = 0
     last_body = ""
+    generation = run.generation
     while True:
         report = run.status()
+        if run.generation != generation:                 # a new system: show its table even if alike
+            generation, last_body = run.generation, ""
         if isinstance(report, StatusReport):
             truth = run.asys.ask(run.supervisor, GetTrueState(), ASK_TIMEOUT_S)
             state = truth.state if isinstance(truth, TrueStateReport) else None
