@@ -47,9 +47,9 @@ def test_entry_then_a_close_all_stop_on_the_algo_endpoint(emu):
     async def scenario(ad: BinanceAdapter):
         report = await ad.create_order(entry("pg-entry-1"))
         held = await ad.set_stop("BTCUSDT", 58_800.04, Side.BUY)
-        return report, held, await ad.fetch_order("BTCUSDT", "pg-entry-1")
-    report, held, queried = run(emu, scenario)
-    assert ad_capabilities_are_separate_stop()
+        return report, held, await ad.fetch_order("BTCUSDT", "pg-entry-1"), ad.capabilities
+    report, held, queried, capabilities = run(emu, scenario)
+    assert capabilities.attached_stop is False and capabilities.stop_orders   # entry, then the stop
     assert report.status is OrderStatus.FILLED and report.fill_known and report.filled_qty == 0.01
     assert queried.client_order_id == "pg-entry-1" and queried.status is OrderStatus.FILLED
     order = emu.requests("/fapi/v1/order")[0]
@@ -59,12 +59,6 @@ def test_entry_then_a_close_all_stop_on_the_algo_endpoint(emu):
         ("CONDITIONAL", "STOP_MARKET", "SELL", "true", "58800")
     assert algo["clientAlgoId"] == stop_client_id("BTCUSDT", Side.BUY, "58800") and "quantity" not in algo
     assert held == 58_800.0 and emu.truth().open_positions()["BTCUSDT"].stop_price == 58_800.0
-
-
-def ad_capabilities_are_separate_stop() -> bool:
-    from adapters.venue_settings import CcxtVenueSettings
-    return BinanceAdapter(CcxtVenueSettings("binanceusdm", key_env="K", secret_env="S")).capabilities.attached_stop \
-        is False
 
 
 def test_a_resent_stop_is_a_duplicate_not_a_second_order_and_a_moved_stop_replaces_the_old(emu):
