@@ -39,6 +39,7 @@ from adapters.base import PositionReport, Side
 
 SCAN = "protection-scan"
 HISTORY = "protection-history:"
+MISSING = "PROTECTED here, but the venue view shows no position"
 EPS = 1e-9
 
 
@@ -81,7 +82,7 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
             out.append(Finding(p.symbol, "drift", f"venue stop {p.stop_price or 'NONE'}, ours {snap.stop_price}", p))
     for symbol, snap in snapshots.items():
         if symbol not in seen and snap.state == "PROTECTED" and settled(snap):
-            out.append(Finding(symbol, "missing", "PROTECTED here, but the venue view shows no position"))
+            out.append(Finding(symbol, "missing", MISSING))
     return out
 
 
@@ -174,7 +175,7 @@ class ProtectionActor(BridgedActor):
             history = "venue history shows no closing order"
         snap = self.snapshots.get(msg.symbol)
         if snap is not None and snap.state == "PROTECTED":
-            self._ask(Reprotect(msg.symbol, "protection scan: PROTECTED here, but the venue view shows no position",
+            self._ask(Reprotect(msg.symbol, f"protection scan: {MISSING}",
                                 venue_history=history))
 
     def _ask(self, msg: AdoptPosition | Reprotect) -> None:

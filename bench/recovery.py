@@ -39,7 +39,8 @@ from actors.messages import (  # noqa: E402
 )
 from adapters.base import Side  # noqa: E402
 from adapters.sim_server import RemoteSimAdapter  # noqa: E402
-from tests.conftest import free_port, kill_system  # noqa: E402
+from supervisor.processes import kill_system  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")

@@ -51,17 +51,12 @@ SYMBOL, QTY, PRICE = "BTCUSDT", 0.01, 60_000.0
 
 
 async def bare_round_trips(emu: EmulatorThread, samples: int) -> list[float]:
-    """ccxt alone: the same market order with its stop attached, timed around the call."""
-    import ccxt.async_support as ccxt_async
-
-    ex = ccxt_async.bybit({"apiKey": KEY, "secret": SECRET, "enableRateLimit": False,
-                           "options": {"defaultType": "swap", "defaultSubType": "linear",
-                                       "fetchMarkets": {"types": ["linear"]}, "enableUnifiedAccount": True,
-                                       "enableUnifiedMargin": False}})
-    ex.has["fetchCurrencies"] = False
-    ex.urls["api"] = {k: emu.url for k in ex.urls["api"]}
+    """ccxt alone: the same market order with its stop attached, timed around the call, on the
+    very client the adapter configures (same options, same connection pool)."""
+    adapter = BybitAdapter(emu.settings())
+    await adapter.start()
+    ex = adapter.ex
     try:
-        await ex.load_markets()
         times = []
         for i in range(samples):
             side = "buy" if i % 2 == 0 else "sell"      # in and out, so the position stays small
@@ -73,7 +68,7 @@ async def bare_round_trips(emu: EmulatorThread, samples: int) -> list[float]:
             times.append(time.perf_counter() - t)
         return times
     finally:
-        await ex.close()
+        await adapter.close()
 
 
 def posguard_opens(emu: EmulatorThread, opens: int, attached: bool) -> tuple[list[float], list[float]]:

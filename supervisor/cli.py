@@ -41,7 +41,7 @@ from actors.messages import (
 from adapters.base import Side, TrueState
 from supervisor.admin import ASK_TIMEOUT_S, EXIT_OK, EXIT_USAGE, UserError, add_commands, connect
 from supervisor.config import DEFAULT_CONFIG, ConfigError, DeploymentConfig, OpenSpec, emulator_port, load_config
-from supervisor.processes import kill_system, proc_stat
+from supervisor.processes import alive, kill_system
 from supervisor.specs import RestartIntensity
 from supervisor.system import forget_system, port_listening, start_system
 
@@ -161,7 +161,7 @@ class _Run:
             return report
         self.unanswered += 1
         pid = self.supervisor_pid
-        dead = pid is not None and not _alive(pid)
+        dead = pid is not None and not alive(pid)
         if dead or self.unanswered >= self.HUNG_AFTER:
             self.replace(f"supervisor (pid {pid}) {'died' if dead else 'stopped answering'}")
         return None
@@ -184,11 +184,6 @@ class _Run:
         if self.supervisor is not None:
             self.asys.ask(self.supervisor, StopDeployment(), 15)
         self.asys.shutdown()
-
-
-def _alive(pid: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat[0] != "Z"
 
 
 def _start_venue(cfg: DeploymentConfig) -> tuple[subprocess.Popen[str] | None, tuple[str, int] | None]:

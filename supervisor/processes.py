@@ -86,6 +86,12 @@ def sessions_of(admin_port: int) -> set[str]:
     return sessions
 
 
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped is not)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
 def in_sessions(sessions: set[str]) -> set[int]:
     return {pid for pid in (int(p) for p in os.listdir("/proc") if p.isdigit())
             if (st := proc_stat(pid)) and st[0] != "Z" and st[3] in sessions}

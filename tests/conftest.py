@@ -11,16 +11,7 @@ from collections.abc import Iterator
 import pytest
 from loguru import logger
 
-from supervisor.processes import (  # noqa: F401 - re-exported for the tests
-    in_sessions,
-    kill_system,
-    listening_sockets,
-    proc_stat,
-    sessions_of,
-    socket_inodes,
-    system_pids,
-    wait_exited,
-)
+from supervisor.processes import in_sessions, proc_stat, sessions_of, wait_exited
 from tests.emulator import BAD_SECRET_ENV, KEY, KEY_ENV, SECRET, SECRET_ENV
 
 # The emulator's test keys, set before any actor system starts: actor processes inherit the

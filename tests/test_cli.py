@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main
-from tests.conftest import free_port, kill_system, listening_sockets, proc_stat, wait_exited
+from supervisor.processes import alive, kill_system, listening_sockets, wait_exited
+from tests.conftest import free_port
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -274,7 +275,7 @@ def test_run_replaces_its_actor_system_when_the_supervisor_dies_or_hangs(tmp_pat
         after = json.loads(posguard("status", "--config", str(cfg), "--json").stdout)
         new_pids = {after["supervisor_pid"]} | {c["pid"] for c in after["children"] if c["pid"]}
         assert not old_pids & new_pids
-        assert not [p for p in old_pids if (st := proc_stat(p)) and st[0] != "Z"]    # none of the old left
+        assert not [p for p in old_pids if alive(p)]                     # none of the old left
         assert {p["symbol"]: p["state"] for p in after["positions"]} == {"BTCUSDT": "PROTECTED",
                                                                          "ETHUSDT": "PROTECTED"}
         run.send_signal(signal.SIGINT)

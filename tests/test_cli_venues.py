@@ -178,5 +178,5 @@ def test_an_unreachable_venue_is_one_clear_line_and_nothing_left_running(tmp_pat
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("posguard: deployment failed to start: exchange: venue adapter failed to start")
     assert "Cannot connect" in last
-    from tests.conftest import listening_sockets
+    from supervisor.processes import listening_sockets
     assert not [p for _, p in listening_sockets().values() if p == admin]

@@ -119,7 +119,8 @@ def test_no_second_stop_nor_close_on_a_position_being_protected_under_the_lag(tc
 def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     import urllib.request
 
-    from tests.conftest import free_port, listening_sockets
+    from supervisor.processes import listening_sockets
+    from tests.conftest import free_port
 
     port = free_port()
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),

@@ -32,8 +32,9 @@ from actors.messages import (
 )
 from adapters.base import Side, TrueState
 from adapters.sim_server import RemoteSimAdapter
+from supervisor.processes import kill_system, wait_exited
 from supervisor.supervisor import Supervisor
-from tests.conftest import free_port, kill_system, wait_exited
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]

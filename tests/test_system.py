@@ -30,8 +30,8 @@ from adapters.base import Side, TrueState
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from supervisor.processes import listening_sockets, socket_inodes, system_pids
 from supervisor.supervisor import Supervisor
-from tests.conftest import listening_sockets, socket_inodes, system_pids
 
 LAG = 2.4                                  # the incident's 24 s, scaled by 1/10
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0, "SLOWUSDT": 1.0}
