@@ -27,6 +27,7 @@ from thespian.actors import ActorTypeDispatcher, ThespianWatch, WakeupMessage, W
 
 from actors.logs import ensure_process_logging
 from actors.messages import ChildFailed, Heartbeat, HeartbeatAck
+from adapters import keys
 
 POLL = timedelta(milliseconds=2)
 
@@ -35,7 +36,7 @@ class AsyncBridge:
     def __init__(self) -> None:
         self._rx, self._tx = socket.socketpair()
         self._rx.setblocking(False)
-        self._done: queue.SimpleQueue[tuple[Callable[[Any], None], Any]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[Callable[[Any], None], Any, bool]] = queue.SimpleQueue()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="async-bridge", daemon=True)
         self._thread.start()
@@ -55,7 +56,16 @@ class AsyncBridge:
             result: Any = await coro
         except BaseException as exc:  # noqa: BLE001 - handed to the actor thread, which decides
             result = exc
-        self._done.put((on_done, result))
+        self._done.put((on_done, result, True))
+        self._wake()
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """From the loop thread: run `fn()` in the actor's thread, on its next drain (the loop
+        never touches thespian itself)."""
+        self._done.put((lambda _: fn(), None, False))
+        self._wake()
+
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):                 # bridge closed while we finished
             self._tx.send(b"x")
 
@@ -72,10 +82,11 @@ class AsyncBridge:
             pass
         while True:
             try:
-                on_done, result = self._done.get_nowait()
+                on_done, result, submitted = self._done.get_nowait()
             except queue.Empty:
                 return
-            self.pending -= 1
+            if submitted:
+                self.pending -= 1
             on_done(result)
 
     def close(self) -> None:
@@ -85,8 +96,23 @@ class AsyncBridge:
         self._tx.close()
 
 
+_process_of: int | None = None
+
+
+def _first_message_in_this_process(actor: BridgedActor) -> None:
+    """Once per actor process, before anything else: a process that never talks to the venue
+    lets go of the keys' descriptor (adapters/keys.py)."""
+    global _process_of
+    if _process_of != os.getpid():
+        _process_of = os.getpid()
+        if not actor.holds_keys:
+            keys.drop_handle()
+
+
 class BridgedActor(ActorTypeDispatcher):
     """An ActorTypeDispatcher whose handlers never raise into thespian, with an optional bridge."""
+
+    holds_keys = False                           # True: this process passes on or reads the venue keys
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
@@ -96,6 +122,7 @@ class BridgedActor(ActorTypeDispatcher):
         self.supervisor: Any = None              # who configured us; told when a handler fails
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
+        _first_message_in_this_process(self)
         ensure_process_logging()
         try:
             if isinstance(message, WatchMessage) or (isinstance(message, WakeupMessage)

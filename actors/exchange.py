@@ -27,12 +27,15 @@ from actors.messages import (
     SetStop,
     VenueFailure,
 )
+from adapters import keys
 from adapters.base import VenueError, VenueTimeout
 from adapters.errors import Outcome
 from adapters.venue_settings import MissingKey
 
 
 class ExchangeActor(BridgedActor):
+    holds_keys = True                            # the one process that reads them
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.service: ExchangeService | None = None
@@ -40,10 +43,13 @@ class ExchangeActor(BridgedActor):
     def receiveMsg_ConfigureExchange(self, msg: ConfigureExchange, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
         if self.service is None:
+            keys.set_dumpable(False)                     # no core file, no ptrace, no /proc/<pid>/mem for others
             self.watch = msg.watch
             self.bridge = AsyncBridge()
             adapter = msg.adapter_factory()
             try:
+                for value in adapter.load_credentials():
+                    register_secret(value)               # before the first line that could show them
                 self.bridge.call(adapter.start())
             except (VenueError, VenueTimeout, MissingKey, TimeoutError) as exc:
                 # The venue unreachable, keys refused or missing: the operator's to fix, not a bug.
@@ -53,11 +59,9 @@ class ExchangeActor(BridgedActor):
                 self.bridge = None
                 self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
                 return
-            for value in adapter.secrets():
-                register_secret(value)                   # every log line of this process scrubs them
             self.service = ExchangeService(adapter)
             logger.info("exchange ready: {}", adapter.capabilities)
-        self.send(sender, ExchangeReady(self.service.capabilities))
+        self.send(sender, ExchangeReady(self.service.capabilities, dumpable=keys.dumpable()))
 
     def _request(self, msg: Any, sender: Any) -> None:
         if self.service is None or self.bridge is None:

@@ -135,8 +135,8 @@ class ExchangeService:
             case FetchClosures(symbol=symbol, request_id=rid):
                 closures, failure = await self._call(self._reads, lambda: self.adapter.fetch_closures(symbol))
                 return ClosuresFetched(rid, symbol, tuple(closures or ()), failure)
-            case GetTrueState():
-                return TrueStateReport(await self.adapter.true_state())
+            case GetTrueState(request_id=rid):
+                return TrueStateReport(await self.adapter.true_state(), rid)
             case FetchPrice(symbol=symbol, request_id=rid):
                 price, failure = await self._call(self._reads, lambda: self.adapter.fetch_price(symbol))
                 return PriceFetched(rid, symbol, price, failure)
@@ -173,6 +173,6 @@ def failure_reply(msg: object, failure: VenueFailure) -> object | None:
             return PriceFetched(rid, symbol, None, failure)
         case FetchClosures(symbol=symbol, request_id=rid):
             return ClosuresFetched(rid, symbol, (), failure)
-        case GetTrueState():
-            return TrueStateReport(None)
+        case GetTrueState(request_id=rid):
+            return TrueStateReport(None, rid)
     return None

@@ -6,6 +6,7 @@ sends the order to the venue only after that acknowledgement.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from loguru import logger
@@ -15,6 +16,9 @@ from actors.journal_store import SCHEMA_VERSION, JournalStore
 from actors.messages import (
     ActorFailed,
     ConfigureJournal,
+    Event,
+    EventsCommitted,
+    EventsRead,
     EventsReport,
     JournalFailed,
     JournalOrder,
@@ -24,7 +28,9 @@ from actors.messages import (
     LoadPositionJournal,
     OrderJournaled,
     PlaceOrder,
+    ReadEvents,
     RecentEvents,
+    SubscribeEvents,
 )
 
 
@@ -32,6 +38,7 @@ class JournalActor(BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.store: JournalStore | None = None
+        self.subscribers: list[Any] = []         # told of every committed event (the operator API)
 
     def receiveMsg_ConfigureJournal(self, msg: ConfigureJournal, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
@@ -61,12 +68,35 @@ class JournalActor(BridgedActor):
         if msg.forward_to is not None:
             self.send(msg.forward_to, PlaceOrder(msg.request, reply_to=msg.reply_to or sender))
         self.send(sender, OrderJournaled(cid))
+        self._publish(result)
 
     def _record(self, msg: Any, sender: Any) -> None:
         if self.store is None or self.bridge is None:
             logger.error("journal not open: {} lost", type(msg).__name__)
             return
         self.bridge.submit(self.store.record(msg), lambda result: self._logged(msg, result))
+
+    def _publish(self, events: list[Event]) -> None:
+        if events:
+            for subscriber in self.subscribers:
+                self.send(subscriber, EventsCommitted(tuple(events)))
+
+    def receiveMsg_SubscribeEvents(self, msg: SubscribeEvents, sender: Any) -> None:  # noqa: N802
+        if msg.subscriber not in self.subscribers:
+            self.subscribers.append(msg.subscriber)
+
+    def receiveMsg_ReadEvents(self, msg: ReadEvents, sender: Any) -> None:  # noqa: N802
+        if self.store is None or self.bridge is None:
+            self.send(sender, EventsRead(msg.request_id, failure="journal not open"))
+            return
+
+        def answer(result: Any) -> None:
+            if isinstance(result, BaseException):
+                self.send(sender, EventsRead(msg.request_id, failure=f"journal read failed: {result}"))
+            else:
+                events, oldest, latest = result
+                self.send(sender, EventsRead(msg.request_id, tuple(events), oldest, latest))
+        self.bridge.submit(self.store.read_events(msg.since, msg.limit), answer)
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         to = msg.reply_to or sender
@@ -91,21 +121,24 @@ class JournalActor(BridgedActor):
     def receiveMsg_RecentEvents(self, msg: RecentEvents, sender: Any) -> None:  # noqa: N802
         to = msg.reply_to or sender
         if self.store is None or self.bridge is None:
-            self.send(to, EventsReport(msg.symbol))
+            self.send(to, EventsReport(msg.symbol, request_id=msg.request_id))
             return
         self.bridge.submit(self.store.recent_events(msg.symbol, msg.limit),
-                           lambda result: self.send(to, EventsReport(msg.symbol) if isinstance(result, BaseException)
-                                                    else result))
+                           lambda result: self.send(to, EventsReport(msg.symbol, request_id=msg.request_id)
+                                                    if isinstance(result, BaseException)
+                                                    else dataclasses.replace(result, request_id=msg.request_id)))
 
     receiveMsg_JournalOrderUpdate = _record    # noqa: N815
     receiveMsg_JournalTransition = _record     # noqa: N815
     receiveMsg_JournalIntent = _record         # noqa: N815
     receiveMsg_JournalSafeMode = _record       # noqa: N815
+    receiveMsg_JournalEvent = _record          # noqa: N815
 
-    @staticmethod
-    def _logged(msg: Any, result: Any) -> None:
+    def _logged(self, msg: Any, result: Any) -> None:
         if isinstance(result, BaseException):
             logger.opt(exception=result).error("journal write failed: {}", type(msg).__name__)
+        else:
+            self._publish(result)
 
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
         if isinstance(message, ConfigureJournal):

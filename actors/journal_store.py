@@ -16,8 +16,11 @@ from typing import Any
 import aiosqlite
 
 from actors.messages import (
+    Event,
+    EventRecord,
     EventsReport,
     JournaledOrder,
+    JournalEvent,
     JournalIntent,
     JournalOrder,
     JournalOrderUpdate,
@@ -78,7 +81,19 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE intents ADD COLUMN kind TEXT NOT NULL DEFAULT 'entry';
     """,
+    # 3: the event stream operators and strategies follow (`posguard events`); seq never reused
+    """
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          REAL NOT NULL,
+        kind        TEXT NOT NULL,
+        symbol      TEXT,
+        data        TEXT NOT NULL           -- JSON object
+    );
+    """,
 )
+
+KEEP_EVENTS = 100_000                # older events are pruned at open; a reader asking for them is told
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -104,9 +119,13 @@ class JournalStore:
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"journal {self.path} has schema {version}, newer than this program's {SCHEMA_VERSION}")
         for number in range(version, SCHEMA_VERSION):
-            await self._db.executescript(MIGRATIONS[number])
-            await self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number + 1),))
-            await self._db.commit()
+            # One transaction per migration, its version row included: a crash part-way leaves
+            # the journal at the previous version, and the next start runs the whole step again.
+            await self._db.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\n"
+                f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{number + 1}');\nCOMMIT;")
+        await self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (KEEP_EVENTS,))
+        await self._db.commit()
         return SCHEMA_VERSION
 
     async def close(self) -> None:
@@ -120,8 +139,9 @@ class JournalStore:
             raise RuntimeError("journal is not open")
         return self._db
 
-    async def record(self, msg: object) -> None:
-        """Write one journal message durably (committed before returning)."""
+    async def record(self, msg: object) -> list[Event]:
+        """Write one journal message durably, all of it or nothing (committed before returning);
+        returns the events it added, with their sequence numbers."""
         async with self._lock:
             # An order row must survive power loss before the order is sent (fsync); the rest
             # may ride on the next fsync (WAL with NORMAL survives a process crash).
@@ -129,8 +149,15 @@ class JournalStore:
             if durability != self._durability:
                 await self.db.execute(f"PRAGMA synchronous={durability}")
                 self._durability = durability
-            await self._write(msg)
-            await self.db.commit()
+            events: list[Event] = []
+            try:
+                await self._write(msg, events)
+                await self.db.commit()
+            except BaseException:
+                # Never leave half a message pending: the next successful commit would keep it.
+                await self.db.rollback()
+                raise
+            return events
 
     async def safe_mode_reason(self) -> str | None:
         """The safe mode an earlier run left on (its reason), or None."""
@@ -145,11 +172,17 @@ class JournalStore:
         async with self._lock:
             pass
 
-    async def _write(self, msg: object) -> None:
+    async def _event(self, events: list[Event], at: float, record: EventRecord) -> None:
+        cursor = await self.db.execute("INSERT INTO events (at, kind, symbol, data) VALUES (?,?,?,?)",
+                                       (at, record.kind, record.symbol, json.dumps(record.data)))
+        assert cursor.lastrowid is not None
+        events.append(Event(cursor.lastrowid, at, record.kind, record.symbol, dict(record.data)))
+
+    async def _write(self, msg: object, events: list[Event]) -> None:
         match msg:
             case JournalOrder(request=r, intent_id=intent, purpose=purpose, at=at, intent=intent_msg):
                 if intent_msg is not None:
-                    await self._write(intent_msg)
+                    await self._write(intent_msg, events)
                 await self.db.execute(
                     "INSERT INTO orders (client_order_id, intent_id, symbol, purpose, side, qty, reduce_only,"
                     " stop_price, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -157,6 +190,12 @@ class JournalStore:
                      r.stop_price, "journaled", at, at))
             case JournalOrderUpdate(client_order_id=cid, status=status, filled_qty=filled, avg_price=px,
                                     venue_order_id=vid, at=at):
+                before = await self.rows("SELECT symbol, purpose, filled_qty FROM orders WHERE client_order_id=?",
+                                         (cid,))
+                if before and filled > before[0]["filled_qty"] + 1e-12:
+                    await self._event(events, at, EventRecord("fill", before[0]["symbol"], {
+                        "client_order_id": cid, "purpose": before[0]["purpose"], "filled_qty": filled,
+                        "avg_price": px, "status": status}))
                 await self.db.execute(
                     "UPDATE orders SET status=?, filled_qty=MAX(filled_qty, ?), avg_price=COALESCE(?, avg_price),"
                     " venue_order_id=COALESCE(?, venue_order_id), updated_at=? WHERE client_order_id=?",
@@ -164,16 +203,25 @@ class JournalStore:
             case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at, kind=kind):
                 await self.db.execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at, kind)"
                                       " VALUES (?,?,?,?,?,?,?)", (iid, symbol, str(side), qty, stop, at, kind))
-            case JournalTransition(snapshot=snap, from_state=before, trigger=trigger, detail=detail, at=at):
+            case JournalTransition(snapshot=snap, from_state=before, trigger=trigger, detail=detail, at=at,
+                                   events=extra):
                 await self.db.execute(
                     "INSERT INTO transitions (symbol, intent_id, from_state, to_state, trigger, detail, at)"
                     " VALUES (?,?,?,?,?,?,?)", (snap.symbol, snap.intent_id, before, snap.state, trigger, detail, at))
                 await self.db.execute(
                     "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
                     (snap.symbol, snap.state, snap.intent_id, json.dumps(asdict(snap)), at))
+                await self._event(events, at, EventRecord("transition", snap.symbol, {
+                    "from": before, "to": snap.state, "trigger": trigger, "detail": detail,
+                    "intent_id": snap.intent_id}))
+                for record in extra:
+                    await self._event(events, at, record)
             case JournalSafeMode(on=on, reason=reason, at=at):
                 await self.db.execute("INSERT OR REPLACE INTO meta VALUES ('safe_mode', ?)",
                                       (json.dumps({"on": on, "reason": reason, "at": at}),))
+                await self._event(events, at, EventRecord("safe_mode", None, {"on": on, "reason": reason}))
+            case JournalEvent(event=record, at=at):
+                await self._event(events, at, record)
             case _:
                 raise TypeError(f"journal cannot record {type(msg).__name__}")
 
@@ -218,6 +266,17 @@ class JournalStore:
                                " ORDER BY id DESC LIMIT ?", (symbol, limit))
         return EventsReport(symbol, tuple((r["at"], r["from_state"], r["to_state"], r["trigger"], r["detail"])
                                           for r in reversed(rows)))
+
+    async def read_events(self, since: int, limit: int) -> tuple[list[Event], int, int]:
+        """Events after `since` (oldest first, at most `limit`), and the oldest and latest seq held."""
+        rows = await self.rows("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (since, limit))
+        bounds = await self.rows("SELECT COALESCE(MIN(seq), 0) AS oldest, COALESCE(MAX(seq), 0) AS latest FROM events")
+        latest = bounds[0]["latest"]
+        if latest == 0:                                  # nothing held yet: the counter may still be past 0
+            counter = await self.rows("SELECT seq FROM sqlite_sequence WHERE name='events'")
+            latest = counter[0]["seq"] if counter else 0
+        events = [Event(r["seq"], r["at"], r["kind"], r["symbol"], json.loads(r["data"])) for r in rows]
+        return events, bounds[0]["oldest"], latest
 
     async def transitions(self, symbol: str) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM transitions WHERE symbol=? ORDER BY id", (symbol,))

@@ -8,6 +8,7 @@ the first) re-applies the settings inherited from the parent when it finds itsel
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -38,19 +39,34 @@ def register_secret(value: str | None) -> None:
         _secrets.add(value)
 
 
+# Whatever the process, values that follow these names are credentials (request headers and
+# parameters a library may quote in an error): redacted even where the key itself is unknown.
+_CREDENTIAL = re.compile(r"(?i)(api[-_]?key|x-bapi-api-key|x-mbx-apikey|secret|signature|x-bapi-sign|"
+                         r"listenkey)(\W{1,4})([A-Za-z0-9+/=_\-]{8,})")
+
+
 def redact(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, "***")
-    return text
+    return _CREDENTIAL.sub(r"\1\2***", text)
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen and len(seen) < 20:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
 
 
 def _patch(record: dict[str, Any]) -> None:
     record["message"] = redact(record["message"])
     if record["exception"] is not None:
-        # tracebacks can quote request bodies; loguru formats them later, so scrub the value text
-        exc = record["exception"]
-        if exc.value is not None and _secrets and any(s in str(exc.value) for s in _secrets):
-            record["message"] += " [exception text redacted]"
+        # A traceback prints the text of every exception in its chain (`raise ... from`), which
+        # can quote a request or a reply; loguru formats it later, so decide here.
+        texts = [str(e) for e in _chain(record["exception"].value)]
+        if any(redact(t) != t for t in texts):
+            record["message"] += " [exception text redacted: " + " <- ".join(redact(t)[:200] for t in texts) + "]"
             record["exception"] = None
 
 

@@ -314,6 +314,7 @@ class GetTrueState:
     """Simulated venues only: the engine's truth (tests, benchmarks, demo status)."""
 
     reply_to: Any = None                 # an ActorAddress; None = the sender
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +322,7 @@ class TrueStateReport:
     """Reply to GetTrueState; state None where the venue cannot know it."""
 
     state: TrueState | None
+    request_id: str = ""
 
 
 # -- journal -------------------------------------------------------------------------------
@@ -398,14 +400,80 @@ class JournalOrderUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class EventRecord:
+    """Something an operator or a strategy following the event stream should learn of: a
+    stop set or moved, a close with its reason, an ambiguous outcome, an orphan, a restart.
+    `data` holds plain JSON values."""
+
+    kind: str
+    symbol: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as the journal holds it: `seq` increases by one per event, for good."""
+
+    seq: int
+    at: float
+    kind: str
+    symbol: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class JournalTransition:
-    """A PositionActor state change with the position as it stands after it."""
+    """A PositionActor state change with the position as it stands after it; `events` are
+    journaled with it, in the same transaction (the transition itself is always one)."""
 
     snapshot: PositionSnapshot
     from_state: str
     trigger: str
     detail: str = ""
     at: float = _ts_field()
+    events: tuple[EventRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEvent:
+    """Record an event that is not a position's transition (a restart, an orphan found)."""
+
+    event: EventRecord
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeEvents:
+    """Ask the journal to send every event it commits from now on (EventsCommitted)."""
+
+    subscriber: Any                      # an ActorAddress
+
+
+@dataclass(frozen=True, slots=True)
+class EventsCommitted:
+    """Events just committed, oldest first."""
+
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadEvents:
+    """Events with seq > `since`, oldest first, at most `limit` (answered by EventsRead)."""
+
+    since: int
+    limit: int = 1000
+    request_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class EventsRead:
+    """Reply to ReadEvents; `oldest` is the first seq the journal still holds (0: none yet)."""
+
+    request_id: str
+    events: tuple[Event, ...] = ()
+    oldest: int = 0
+    latest: int = 0
+    failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -445,6 +513,7 @@ class RecentEvents:
     symbol: str
     limit: int = 20
     reply_to: Any = None
+    request_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +522,7 @@ class EventsReport:
 
     symbol: str
     events: tuple[tuple[float, str, str, str, str], ...] = ()
+    request_id: str = ""
 
 
 # -- lifecycle -----------------------------------------------------------------------------
@@ -498,6 +568,7 @@ class ExchangeReady:
 
     capabilities: Capabilities
     pid: int = field(default_factory=os.getpid)
+    dumpable: bool = True                # False: no core file, no other process may read its memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -510,6 +581,7 @@ class ConfigurePosition:
     capabilities: Capabilities
     settings: PositionSettings = field(default_factory=PositionSettings)
     observer: Any = None                 # ActorAddress told of every snapshot (the supervisor)
+    safe_mode: str | None = None         # the reason, while new entries are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +612,7 @@ class StartDeployment:
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: no scan
     metrics_port: int | None = None      # Prometheus endpoint on 127.0.0.1; None: off
+    control: ControlPlane | None = None  # lock and operator API (None: tests that drive actors directly)
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,6 +676,15 @@ class SetSafeMode:
 
     on: bool
     reason: str = "operator"
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SafeModeChanged:
+    """Supervisor to PositionActors: refuse (on) or accept (off) new entries, whoever sends them."""
+
+    on: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -634,6 +716,8 @@ class DeploymentStopped:
 class StatusRequest:
     """Admin: every PositionActor's last snapshot."""
 
+    request_id: str = ""
+
 
 @dataclass(frozen=True, slots=True)
 class WaitForState:
@@ -662,3 +746,71 @@ class StatusReport:
     reconciliation: str = ""             # what the start-up reconciliation found and did
     at: float = _ts_field()
     supervisor_pid: int = field(default_factory=os.getpid)   # made in the supervisor's process
+    request_id: str = ""
+    watcher_pid: int | None = None       # the `posguard run` watching this deployment, if any
+    stopping: str = ""                   # why the deployment is stopping ("" while it runs)
+
+
+# -- the operator API and the deployment's lifecycle -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlane:
+    """What makes a deployment one: its lock, its operator API, its identity and its watcher."""
+
+    socket_path: str                     # the operator API (Unix socket, JSON lines)
+    lock_path: str                       # the deployment lock (held while any process of it lives)
+    config_path: str = ""
+    config_digest: str = ""              # sha256 of the config file: an adopter proves it is the same
+    watcher_pid: int | None = None       # the `posguard run` that started it
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureApi:
+    """Serve the operator API on this socket for this deployment."""
+
+    socket_path: str
+    supervisor: Any                      # ActorAddress
+    journal: Any                         # ActorAddress
+    symbols: tuple[str, ...]
+    hello: dict[str, Any] = field(default_factory=dict)   # identity every client is shown first
+
+
+@dataclass(frozen=True, slots=True)
+class ApiReady:
+    """The operator API is listening."""
+
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """Operator: end the deployment (positions keep their stops), closing every position
+    reduce-only first with `flatten`. Answered by StopReply before the deployment goes."""
+
+    flatten: bool = False
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StopReply:
+    """Reply to StopRequest: ok means the deployment is going now; else why it stays."""
+
+    request_id: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatcherChanged:
+    """A `posguard run` took over watching this deployment (after adopting it)."""
+
+    pid: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A request that needs no other answer was taken."""
+
+    request_id: str

@@ -35,6 +35,7 @@ from actors.messages import (
     PositionSnapshot,
     PositionTimer,
     Reprotect,
+    SafeModeChanged,
     StopSet,
 )
 from actors.position_core import PositionCore
@@ -94,6 +95,7 @@ class PositionActor(BridgedActor):
         if self.core is None:
             self.ports = ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
+            self.core.safe_mode = msg.safe_mode
             ports.publish(self.core.snapshot())
             # Rebuild from the journal first (entries are refused until then); this also opens the
             # connection to the journal now rather than on the first order's clock.
@@ -107,6 +109,10 @@ class PositionActor(BridgedActor):
         if not self._ready_sent and snapshot.state != State.RECOVERING and self.supervisor is not None:
             self._ready_sent = True
             self.send(self.supervisor, PositionReady(snapshot.symbol))
+
+    def receiveMsg_SafeModeChanged(self, msg: SafeModeChanged, sender: Any) -> None:  # noqa: N802
+        if self.core is not None:
+            self.core.safe_mode = msg.reason or "on" if msg.on else None
 
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
         self.send(sender, self.core.open(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))

@@ -26,6 +26,8 @@ from actors.messages import (
     ClosePosition,
     CommandAccepted,
     CommandDenied,
+    EventRecord,
+    JournalEvent,
     JournalFailed,
     JournalIntent,
     JournalOrder,
@@ -94,6 +96,8 @@ class PositionCore:
         self._tokens: dict[str, int] = {}
         self._awaiting_journal: dict[str, OrderRequest] = {}
         self.last_event = "started"
+        self.venue_stop: float | None = None             # the last stop the venue confirmed (events only)
+        self.safe_mode: str | None = None                # why new entries are refused (None: accepted)
         self.log = logger.bind(symbol=symbol)
         self._new_episode()
 
@@ -217,6 +221,8 @@ class PositionCore:
     def _deny_open(self, cmd: OpenPosition) -> str | None:
         if cmd.symbol != self.symbol:
             return f"this actor handles {self.symbol}, not {cmd.symbol}"
+        if self.safe_mode is not None:
+            return f"safe mode ({self.safe_mode}): new entries are refused"
         if self.state is not State.IDLE:
             return f"{self.symbol} is {self.state}; only an IDLE symbol accepts an entry"
         if not (cmd.qty > 0):
@@ -559,6 +565,8 @@ class PositionCore:
             self._arm(RETRY_CLOSE, self._backoff(self.close_retries - 1))
         elif failure.outcome in AMBIGUOUS or failure.outcome is Outcome.ALREADY_PLACED:
             self.log.warning("close outcome unknown ({}): querying by client id", _describe(failure))
+            self.ports.to_journal(JournalEvent(EventRecord("ambiguous", self.symbol, {
+                "client_order_id": self.close_cid, "detail": f"close outcome unknown ({_describe(failure)})"})))
             self._arm(POLL_CLOSE, 0.0)
         else:
             self._close_refused(_describe(failure))
@@ -620,8 +628,24 @@ class PositionCore:
         self.last_event = detail
         self.log.info("{} {} -> {}: {}", self.symbol, before, self.state, detail)
         snap = dataclasses.replace(self.snapshot(), trigger=str(trigger))
-        self.ports.to_journal(JournalTransition(snap, str(before), str(trigger), detail))
+        self.ports.to_journal(JournalTransition(snap, str(before), str(trigger), detail,
+                                                events=self._events_of(trigger, detail)))
         self.ports.publish(snap)
+
+    def _events_of(self, trigger: Trigger, detail: str) -> tuple[EventRecord, ...]:
+        """What the event stream says beside the transition itself."""
+        if trigger in (Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED):
+            previous, self.venue_stop = self.venue_stop, self.stop_price
+            moved = previous is not None and self.stop_price is not None and abs(previous - self.stop_price) > 1e-12
+            return (EventRecord("stop", self.symbol, {"stop_price": self.stop_price, "previous": previous,
+                                                      "change": "moved" if moved else "set"}),)
+        if trigger is Trigger.CLOSE_CONFIRMED:
+            self.venue_stop = None
+            return (EventRecord("closed", self.symbol, {"reason": self.close_reason, "detail": detail,
+                                                        "closed_qty": self.closed_qty}),)
+        if trigger is Trigger.ENTRY_AMBIGUOUS:
+            return (EventRecord("ambiguous", self.symbol, {"client_order_id": self.entry_cid, "detail": detail}),)
+        return ()
 
     def _journal_outcome(self, cid: str, report: OrderReport | None, failure: VenueFailure | None) -> None:
         if report is not None:

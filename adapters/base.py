@@ -198,8 +198,8 @@ class VenueAdapter(ABC):
         """Release connections."""
         return None
 
-    def secrets(self) -> tuple[str, ...]:
-        """Values no log line of this process may show (the keys, once started)."""
+    def load_credentials(self) -> tuple[str, ...]:
+        """Read the keys (before `start`); returns the values no log line may ever show."""
         return ()
 
     @abstractmethod

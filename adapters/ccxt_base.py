@@ -85,6 +85,7 @@ class CcxtAdapter(VenueAdapter):
             reads_per_second=settings.reads_per_second, dialect=self.dialect, stop_orders=True)
         self.ex: Any = None
         self._secrets: tuple[str, ...] = ()
+        self._keys: tuple[str, str] | None = None
         self._last_price: dict[str, float] = {}
 
     def _attached_stop(self) -> bool:
@@ -94,9 +95,16 @@ class CcxtAdapter(VenueAdapter):
     def _client(self, ccxt_async: Any, key: str, secret: str) -> Any:
         """A configured ccxt async client (urls, options), markets not loaded yet."""
 
+    def load_credentials(self) -> tuple[str, ...]:
+        self._keys = self.settings.credentials()
+        self._secrets = tuple(s for s in self._keys if len(s) >= MIN_SECRET_LEN)
+        return self._secrets
+
     async def start(self) -> None:
-        key, secret = self.settings.credentials()
-        self._secrets = tuple(s for s in (key, secret) if len(s) >= MIN_SECRET_LEN)
+        if self._keys is None:
+            self.load_credentials()
+        assert self._keys is not None
+        key, secret = self._keys
         import ccxt.async_support as ccxt_async  # here, not at import: only this process needs it
 
         self.ex = self._client(ccxt_async, key, secret)
@@ -158,9 +166,6 @@ class CcxtAdapter(VenueAdapter):
             with contextlib.suppress(ccxt.BaseError):    # the next call reports its own error
                 await self.ex.load_time_difference()
         raise error
-
-    def secrets(self) -> tuple[str, ...]:
-        return self._secrets
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

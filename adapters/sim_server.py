@@ -1,19 +1,28 @@
 """The simulated venue as its own process, so it outlives any crash of ours — like a real one.
 
-`SimVenueServer` serves a SimulatedAdapter on 127.0.0.1 over newline-delimited JSON (never
-pickle: nothing that arrives on a socket is executed). `RemoteSimAdapter` is the VenueAdapter
-the ExchangeActor uses to reach it; requests are concurrent (ids), so one slow call never
-holds up another. A lost reply surfaces as VenueTimeout, exactly like a real venue's.
+`SimVenueServer` serves a SimulatedAdapter over newline-delimited JSON (never pickle: nothing
+that arrives on a socket is executed) on a Unix socket in the deployment's private runtime
+directory, and answers only processes of its own user (the kernel's peer credentials).
+`RemoteSimAdapter` is the VenueAdapter the ExchangeActor uses to reach it; requests are
+concurrent (ids), so one slow call never holds up another. A lost reply surfaces as
+VenueTimeout, exactly like a real venue's; a line it cannot read is skipped, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
+import os
+import socket
+import stat
+import struct
 from dataclasses import asdict
 from enum import Enum
 from typing import Any
+
+from loguru import logger
 
 from adapters.base import (
     Capabilities,
@@ -70,31 +79,46 @@ def _true_state(d: dict[str, Any]) -> TrueState:
 
 
 class SimVenueServer:
-    def __init__(self, config: SimVenueConfig, port: int = 0) -> None:
+    def __init__(self, config: SimVenueConfig, path: str) -> None:
         self.adapter = SimulatedAdapter(config)
-        self.port = port
+        self.path = path
         self._server: asyncio.base_events.Server | None = None
 
-    async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, LOOPBACK, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
+    async def start(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                raise OSError(errno.EEXIST, f"{self.path} exists and is not a socket")
+            os.unlink(self.path)
+        self._server = await asyncio.start_unix_server(self._serve, self.path, limit=1 << 20)
+        os.chmod(self.path, 0o600)
+        return self.path
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
         stopping = False
+        if not _same_user(writer):
+            writer.close()
+            return
         try:
             while line := await reader.readline():
-                task = asyncio.create_task(self._answer(json.loads(line), writer, lock))
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    continue                             # not a request: ignored, the connection lives
+                if not isinstance(request, dict):
+                    continue
+                task = asyncio.create_task(self._answer(request, writer, lock))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
-        except (ConnectionError, json.JSONDecodeError):
+        except (ConnectionError, ValueError):
             pass
         except asyncio.CancelledError:
             stopping = True                              # the venue itself is shutting down
@@ -146,11 +170,17 @@ class SimVenueServer:
         raise ValueError(f"unknown op {op!r}")
 
 
+def _same_user(writer: asyncio.StreamWriter) -> bool:
+    sock = writer.get_extra_info("socket")
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return bool(uid == os.geteuid())
+
+
 class RemoteSimAdapter(VenueAdapter):
     """The simulated venue in another process. `timeout_s` bounds a call whose reply was lost."""
 
-    def __init__(self, host: str, port: int, timeout_s: float = 5.0) -> None:
-        self.host, self.port, self.timeout_s = host, port, timeout_s
+    def __init__(self, path: str, timeout_s: float = 5.0) -> None:
+        self.path, self.timeout_s = path, timeout_s
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -158,10 +188,16 @@ class RemoteSimAdapter(VenueAdapter):
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
-        self._listener = asyncio.create_task(self._listen())
+        await self._connect()
         caps = await self._call("capabilities")
         self.capabilities = Capabilities(**caps)
+
+    async def _connect(self) -> None:
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(self.path, limit=1 << 24)
+        except OSError as exc:
+            raise VenueTimeout(f"the simulated venue at {self.path} is unreachable: {exc.strerror or exc}") from None
+        self._listener = asyncio.create_task(self._listen())
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -171,18 +207,28 @@ class RemoteSimAdapter(VenueAdapter):
 
     async def _listen(self) -> None:
         assert self._reader is not None
-        while line := await self._reader.readline():
-            reply = json.loads(line)
-            future = self._pending.pop(reply.get("id"), None)
-            if future is not None and not future.done():
-                future.set_result(reply)
-        for future in self._pending.values():               # the venue went away
-            if not future.done():
-                future.set_exception(VenueTimeout("venue connection closed"))
+        try:
+            while line := await self._reader.readline():
+                try:
+                    reply = json.loads(line)
+                    future = self._pending.pop(reply.get("id"), None)
+                except (ValueError, AttributeError, TypeError):
+                    logger.warning("simulated venue: unreadable reply skipped ({!r})", line[:80])
+                    continue                             # one bad line never stops the listener
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except (ConnectionError, ValueError):
+            pass
+        finally:
+            self._writer = None                          # later calls fail at once, as "not connected"
+            for future in self._pending.values():        # the venue went away
+                if not future.done():
+                    future.set_exception(VenueTimeout("venue connection closed"))
 
     async def _call(self, op: str, **args: Any) -> Any:
         if self._writer is None:
-            raise VenueTimeout("not connected")
+            await self._connect()                        # the connection dropped: a new one (or VenueTimeout)
+        assert self._writer is not None
         self._next_id += 1
         rid = self._next_id
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -195,9 +241,11 @@ class RemoteSimAdapter(VenueAdapter):
             raise VenueTimeout(f"{op}: no reply") from exc
         finally:
             self._pending.pop(rid, None)
-        if "error" in reply:
+        if isinstance(reply.get("error"), list) and len(reply["error"]) == 2:
             code, message = reply["error"]
-            raise VenueError(code, message)
+            raise VenueError(code, str(message))
+        if "ok" not in reply:
+            raise VenueTimeout(f"{op}: unreadable reply")    # may have executed: the caller asks by id
         return reply["ok"]
 
     async def create_order(self, request: OrderRequest) -> OrderReport:

@@ -6,7 +6,6 @@ to import, so only the ExchangeActor's process ever loads it (inside the adapter
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -39,8 +38,11 @@ class CcxtVenueSettings:
     recv_window_ms: int = 5000
 
     def credentials(self) -> tuple[str, str]:
-        """The keys, from the environment. Raises MissingKey naming the variable, never a value."""
-        key, secret = os.environ.get(self.key_env, ""), os.environ.get(self.secret_env, "")
+        """The keys, from the environment, or from the sealed memfd `posguard run` moved them to
+        (adapters/keys.py). Raises MissingKey naming the variable, never a value."""
+        from adapters import keys
+
+        key, secret = keys.read(self.key_env) or "", keys.read(self.secret_env) or ""
         for env, value in ((self.key_env, key), (self.secret_env, secret)):
             if not value.strip():
                 raise MissingKey(f"environment variable {env} is not set (it must hold the {self.name} API"

@@ -23,6 +23,7 @@ from adapters.sim_engine import EngineConfig
 from adapters.sim_server import RemoteSimAdapter
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 from adapters.venue_settings import CCXT_VENUES, CcxtVenueSettings, venue_symbol
+from supervisor.runtime import RuntimePaths
 
 DEFAULT_CONFIG = "conf/demo.toml"
 VENUES = ("simulated", *CCXT_VENUES)
@@ -57,11 +58,12 @@ class DeploymentConfig:
     simulated: SimVenueConfig | None
     position: PositionSettings
     journal_path: str
-    admin_port: int
+    admin_port: int                              # thespian's admin (127.0.0.1, frames authenticated); 0: any free
     log: LogSettings
     opens: tuple[OpenSpec, ...] = field(default=())
     refresh_s: float = 1.0
-    sim_server: tuple[str, int] | None = None    # the simulated venue's own process, if it has one
+    sim_server: str | None = None                # the simulated venue's socket, when `posguard venue` serves it
+    runtime_dir: str = ""                        # API socket and venue socket (0700); default: the journal's folder
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: scan off
     metrics_port: int | None = None              # Prometheus on 127.0.0.1; None: off
@@ -69,16 +71,10 @@ class DeploymentConfig:
     emulator: SimVenueConfig | None = None       # `posguard emulator` serves this market at venue.api_url
 
     @property
-    def runtime_dir(self) -> str:
-        return os.path.dirname(self.journal_path)
+    def paths(self) -> RuntimePaths:
+        return RuntimePaths(self.journal_path, self.runtime_dir or os.path.dirname(self.journal_path))
 
-    @property
-    def address_file(self) -> str:
-        """Where `run` leaves the supervisor's address for `status` (never a thespian look-up,
-        which would create an empty actor if none exists)."""
-        return os.path.join(self.runtime_dir, f"posguard-{self.admin_port}.supervisor")
-
-    def adapter_factory(self, sim_server: tuple[str, int] | None = None) -> Callable[[], Any]:
+    def adapter_factory(self, sim_server: str | None = None) -> Callable[[], Any]:
         """A picklable callable that builds the venue adapter inside the ExchangeActor's process."""
         if self.ccxt is not None:
             # Imported here so the CLI's other commands never load the adapter modules' deps.
@@ -90,7 +86,7 @@ class DeploymentConfig:
         assert self.simulated is not None
         server = sim_server or self.sim_server
         if server is not None:
-            return functools.partial(RemoteSimAdapter, *server)
+            return functools.partial(RemoteSimAdapter, server)
         return functools.partial(SimulatedAdapter, self.simulated)
 
 
@@ -106,7 +102,7 @@ def load_config(path: str) -> DeploymentConfig:
     base = os.path.dirname(os.path.abspath(path))
     t = _Table(raw, "")
     t.only("venue", "deployment", "position", "supervision", "protection", "journal", "admin", "logging", "open",
-           "metrics", "emulator")
+           "metrics", "emulator", "runtime")
 
     venue_t = t.table("venue")
     venue = venue_t.str("name")
@@ -127,7 +123,7 @@ def load_config(path: str) -> DeploymentConfig:
         raise ConfigError("deployment.symbols", "a symbol is listed twice")
 
     simulated = _simulated(venue_t.table("simulated"), symbols) if venue == "simulated" else None
-    sim_server = _sim_server(venue_t.table("simulated")) if venue == "simulated" else None
+    sim_server = _sim_server(venue_t.table("simulated"), base) if venue == "simulated" else None
     ccxt_venue = _ccxt_venue(venue_t, venue) if venue in CCXT_VENUES else None
     emulator = None
     if "emulator" in t.raw:
@@ -167,8 +163,11 @@ def load_config(path: str) -> DeploymentConfig:
 
     journal_t = t.table("journal")
     journal_t.only("path")
-    admin_t = t.table("admin")
+    admin_t = t.table("admin", required=False)
     admin_t.only("port")
+    runtime_t = t.table("runtime", required=False)
+    runtime_t.only("dir")
+    runtime_dir = runtime_t.str("dir", "")
     log_t = t.table("logging", required=False)
     log_t.only("file", "level", "stderr_level", "json")
     levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
@@ -184,7 +183,9 @@ def load_config(path: str) -> DeploymentConfig:
         path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, sim_server=sim_server,
         ccxt=ccxt_venue, emulator=emulator,
         position=position,
-        journal_path=_resolve(base, journal_t.str("path")), admin_port=admin_t.int("port", minimum=1024, maximum=65535),
+        journal_path=_resolve(base, journal_t.str("path")),
+        admin_port=admin_t.int("port", 0, minimum=0, maximum=65535) or 0,
+        runtime_dir=_resolve(base, runtime_dir) if runtime_dir else "",
         log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision,
         protection=protection if protection_on else None, metrics_port=metrics_port)
 
@@ -270,15 +271,11 @@ def _settings(t: _Table, cls: type, skip: tuple[str, ...] = (), strictly: bool =
                       else t.num(n, getattr(defaults, n), minimum=0.0, strictly=strictly)) for n in names})
 
 
-def _sim_server(t: _Table) -> tuple[str, int] | None:
-    """`server = "127.0.0.1:PORT"`: the simulated venue runs in its own process (`posguard venue`)."""
+def _sim_server(t: _Table, base: str) -> str | None:
+    """`server = "PATH"`: the simulated venue runs in its own process (`posguard venue`) and
+    serves this Unix socket (relative to the config file)."""
     text = t.str("server", "")
-    if not text:
-        return None
-    host, _, port = text.rpartition(":")
-    if host not in ("127.0.0.1", "localhost") or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{t.path}.server", f"must be 127.0.0.1:PORT (loopback only), got {text!r}")
-    return "127.0.0.1", int(port)
+    return _resolve(base, text) if text else None
 
 
 def _open_spec(t: _Table, symbols: list[str]) -> OpenSpec:

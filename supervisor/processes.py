@@ -12,6 +12,8 @@ import contextlib
 import os
 import select
 import signal
+import socket
+import struct
 import time
 
 
@@ -57,7 +59,12 @@ def listening_sockets() -> dict[str, tuple[str, int]]:
 def kill_system(admin_port: int, extra: set[int] = frozenset()) -> set[int]:
     """kill -9 a whole thespian system (and `extra` pids): everything in its session, again and
     again until nothing is left -- an actor being forked during the first sweep must not survive."""
-    sessions = sessions_of(admin_port)
+    return kill_sessions(sessions_of(admin_port), extra)
+
+
+def kill_sessions(sessions: set[str], extra: set[int] = frozenset()) -> set[int]:
+    """kill -9 every process of these sessions (and `extra`) until none is left; never our own."""
+    sessions = sessions - {(proc_stat(os.getpid()) or ["", "", "", ""])[3]}
     killed: set[int] = set()
     for pid in extra:
         with contextlib.suppress(ProcessLookupError):
@@ -116,8 +123,22 @@ def wait_exited(pids: set[int], timeout: float = 5.0) -> set[int]:
             continue
         try:
             remaining = max(0.0, deadline - time.monotonic())
-            if not select.select([fd], [], [], remaining)[0]:
+            poller = select.poll()                       # not select(): descriptors past 1024 are fine
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(remaining * 1000):
                 alive.add(pid)
         finally:
             os.close(fd)
     return alive
+
+
+def unix_peer_pid(path: str) -> int | None:
+    """The pid of the process of this user serving the Unix socket at `path` (the kernel says
+    who listens), or None when nothing of ours answers there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        try:
+            s.connect(path)
+        except OSError:
+            return None
+        pid, uid, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+        return pid if uid == os.geteuid() else None

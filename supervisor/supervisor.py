@@ -15,7 +15,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -26,13 +26,16 @@ from actors.async_bridge import BridgedActor
 from actors.exchange import ExchangeActor
 from actors.journal import JournalActor
 from actors.messages import (
+    Ack,
     ActorFailed,
     AdoptPosition,
+    ApiReady,
     ChildFailed,
     ClosePosition,
     Collaborators,
     CommandAccepted,
     CommandDenied,
+    ConfigureApi,
     ConfigureExchange,
     ConfigureJournal,
     ConfigurePosition,
@@ -40,12 +43,14 @@ from actors.messages import (
     DeploymentFailed,
     DeploymentReady,
     DeploymentStopped,
+    EventRecord,
     ExchangeReady,
     FetchPositions,
     FetchPrice,
     GetTrueState,
     Heartbeat,
     HeartbeatAck,
+    JournalEvent,
     JournalReady,
     JournalSafeMode,
     JournalSync,
@@ -57,21 +62,41 @@ from actors.messages import (
     RecentEvents,
     Reprotect,
     RestartChild,
+    SafeModeChanged,
     SetSafeMode,
     StartDeployment,
     StatusReport,
     StatusRequest,
     StopDeployment,
+    StopReply,
+    StopRequest,
+    TrueStateReport,
     WaitForState,
+    WatcherChanged,
 )
 from actors.position import PositionActor
 from actors.protection import ProtectionActor
 from adapters.base import Capabilities
+from supervisor.api import ApiActor
 from supervisor.metrics import Metrics
+from supervisor.processes import alive
+from supervisor.runtime import DeploymentLock, LockHeld
 from supervisor.specs import ChildSpec, Restart, RestartIntensity, backoff
 
 HEARTBEAT = "heartbeat"
 RECONCILE = "startup-reconciliation"
+STOP_DEADLINE = "stop-deadline"
+FLATTEN_DEADLINE_S = 100.0           # within the API's 120 s answer bound
+
+
+@dataclass(slots=True)
+class _Stop:
+    """An operator's stop: who asked, and (flatten) which positions were asked to close."""
+
+    flatten: bool
+    request_id: str
+    asker: Any
+    asked: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -91,6 +116,8 @@ class Child:
 
 
 class Supervisor(BridgedActor):
+    holds_keys = True                            # passes the keys' descriptor on to each exchange it starts
+
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.spec: StartDeployment | None = None
@@ -112,6 +139,10 @@ class Supervisor(BridgedActor):
         self.reconciliation = ""
         self.metrics: Metrics | None = None
         self.pending_adoptions: dict[str, tuple[AdoptPosition, Any]] = {}   # symbol -> waiting for its actor
+        self.lock: DeploymentLock | None = None
+        self.watcher_pid: int | None = None
+        self.watcher_alerted = False
+        self.stop: _Stop | None = None           # an operator's stop in progress
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -128,12 +159,49 @@ class Supervisor(BridgedActor):
                 self.send(sender, DeploymentFailed(f"metrics port 127.0.0.1:{msg.metrics_port}: {exc.strerror}"))
                 self.spec = None
                 return
+        if msg.control is not None:
+            failure = self._lock(msg)
+            if failure:
+                self.send(sender, DeploymentFailed(failure))
+                self.spec = None
+                if self.metrics is not None:
+                    self.metrics.close()
+                    self.metrics = None
+                return
         specs = [ChildSpec("journal", JournalActor), ChildSpec("exchange", ExchangeActor)]
+        if msg.control is not None:
+            specs.append(ChildSpec("api", ApiActor))
         specs += [ChildSpec(f"position:{s}", PositionActor) for s in msg.symbols]
         if msg.protection is not None:
             specs.append(ChildSpec("protection", ProtectionActor))
         self.children = [Child(spec) for spec in specs]
         self._start(self._child("journal"))
+
+    def _lock(self, msg: StartDeployment) -> str | None:
+        """Take the deployment lock before the journal is opened: one deployment per journal.
+        Every child started later inherits it, so it is held while any of them lives."""
+        assert msg.control is not None
+        self.watcher_pid = msg.control.watcher_pid
+        lock = DeploymentLock(msg.control.lock_path)
+        try:
+            lock.acquire(self._holder("running"))
+        except LockHeld as held:
+            h = held.holder
+            return (f"journal {msg.journal_path} is in use by another deployment (supervisor pid {h.get('pid', '?')},"
+                    f" posguard run pid {h.get('watcher_pid') or 'none'})")
+        except OSError as exc:
+            return f"deployment lock {msg.control.lock_path}: {exc.strerror}"
+        self.lock = lock
+        return None
+
+    def _holder(self, state: str) -> dict[str, Any]:
+        """What the deployment lock says of us: how to find, prove and end this deployment."""
+        assert self.spec is not None and self.spec.control is not None
+        c = self.spec.control
+        return {"pid": os.getpid(), "admin_pid": os.getppid(), "session": os.getsid(0), "pgid": os.getpgrp(),
+                "journal": os.path.realpath(self.spec.journal_path), "socket": c.socket_path,
+                "config": c.config_path, "config_digest": c.config_digest, "watcher_pid": self.watcher_pid,
+                "started_at": self.started_at, "state": state}
 
     def _start(self, child: Child) -> None:
         assert self.spec is not None
@@ -152,9 +220,14 @@ class Supervisor(BridgedActor):
                                        tuple(self.snapshots.values()))
         if child.id == "exchange":
             return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
+        if child.id == "api":
+            assert self.spec.control is not None
+            return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address("journal"),
+                                self.spec.symbols, self._holder("running"))
         assert self.capabilities is not None
         return ConfigurePosition(child.id.split(":", 1)[1], self._address("exchange"), self._address("journal"),
-                                 self.capabilities, self.spec.settings, observer=self.myAddress)
+                                 self.capabilities, self.spec.settings, observer=self.myAddress,
+                                 safe_mode=self.safe_reason if self.safe_mode else None)
 
     def receiveMsg_JournalReady(self, msg: JournalReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
@@ -169,6 +242,9 @@ class Supervisor(BridgedActor):
         elif self._child("exchange").address is None:
             logger.info("journal ready (schema {})", msg.schema_version)
             self._start(self._child("exchange"))
+            api = self._find("api")
+            if api is not None and api.address is None:
+                self._start(api)                         # the operator API serves from now on
 
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
         self.capabilities = msg.capabilities
@@ -179,6 +255,10 @@ class Supervisor(BridgedActor):
         for child in self.children:
             if (child.id.startswith("position:") or child.id == "protection") and child.address is None:
                 self._start(child)
+        self._maybe_deployed()
+
+    def receiveMsg_ApiReady(self, msg: ApiReady, sender: Any) -> None:  # noqa: N802
+        self._ready(sender, msg.pid)
         self._maybe_deployed()
 
     def receiveMsg_ProtectionReady(self, msg: ProtectionReady, sender: Any) -> None:  # noqa: N802
@@ -244,7 +324,7 @@ class Supervisor(BridgedActor):
         exchange, journal = self._address("exchange"), self._address("journal")
         if exchange is None or journal is None:
             return                                   # the other one is still being replaced
-        for child in [*self._positions(), *[c for c in self.children if c.id == "protection"]]:
+        for child in [*self._positions(), *[c for c in self.children if c.id in ("protection", "api")]]:
             if child.address is not None:
                 self.send(child.address, Collaborators(exchange, journal))
 
@@ -300,12 +380,26 @@ class Supervisor(BridgedActor):
         child.generation += 1
         logger.critical("ALERT {} {}; restarting in {:.2f}s ({} restarts in {:.0f}s)", child.id, why, delay,
                         self.intensity.recent, self.intensity.within_s)
+        self._event(EventRecord("restart", child.id.split(":", 1)[1] if child.id.startswith("position:") else None,
+                                {"child": child.id, "why": why, "delay_s": round(delay, 3)}))
         if not within_limit and not self.safe_mode:
             self._enter_safe_mode(f"{self.intensity.recent} restarts within {self.intensity.within_s:.0f}s")
         self.wakeupAfter(timedelta(seconds=delay), RestartChild(child.id, child.generation))
 
+    def _event(self, record: EventRecord) -> None:
+        journal = self._address("journal") if self.spec is not None else None
+        if journal is not None:
+            self.send(journal, JournalEvent(record))
+
+    def _tell_safe_mode(self) -> None:
+        """Entries are refused where they are made: every PositionActor hears of it."""
+        for child in self._positions():
+            if child.address is not None:
+                self.send(child.address, SafeModeChanged(self.safe_mode, self.safe_reason))
+
     def _enter_safe_mode(self, reason: str, carried: bool = False) -> None:
         self.safe_mode, self.safe_reason = True, reason
+        self._tell_safe_mode()
         if carried:
             logger.critical("ALERT SAFE MODE still on from an earlier run: {}. `posguard resume` leaves it.", reason)
         else:
@@ -328,9 +422,10 @@ class Supervisor(BridgedActor):
             logger.warning("safe mode left by {} (was: {})", msg.reason, self.safe_reason)
             self.safe_mode, self.safe_reason = False, ""
             self._persist_safe_mode(False, msg.reason)
+            self._tell_safe_mode()
             if self.metrics is not None:
                 self.metrics.safe_mode.set(0)
-        self.receiveMsg_StatusRequest(StatusRequest(), sender)
+        self.receiveMsg_StatusRequest(StatusRequest(msg.request_id), sender)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
         payload = msg.payload
@@ -345,6 +440,9 @@ class Supervisor(BridgedActor):
                 self._start(child)
         elif payload == HEARTBEAT and self.stopping is None and self.spec is not None:
             self._heartbeat()
+            self._check_watcher()
+        elif payload == STOP_DEADLINE and self.stop is not None and self.stopping is None:
+            self._flatten_failed()
 
     def _heartbeat(self) -> None:
         assert self.spec is not None
@@ -384,6 +482,9 @@ class Supervisor(BridgedActor):
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
         if self.metrics is not None:
             self.metrics.orphans.labels("foreign").inc()
+        self._event(EventRecord("orphan", msg.symbol, {"kind": "foreign", "reason": msg.reason,
+                                                       "action": "close" if msg.stop_price is None else "protect",
+                                                       "stop_price": msg.stop_price}))
         child_id = f"position:{msg.symbol}"
         if self.deployed and self.capabilities and not any(c.id == child_id for c in self.children):
             # A symbol outside the deployment: one writer for it is started on demand.
@@ -398,6 +499,7 @@ class Supervisor(BridgedActor):
     def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
         if self.metrics is not None:
             self.metrics.orphans.labels("drift").inc()
+        self._event(EventRecord("orphan", msg.symbol, {"kind": "drift", "reason": msg.reason}))
         self._route(msg, sender)
 
     def _route(self, msg: OpenPosition | ClosePosition | AdoptPosition | Reprotect, sender: Any) -> None:
@@ -435,6 +537,8 @@ class Supervisor(BridgedActor):
         for waiter in [w for w in self.state_waiters if w[0].matches(msg)]:
             self.state_waiters.remove(waiter)
             self.send(waiter[1], msg)
+        if self.stop is not None and self.stop.flatten:
+            self._flatten_step()
 
     def receiveMsg_WaitForState(self, msg: WaitForState, sender: Any) -> None:  # noqa: N802
         snap = self.snapshots.get(msg.symbol)
@@ -449,12 +553,16 @@ class Supervisor(BridgedActor):
             tuple(self.snapshots[s] for s in sorted(self.snapshots)), venue=venue, started_at=self.started_at,
             safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
             children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
-            reconciliation=self.reconciliation))
+            reconciliation=self.reconciliation, request_id=msg.request_id, watcher_pid=self.watcher_pid,
+            stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
+                      else "stopping" if self.stopping is not None else "")))
 
     def receiveMsg_GetTrueState(self, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
         exchange = self._address("exchange")
         if exchange is not None:
-            self.send(exchange, GetTrueState(reply_to=msg.reply_to or sender))
+            self.send(exchange, GetTrueState(reply_to=msg.reply_to or sender, request_id=msg.request_id))
+        else:
+            self.send(msg.reply_to or sender, TrueStateReport(None, msg.request_id))
 
     def receiveMsg_FetchPrice(self, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
         exchange = self._address("exchange")
@@ -465,7 +573,8 @@ class Supervisor(BridgedActor):
     def receiveMsg_RecentEvents(self, msg: RecentEvents, sender: Any) -> None:  # noqa: N802
         journal = self._address("journal")
         if journal is not None:
-            self.send(journal, RecentEvents(msg.symbol, msg.limit, reply_to=msg.reply_to or sender))
+            self.send(journal, RecentEvents(msg.symbol, msg.limit, reply_to=msg.reply_to or sender,
+                                            request_id=msg.request_id))
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         via = self._address(f"position:{msg.symbol}") if msg.symbol else self._address("journal")
@@ -480,9 +589,81 @@ class Supervisor(BridgedActor):
             self.metrics = None
         super().receiveMsg_ActorExitRequest(msg, sender)
 
+    # -- the watcher and an operator's stop ---------------------------------------------------
+
+    def receiveMsg_WatcherChanged(self, msg: WatcherChanged, sender: Any) -> None:  # noqa: N802
+        logger.warning("posguard run pid {} now watches this deployment (was: {})", msg.pid, self.watcher_pid)
+        self.watcher_pid, self.watcher_alerted = msg.pid, False
+        if self.lock is not None:
+            self.lock.update(self._holder("running"))
+        self.send(sender, Ack(msg.request_id))
+
+    def _check_watcher(self) -> None:
+        if self.watcher_pid is None or self.watcher_alerted or alive(self.watcher_pid):
+            return
+        self.watcher_alerted = True
+        logger.critical("ALERT posguard run (pid {}) is gone: this deployment keeps protecting its positions,"
+                        " unwatched. `posguard run` with the same config adopts it; `posguard stop` ends it.",
+                        self.watcher_pid)
+        self._event(EventRecord("watcher_lost", None, {"pid": self.watcher_pid}))
+
+    def receiveMsg_StopRequest(self, msg: StopRequest, sender: Any) -> None:  # noqa: N802
+        if self.stop is not None or self.stopping is not None:
+            self.send(sender, StopReply(msg.request_id, False, "a stop is already in progress"))
+            return
+        assert self.spec is not None
+        self.stop = _Stop(msg.flatten, msg.request_id, sender)
+        if not msg.flatten:
+            self._stop_now("stopping: positions stay on the venue with their stops")
+            return
+        if not self.safe_mode:
+            self._enter_safe_mode("stopping with --flatten")
+        logger.warning("operator stop with flatten: closing every position reduce-only before stopping")
+        self.wakeupAfter(timedelta(seconds=FLATTEN_DEADLINE_S), STOP_DEADLINE)
+        self._flatten_step()
+
+    def _flatten_step(self) -> None:
+        """Close whatever is filled; stop once every symbol is flat (IDLE)."""
+        assert self.stop is not None
+        for symbol, snap in self.snapshots.items():
+            if snap.state in ("PROTECTING", "PROTECTED") and symbol not in self.stop.asked:
+                target = self._address(f"position:{symbol}")
+                if target is not None:
+                    self.stop.asked.add(symbol)
+                    self.send(target, ClosePosition(symbol))
+        if all(snap.state == "IDLE" for snap in self.snapshots.values()):
+            self._stop_now(f"flattened {len(self.stop.asked)} position(s); stopping")
+
+    def _flatten_failed(self) -> None:
+        assert self.stop is not None
+        open_ = {s: p.state for s, p in self.snapshots.items() if p.state != "IDLE"}
+        detail = (f"not flat within {FLATTEN_DEADLINE_S:.0f}s: {open_}; the deployment keeps running in safe mode"
+                  " (stops and closes keep working)")
+        logger.critical("ALERT stop --flatten: {}", detail)
+        self.send(self.stop.asker, StopReply(self.stop.request_id, False, detail))
+        self.stop = None
+
+    def _stop_now(self, detail: str) -> None:
+        assert self.stop is not None
+        logger.warning("operator stop: {}", detail)
+        if self.lock is not None:
+            self.lock.update(self._holder("stopped"))   # a watcher seeing us go must not restart us
+        self.send(self.stop.asker, StopReply(self.stop.request_id, True, detail))
+        self._stop_all(self.myAddress)
+
+    def receiveMsg_DeploymentStopped(self, msg: DeploymentStopped, sender: Any) -> None:  # noqa: N802
+        """Our own stop (an operator's, through the API) is done: end the whole actor system."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+        logger.warning("deployment stopped by the operator; ending the actor system")
+        os.killpg(os.getpgrp(), signal.SIGKILL)          # the admin, its logger and us: nothing else is left
+
     # -- stopping, in reverse order ------------------------------------------------------------
 
     def receiveMsg_StopDeployment(self, msg: StopDeployment, sender: Any) -> None:  # noqa: N802
+        if self.lock is not None:
+            self.lock.update(self._holder("stopped"))
         self._stop_all(sender)
 
     def _stop_all(self, requester: Any) -> None:
@@ -507,6 +688,9 @@ class Supervisor(BridgedActor):
 
     def _child(self, child_id: str) -> Child:
         return next(c for c in self.children if c.id == child_id)
+
+    def _find(self, child_id: str) -> Child | None:
+        return next((c for c in self.children if c.id == child_id), None)
 
     def _positions(self) -> list[Child]:
         return [c for c in self.children if c.id.startswith("position:")]

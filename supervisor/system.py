@@ -1,10 +1,12 @@
-"""Starting and joining the thespian actor system — loopback only.
+"""Starting the thespian actor system — loopback only, every frame authenticated.
 
 thespian's TCP base listens on 0.0.0.0 for the admin and every actor, unauthenticated, with
-pickled messages: anyone who reaches a port can run code. `bind_loopback_only()` rewrites the
-wildcard bind address to 127.0.0.1 in the one class thespian binds through; it must run in
-the process that starts the system (actor processes are forked from it and inherit it) and in
-every CLI process that joins (its reply socket listens too).
+pickled messages: anyone who reaches a port can run code. Two defences, both applied in the
+process that starts the system (actor processes are forked from it and inherit them):
+`bind_loopback_only()` rewrites the wildcard bind address to 127.0.0.1 in the one class
+thespian binds through, and `wire_auth.install()` makes every frame carry an HMAC under a
+random per-deployment key that nothing outside the deployment's processes ever holds. Nothing
+outside joins the system: operators and strategies use the deployment's Unix-socket API.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import contextlib
 import os
 import socket
 from typing import Any
+
+from supervisor import wire_auth
 
 LOOPBACK = "127.0.0.1"
 BASE = "multiprocTCPBase"
@@ -39,15 +43,27 @@ def port_listening(port: int, host: str = LOOPBACK) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def start_system(admin_port: int) -> Any:
-    """Start a new system; refuses when something already listens on the admin port
-    (thespian would silently join it)."""
+def start_system(admin_port: int = 0) -> Any:
+    """Start a new system (on a free port when `admin_port` is 0), its frames authenticated
+    under a new random key; refuses when something already listens on the admin port (thespian
+    would silently join it). The port is on the returned system as `posguard_port`."""
+    if admin_port == 0:
+        admin_port = free_port()
     if port_listening(admin_port):
         raise SystemAlreadyRunning(admin_port)
     bind_loopback_only()
+    wire_auth.install(wire_auth.new_key())
     from thespian.actors import ActorSystem
 
-    return ActorSystem(BASE, {"Admin Port": admin_port}, logDefs=_quiet_thespian_logging())
+    asys = ActorSystem(BASE, {"Admin Port": admin_port}, logDefs=_quiet_thespian_logging())
+    asys.posguard_port = admin_port
+    return asys
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
 
 
 def forget_system() -> None:
@@ -58,16 +74,6 @@ def forget_system() -> None:
 
     with contextlib.suppress(AttributeError):
         delattr(ActorSystem, "systemBase")
-
-
-def join_system(admin_port: int) -> Any | None:
-    """Join a running system, or None if none listens — never start one by accident."""
-    if not port_listening(admin_port):
-        return None
-    bind_loopback_only()
-    from thespian.actors import ActorSystem
-
-    return ActorSystem(BASE, {"Admin Port": admin_port}, logDefs=_quiet_thespian_logging())
 
 
 class SystemAlreadyRunning(Exception):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import main
-from supervisor.processes import alive, kill_system, listening_sockets, wait_exited
+from supervisor.processes import alive, kill_system, listening_sockets, unix_peer_pid, wait_exited
 from tests.conftest import free_port
 
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
@@ -58,11 +58,15 @@ def write_config(tmp_path: Path, port: int, extra: str = "", attached: bool = Tr
     return cfg
 
 
-def end_run(run: subprocess.Popen[str], admin_port: int) -> None:
-    """If a test failed half-way, its `posguard run` (and its daemonised actors) must still go."""
+def end_run(run: subprocess.Popen[str], admin_port: int, venue_socket: Path | None = None) -> None:
+    """If a test failed half-way, its `posguard run` (its daemonised actors, its venue) must still go."""
     if run.poll() is None:
         kill_system(admin_port, {run.pid})
         run.wait()
+    venue = unix_peer_pid(str(venue_socket)) if venue_socket is not None else None
+    if venue is not None:
+        os.kill(venue, signal.SIGKILL)
+        wait_exited({venue})
 
 
 def posguard(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -87,9 +91,10 @@ def test_run_status_and_clean_stop(tmp_path):
             seen.append(line)
             if "opening sell 0.5 ETHUSDT" in line:
                 break
-        assert any("admin on 127.0.0.1:" in s for s in seen), seen
+        assert any("API on " in s and s.strip().endswith("posguard.sock") for s in seen), seen
         admin = [addr for addr, p in listening_sockets().values() if p == port]
         assert admin and all(a == "127.0.0.1" for a in admin)
+        assert oct((tmp_path / "var" / "posguard.sock").stat().st_mode & 0o777) == "0o600"
 
         status = posguard("status", "--config", str(cfg), "--json")
         assert status.returncode == 0, status.stderr
@@ -107,13 +112,13 @@ def test_run_status_and_clean_stop(tmp_path):
         out, err = run.communicate(timeout=30)
         out = "".join(seen) + out
     finally:
-        end_run(run, port)
+        end_run(run, port, tmp_path / "var" / "venue.sock")
     assert run.returncode == 0, err
     assert "PROTECTED" in out and "stopped cleanly" in out
     assert "Traceback" not in err
     assert not [p for _, p in listening_sockets().values() if p == port]
     after = posguard("status", "--config", str(cfg))
-    assert after.returncode == 1 and "no posguard system is running" in one_line_error(after)
+    assert after.returncode == 1 and "no posguard deployment is running" in one_line_error(after)
     journal = tmp_path / "var" / "journal.sqlite"
     assert journal.exists()
 
@@ -123,8 +128,9 @@ def test_status_with_nothing_running_never_starts_a_system(tmp_path):
     cfg = write_config(tmp_path, port)
     proc = posguard("status", "--config", str(cfg))
     assert proc.returncode == 1
-    assert f"127.0.0.1:{port}" in one_line_error(proc)
+    assert "nothing serves" in one_line_error(proc) and "posguard.sock" in one_line_error(proc)
     assert not [p for _, p in listening_sockets().values() if p == port]
+    assert not (tmp_path / "var").exists()                # nothing was created either
 
 
 @pytest.mark.parametrize(("extra", "key"), [
@@ -246,7 +252,7 @@ def test_operator_commands_end_to_end(tmp_path):
         run.send_signal(signal.SIGINT)
         run.communicate(timeout=30)
     finally:
-        end_run(run, port)
+        end_run(run, port, tmp_path / "var" / "venue.sock")
     assert run.returncode == 0
 
 
@@ -281,7 +287,7 @@ def test_run_replaces_its_actor_system_when_the_supervisor_dies_or_hangs(tmp_pat
         run.send_signal(signal.SIGINT)
         out, err = run.communicate(timeout=30)
     finally:
-        end_run(run, port)
+        end_run(run, port, tmp_path / "var" / "venue.sock")
     assert run.returncode == 0 and "stopped cleanly" in out, err
     import sqlite3
     with sqlite3.connect(tmp_path / "var" / "journal.sqlite") as db:

@@ -40,14 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 POSGUARD = [sys.executable, "-m", "supervisor.cli"]
 
 
-def write_config(tmp_path: Path, venue_port: int, admin_port: int, *, attached: bool, lag: float,
+def write_config(tmp_path: Path, venue_socket: str, admin_port: int, *, attached: bool, lag: float,
                  entry_delay_s: float) -> Path:
     cfg = tmp_path / "recovery.toml"
     cfg.write_text(textwrap.dedent(f"""
         [venue]
         name = "simulated"
         [venue.simulated]
-        server = "127.0.0.1:{venue_port}"
+        server = "{venue_socket}"
         seed = 9
         position_lag_s = {lag}
         latency_s = 0.01
@@ -94,17 +94,17 @@ def write_config(tmp_path: Path, venue_port: int, admin_port: int, *, attached: 
 
 @pytest.fixture
 def venue(tmp_path) -> Iterator[tuple[int, callable]]:
-    """A simulated venue process of our own; yields its port and a function to configure it."""
+    """A simulated venue process of our own; yields a function that configures it and returns its socket."""
     procs: list[subprocess.Popen[str]] = []
 
-    def start(**kw) -> int:
-        port = free_port()
-        cfg = write_config(tmp_path, port, free_port(), **kw)
+    def start(**kw) -> str:
+        path = str(tmp_path / "venue.sock")
+        cfg = write_config(tmp_path, path, free_port(), **kw)
         proc = subprocess.Popen([*POSGUARD, "venue", "--config", str(cfg)], cwd=ROOT, stdout=subprocess.PIPE,
                                 text=True)
         procs.append(proc)
         assert "listening" in proc.stdout.readline()
-        return port
+        return path
 
     yield start
     for proc in procs:
@@ -112,9 +112,9 @@ def venue(tmp_path) -> Iterator[tuple[int, callable]]:
         proc.wait(timeout=10)
 
 
-def truth(port: int) -> TrueState:
+def truth(path: str) -> TrueState:
     async def ask() -> TrueState:
-        client = RemoteSimAdapter("127.0.0.1", port)
+        client = RemoteSimAdapter(path)
         await client.start()
         try:
             return await client.true_state()
@@ -124,35 +124,35 @@ def truth(port: int) -> TrueState:
     return asyncio.run(ask())
 
 
-def wait_for_venue_call(port: int, op: str, within: float = 10.0) -> None:
+def wait_for_venue_call(path: str, op: str, within: float = 10.0) -> None:
     """Ask the venue (each ask a round trip) until it has seen `op`."""
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if truth(port).call_count(op):
+        if truth(path).call_count(op):
             return
     raise AssertionError(f"the venue never saw {op}")
 
 
 def test_kill_9_of_the_exchange_actor_mid_entry_converges(tcp_system, venue, tmp_path):
-    port = venue(attached=False, lag=2.4, entry_delay_s=0.5)
+    venue_socket = venue(attached=False, lag=2.4, entry_delay_s=0.5)
     import functools
 
     settings = PositionSettings(naked_deadline_s=10.0, entry_unknown_window_s=2.5, poll_s=0.05, retry_s=0.05,
                                 reply_timeout_s=2.0)
     sup = tcp_system.createActor(Supervisor)
     ready = tcp_system.ask(sup, StartDeployment(
-        ("BTCUSDT",), str(tmp_path / "j.sqlite"), functools.partial(RemoteSimAdapter, "127.0.0.1", port), settings,
+        ("BTCUSDT",), str(tmp_path / "j.sqlite"), functools.partial(RemoteSimAdapter, venue_socket), settings,
         supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.1), protection=None), 10)
     assert isinstance(ready, DeploymentReady)
     report = tcp_system.ask(sup, StatusRequest(), 5)
     exchange_pid = dict((c, p) for c, p, _ in report.children)["exchange"]
     assert isinstance(tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 2.0, 95.0), 5), CommandAccepted)
     assert tcp_system.ask(sup, WaitForState("BTCUSDT", ("ENTERING",)), 5) is not None
-    wait_for_venue_call(port, "create_order")             # the venue has it; its reply is pending
+    wait_for_venue_call(venue_socket, "create_order")     # the venue has it; its reply is pending
     os.kill(exchange_pid, signal.SIGKILL)
     snap = tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 20)
     assert snap is not None and snap.filled_qty == 2.0
-    venue_truth = truth(port)
+    venue_truth = truth(venue_socket)
     entries = [o for o in venue_truth.orders if not o.reduce_only]
     assert len(entries) == 1
     assert venue_truth.open_positions()["BTCUSDT"].stop_price == 95.0
@@ -180,13 +180,13 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
     # Separate-stop venue: the entry executes at the venue while the program is dead, so the
     # position is naked until the restarted program rebuilds from the journal and protects it
     # by client-id query and a direct stop -- while position reads would still show nothing.
-    port = venue(attached=False, lag=24.0, entry_delay_s=0.5)
+    venue_socket = venue(attached=False, lag=24.0, entry_delay_s=0.5)
     cfg = tmp_path / "recovery.toml"
     admin_port = int(next(line for line in cfg.read_text().splitlines() if line.startswith("port")).split("=")[1])
 
     first = run_program(cfg)
     read_until(first, "opening buy 2.0 BTCUSDT")
-    wait_for_venue_call(port, "create_order")             # the entry reached the venue, unanswered
+    wait_for_venue_call(venue_socket, "create_order")     # the entry reached the venue, unanswered
     doomed = kill_system(admin_port, {first.pid})         # the whole program, mid-entry
     first.wait(timeout=10)
     assert not wait_exited(doomed)
@@ -207,7 +207,7 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
             kill_system(admin_port, {second.pid})
             second.wait()
     assert second.returncode == 0
-    venue_truth = truth(port)
+    venue_truth = truth(venue_socket)
     assert venue_truth.now < 24.0 + (time.monotonic() - killed_at) + 5     # sanity: same venue run
     assert len([o for o in venue_truth.orders if not o.reduce_only]) == 1
     assert venue_truth.open_positions()["BTCUSDT"].stop_price == 95.0

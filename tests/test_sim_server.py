@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 
 import pytest
 
@@ -19,15 +20,22 @@ def config(*faults: Fault) -> SimVenueConfig:
 
 
 async def with_venue(cfg: SimVenueConfig, body):
-    server = SimVenueServer(cfg)
-    port = await server.start()
-    client = RemoteSimAdapter("127.0.0.1", port, timeout_s=0.5)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = SimVenueServer(cfg, f"{tmp}/venue.sock")
+        path = await server.start()
+        try:
+            return await _with_client(path, body)
+        finally:
+            await server.close()
+
+
+async def _with_client(path: str, body):
+    client = RemoteSimAdapter(path, timeout_s=0.5)
     await client.start()
     try:
         return await body(client)
     finally:
         await client.close()
-        await server.close()
 
 
 def test_orders_stops_queries_and_truth_over_the_wire():

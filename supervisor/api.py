@@ -1,0 +1,288 @@
+"""ApiActor: the operator API of a running deployment, as a supervised child of the Supervisor.
+
+The socket server (supervisor/api_server.py) runs on this actor's event loop; each operation
+below is a coroutine there that asks the Supervisor (or the journal) through thespian and
+turns the answer into JSON. The loop never touches thespian: `ask` posts the send to the
+actor's thread and waits for the reply the actor's thread hands back by id.
+
+The CLI and strategies reach the deployment only through here: nobody outside the
+deployment's processes joins the actor system (whose frames are authenticated) or unpickles
+anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from loguru import logger
+
+from actors.async_bridge import AsyncBridge, BridgedActor
+from actors.messages import (
+    Ack,
+    ActorFailed,
+    ApiReady,
+    ClosePosition,
+    Collaborators,
+    CommandAccepted,
+    CommandDenied,
+    ConfigureApi,
+    Event,
+    EventsCommitted,
+    EventsRead,
+    EventsReport,
+    FetchPrice,
+    GetTrueState,
+    OpenPosition,
+    PriceFetched,
+    ReadEvents,
+    RecentEvents,
+    SetSafeMode,
+    StatusReport,
+    StatusRequest,
+    StopReply,
+    StopRequest,
+    SubscribeEvents,
+    TrueStateReport,
+    WatcherChanged,
+    new_id,
+)
+from adapters.base import Side
+from supervisor.api_protocol import ApiError, Request, plain
+from supervisor.api_server import ApiServer
+
+ASK_TIMEOUT_S = 5.0
+FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
+HELD = ("ENTERING", "CONFIRMING_ENTRY", "PROTECTING", "PROTECTED", "FLATTENING", "STUCK")
+
+
+class ApiActor(BridgedActor):
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.config: ConfigureApi | None = None
+        self.journal: Any = None
+        self.server: ApiServer | None = None
+        self.waiting: dict[str, asyncio.Future[Any]] = {}      # request id -> the loop's future
+        self.latest_event: int | None = None                    # the last event seq the journal committed
+
+    # -- lifecycle (actor thread) ----------------------------------------------------------------
+
+    def receiveMsg_ConfigureApi(self, msg: ConfigureApi, sender: Any) -> None:  # noqa: N802
+        self.supervisor = sender
+        self.journal = msg.journal
+        if self.server is None:
+            self.config = msg
+            self.bridge = AsyncBridge()
+            server = ApiServer(msg.socket_path, msg.hello, self._handle, _JournalEvents(self))
+            try:
+                self.bridge.call(server.start())
+            except OSError as exc:
+                self.send(sender, ActorFailed("api", f"cannot serve {msg.socket_path}: {exc}"))
+                return
+            self.server = server
+            logger.info("operator API on {}", msg.socket_path)
+        self.send(msg.journal, SubscribeEvents(self.myAddress))
+        self.send(sender, ApiReady())
+
+    def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
+        if msg.journal != self.journal:
+            self.journal = msg.journal
+            self.send(msg.journal, SubscribeEvents(self.myAddress))
+
+    def receiveMsg_EventsCommitted(self, msg: EventsCommitted, sender: Any) -> None:  # noqa: N802
+        if msg.events and self.latest_event is not None:
+            self.latest_event = max(self.latest_event, msg.events[-1].seq)
+        if self.server is not None and self.bridge is not None:
+            self.bridge.loop.call_soon_threadsafe(self.server.publish, msg.events)
+
+    def on_exit(self) -> None:
+        if self.server is not None and self.bridge is not None:
+            try:
+                self.bridge.call(self.server.close(), timeout=5)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                logger.exception("api close failed")
+        super().on_exit()
+
+    # -- replies, by id (actor thread) ------------------------------------------------------------
+
+    def _resolve(self, key: str, msg: Any) -> None:
+        future = self.waiting.pop(key, None)
+        if future is not None and self.bridge is not None:
+            self.bridge.loop.call_soon_threadsafe(_settle, future, msg)
+
+    def receiveMsg_StatusReport(self, msg: StatusReport, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.command_id, msg)
+
+    def receiveMsg_CommandDenied(self, msg: CommandDenied, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.command_id, msg)
+
+    def receiveMsg_PriceFetched(self, msg: PriceFetched, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    def receiveMsg_EventsReport(self, msg: EventsReport, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    def receiveMsg_EventsRead(self, msg: EventsRead, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    def receiveMsg_TrueStateReport(self, msg: TrueStateReport, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    def receiveMsg_StopReply(self, msg: StopReply, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    def receiveMsg_Ack(self, msg: Ack, sender: Any) -> None:  # noqa: N802
+        self._resolve(msg.request_id, msg)
+
+    # -- asking, from the loop --------------------------------------------------------------------
+
+    async def ask(self, to_journal: bool, msg: Any, key: str, timeout: float = ASK_TIMEOUT_S) -> Any:
+        assert self.bridge is not None
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def send() -> None:                               # on the actor's thread
+            target = self.journal if to_journal else self.supervisor
+            self.waiting[key] = future
+            self.send(target, msg)
+        self.bridge.post(send)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self.bridge.post(lambda: self.waiting.pop(key, None))
+            raise ApiError("timeout", f"the deployment did not answer within {timeout:g} s") from None
+
+    # -- operations (the loop) ---------------------------------------------------------------------
+
+    async def _handle(self, request: Request) -> Any:
+        a = request.args
+        match request.op:
+            case "status":
+                return await self._status(a["truth"])
+            case "inspect":
+                return await self._inspect(a["symbol"], a["events"])
+            case "open":
+                return await self._open(a["symbol"], Side(a["side"]), a["qty"], a["sl"], a["sl_pct"])
+            case "close":
+                return _command(await self._command(ClosePosition(self._known(a["symbol"]))))
+            case "pause" | "resume":
+                on = request.op == "pause"
+                rid = new_id()
+                report = await self.ask(False, SetSafeMode(on, f"operator (posguard {request.op})", rid), rid)
+                return {"safe_mode": report.safe_mode, "reason": report.safe_reason}
+            case "panic":
+                return await self._panic()
+            case "stop":
+                rid = new_id()
+                reply = await self.ask(False, StopRequest(a["flatten"], rid), rid,
+                                       FLATTEN_TIMEOUT_S if a["flatten"] else ASK_TIMEOUT_S)
+                if not reply.ok:
+                    raise ApiError("refused", reply.detail)
+                return {"stopping": True, "detail": reply.detail}
+            case "watch":
+                rid = new_id()
+                await self.ask(False, WatcherChanged(a["pid"], rid), rid)
+                return {"watcher_pid": a["pid"]}
+        raise ApiError("unknown_op", f"unknown op {request.op}")
+
+    async def _status(self, truth: bool) -> dict[str, Any]:
+        rid = new_id()
+        report: StatusReport = await self.ask(False, StatusRequest(rid), rid)
+        out = status_json(report)
+        if self.latest_event is None:                     # once; then the journal's pushes keep it
+            _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
+        out["last_event"] = self.latest_event
+        if truth:
+            tid = new_id()
+            reply = await self.ask(False, GetTrueState(request_id=tid), tid)
+            if reply.state is not None:
+                out["truth"] = {p.symbol: {"qty": p.qty, "stop_price": p.stop_price, "naked_seconds": p.naked_seconds,
+                                           "open": p.closed_at is None}
+                                for p in reply.state.positions}          # the latest episode of each symbol
+        return out
+
+    async def _inspect(self, symbol: str, limit: int) -> dict[str, Any]:
+        status = await self._status(False)
+        position = next((p for p in status["positions"] if p["symbol"] == symbol), None)
+        if position is None:
+            raise ApiError("unknown_symbol", f"{symbol} is not managed by this deployment")
+        rid = new_id()
+        report: EventsReport = await self.ask(False, RecentEvents(symbol, limit, request_id=rid), rid)
+        events = [dict(zip(("at", "from", "to", "trigger", "detail"), e, strict=True)) for e in report.events]
+        return {"position": position, "events": events}
+
+    async def _open(self, symbol: str, side: Side, qty: float, sl: float | None, sl_pct: float | None) -> Any:
+        self._known(symbol)
+        if sl is None:
+            assert sl_pct is not None
+            rid = new_id()
+            fetched: PriceFetched = await self.ask(False, FetchPrice(symbol, request_id=rid), rid)
+            if fetched.price is None:
+                why = fetched.failure.message if fetched.failure else "no price"
+                raise ApiError("unavailable", f"no price for {symbol} to place a {sl_pct:g}% stop from: {why}")
+            sl = round(fetched.price * (1 - sl_pct / 100 if side is Side.BUY else 1 + sl_pct / 100), 8)
+        result = _command(await self._command(OpenPosition(symbol, side, qty, sl)))
+        return {**result, "side": str(side), "qty": qty, "stop_price": sl}
+
+    async def _command(self, msg: OpenPosition | ClosePosition) -> CommandAccepted | CommandDenied:
+        return await self.ask(False, msg, msg.command_id)
+
+    async def _panic(self) -> dict[str, Any]:
+        status = await self._status(False)
+        held = [p["symbol"] for p in status["positions"] if p["state"] in HELD]
+        closing, refused = [], {}
+        for symbol in held:
+            reply = await self._command(ClosePosition(symbol))
+            if isinstance(reply, CommandDenied):
+                refused[symbol] = reply.reason
+            else:
+                closing.append(symbol)
+        return {"closing": closing, "refused": refused}
+
+    def _known(self, symbol: str) -> str:
+        assert self.config is not None
+        if symbol not in self.config.symbols:
+            raise ApiError("unknown_symbol", f"{symbol} is not in this deployment"
+                                             f" ({', '.join(self.config.symbols[:10])}"
+                                             f"{', ...' if len(self.config.symbols) > 10 else ''})")
+        return symbol
+
+
+class _JournalEvents:
+    """The event source the API server reads history from: the journal, through the actor."""
+
+    def __init__(self, actor: ApiActor) -> None:
+        self.actor = actor
+
+    async def read(self, since: int, limit: int) -> tuple[list[Event], int, int]:
+        rid = new_id()
+        reply: EventsRead = await self.actor.ask(True, ReadEvents(since, limit, rid), rid)
+        if reply.failure is not None:
+            raise ApiError("unavailable", reply.failure)
+        return list(reply.events), reply.oldest, reply.latest
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _command(reply: CommandAccepted | CommandDenied) -> dict[str, Any]:
+    if isinstance(reply, CommandDenied):
+        raise ApiError("refused", f"{reply.symbol}: {reply.reason}", symbol=reply.symbol)
+    return {"symbol": reply.symbol, "intent_id": reply.intent_id}
+
+
+def status_json(report: StatusReport) -> dict[str, Any]:
+    """A StatusReport as the API shows it (also what `posguard status --json` prints)."""
+    now = time.time()
+    return {
+        "venue": report.venue, "started_at": report.started_at, "safe_mode": report.safe_mode,
+        "safe_reason": report.safe_reason, "restarts": report.restarts, "supervisor_pid": report.supervisor_pid,
+        "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,
+        "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in report.children],
+        "positions": [plain(p) | {"naked_now": p.naked_now(now)} for p in report.positions],
+    }

@@ -1,0 +1,200 @@
+"""A small client for a running posguard deployment: what the `posguard` CLI uses, and what a
+strategy imports to open with a stop, close, read the status and follow the events.
+
+    from supervisor.client import Client
+
+    with Client.for_config("conf/demo.toml") as pg:
+        pg.open("BTCUSDT", "buy", 0.01, sl_pct=2)
+        for event in pg.events(since=0):
+            print(event["seq"], event["kind"], event.get("to", ""))
+
+It speaks the deployment's Unix socket (JSON lines, see supervisor/api_protocol.py) and
+imports nothing but the standard library, so it starts fast. It talks only to a server that
+runs as the same user (the kernel says who is at the other end), and it deserialises nothing
+but JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import tomllib
+from collections.abc import Iterator
+from typing import Any
+
+PROTOCOL = 1
+TIMEOUT_S = 10.0
+_PEERCRED = struct.Struct("3i")
+
+
+class ClientError(Exception):
+    """A refusal or failure, with the server's code (refused, bad_request, gone, ...)."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+class NotRunning(ClientError):
+    """Nothing serves the deployment's socket."""
+
+
+def socket_path_of(config_path: str) -> str:
+    """The API socket of the deployment a config describes: `[runtime] dir`, else the journal's
+    folder, relative to the config file. Reads only those two keys (the CLI's fast path)."""
+    with open(config_path, "rb") as fh:
+        raw = tomllib.load(fh)
+    base = os.path.dirname(os.path.abspath(config_path))
+    runtime = (raw.get("runtime") or {}).get("dir")
+    if not isinstance(runtime, str) or not runtime:
+        journal = (raw.get("journal") or {}).get("path")
+        if not isinstance(journal, str) or not journal:
+            raise ValueError("journal.path: missing")
+        runtime = os.path.dirname(journal) or "."
+    directory = runtime if os.path.isabs(runtime) else os.path.normpath(os.path.join(base, runtime))
+    return os.path.join(directory, "posguard.sock")
+
+
+class Client:
+    """One connection; requests are answered in order. Use as a context manager, or close()."""
+
+    def __init__(self, socket_path: str, timeout: float = TIMEOUT_S) -> None:
+        self.socket_path = socket_path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(socket_path)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            self._sock.close()
+            raise NotRunning("not_running", f"no posguard deployment serves {socket_path}") from exc
+        except OSError as exc:
+            self._sock.close()
+            raise ClientError("unavailable", f"{socket_path}: {exc.strerror or exc}") from exc
+        pid, uid, _ = _PEERCRED.unpack(self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        if uid != os.geteuid():
+            self._sock.close()
+            raise ClientError("forbidden", f"{socket_path} is served by uid {uid} (pid {pid}), not by you"
+                                           f" (uid {os.geteuid()}): not talking to it")
+        self.server_pid = pid
+        self._file = self._sock.makefile("rb")
+        self._next = 0
+        self.hello = self._read()
+        if "error" in self.hello:
+            self.close()
+            _result(self.hello)                              # forbidden, or whatever the server said
+        if self.hello.get("posguard") != "api" or self.hello.get("version") != PROTOCOL:
+            self.close()
+            raise ClientError("protocol", f"{socket_path} does not speak posguard API version {PROTOCOL}")
+
+    @classmethod
+    def for_config(cls, config_path: str, timeout: float = TIMEOUT_S) -> Client:
+        return cls(socket_path_of(config_path), timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if hasattr(self, "_file"):
+            self._file.close()
+        self._sock.close()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(self, op: str, **args: Any) -> Any:
+        """Send one request; its result, or ClientError with the server's code and message."""
+        self._next += 1
+        rid = self._next
+        self._send({"id": rid, "op": op, "args": args})
+        reply = self._read()
+        if reply.get("id") != rid:
+            raise ClientError("protocol", f"reply to request {reply.get('id')!r}, expected {rid}")
+        return _result(reply)
+
+    def status(self, truth: bool = False) -> dict[str, Any]:
+        return self.request("status", truth=truth)
+
+    def inspect(self, symbol: str, events: int = 20) -> dict[str, Any]:
+        return self.request("inspect", symbol=symbol, events=events)
+
+    def open(self, symbol: str, side: str, qty: float, sl: float | None = None,
+             sl_pct: float | None = None) -> dict[str, Any]:
+        """Open a market position with its stop: `sl` a price, or `sl_pct` percent from the price."""
+        args: dict[str, Any] = {"symbol": symbol, "side": side, "qty": qty}
+        args.update({"sl": sl} if sl is not None else {"sl_pct": sl_pct})
+        return self.request("open", **args)
+
+    def close_position(self, symbol: str) -> dict[str, Any]:
+        return self.request("close", symbol=symbol)
+
+    def pause(self) -> dict[str, Any]:
+        return self.request("pause")
+
+    def resume(self) -> dict[str, Any]:
+        return self.request("resume")
+
+    def panic(self) -> dict[str, Any]:
+        return self.request("panic")
+
+    def stop(self, flatten: bool = False) -> dict[str, Any]:
+        return self.request("stop", flatten=flatten)
+
+    def events(self, since: int | None = None, follow: bool = True) -> Iterator[dict[str, Any]]:
+        """Events after `since` (default: from now), in order, each once. With follow, this
+        waits for new ones for ever (the connection's timeout is lifted); reconnect with
+        since=<last seq seen> to resume without a gap. Raises ClientError("gone") when the
+        journal no longer holds events that old."""
+        self._next += 1
+        rid = self._next
+        args: dict[str, Any] = {"follow": follow}
+        if since is not None:
+            args["since"] = since
+        self._send({"id": rid, "op": "events", "args": args})
+        if follow:
+            self._sock.settimeout(None)
+        while True:
+            reply = self._read()
+            if "event" in reply:
+                yield reply["event"]
+                continue
+            _result(reply)                               # raises on an error
+            return
+
+    # -- wire ----------------------------------------------------------------------------------
+
+    def _send(self, obj: dict[str, Any]) -> None:
+        try:
+            self._sock.sendall(json.dumps(obj, allow_nan=False).encode() + b"\n")
+        except OSError as exc:
+            raise ClientError("unavailable", f"the deployment went away: {exc.strerror or exc}") from exc
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            line = self._file.readline()
+        except TimeoutError:
+            raise ClientError("timeout", "the deployment did not answer in time") from None
+        except OSError as exc:
+            raise ClientError("unavailable", f"the deployment went away: {exc.strerror or exc}") from exc
+        if not line:
+            raise ClientError("unavailable", "the deployment closed the connection")
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise ClientError("protocol", "the deployment sent something that is not JSON") from None
+        if not isinstance(reply, dict):
+            raise ClientError("protocol", "the deployment sent something that is not a JSON object")
+        return reply
+
+
+def _result(reply: dict[str, Any]) -> Any:
+    if reply.get("ok") is True:
+        return reply.get("result")
+    err = reply.get("error") or {}
+    extra = {k: v for k, v in err.items() if k not in ("code", "message")}
+    raise ClientError(str(err.get("code", "error")), str(err.get("message", "refused")), **extra)
