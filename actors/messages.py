@@ -749,6 +749,7 @@ class StatusReport:
     request_id: str = ""
     watcher_pid: int | None = None       # the `posguard run` watching this deployment, if any
     stopping: str = ""                   # why the deployment is stopping ("" while it runs)
+    exchange_dumpable: bool | None = None  # False: the process holding the keys is closed to others
 
 
 # -- the operator API and the deployment's lifecycle -------------------------------------------

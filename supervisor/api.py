@@ -283,6 +283,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "venue": report.venue, "started_at": report.started_at, "safe_mode": report.safe_mode,
         "safe_reason": report.safe_reason, "restarts": report.restarts, "supervisor_pid": report.supervisor_pid,
         "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,
+        "exchange_dumpable": report.exchange_dumpable,
         "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in report.children],
         "positions": [plain(p) | {"naked_now": p.naked_now(now)} for p in report.positions],
     }

@@ -143,6 +143,7 @@ class Supervisor(BridgedActor):
         self.watcher_pid: int | None = None
         self.watcher_alerted = False
         self.stop: _Stop | None = None           # an operator's stop in progress
+        self.exchange_dumpable: bool | None = None
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -248,6 +249,7 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
         self.capabilities = msg.capabilities
+        self.exchange_dumpable = msg.dumpable
         self._ready(sender, msg.pid)
         if self.deployed:
             self._tell_positions_their_collaborators()
@@ -554,6 +556,7 @@ class Supervisor(BridgedActor):
             safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
             children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
             reconciliation=self.reconciliation, request_id=msg.request_id, watcher_pid=self.watcher_pid,
+            exchange_dumpable=self.exchange_dumpable,
             stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
                       else "stopping" if self.stopping is not None else "")))
 

@@ -10,6 +10,7 @@ from thespian.actors import Actor, PoisonMessage
 from actors.exchange import ExchangeActor
 from actors.messages import (
     ActorFailed,
+    ClosePosition,
     CommandAccepted,
     CommandDenied,
     ConfigureExchange,
@@ -25,6 +26,7 @@ from actors.messages import (
     PositionJournal,
     PositionReady,
     PositionSnapshot,
+    SafeModeChanged,
 )
 from actors.position import PositionActor
 from adapters.base import (
@@ -103,6 +105,22 @@ def test_position_actor_denies_a_bad_command_without_side_effects(simple_system)
     reply = simple_system.ask(pos, OpenPosition("BTCUSDT", Side.BUY, -1.0, 95.0), 2)
     assert isinstance(reply, CommandDenied) and "qty" in reply.reason
     assert simple_system.ask(fake, "records", 2) == before
+
+
+def test_safe_mode_is_enforced_by_the_position_actor_whoever_sends_the_entry(simple_system):
+    fake = simple_system.createActor(Recorder)
+    pos = simple_system.createActor(PositionActor)
+    configure = ConfigurePosition("BTCUSDT", fake, fake, CAPS, observer=fake, safe_mode="3 restarts within 60s")
+    assert isinstance(simple_system.ask(pos, configure, 2), PositionReady)
+    refused = simple_system.ask(pos, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 2)   # straight to the actor
+    assert isinstance(refused, CommandDenied) and "safe mode (3 restarts" in refused.reason
+    assert not any(isinstance(m, JournalOrder | PlaceOrder) for m in simple_system.ask(fake, "records", 2))
+    simple_system.tell(pos, SafeModeChanged(False))
+    assert isinstance(simple_system.ask(pos, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 2), CommandAccepted)
+    simple_system.tell(pos, SafeModeChanged(True, "operator"))
+    assert simple_system.ask(fake, ("await_state", "PROTECTED"), 2) is not None
+    again = simple_system.ask(pos, ClosePosition("BTCUSDT"), 2)
+    assert isinstance(again, CommandAccepted)                          # closing always works in safe mode
 
 
 class Exploding(PositionActor):
