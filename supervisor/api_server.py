@@ -142,8 +142,9 @@ class ApiServer:
                 await writer.drain()
                 continue
             if request.op == "events":
-                await self._follow(request, reader, writer)
-                return
+                if await self._follow(request, reader, writer):
+                    continue
+                return                                   # a followed stream ends with its connection
             writer.write(await self._answer(request))
             await writer.drain()
 
@@ -158,7 +159,8 @@ class ApiServer:
 
     # -- the event stream ------------------------------------------------------------------------
 
-    async def _follow(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _follow(self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one `events` request; True when the connection may take another request."""
         rid, follow = request.id, request.args["follow"]
         queue: asyncio.Queue[tuple[Event, ...] | None] = asyncio.Queue()
         self._followers.add(queue)                      # before reading history: nothing falls between
@@ -167,8 +169,10 @@ class ApiServer:
         except ApiError as exc:
             writer.write(error(rid, exc))
             await writer.drain()
+            return exc.code != "too_slow"
         finally:
             self._followers.discard(queue)
+        return not follow
 
     async def _stream(self, rid: Any, follow: bool, since: int | None, queue: asyncio.Queue[tuple[Event, ...] | None],
                       reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -180,12 +184,12 @@ class ApiServer:
             await writer.drain()
             return
         closed = asyncio.ensure_future(reader.read())  # the client leaving ends the stream
+        got: asyncio.Future[tuple[Event, ...] | None] | None = None
         try:
             while True:
                 got = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({got, closed}, return_when=asyncio.FIRST_COMPLETED)
                 if closed in done:
-                    got.cancel()
                     return
                 batch = got.result()
                 if batch is None:
@@ -204,6 +208,8 @@ class ApiServer:
                 await writer.drain()
         finally:
             closed.cancel()
+            if got is not None:
+                got.cancel()
 
     async def _history(self, rid: Any, since: int, writer: asyncio.StreamWriter, until: int | None = None) -> int:
         """Send the journal's events after `since` (up to `until`); returns the last seq sent."""

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
@@ -126,9 +125,6 @@ class _Lock:
     def _lock(self, fd: int) -> None:
         raise NotImplementedError
 
-    def _unlock(self, fd: int) -> None:
-        raise NotImplementedError
-
     def acquire(self, holder: dict[str, Any]) -> None:
         """Take it and write `holder`; raises LockHeld (with what the holder wrote) if taken."""
         self._take()
@@ -152,11 +148,10 @@ class _Lock:
         os.pwrite(self.fd, data, 0)
 
     def release(self) -> None:
-        """Let go; what the holder wrote stays, to say who held it last and how it ended."""
+        """Let go of this process's hold (never LOCK_UN: that would free a flock for every
+        forked child sharing it); what the holder wrote stays, to say who held it last."""
         if self.fd is None:
             return
-        with contextlib.suppress(OSError):
-            self._unlock(self.fd)
         os.close(self.fd)
         self.fd = None
 
@@ -168,9 +163,6 @@ class DeploymentLock(_Lock):
     def _lock(self, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
-    def _unlock(self, fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
 
 class WatcherLock(_Lock):
     """A POSIX record lock: it belongs to this process alone (a forked child does not inherit
@@ -178,9 +170,6 @@ class WatcherLock(_Lock):
 
     def _lock(self, fd: int) -> None:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock(self, fd: int) -> None:
-        fcntl.lockf(fd, fcntl.LOCK_UN)
 
 
 def read_holder(path: str) -> dict[str, Any]:
@@ -205,8 +194,5 @@ def held_by(lock: type[_Lock], path: str) -> dict[str, Any] | None:
         return held.holder
     except OSError:
         return None
-    assert probe.fd is not None
-    probe._unlock(probe.fd)
-    os.close(probe.fd)
-    probe.fd = None
+    probe.release()
     return None
