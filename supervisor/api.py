@@ -13,6 +13,7 @@ anything.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -35,6 +36,7 @@ from actors.messages import (
     FetchPrice,
     GetTrueState,
     OpenPosition,
+    PositionSnapshot,
     PriceFetched,
     ReadEvents,
     RecentEvents,
@@ -49,11 +51,12 @@ from actors.messages import (
     new_id,
 )
 from adapters.base import Side
-from supervisor.api_protocol import ApiError, Request, plain
+from supervisor.api_protocol import ApiError, Request
 from supervisor.api_server import ApiServer
 
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
+SNAPSHOT_FIELDS = tuple(PositionSnapshot.__dataclass_fields__)
 HELD = ("ENTERING", "CONFIRMING_ENTRY", "PROTECTING", "PROTECTED", "FLATTENING", "STUCK")
 
 
@@ -65,6 +68,10 @@ class ApiActor(BridgedActor):
         self.server: ApiServer | None = None
         self.waiting: dict[str, asyncio.Future[Any]] = {}      # request id -> the loop's future
         self.latest_event: int | None = None                    # the last event seq the journal committed
+        # What the Supervisor tells us (read and written on the loop): status is answered from here.
+        self.header: StatusReport | None = None
+        self.heard_at = 0.0                                     # monotonic: when the Supervisor last spoke
+        self.snapshots: dict[str, PositionSnapshot] = {}
 
     # -- lifecycle (actor thread) ----------------------------------------------------------------
 
@@ -112,7 +119,17 @@ class ApiActor(BridgedActor):
             self.bridge.loop.call_soon_threadsafe(_settle, future, msg)
 
     def receiveMsg_StatusReport(self, msg: StatusReport, sender: Any) -> None:  # noqa: N802
-        self._resolve(msg.request_id, msg)
+        if msg.request_id:
+            self._resolve(msg.request_id, msg)
+        elif self.bridge is not None:
+            self.bridge.loop.call_soon_threadsafe(self._heard, msg)
+
+    def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
+        if self.bridge is not None:
+            self.bridge.loop.call_soon_threadsafe(self.snapshots.__setitem__, msg.symbol, msg)
+
+    def _heard(self, header: StatusReport) -> None:
+        self.header, self.heard_at = header, time.monotonic()
 
     def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
         self._resolve(msg.command_id, msg)
@@ -189,9 +206,18 @@ class ApiActor(BridgedActor):
         raise ApiError("unknown_op", f"unknown op {request.op}")
 
     async def _status(self, truth: bool) -> dict[str, Any]:
-        rid = new_id()
-        report: StatusReport = await self.ask(False, StatusRequest(rid), rid)
+        if self.header is not None:
+            # Answered here, from what the Supervisor told us: no hop. It tells us at least every
+            # heartbeat, so a Supervisor that is hung shows as `supervisor_heard_s_ago` growing.
+            positions = tuple(self.snapshots[s] for s in sorted(self.snapshots))
+            report = dataclasses.replace(self.header, positions=positions)
+            heard = time.monotonic() - self.heard_at
+        else:
+            rid = new_id()
+            report = await self.ask(False, StatusRequest(rid), rid)
+            heard = 0.0
         out = status_json(report)
+        out["supervisor_heard_s_ago"] = round(heard, 3)
         if self.latest_event is None:                     # once; then the journal's pushes keep it
             _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
         out["last_event"] = self.latest_event
@@ -285,5 +311,6 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,
         "exchange_dumpable": report.exchange_dumpable,
         "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in report.children],
-        "positions": [plain(p) | {"naked_now": p.naked_now(now)} for p in report.positions],
+        "positions": [{name: getattr(p, name) for name in SNAPSHOT_FIELDS} | {"naked_now": p.naked_now(now)}
+                      for p in report.positions],
     }

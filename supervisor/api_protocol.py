@@ -187,12 +187,24 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def _default(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: getattr(value, k) for k in value.__dataclass_fields__}
+    return str(value)
+
+
 def encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    """One JSON line. Fast for what replies hold (str enums and tuples are JSON already);
+    a value JSON cannot carry (NaN, infinity) becomes null rather than invalid JSON."""
+    try:
+        text = json.dumps(obj, separators=(",", ":"), allow_nan=False, default=_default)
+    except ValueError:
+        text = json.dumps(plain(obj), separators=(",", ":"), allow_nan=False)
+    return text.encode() + b"\n"
 
 
 def ok(rid: Any, result: Any) -> bytes:
-    return encode({"id": rid, "ok": True, "result": plain(result)})
+    return encode({"id": rid, "ok": True, "result": result})
 
 
 def error(rid: Any, exc: ApiError) -> bytes:

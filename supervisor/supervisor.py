@@ -261,6 +261,7 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_ApiReady(self, msg: ApiReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
+        self._tell_api(snapshots=True)
         self._maybe_deployed()
 
     def receiveMsg_ProtectionReady(self, msg: ProtectionReady, sender: Any) -> None:  # noqa: N802
@@ -281,6 +282,7 @@ class Supervisor(BridgedActor):
         if child is not None:
             child.ready, child.pid = True, pid
             child.last_ack = time.monotonic()
+            self._tell_api()
 
     def _maybe_deployed(self) -> None:
         if self.deployed or self.spec is None or not all(c.ready for c in self.children):
@@ -371,6 +373,7 @@ class Supervisor(BridgedActor):
     def _down(self, child: Child, why: str) -> None:
         assert self.spec is not None
         child.address, child.ready, child.pid = None, False, None
+        self._tell_api()
         if child.spec.restart is Restart.TEMPORARY:
             logger.warning("{} {}; temporary child, not restarted", child.id, why)
             return
@@ -395,6 +398,7 @@ class Supervisor(BridgedActor):
 
     def _tell_safe_mode(self) -> None:
         """Entries are refused where they are made: every PositionActor hears of it."""
+        self._tell_api()
         for child in self._positions():
             if child.address is not None:
                 self.send(child.address, SafeModeChanged(self.safe_mode, self.safe_reason))
@@ -459,6 +463,7 @@ class Supervisor(BridgedActor):
                 self._replace(child)
                 continue
             self.send(child.address, Heartbeat(self.heartbeat_seq))
+        self._tell_api()
         self.wakeupAfter(timedelta(seconds=policy.heartbeat_s), HEARTBEAT)
 
     def receiveMsg_HeartbeatAck(self, msg: HeartbeatAck, sender: Any) -> None:  # noqa: N802
@@ -533,9 +538,9 @@ class Supervisor(BridgedActor):
         self.snapshots[msg.symbol] = msg
         if self.metrics is not None:
             self.metrics.on_snapshot(msg)
-        protection = self._address("protection")
-        if protection is not None:
-            self.send(protection, msg)
+        for follower in (self._address("protection"), self._address("api")):
+            if follower is not None:
+                self.send(follower, msg)
         for waiter in [w for w in self.state_waiters if w[0].matches(msg)]:
             self.state_waiters.remove(waiter)
             self.send(waiter[1], msg)
@@ -550,15 +555,29 @@ class Supervisor(BridgedActor):
             self.state_waiters.append((msg, sender))
 
     def receiveMsg_StatusRequest(self, msg: StatusRequest, sender: Any) -> None:  # noqa: N802
+        self.send(sender, self._status(msg.request_id, tuple(self.snapshots[s] for s in sorted(self.snapshots))))
+
+    def _tell_api(self, snapshots: bool = False) -> None:
+        """The operator API answers status from what we tell it: everything but the positions
+        now (also every heartbeat: how it knows we are alive), the positions as they change."""
+        api = self._address("api")
+        if api is None:
+            return
+        self.send(api, self._status("", ()))
+        if snapshots:
+            for snap in self.snapshots.values():
+                self.send(api, snap)
+
+    def _status(self, request_id: str, positions: tuple[PositionSnapshot, ...]) -> StatusReport:
         venue = self.capabilities.venue if self.capabilities else ""
-        self.send(sender, StatusReport(
-            tuple(self.snapshots[s] for s in sorted(self.snapshots)), venue=venue, started_at=self.started_at,
+        return StatusReport(
+            positions, venue=venue, started_at=self.started_at,
             safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
             children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
-            reconciliation=self.reconciliation, request_id=msg.request_id, watcher_pid=self.watcher_pid,
+            reconciliation=self.reconciliation, request_id=request_id, watcher_pid=self.watcher_pid,
             exchange_dumpable=self.exchange_dumpable,
             stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
-                      else "stopping" if self.stopping is not None else "")))
+                      else "stopping" if self.stopping is not None else ""))
 
     def receiveMsg_GetTrueState(self, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
         exchange = self._address("exchange")
@@ -599,6 +618,7 @@ class Supervisor(BridgedActor):
         self.watcher_pid, self.watcher_alerted = msg.pid, False
         if self.lock is not None:
             self.lock.update(self._holder("running"))
+        self._tell_api()
         self.send(sender, Ack(msg.request_id))
 
     def _check_watcher(self) -> None:
@@ -653,6 +673,7 @@ class Supervisor(BridgedActor):
             self.lock.update(self._holder("stopped"))   # a watcher seeing us go must not restart us
         self.send(self.stop.asker, StopReply(self.stop.request_id, True, detail))
         self._stop_all(self.myAddress)
+        self._tell_api()
 
     def receiveMsg_DeploymentStopped(self, msg: DeploymentStopped, sender: Any) -> None:  # noqa: N802
         """Our own stop (an operator's, through the API) is done: end the whole actor system."""

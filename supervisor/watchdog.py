@@ -131,8 +131,11 @@ class Watchdog:
                 self._connect()
             assert self.client is not None
             report = self.client.status(truth=truth)
-            self.unanswered = 0
-            return report
+            silent = report.get("supervisor_heard_s_ago", 0.0)
+            if silent <= self.cfg.supervision.heartbeat_timeout_s:
+                self.unanswered = 0
+                return report
+            why = f"not heard from for {silent:.1f}s"     # the API answers, the Supervisor does not
         except ClientError as exc:
             self._drop_client()
             why = exc.message
