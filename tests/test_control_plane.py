@@ -370,3 +370,17 @@ def test_an_events_client_cut_off_mid_stream_resumes_with_since_and_misses_nothi
     assert seen == everything                                        # each exactly once, in order
     kinds = {(e["kind"], e["symbol"]) for e in everything}
     assert {("fill", "BTCUSDT"), ("stop", "BTCUSDT"), ("closed", "BTCUSDT"), ("transition", "ETHUSDT")} <= kinds
+
+
+def test_the_readme_client_example_runs_against_a_demo_deployment(tmp_path, capsys):
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    cfg = demo_config(tmp_path, free_port())
+    with running(cfg) as run:
+        run.read_until("API on")
+        run.wait_states(BOTH)
+        exec(compile(example.replace("conf/demo.toml", str(cfg)), "README.md", "exec"), {})   # noqa: S102
+        printed = capsys.readouterr().out
+        assert "'BTCUSDT': 'PROTECTED'" in printed and "closed BTCUSDT" in printed and "'stop_price'" in printed
+        run.wait_states(BOTH)                                        # opened again, with its stop
+        run.interrupt()
