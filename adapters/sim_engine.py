@@ -67,6 +67,19 @@ class _Episode:
     naked_since: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    """What the engine's private stream says, as it happens (no lag): an order's new state, or a
+    symbol's position (None: flat). The stream emulators and the simulated venue's stream carry
+    these; `closed_by` marks the venue's own closing orders (a stop that triggered, liquidation)."""
+
+    at: float
+    symbol: str
+    order: OrderReport | None = None
+    position: PositionReport | None = None
+    closed_by: str = ""                  # "" | "stop" | "liquidation"
+
+
 class SimEngine:
     """Matching engine, position book and true-state recorder. Not thread-safe by design:
     it lives inside one event loop."""
@@ -87,6 +100,11 @@ class SimEngine:
         self._advanced_to = 0.0
         self._scheduled: list[tuple[float, int, Callable[[], object]]] = []
         self._frozen_at: float | None = None
+        self.listeners: list[Callable[[EngineEvent], None]] = []     # private streams, told of every change
+
+    def _emit(self, event: EngineEvent) -> None:
+        for listener in list(self.listeners):
+            listener(event)
 
     # -- time and prices -------------------------------------------------------------
 
@@ -263,6 +281,7 @@ class SimEngine:
             side=req.side, qty=req.qty, status=status, filled_qty=filled, avg_price=px,
             reduce_only=req.reduce_only, stop_price=req.stop_price)
         self._orders[req.client_order_id] = report
+        self._emit(EngineEvent(self.now(), req.symbol, order=report))
         return report
 
     def _fill(self, symbol: str, pos: _Position, signed: float, px: float, stop: float | None) -> None:
@@ -305,6 +324,8 @@ class SimEngine:
             qty=abs(pos.qty), status=OrderStatus.FILLED, filled_qty=abs(pos.qty), avg_price=px,
             reduce_only=True)
         pos.qty, pos.stop_price = 0.0, None
+        self._emit(EngineEvent(t, symbol, order=self._orders[cid], closed_by="liquidation" if prefix == "liq"
+                               else "stop"))
         self._touch(symbol, pos, at=t)
 
     def _touch(self, symbol: str, pos: _Position, at: float | None = None) -> None:
@@ -314,6 +335,7 @@ class SimEngine:
             symbol=symbol, side=Side.BUY if pos.qty > 0 else Side.SELL, qty=abs(pos.qty),
             entry_price=pos.entry_price, stop_price=pos.stop_price)
         self._history[symbol].append((now, view))
+        self._emit(EngineEvent(now, symbol, position=view))
         if pos.qty != 0 and pos.episode is None:
             pos.episode = len(self._episodes)
             self._episodes.append(_Episode(symbol, pos.qty, pos.entry_price, pos.stop_price, opened_at=now))
