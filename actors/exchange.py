@@ -21,12 +21,17 @@ from actors.messages import (
     FetchClosures,
     FetchPositions,
     FetchPrice,
+    FetchStopOrders,
     GetTrueState,
+    OpenStream,
     PlaceOrder,
     QueryOrder,
     SetStop,
+    StreamHealth,
+    StreamUpdates,
     VenueFailure,
 )
+from actors.stream_runner import StreamRunner
 from adapters import keys
 from adapters.base import VenueError, VenueTimeout
 from adapters.errors import Outcome
@@ -39,6 +44,8 @@ class ExchangeActor(BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.service: ExchangeService | None = None
+        self.runner: StreamRunner | None = None
+        self.stream_subscriber: Any = None
 
     def receiveMsg_ConfigureExchange(self, msg: ConfigureExchange, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
@@ -77,6 +84,28 @@ class ExchangeActor(BridgedActor):
     receiveMsg_FetchPrice = _request       # noqa: N815
     receiveMsg_FetchClosures = _request    # noqa: N815
     receiveMsg_GetTrueState = _request     # noqa: N815
+    receiveMsg_FetchStopOrders = _request  # noqa: N815
+
+    def receiveMsg_OpenStream(self, msg: OpenStream, sender: Any) -> None:  # noqa: N802
+        """Keep the venue's private stream open here (the keys live in this process alone) and
+        hand everything it says to the StreamActor."""
+        if self.service is None or self.bridge is None:
+            self.send(msg.subscriber, StreamHealth("private", False, "exchange not configured"))
+            return
+        self.stream_subscriber = msg.subscriber
+        adapter = self.service.adapter
+        if self.runner is not None or adapter.stream() is None:
+            return
+        bridge = self.bridge
+
+        def deliver(items: list[Any]) -> None:          # on the loop: the actor's thread sends
+            bridge.post(lambda: self.send(self.stream_subscriber, StreamUpdates(tuple(items))))
+
+        def health(report: StreamHealth) -> None:
+            bridge.post(lambda: self.send(self.stream_subscriber, report))
+
+        self.runner = StreamRunner(adapter.stream, msg.settings, deliver, health)
+        bridge.loop.call_soon_threadsafe(self.runner.start)
 
     def _reply(self, msg: Any, reply_to: Any, result: Any) -> None:
         if isinstance(result, BaseException):
@@ -97,11 +126,16 @@ class ExchangeActor(BridgedActor):
             self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
             return
         if isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | FetchClosures
-                      | GetTrueState):
+                      | GetTrueState | FetchStopOrders):
             self._fail(message, sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
         super().on_handler_error(message, sender, exc)
 
     def on_exit(self) -> None:
+        if self.runner is not None and self.bridge is not None:
+            try:
+                self.bridge.call(self.runner.stop(), timeout=5)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                logger.exception("stream stop failed")
         if self.service is not None and self.bridge is not None:
             try:
                 self.bridge.call(self.service.adapter.close(), timeout=5)

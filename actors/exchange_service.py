@@ -21,6 +21,7 @@ from actors.messages import (
     FetchClosures,
     FetchPositions,
     FetchPrice,
+    FetchStopOrders,
     GetTrueState,
     OrderPlaced,
     OrderQueried,
@@ -29,6 +30,7 @@ from actors.messages import (
     PriceFetched,
     QueryOrder,
     SetStop,
+    StopOrdersFetched,
     StopSet,
     TrueStateReport,
     VenueFailure,
@@ -140,6 +142,9 @@ class ExchangeService:
             case FetchPrice(symbol=symbol, request_id=rid):
                 price, failure = await self._call(self._reads, lambda: self.adapter.fetch_price(symbol))
                 return PriceFetched(rid, symbol, price, failure)
+            case FetchStopOrders(symbol=symbol, request_id=rid):
+                orders, failure = await self._call(self._reads, lambda: self.adapter.fetch_stop_orders(symbol))
+                return StopOrdersFetched(rid, symbol, tuple(orders or ()), failure)
         raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
 
     async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]], urgent: bool = False,
@@ -175,4 +180,6 @@ def failure_reply(msg: object, failure: VenueFailure) -> object | None:
             return ClosuresFetched(rid, symbol, (), failure)
         case GetTrueState(request_id=rid):
             return TrueStateReport(None, rid)
+        case FetchStopOrders(symbol=symbol, request_id=rid):
+            return StopOrdersFetched(rid, symbol, (), failure)
     return None

@@ -10,7 +10,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import Capabilities, ClosureReport, OrderReport, OrderRequest, PositionReport, Side, TrueState
+from adapters.base import (
+    Capabilities,
+    ClosureReport,
+    OrderReport,
+    OrderRequest,
+    PositionReport,
+    Side,
+    StopOrderReport,
+    TrueState,
+)
 from adapters.errors import Outcome
 
 
@@ -613,6 +622,7 @@ class StartDeployment:
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: no scan
     metrics_port: int | None = None      # Prometheus endpoint on 127.0.0.1; None: off
     control: ControlPlane | None = None  # lock and operator API (None: tests that drive actors directly)
+    stream: StreamSettings = field(default_factory=lambda: StreamSettings())   # where the venue has streams
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +633,8 @@ class ConfigureProtection:
     symbols: tuple[str, ...]
     settings: ProtectionSettings = field(default_factory=ProtectionSettings)
     snapshots: tuple[PositionSnapshot, ...] = ()   # what the supervisor knows now (after a restart)
+    stop_orders: bool = False            # the venue keeps stops as orders: ask for them before adopting
+    stream_grace_s: float = 1.0          # stream evidence is live: a shorter hands-off period suffices
 
 
 @dataclass(frozen=True, slots=True)
@@ -750,6 +762,7 @@ class StatusReport:
     watcher_pid: int | None = None       # the `posguard run` watching this deployment, if any
     stopping: str = ""                   # why the deployment is stopping ("" while it runs)
     exchange_dumpable: bool | None = None  # False: the process holding the keys is closed to others
+    streams: tuple[StreamStatus, ...] = ()   # the venue's private streams, as their owner sees them
 
 
 # -- the operator API and the deployment's lifecycle -------------------------------------------
@@ -815,3 +828,156 @@ class Ack:
     """A request that needs no other answer was taken."""
 
     request_id: str
+
+
+# -- private streams -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """How the stream is kept: reconnect back-off (doubling, capped, with jitter), and how long
+    a symbol must have been left alone before stream evidence alone may adopt it."""
+
+    backoff_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    jitter: float = 0.2
+    grace_s: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureStream:
+    """Own the venue's private stream: health, gaps, reconciliation, fan-out by symbol."""
+
+    exchange: Any                                    # ActorAddress: the stream's socket lives there (the keys do)
+    protection: Any                                  # ActorAddress or None
+    positions: tuple[tuple[str, Any], ...]           # (symbol, PositionActor address)
+    settings: StreamSettings = field(default_factory=StreamSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRoutes:
+    """Supervisor to StreamActor: where each symbol's evidence goes now (after restarts)."""
+
+    exchange: Any
+    protection: Any
+    positions: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReady:
+    """The StreamActor is configured (the stream itself may still be connecting)."""
+
+    pid: int = field(default_factory=os.getpid)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """StreamActor to ExchangeActor: keep the venue's private stream open and send it to me."""
+
+    subscriber: Any
+    settings: StreamSettings = field(default_factory=StreamSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamUpdates:
+    """What the stream pushed, oldest first (adapters.streams items)."""
+
+    items: tuple[Any, ...]
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHealth:
+    """The stream connected (up) or was lost (down, with why)."""
+
+    stream: str
+    up: bool
+    reason: str = ""
+    reconnects: int = 0
+    gap_s: float = 0.0                               # how long it was down before this reconnect
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """StreamActor to Supervisor: what status, metrics and the event stream say of a stream."""
+
+    stream: str
+    state: str                                       # down | reconciling | up
+    reason: str = ""
+    reconnects: int = 0
+    gap_s: float = 0.0
+    since: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStreamed:
+    """An order's new state, from the stream: treated like a query by client id, for our own ids only."""
+
+    report: OrderReport
+    closed_by: str = ""                              # the venue's own close: "stop" | "liquidation"
+
+
+@dataclass(frozen=True, slots=True)
+class FillStreamed:
+    """An execution of one of our orders, from the stream: its final state is asked for at once."""
+
+    symbol: str
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamGap:
+    """The stream was down: ask again by client id whatever is unfinished."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """StreamActor to ProtectionActor: positions (None: flat) and stop orders as the stream saw them."""
+
+    positions: tuple[tuple[str, PositionReport | None], ...] = ()
+    stops: tuple[tuple[StopOrderReport, bool], ...] = ()     # (stop order, still open)
+    at: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTrust:
+    """StreamActor to ProtectionActor: stream evidence may (not) be used; lost trust empties its view."""
+
+    trusted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanNow:
+    """Scan the venue through REST now; answered by ScanDone once its findings are acted on."""
+
+    request_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class ScanDone:
+    """Reply to ScanNow; failure says why the venue could not be read."""
+
+    request_id: str
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchStopOrders:
+    """Open stop orders of a symbol (conditional orders that act as stops): for adoption."""
+
+    symbol: str
+    request_id: str = _id_field()
+
+
+@dataclass(frozen=True, slots=True)
+class StopOrdersFetched:
+    """Reply to FetchStopOrders."""
+
+    request_id: str
+    symbol: str
+    orders: tuple[StopOrderReport, ...] = ()
+    failure: VenueFailure | None = None

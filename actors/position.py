@@ -19,6 +19,7 @@ from actors.messages import (
     CommandDenied,
     ConfigurePosition,
     FetchPrice,
+    FillStreamed,
     GetPositionState,
     JournalFailed,
     JournalOrder,
@@ -30,6 +31,7 @@ from actors.messages import (
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
+    OrderStreamed,
     PositionJournal,
     PositionReady,
     PositionSnapshot,
@@ -37,6 +39,7 @@ from actors.messages import (
     Reprotect,
     SafeModeChanged,
     StopSet,
+    StreamGap,
 )
 from actors.position_core import PositionCore
 from actors.position_states import State
@@ -183,6 +186,18 @@ class PositionActor(BridgedActor):
     @staticmethod
     def _not_ready(command_id: str, symbol: str) -> CommandDenied:
         return CommandDenied(command_id, symbol, "position actor is not configured yet")
+
+    def receiveMsg_OrderStreamed(self, msg: OrderStreamed, sender: Any) -> None:  # noqa: N802
+        if self.core is not None and self._loaded:
+            self.core.on_order_streamed(msg)
+
+    def receiveMsg_FillStreamed(self, msg: FillStreamed, sender: Any) -> None:  # noqa: N802
+        if self.core is not None and self._loaded:
+            self.core.on_fill_streamed(msg)
+
+    def receiveMsg_Resync(self, msg: StreamGap, sender: Any) -> None:  # noqa: N802
+        if self.core is not None and self._loaded:
+            self.core.on_stream_gap()
 
     def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
         if self.ports is None:

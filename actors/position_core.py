@@ -27,6 +27,7 @@ from actors.messages import (
     CommandAccepted,
     CommandDenied,
     EventRecord,
+    FillStreamed,
     JournalEvent,
     JournalFailed,
     JournalIntent,
@@ -37,6 +38,7 @@ from actors.messages import (
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
+    OrderStreamed,
     PlaceOrder,
     PositionJournal,
     PositionSettings,
@@ -329,6 +331,36 @@ class PositionCore:
         elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
             self._on_close_queried(msg)
 
+    def on_order_streamed(self, msg: OrderStreamed) -> None:
+        """The stream is evidence like a query's answer, for our own client ids only. The venue's
+        own close of our position (a stop that triggered, liquidation) is confirmed through REST
+        at once: setting the stop again lets the matching engine say "zero position"."""
+        report = msg.report
+        if report.client_order_id and report.client_order_id in (self.entry_cid, self.close_cid):
+            self.on_order_queried(OrderQueried("stream", report.client_order_id, report))
+        elif msg.closed_by and report.symbol == self.symbol and self.state is State.PROTECTED:
+            what = "stop loss triggered" if msg.closed_by == "stop" else "liquidated"
+            label = (f"stream: {what} ({report.side} {report.filled_qty:g} @ {_px(report.avg_price)},"
+                     f" venue order {report.venue_order_id or '?'})")
+            self.reprotect(Reprotect(self.symbol, label, venue_history=label))
+        # Anything else (an id not ours, an order of an episode that is over) never moves a position.
+
+    def on_stream_gap(self) -> None:
+        """The stream was down: anything it may have missed about our unfinished orders is asked
+        for by client id now. No state changes here (an entry still awaiting its REST reply
+        keeps waiting for it); the answers move the position as any query's do."""
+        if self.state is State.ENTERING or self.state is State.IDLE:
+            return
+        if not self.entry_final and self.entry_cid is not None:
+            self._query_entry()
+        if self.state in (State.FLATTENING, State.STUCK) and self.close_cid is not None:
+            self._arm(POLL_CLOSE, 0.0)
+
+    def on_fill_streamed(self, msg: FillStreamed) -> None:
+        """An execution of our entry: learn its final state now rather than at the next poll."""
+        if msg.client_order_id == self.entry_cid and not self.entry_final and self.state is State.CONFIRMING_ENTRY:
+            self._query_entry()
+
     def on_stop_set(self, msg: StopSet) -> None:
         if msg.request_id != self.stop_request_id or self.state is not State.PROTECTING:
             return
@@ -415,6 +447,8 @@ class PositionCore:
         """A reply may be lost (collaborator restarted, call hung): ask again, by client id,
         from where we are — never a blind resend of an order."""
         state = self.state
+        if state in (State.IDLE, State.PROTECTED) and (self.entry_final or self.entry_cid is None):
+            return                                       # nothing in flight: nothing to ask
         self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)
         # Whatever was sent, was sent before now: counting "never arrived" from now is safe even
         # if it sat in a queue that died with the exchange.

@@ -29,13 +29,20 @@ from actors.messages import (
     ConfigureProtection,
     FetchClosures,
     FetchPositions,
+    FetchStopOrders,
     PositionsFetched,
     PositionSnapshot,
     ProtectionReady,
     ProtectionSettings,
     Reprotect,
+    ScanDone,
+    ScanNow,
+    StopOrdersFetched,
+    StreamTrust,
+    StreamView,
 )
-from adapters.base import PositionReport, Side
+from adapters.base import PositionReport, Side, StopOrderReport
+from adapters.stops import with_stop_orders
 
 SCAN = "protection-scan"
 HISTORY = "protection-history:"
@@ -106,10 +113,21 @@ class ProtectionActor(BridgedActor):
         self.suspects: dict[tuple[str, str], int] = {}   # finding key -> consecutive scans seen
         self.scans = 0
         self.acted = 0
+        # Stream evidence (actors/stream.py): used only while the stream is trusted.
+        self.stop_orders = False
+        self.stream_grace_s = 1.0
+        self.trusted = False
+        self.stream_view: dict[str, PositionReport | None] = {}
+        self.stream_stops: dict[tuple[str, str], StopOrderReport] = {}
+        self.untrusted_updates: list[StreamView] = []       # live updates kept until reconciliation ends
+        self.stream_suspects: dict[tuple[str, str], int] = {}
+        self.awaiting_stops: dict[str, PositionReport] = {}  # symbol -> foreign position, its stop orders asked
+        self.scan_requests: dict[str, Any] = {}              # ScanNow request id -> who asked
 
     def receiveMsg_ConfigureProtection(self, msg: ConfigureProtection, sender: Any) -> None:  # noqa: N802
         first = self.exchange is None
         self.supervisor, self.exchange, self.settings, self.symbols = sender, msg.exchange, msg.settings, msg.symbols
+        self.stop_orders, self.stream_grace_s = msg.stop_orders, msg.stream_grace_s
         for snap in msg.snapshots:
             self.snapshots.setdefault(snap.symbol, snap)
         if first:
@@ -129,7 +147,23 @@ class ProtectionActor(BridgedActor):
         if self.exchange is not None:
             self.send(self.exchange, FetchPositions(request_id=SCAN))
 
+    def receiveMsg_ScanNow(self, msg: ScanNow, sender: Any) -> None:  # noqa: N802
+        if self.exchange is None:
+            self.send(sender, ScanDone(msg.request_id, "exchange not known yet"))
+            return
+        self.scan_requests[msg.request_id] = sender
+        self.send(self.exchange, FetchPositions(request_id=msg.request_id))
+
     def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
+        asker = self.scan_requests.pop(msg.request_id, None)
+        try:
+            self._scanned(msg)
+        finally:
+            if asker is not None:
+                failure = None if msg.failure is None else f"{msg.failure.outcome} {msg.failure.code}"
+                self.send(asker, ScanDone(msg.request_id, failure))
+
+    def _scanned(self, msg: PositionsFetched) -> None:
         if msg.failure is not None:
             logger.warning("protection scan: venue positions unreadable ({} {}); next scan in {}s",
                            msg.failure.outcome, msg.failure.code, self.settings.scan_s)
@@ -184,6 +218,75 @@ class ProtectionActor(BridgedActor):
         self.suspects.pop((msg.symbol, "undeployed"), None)
         logger.warning("protection: asking {} to {}: {}", msg.symbol, type(msg).__name__, msg.reason)
         self.send(self.supervisor, msg)
+
+    # -- stream evidence -----------------------------------------------------------------------
+
+    def receiveMsg_StreamTrust(self, msg: StreamTrust, sender: Any) -> None:  # noqa: N802
+        self.trusted = msg.trusted
+        if not msg.trusted:
+            # What the stream said before the gap may be stale now: forget it; REST scans carry on.
+            self.stream_view.clear()
+            self.stream_stops.clear()
+            self.stream_suspects.clear()
+            self.untrusted_updates.clear()
+            return
+        updates, self.untrusted_updates = self.untrusted_updates, []
+        for update in updates:
+            self._stream(update)
+
+    def receiveMsg_StreamView(self, msg: StreamView, sender: Any) -> None:  # noqa: N802
+        if self.trusted:
+            self._stream(msg)
+        else:
+            self.untrusted_updates.append(msg)           # live, newer than the gap: used once reconciled
+
+    def _stream(self, msg: StreamView) -> None:
+        for order, is_open in msg.stops:
+            key = (order.symbol, order.client_order_id or order.venue_order_id)
+            if is_open:
+                self.stream_stops[key] = order
+            else:
+                self.stream_stops.pop(key, None)
+        changed = {symbol for symbol, _ in msg.positions} | {order.symbol for order, _ in msg.stops}
+        for symbol, position in msg.positions:
+            self.stream_view[symbol] = position
+        for symbol in changed:
+            self._judge_stream(symbol)
+
+    def _judge_stream(self, symbol: str) -> None:
+        """A position the stream shows that nothing of ours accounts for is protected at once
+        (one observation sets a stop; two agreeing ones before anything that could close it)."""
+        position = self.stream_view.get(symbol)
+        view = [] if position is None else with_stop_orders(
+            [position], [o for (s, _), o in self.stream_stops.items() if s == symbol])
+        snaps = {symbol: self.snapshots[symbol]} if symbol in self.snapshots else {}
+        found = [f for f in findings(view, snaps, time.time(), self.stream_grace_s, self.symbols)
+                 if f.kind in ("foreign", "undeployed")]  # drift and vanished positions: the REST scan's
+        keys = {f.key for f in found}
+        for key in [k for k in self.stream_suspects if k[0] == symbol and k not in keys]:
+            del self.stream_suspects[key]
+        for f in found:
+            seen = self.stream_suspects[f.key] = self.stream_suspects.get(f.key, 0) + 1
+            if (self.stop_orders and f.position is not None and f.position.stop_price is None
+                    and self.settings.foreign_policy == "protect"):
+                # It may have a stop order the stream has not told us of: ask before adopting
+                # (an adopted position keeps the stop it has: never stacked, never loosened).
+                if symbol not in self.awaiting_stops and self.exchange is not None:
+                    self.awaiting_stops[symbol] = f.position
+                    self.send(self.exchange, FetchStopOrders(symbol))
+                continue
+            self._decide(f, seen)
+
+    def receiveMsg_StopOrdersFetched(self, msg: StopOrdersFetched, sender: Any) -> None:  # noqa: N802
+        position = self.awaiting_stops.pop(msg.symbol, None)
+        if position is None:
+            return
+        if msg.failure is not None:
+            logger.warning("protection: {} stop orders unreadable ({}); protecting it with our stop",
+                           msg.symbol, msg.failure.code)
+        (judged,) = with_stop_orders([position], list(msg.orders))
+        self._decide(Finding(msg.symbol, "foreign" if msg.symbol in self.symbols else "undeployed",
+                             f"{judged.side} {judged.qty:g}, stop {judged.stop_price or 'NONE'} (stream)", judged), 1)
 
     def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
         pass                                             # the PositionActor's snapshots tell the rest

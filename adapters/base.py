@@ -9,6 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class Side(StrEnum):
@@ -43,6 +44,7 @@ class Capabilities:
     has_truth: bool = False          # simulated venues expose their true state
     dialect: str = "bybit"           # whose error codes VenueError carries (adapters.errors tables)
     stop_orders: bool = False        # stops may live as open conditional orders: the scan reads them
+    streams: bool = False            # a private stream pushes orders and positions (adapters/streams.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,4 +238,9 @@ class VenueAdapter(ABC):
 
     async def true_state(self) -> TrueState | None:
         """Simulated venues only."""
+        return None
+
+    def stream(self) -> Any:
+        """A new, unopened private stream (adapters.streams.VenueStream) of this account, or None
+        where the venue has none (or streams are off). Each call makes a fresh client."""
         return None

@@ -40,6 +40,7 @@ from adapters.base import (
     VenueTimeout,
 )
 from adapters.faults import Fault, FaultKind
+from adapters.sim_stream import RemoteSimStream, SimStream, serve_subscription
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 
 LOOPBACK = "127.0.0.1"
@@ -115,6 +116,10 @@ class SimVenueServer:
                     continue                             # not a request: ignored, the connection lives
                 if not isinstance(request, dict):
                     continue
+                if request.get("op") == "subscribe":         # this connection becomes the stream
+                    await serve_subscription(SimStream(self.adapter.engine, self.adapter.stream_control,
+                                                       self.adapter.config.latency_s), writer)
+                    return
                 task = asyncio.create_task(self._answer(request, writer, lock))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -164,6 +169,9 @@ class SimVenueServer:
                 return await ad.fetch_closures(a["symbol"])
             case "true_state":
                 return await ad.true_state()
+            case "stream_fault":
+                ad.stream_control.apply(a["kind"], a.get("value"))
+                return None
             case "add_fault":
                 ad.faults.add(Fault(**{**a["fault"], "kind": FaultKind(a["fault"]["kind"])}))
                 return None
@@ -273,6 +281,12 @@ class RemoteSimAdapter(VenueAdapter):
 
     async def add_fault(self, fault: Fault) -> None:
         await self._call("add_fault", fault=fault)
+
+    async def stream_fault(self, kind: str, value: Any = None) -> None:
+        await self._call("stream_fault", kind=kind, value=value)
+
+    def stream(self) -> RemoteSimStream | None:
+        return RemoteSimStream(self.path) if getattr(self, "capabilities", None) and self.capabilities.streams else None
 
 
 def encode_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from adapters.base import (
 )
 from adapters.faults import Fault, FaultKind, FaultPlan
 from adapters.sim_engine import EngineConfig, SimEngine
+from adapters.sim_stream import SimStream, StreamControl
 
 T = TypeVar("T")
 
@@ -41,6 +42,7 @@ class SimVenueConfig:
     ack_only: bool = False           # create replies carry ids only, like Bybit v5
     recv_window_s: float = 5.0       # a request arriving later than this after it was sent is refused
     faults: tuple[Fault, ...] = ()
+    streams: bool = False            # a private stream pushes the engine's changes (adapters/sim_stream.py)
 
 
 class SimulatedAdapter(VenueAdapter):
@@ -55,7 +57,8 @@ class SimulatedAdapter(VenueAdapter):
         self.capabilities = Capabilities(
             venue="simulated", attached_stop=config.attached_stops,
             orders_per_second=config.orders_per_second, reads_per_second=config.reads_per_second,
-            has_truth=True)
+            has_truth=True, streams=config.streams)
+        self.stream_control = StreamControl()
         self._clock = clock
         self._bucket = float(config.orders_per_second)
         self._bucket_at = clock()
@@ -89,6 +92,9 @@ class SimulatedAdapter(VenueAdapter):
 
     async def fetch_positions(self) -> list[PositionReport]:
         return await self._call("fetch_positions", None, self.engine.position_view)
+
+    def stream(self) -> SimStream | None:
+        return SimStream(self.engine, self.stream_control, self.config.latency_s) if self.config.streams else None
 
     async def true_state(self) -> TrueState:
         counts: dict[str, int] = {}

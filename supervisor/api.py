@@ -310,6 +310,8 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "safe_reason": report.safe_reason, "restarts": report.restarts, "supervisor_pid": report.supervisor_pid,
         "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,
         "exchange_dumpable": report.exchange_dumpable,
+        "streams": {s.stream: {"state": s.state, "reason": s.reason, "reconnects": s.reconnects,
+                               "last_gap_s": round(s.gap_s, 3), "since": s.since} for s in report.streams},
         "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in report.children],
         "positions": [{name: getattr(p, name) for name in SNAPSHOT_FIELDS} | {"naked_now": p.naked_now(now)}
                       for p in report.positions],

@@ -192,7 +192,7 @@ def load_config(path: str) -> DeploymentConfig:
 
 def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
     t.only("seed", "position_lag_s", "latency_s", "attached_stops", "orders_per_second", "ack_only",
-           "volatility", "tick_s", "prices", "faults", "server", "recv_window_s")
+           "volatility", "tick_s", "prices", "faults", "server", "recv_window_s", "streams")
     prices_t = t.table("prices")
     prices = {s: prices_t.num(s, minimum=0.0, strictly=True) for s in prices_t.raw}
     for s in symbols:
@@ -215,7 +215,7 @@ def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
         engine=engine, attached_stops=t.bool("attached_stops", True), latency_s=t.num("latency_s", 0.0, minimum=0.0),
         orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
         ack_only=t.bool("ack_only", False), faults=tuple(faults),
-        recv_window_s=t.num("recv_window_s", 5.0, minimum=0.0, strictly=True))
+        recv_window_s=t.num("recv_window_s", 5.0, minimum=0.0, strictly=True), streams=t.bool("streams", True))
 
 
 def _is_loopback(url: str | None) -> bool:

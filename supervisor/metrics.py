@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from actors.messages import PositionSnapshot
+from actors.messages import PositionSnapshot, StreamStatus
 
 ROLLBACK_TRIGGERS = {"stop_failed", "naked_deadline"}
 PROTECTED_TRIGGERS = {"entry_filled_with_stop", "stop_confirmed"}
@@ -46,6 +46,12 @@ class Metrics:
                                  ["symbol"], registry=self.registry)
         self.restarts = Counter("posguard_restarts", "Child actors restarted", ["child"], registry=self.registry)
         self.safe_mode = Gauge("posguard_safe_mode", "1 while new entries are refused", registry=self.registry)
+        self.stream_up = Gauge("posguard_stream_up", "1 while the venue's private stream is up and reconciled",
+                               ["stream"], registry=self.registry)
+        self.stream_reconnects = Counter("posguard_stream_reconnects", "Private stream reconnections",
+                                         ["stream"], registry=self.registry)
+        self.stream_gap = Histogram("posguard_stream_gap_seconds", "How long the private stream was down",
+                                    ["stream"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=self.registry)
         self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
     def on_snapshot(self, snap: PositionSnapshot) -> None:
@@ -55,6 +61,14 @@ class Metrics:
             self.ambiguous.labels(snap.symbol).inc()
         elif snap.trigger in PROTECTED_TRIGGERS and snap.protect_latency_s is not None:
             self.fill_to_protected.observe(snap.protect_latency_s)
+
+    def on_stream(self, status: StreamStatus, before: StreamStatus | None) -> None:
+        self.stream_up.labels(status.stream).set(1 if status.state == "up" else 0)
+        added = status.reconnects - (before.reconnects if before is not None else 0)
+        if added > 0:
+            self.stream_reconnects.labels(status.stream).inc(added)
+        if status.state == "reconciling" and (before is None or before.state == "down") and status.gap_s > 0:
+            self.stream_gap.labels(status.stream).observe(status.gap_s)
 
     def close(self) -> None:
         self._server.shutdown()

@@ -40,6 +40,7 @@ from actors.messages import (
     ConfigureJournal,
     ConfigurePosition,
     ConfigureProtection,
+    ConfigureStream,
     DeploymentFailed,
     DeploymentReady,
     DeploymentStopped,
@@ -70,12 +71,16 @@ from actors.messages import (
     StopDeployment,
     StopReply,
     StopRequest,
+    StreamReady,
+    StreamRoutes,
+    StreamStatus,
     TrueStateReport,
     WaitForState,
     WatcherChanged,
 )
 from actors.position import PositionActor
 from actors.protection import ProtectionActor
+from actors.stream import StreamActor
 from adapters.base import Capabilities
 from supervisor.api import ApiActor
 from supervisor.metrics import Metrics
@@ -144,6 +149,7 @@ class Supervisor(BridgedActor):
         self.watcher_alerted = False
         self.stop: _Stop | None = None           # an operator's stop in progress
         self.exchange_dumpable: bool | None = None
+        self.streams: dict[str, StreamStatus] = {}
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -216,9 +222,13 @@ class Supervisor(BridgedActor):
         if child.id == "journal":
             return ConfigureJournal(self.spec.journal_path, watch=self.spec.watch)
         if child.id == "protection":
-            assert self.spec.protection is not None
+            assert self.spec.protection is not None and self.capabilities is not None
             return ConfigureProtection(self._address("exchange"), self.spec.symbols, self.spec.protection,
-                                       tuple(self.snapshots.values()))
+                                       tuple(self.snapshots.values()), stop_orders=self.capabilities.stop_orders,
+                                       stream_grace_s=self.spec.stream.grace_s)
+        if child.id == "stream":
+            return ConfigureStream(self._address("exchange"), self._address("protection"), self._routes(),
+                                   self.spec.stream)
         if child.id == "exchange":
             return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
         if child.id == "api":
@@ -254,8 +264,10 @@ class Supervisor(BridgedActor):
         if self.deployed:
             self._tell_positions_their_collaborators()
             return
+        if msg.capabilities.streams and self._find("stream") is None:
+            self.children.append(Child(ChildSpec("stream", StreamActor)))   # after positions and protection
         for child in self.children:
-            if (child.id.startswith("position:") or child.id == "protection") and child.address is None:
+            if (child.id.startswith("position:") or child.id in ("protection", "stream")) and child.address is None:
                 self._start(child)
         self._maybe_deployed()
 
@@ -283,6 +295,31 @@ class Supervisor(BridgedActor):
             child.ready, child.pid = True, pid
             child.last_ack = time.monotonic()
             self._tell_api()
+            if child.id != "stream" and child.id != "api":
+                self._tell_stream_routes()
+
+    def _routes(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((c.id.split(":", 1)[1], c.address) for c in self._positions() if c.address is not None)
+
+    def _tell_stream_routes(self) -> None:
+        """Where stream evidence goes, whenever an address changes (a restart, an actor on demand)."""
+        stream = self._address("stream")
+        if stream is not None:
+            self.send(stream, StreamRoutes(self._address("exchange"), self._address("protection"), self._routes()))
+
+    def receiveMsg_StreamReady(self, msg: StreamReady, sender: Any) -> None:  # noqa: N802
+        self._ready(sender, msg.pid)
+        self._maybe_deployed()
+
+    def receiveMsg_StreamStatus(self, msg: StreamStatus, sender: Any) -> None:  # noqa: N802
+        before = self.streams.get(msg.stream)
+        self.streams[msg.stream] = msg
+        if self.metrics is not None:
+            self.metrics.on_stream(msg, before)
+        if before is None or before.state != msg.state:
+            self._event(EventRecord("stream", None, {"stream": msg.stream, "state": msg.state, "reason": msg.reason,
+                                                     "gap_s": round(msg.gap_s, 3), "reconnects": msg.reconnects}))
+        self._tell_api()
 
     def _maybe_deployed(self) -> None:
         if self.deployed or self.spec is None or not all(c.ready for c in self.children):
@@ -575,7 +612,7 @@ class Supervisor(BridgedActor):
             safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
             children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
             reconciliation=self.reconciliation, request_id=request_id, watcher_pid=self.watcher_pid,
-            exchange_dumpable=self.exchange_dumpable,
+            exchange_dumpable=self.exchange_dumpable, streams=tuple(self.streams.values()),
             stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
                       else "stopping" if self.stopping is not None else ""))
 

@@ -29,6 +29,10 @@ def render_status(status: dict[str, Any], header: bool = False) -> str:
     body = render_table(status)
     if status.get("safe_mode"):
         body = f"SAFE MODE: {status['safe_reason']} -- new entries refused; `posguard resume` to leave\n{body}"
+    for name, stream in (status.get("streams") or {}).items():
+        if stream["state"] != "up":
+            body = (f"STREAM {name} {stream['state'].upper()}: {stream['reason']} -- REST polling meanwhile"
+                    f" ({stream['reconnects']} reconnects)\n{body}")
     if status.get("stopping"):
         body = f"{status['stopping'].upper()}\n{body}"
     if header:
