@@ -20,6 +20,7 @@ from actors.messages import StreamHealth, StreamSettings
 from adapters.streams import StreamAuthFailed, StreamDown, StreamItem, VenueStream
 
 OPEN_TIMEOUT_S = 20.0                # connect, authenticate, subscribe: past this, a failed attempt
+STEADY_S = 10.0                      # a connection that held this long resets the back-off
 
 
 def backoff(settings: StreamSettings, attempt: int, rng: random.Random) -> float:
@@ -56,9 +57,11 @@ class StreamRunner:
                 await asyncio.wait_for(stream.open(), OPEN_TIMEOUT_S)
                 gap = time.monotonic() - down_since if down_since is not None else 0.0
                 self.health(StreamHealth(name, True, "connected", reconnects, gap))
-                down_since, attempt = None, 0
+                down_since, opened = None, time.monotonic()
                 while True:
                     self.deliver(await stream.next())
+                    if attempt and time.monotonic() - opened > STEADY_S:
+                        attempt = 0                      # it held: the next drop starts the back-off over
             except asyncio.CancelledError:
                 raise
             except StreamAuthFailed as exc:

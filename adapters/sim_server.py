@@ -84,6 +84,7 @@ class SimVenueServer:
         self.adapter = SimulatedAdapter(config)
         self.path = path
         self._server: asyncio.base_events.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> str:
         with contextlib.suppress(FileNotFoundError):
@@ -97,11 +98,17 @@ class SimVenueServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        current = asyncio.current_task()
+        assert current is not None
+        self._connections.add(current)
+        current.add_done_callback(self._connections.discard)
         lock = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
         stopping = False

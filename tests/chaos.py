@@ -3,7 +3,8 @@
 A schedule is a venue (attached or separate stop, acks with or without fills), a naked
 deadline, and a random sequence of steps: open, close, wait, venue faults (ambiguous timeouts
 after a fill, requests that arrive late, error replies, rate limits, rejections, latency
-spikes), lost replies, and actor crashes (memory, timers and in-flight replies lost). After
+spikes), lost replies, actor crashes (memory, timers and in-flight replies lost), and, with a
+stream, its lies: events lost, repeated or late, and claims that a stop fired when it did not. After
 every step and at the end the product's promises are checked:
 
 - no position read, ever; at most one entry order per intent;
@@ -16,10 +17,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from actors.messages import OrderStreamed
 from actors.position_states import State
+from adapters.base import OrderReport, OrderStatus, Side
 from adapters.faults import Fault, FaultKind
 from tests.harness import SYMBOL, Harness, fast_settings, venue
 
+FATES = ("deliver", "drop", "twice", "late")        # what the stream does with each event
 HANDLING = {State.RECOVERING, State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.FLATTENING, State.STUCK}
 
 
@@ -90,15 +94,18 @@ def check(h: Harness, final: bool = False) -> None:
 def run_schedule(seed: int) -> Outcome:
     rng = random.Random(seed)
     attached = rng.random() < 0.5
+    streams = rng.random() < 0.5
     h = Harness(venue(*[random_fault(rng) for _ in range(rng.randint(0, 3))], attached=attached,
                       ack_only=rng.random() < 0.3, volatility=rng.choice([0.0, 0.0005, 0.002])),
                 settings=fast_settings(naked_deadline_s=rng.choice([1.0, 3.0, 10.0]),
-                                       reply_timeout_s=rng.choice([2.0, 15.0])))
-    steps: list[str] = [f"venue attached={attached}"]
+                                       reply_timeout_s=rng.choice([2.0, 15.0])),
+                streams=streams, stream_fate=lambda msg: rng.choices(FATES, [5, 2, 1, 2])[0])
+    steps: list[str] = [f"venue attached={attached} streams={streams}"]
     out = Outcome(seed, steps)
     try:
         for _ in range(rng.randint(3, 14)):
-            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop"], [4, 2, 4, 2, 1.5, 1])[0]
+            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie"],
+                                 [4, 2, 4, 2, 1.5, 1, 1 if streams else 0])[0]
             if action == "open":
                 h.open(qty=rng.choice([0.5, 1.0, 3.0]), stop=90.0)
                 h.run(until=0.0)
@@ -115,6 +122,12 @@ def run_schedule(seed: int) -> Outcome:
                 action = f"fault {fault.op} {fault.kind}"
             elif action == "crash":
                 h.crash()
+            elif action == "lie":
+                # The stream claims our position's stop fired (it did not): only REST may say so.
+                claim = OrderReport(SYMBOL, f"stop-lie-{rng.random()}", "v-lie", Side.SELL, 1.0, OrderStatus.FILLED,
+                                    1.0, 90.0, reduce_only=True)
+                h.deliver(OrderStreamed(claim, closed_by=rng.choice(["stop", "liquidation"])))
+                h.run(until=0.0)
             else:
                 kinds = ("OrderPlaced", "OrderQueried", "StopSet")
                 kind = rng.choice(kinds)

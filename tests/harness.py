@@ -15,6 +15,7 @@ from actors.journal_store import JournalStore
 from actors.messages import (
     AdoptPosition,
     ClosePosition,
+    FillStreamed,
     JournalFailed,
     JournalOrder,
     JournalTransition,
@@ -22,6 +23,7 @@ from actors.messages import (
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
+    OrderStreamed,
     PlaceOrder,
     PositionSettings,
     PositionSnapshot,
@@ -33,8 +35,10 @@ from actors.position_core import PositionCore
 from actors.position_states import State, Trigger
 from adapters.base import Side, TrueState
 from adapters.faults import Fault
-from adapters.sim_engine import EngineConfig
+from adapters.sim_engine import EngineConfig, EngineEvent
+from adapters.sim_stream import items_of
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from adapters.streams import StreamFill, StreamOrder
 
 SYMBOL = "BTCUSDT"
 PRICE = 100.0
@@ -79,6 +83,8 @@ class Harness:
                                                        # each of these edges, once, in order
     crash_on: Callable[[object], bool] | None = None   # die instead of receiving the first such message
     drop: Callable[[object], bool] | None = None       # lose every such message on its way to the core
+    streams: bool = False                              # the venue's stream feeds the core too
+    stream_fate: Callable[[object], str] | None = None  # per stream message: deliver | drop | twice | late
 
     def __post_init__(self) -> None:
         self.clock = ManualClock()
@@ -94,8 +100,28 @@ class Harness:
         self.journal: list[object] = []
         self.published: list[PositionSnapshot] = []
         self.crashes = 0
+        self.late: list[object] = []                   # stream messages held back, delivered at the next timer
+        if self.streams:
+            self.adapter.engine.listeners.append(self._streamed)
         OPEN_HARNESSES.append(self)
         self._start_core()
+
+    def _streamed(self, event: EngineEvent) -> None:
+        """What the stream tells the core (through the StreamActor), lies by omission included."""
+        for item in items_of(event):
+            if isinstance(item, StreamOrder):
+                msg: object = OrderStreamed(item.report, item.closed_by)
+            elif isinstance(item, StreamFill):
+                msg = FillStreamed(item.symbol, item.client_order_id)
+            else:
+                continue                                   # positions go to the ProtectionActor
+            fate = self.stream_fate(msg) if self.stream_fate is not None else "deliver"
+            if fate in ("deliver", "twice"):
+                self.inbox.append(msg)
+            if fate == "twice":
+                self.inbox.append(msg)
+            elif fate == "late":
+                self.late.append(msg)
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -205,6 +231,10 @@ class Harness:
                 self.core.on_stop_set(msg)
             case PositionTimer():
                 self.core.on_timer(msg)
+            case OrderStreamed():
+                self.core.on_order_streamed(msg)
+            case FillStreamed():
+                self.core.on_fill_streamed(msg)
             case _:
                 raise AssertionError(f"unexpected message {msg!r}")
 
@@ -219,6 +249,8 @@ class Harness:
                 return
             due, _, timer = heapq.heappop(self.timers)
             self.clock.t = max(self.clock.t, due)
+            self.inbox.extend(self.late)                   # what the stream held back arrives now
+            self.late.clear()
             self.deliver(timer)
 
     def advance(self, seconds: float) -> None:

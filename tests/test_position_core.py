@@ -5,6 +5,8 @@ the venue, and the actor's belief matching the venue's truth at the end."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from actors.messages import (
@@ -14,6 +16,7 @@ from actors.messages import (
     JournalTransition,
     OrderPlaced,
     OrderQueried,
+    OrderStreamed,
     PlaceOrder,
     QueryOrder,
     StopSet,
@@ -364,3 +367,72 @@ def test_a_lost_reply_is_asked_again_after_the_reply_timeout(lost):
     assert h.core.state is State.PROTECTED
     assert len([m for m in h.sent(PlaceOrder) if not m.request.reduce_only]) == 1
     assert_converged(h)
+
+
+# -- the stream as evidence -----------------------------------------------------------------------
+
+
+def test_an_ack_only_venue_confirms_protected_from_the_stream_without_a_query():
+    h = Harness(venue(ack_only=True), streams=True)
+    h.run()
+    assert isinstance(h.open(), CommandAccepted)
+    h.run()
+    assert h.core.state is State.PROTECTED and not h.sent(QueryOrder)   # the stream said filled, stop attached
+    assert_converged(h)
+
+
+def test_an_order_that_is_not_ours_or_of_an_episode_that_is_over_moves_nothing():
+    h = Harness(venue(lag=0.0), streams=True)
+    h.run()
+    h.open()
+    h.run()
+    entry = h.truth().orders[-1]
+    h.close_position()
+    h.run()
+    assert h.core.state is State.IDLE
+    before = list(h.venue_ops())
+    h.foreign_position()                                              # someone else's order: its events come
+    h.deliver(OrderStreamed(entry))                                   # and a stale fill of our old entry
+    h.deliver(OrderStreamed(dataclasses.replace(entry, client_order_id="pgeNOTJOURNALED")))
+    h.run()
+    assert h.core.state is State.IDLE and h.venue_ops()[len(before):] == []
+
+
+def test_a_stop_trigger_on_the_stream_is_confirmed_through_rest_before_closed():
+    h = Harness(venue(), streams=True)
+    h.run()
+    h.open()
+    h.run()
+    assert h.core.state is State.PROTECTED
+    h.adapter.engine.trigger_stop_now(SYMBOL)
+    h.run()
+    assert h.core.state is State.IDLE and "stop loss triggered" in h.core.last_event
+    ops = h.venue_ops()
+    assert ops[-2:] == ["set_stop", "create_order"]                   # "zero position", then "nothing to reduce"
+    assert h.position_reads() == 0
+
+
+def test_a_false_stop_trigger_claim_never_closes_an_open_position():
+    h = Harness(venue(), streams=True)
+    h.run()
+    h.open()
+    h.run()
+    entry = h.truth().orders[-1]
+    lie = dataclasses.replace(entry, client_order_id="stop-lie", side=Side.SELL, reduce_only=True)
+    h.deliver(OrderStreamed(lie, closed_by="stop"))                   # the stream claims the stop fired
+    h.run()
+    assert h.core.state is State.PROTECTED                            # the engine said "not modified": still open
+    assert_converged(h)
+
+
+@pytest.mark.parametrize("fate", ["drop", "twice", "late"])
+def test_a_stream_that_loses_repeats_or_delays_events_changes_nothing_that_rest_confirms(fate):
+    h = Harness(venue(ack_only=True, attached=False), streams=True, stream_fate=lambda msg: fate)
+    h.run()
+    h.open()
+    h.run()
+    assert h.core.state is State.PROTECTED and h.entries_on_venue() == 1
+    h.close_position()
+    h.run()
+    assert_converged(h)
+    assert len([m for m in h.journal if getattr(m, "trigger", "") == "close_confirmed"]) == 1

@@ -1,0 +1,159 @@
+"""Private streams through the whole deployment (the simulated venue in its own server): what they
+buy, and that safety holds when they lie by omission -- drops, stalls, refused keys."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from actors.messages import (
+    CommandAccepted,
+    DeploymentReady,
+    OpenPosition,
+    PositionSettings,
+    ProtectionSettings,
+    StartDeployment,
+    StatusReport,
+    StatusRequest,
+    StopDeployment,
+    StreamSettings,
+    SupervisionSettings,
+    WaitForState,
+)
+from adapters.base import OrderRequest, Side
+from adapters.faults import Fault, FaultKind
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimVenueConfig
+from supervisor.supervisor import Supervisor
+from tests.kit import SimVenueThread
+
+PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
+SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.5, poll_s=0.05, retry_s=0.05,
+                            reply_timeout_s=2.0)
+
+
+def venue(lag: float = 24.0, attached: bool = True, *faults: Fault) -> SimVenueConfig:
+    return SimVenueConfig(engine=EngineConfig(seed=5, prices=PRICES, position_lag_s=lag, volatility=0.0),
+                          attached_stops=attached, latency_s=0.01, orders_per_second=200, recv_window_s=0.5,
+                          streams=True, faults=faults)
+
+
+class Streamed:
+    def __init__(self, asys: Any, sim: SimVenueThread, journal: str, protection: ProtectionSettings) -> None:
+        self.asys, self.sim = asys, sim
+        self.sup = asys.createActor(Supervisor)
+        reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, sim.factory(), SETTINGS,
+                                                   supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
+                                                   protection=protection,
+                                                   stream=StreamSettings(backoff_s=0.05, backoff_cap_s=0.5)), 15)
+        assert isinstance(reply, DeploymentReady), reply
+
+    def status(self) -> StatusReport:
+        report = self.asys.ask(self.sup, StatusRequest(), 5)
+        assert isinstance(report, StatusReport)
+        return report
+
+    def stream_state(self) -> str:
+        return self.status().streams[0].state if self.status().streams else "none"
+
+    def until(self, check: Callable[[], Any], within: float, what: str) -> Any:
+        """Ask until `check` holds (each ask a round trip to the deployment or the venue)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+        raise AssertionError(f"{what}: not within {within}s; streams: {self.status().streams}")
+
+    def wait_state(self, symbol: str, *states: str, within: float = 10.0) -> Any:
+        snap = self.asys.ask(self.sup, WaitForState(symbol, states), within)
+        assert snap is not None, f"{symbol} did not reach {states}"
+        return snap
+
+
+@pytest.fixture
+def deploy(tcp_system, tmp_path) -> Iterator[Callable[..., Streamed]]:
+    made: list[tuple[Streamed, SimVenueThread]] = []
+
+    def start(config: SimVenueConfig, protection: ProtectionSettings | None = None) -> Streamed:
+        sim = SimVenueThread(config, tmp_path).__enter__()
+        d = Streamed(tcp_system, sim, str(tmp_path / "j.sqlite"),
+                     protection or ProtectionSettings(scan_s=60.0, grace_s=30.0))
+        made.append((d, sim))
+        d.until(lambda: d.stream_state() == "up", 10, "the stream came up")
+        return d
+
+    yield start
+    for d, sim in made:
+        d.asys.ask(d.sup, StopDeployment(), 15)
+        sim.__exit__()
+
+
+def test_a_foreign_position_is_protected_within_a_second_while_rest_lags_24s(deploy):
+    d = deploy(venue(lag=24.0))
+    opened = time.monotonic()
+    d.sim.on_loop(lambda: d.sim.engine.create_order(OrderRequest("ETHUSDT", Side.BUY, 3.0, "by-hand-1"), True))
+    protected = d.until(lambda: (d.sim.truth().open_positions().get("ETHUSDT") or None)
+                        and d.sim.truth().open_positions()["ETHUSDT"].stop_price, 5, "the foreign position protected")
+    took = time.monotonic() - opened
+    assert took <= 1.0, took
+    assert protected == pytest.approx(10.0 * 0.98)                  # foreign_stop_pct 2 % from its entry
+    assert d.sim.on_loop(lambda: d.sim.engine.position_view()) == []  # the REST view still shows nothing
+    assert d.wait_state("ETHUSDT", "PROTECTED").stop_price == protected
+
+
+def test_a_stop_that_triggers_closes_the_position_with_its_reason_without_a_scan(deploy):
+    d = deploy(venue(lag=24.0))                                     # scans every 60 s: none happens here
+    assert isinstance(d.asys.ask(d.sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5), CommandAccepted)
+    d.wait_state("BTCUSDT", "PROTECTED")
+    reads = d.sim.truth().call_count("fetch_positions")
+    d.sim.on_loop(lambda: d.sim.engine.trigger_stop_now("BTCUSDT"))
+    snap = d.wait_state("BTCUSDT", "IDLE", within=3.0)
+    assert "stop loss triggered" in snap.last_event and "stream" in snap.last_event
+    truth = d.sim.truth()
+    assert truth.call_count("fetch_positions") == reads              # no scan was needed (nor made)
+    assert not truth.open_positions()
+
+
+def test_a_stream_dropped_mid_entry_still_ends_protected_and_nothing_is_applied_twice(deploy, tmp_path):
+    slow = Fault("create_order", FaultKind.DELAY, symbol="BTCUSDT", delay_s=0.3)
+    d = deploy(venue(2.4, False, slow))                             # separate stop: the fill matters
+    assert isinstance(d.asys.ask(d.sup, OpenPosition("BTCUSDT", Side.BUY, 2.0, 95.0), 5), CommandAccepted)
+    d.sim.stream_fault("drop")                                      # while the entry is in flight
+    d.sim.stream_fault("stall")                                     # and the next connection is silent
+    snap = d.wait_state("BTCUSDT", "PROTECTED", within=10.0)        # through REST alone
+    assert snap.filled_qty == 2.0
+    d.until(lambda: d.stream_state() == "down", 5, "the stall seen as a drop")
+    d.sim.stream_fault("resume")
+    d.until(lambda: d.stream_state() == "up", 10, "reconnected and reconciled")
+    assert d.status().streams[0].reconnects >= 1
+    import sqlite3
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM events WHERE symbol='BTCUSDT' AND kind IN"
+                                          " ('fill', 'stop') ORDER BY seq")]
+        entries = db.execute("SELECT COUNT(*) FROM orders WHERE purpose='entry'").fetchone()[0]
+    assert kinds == ["fill", "stop"] and entries == 1               # each once, whatever told it
+    assert len([o for o in d.sim.truth().orders if not o.reduce_only]) == 1
+
+
+def test_a_stall_falls_back_to_rest_and_a_refused_key_recovers_without_a_hang(deploy):
+    d = deploy(venue(lag=0.2), ProtectionSettings(scan_s=0.3, grace_s=0.5))
+    d.sim.stream_fault("stall")
+    started = time.monotonic()
+    d.until(lambda: d.stream_state() == "down", 5, "the stall detected")
+    assert time.monotonic() - started < 3.0
+    assert "stalled" in d.status().streams[0].reason
+    # Meanwhile a position opened by hand is still found -- by the REST scan.
+    d.sim.on_loop(lambda: d.sim.engine.create_order(OrderRequest("ETHUSDT", Side.SELL, 2.0, "by-hand-2"), True))
+    d.until(lambda: (d.sim.truth().open_positions().get("ETHUSDT") or None)
+            and d.sim.truth().open_positions()["ETHUSDT"].stop_price, 10, "protected through REST")
+    d.sim.stream_fault("reject_auth", True)                         # the keys refused on reconnect
+    d.sim.stream_fault("resume")
+    d.sim.stream_fault("drop")                                      # whatever connection there is now
+    d.until(lambda: "authentication refused" in d.status().streams[0].reason, 10, "the refusal said")
+    assert d.stream_state() == "down"
+    d.sim.stream_fault("reject_auth", False)
+    d.until(lambda: d.stream_state() == "up", 15, "recovered once the keys are accepted")
