@@ -7,6 +7,7 @@ sends the order to the venue only after that acknowledgement.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from loguru import logger
@@ -20,7 +21,9 @@ from actors.messages import (
     EventsCommitted,
     EventsRead,
     EventsReport,
+    JournalDiskFault,
     JournalFailed,
+    JournalHealth,
     JournalOrder,
     JournalReady,
     JournalSync,
@@ -33,12 +36,16 @@ from actors.messages import (
     SubscribeEvents,
 )
 
+HEALED_AFTER_S = 5.0
+
 
 class JournalActor(BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.store: JournalStore | None = None
         self.subscribers: list[Any] = []         # told of every committed event (the operator API)
+        self.failing: str | None = None          # the write error, while writes fail
+        self.last_failure = 0.0                  # monotonic
 
     def receiveMsg_ConfigureJournal(self, msg: ConfigureJournal, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
@@ -62,9 +69,11 @@ class JournalActor(BridgedActor):
     def _committed(self, msg: JournalOrder, sender: Any, result: Any) -> None:
         cid = msg.request.client_order_id
         if isinstance(result, BaseException):
-            logger.opt(exception=result).error("journal write failed for order {}: order will not be sent", cid)
+            logger.opt(exception=result).error("journal write failed for order {}", cid)
             self.send(sender, JournalFailed(cid, f"{type(result).__name__}: {result}"))
+            self._health(result)
             return
+        self._health(None)
         if msg.forward_to is not None:
             self.send(msg.forward_to, PlaceOrder(msg.request, reply_to=msg.reply_to or sender))
         self.send(sender, OrderJournaled(cid))
@@ -137,8 +146,35 @@ class JournalActor(BridgedActor):
     def _logged(self, msg: Any, result: Any) -> None:
         if isinstance(result, BaseException):
             logger.opt(exception=result).error("journal write failed: {}", type(msg).__name__)
+            self._health(result)
         else:
+            self._health(None)
             self._publish(result)
+
+    def _health(self, error: BaseException | None) -> None:
+        """Tell the supervisor when writes start failing (safe mode: no entry it cannot record),
+        and when they have worked again for HEALED_AFTER_S (a nearly full disk lets small
+        writes through between failures: that is not health)."""
+        now = time.monotonic()
+        if error is not None:
+            self.last_failure = now
+            if self.failing is None:
+                self.failing = f"{type(error).__name__}: {error}"
+                if self.supervisor is not None:
+                    self.send(self.supervisor, JournalHealth(False, self.failing))
+        elif self.failing is not None and now - self.last_failure >= HEALED_AFTER_S:
+            self.failing = None
+            if self.supervisor is not None:
+                self.send(self.supervisor, JournalHealth(True))
+
+    def receiveMsg_JournalDiskFault(self, msg: JournalDiskFault, sender: Any) -> None:  # noqa: N802
+        if self.store is not None and self.bridge is not None:
+            if msg.cap:
+                pages = self.bridge.call(self.store.limit_pages(0))
+                logger.warning("journal capped at {} pages (fault injection)", pages)
+            if msg.truncate_wal:
+                self.bridge.call(self.store.truncate_wal())
+            self.send(sender, JournalSynced("disk-fault"))
 
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
         if isinstance(message, ConfigureJournal):

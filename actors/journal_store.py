@@ -128,6 +128,28 @@ class JournalStore:
         await self._db.commit()
         return SCHEMA_VERSION
 
+    async def limit_pages(self, pages: int) -> int:
+        """Fault injection, a full disk for real: cap the database at `pages` pages (0: where it
+        is now) and fill what is left, so the very next write fails with SQLITE_FULL."""
+        await self.db.execute("CREATE TABLE IF NOT EXISTS filler (pad TEXT)")
+        await self.db.commit()
+        if pages <= 0:
+            rows = await self.rows("PRAGMA page_count")
+            pages = int(next(iter(rows[0].values())))
+        await self.db.execute(f"PRAGMA max_page_count={int(pages)}")
+        try:
+            while True:
+                await self.db.execute("INSERT INTO filler VALUES (?)", ("x" * 64,))
+                await self.db.commit()
+        except aiosqlite.OperationalError:
+            await self.db.rollback()                     # full: nothing more fits
+        return pages
+
+    async def truncate_wal(self) -> None:
+        """Checkpoint and empty the WAL file (SQLite maintenance; the fault tests use it so that
+        the next write on a full disk has to grow the file)."""
+        await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     async def close(self) -> None:
         if self._db is not None:
             await self._db.close()

@@ -56,6 +56,7 @@ class PositionSettings:
     max_close_attempts: int = 5          # definite close rejections before the position is STUCK
     max_entry_retries: int = 5           # retry-later replies to an entry before giving up
     reply_timeout_s: float = 15.0        # a request unanswered this long was lost: ask again by id
+    journal_wait_s: float = 1.0          # a close waits no longer for its journal row: it goes anyway
     failpoints: tuple[tuple[str, str], ...] = ()   # crash tests only: ("STATE:trigger", marker path)
 
 
@@ -762,6 +763,7 @@ class StatusReport:
     watcher_pid: int | None = None       # the `posguard run` watching this deployment, if any
     stopping: str = ""                   # why the deployment is stopping ("" while it runs)
     exchange_dumpable: bool | None = None  # False: the process holding the keys is closed to others
+    journal_error: str = ""              # the journal cannot write (and why): closes go out regardless
     streams: tuple[StreamStatus, ...] = ()   # the venue's private streams, as their owner sees them
 
 
@@ -981,3 +983,22 @@ class StopOrdersFetched:
     symbol: str
     orders: tuple[StopOrderReport, ...] = ()
     failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalHealth:
+    """Journal to supervisor: its writes fail (ok False, with the error) or work again."""
+
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JournalDiskFault:
+    """Fault injection for tests of a full disk, for real: `truncate_wal` empties the WAL file
+    (a checkpoint), so on a disk that is full the next write must grow it and fails; `cap`
+    makes SQLite itself refuse to grow the database (max_page_count, where no tiny filesystem
+    can be mounted). Answered by JournalSynced("disk-fault")."""
+
+    truncate_wal: bool = True
+    cap: bool = False

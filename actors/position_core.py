@@ -15,6 +15,7 @@ Safety rules this module keeps (DEVELOPERS.md):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from typing import Protocol
 
@@ -64,6 +65,7 @@ POLL_CLOSE = "poll_close"
 RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was not processed)
 NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
 STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
+JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
@@ -85,6 +87,12 @@ class PositionPorts(Protocol):
 def client_order_id(kind: str) -> str:
     """Unique, venue-safe (<= 36 chars, [a-z0-9]) client order id."""
     return f"{OUR_ORDER_PREFIX}{kind}{uuid.uuid4().hex[:24]}"
+
+
+def close_order_id(intent_id: str, n: int) -> str:
+    """The n-th close of an episode: derived from its journaled intent, so that it can be sent
+    before (or without) its own row when the journal cannot write, and still be known."""
+    return f"{OUR_ORDER_PREFIX}c{hashlib.sha256(f'{intent_id}:{n}'.encode()).hexdigest()[:24]}"
 
 
 class PositionCore:
@@ -128,6 +136,7 @@ class PositionCore:
         self.naked_total = 0.0
         self.naked_since: float | None = None
         self.close_cid: str | None = None
+        self.closes_sent = 0                         # close orders of this episode (their ids derive from it)
         self.close_request: OrderRequest | None = None
         self.close_sent_at = 0.0
         self.close_sent_entry_final = False
@@ -163,6 +172,7 @@ class PositionCore:
         if closes:
             self.close_cid, self.close_request = closes[-1].request.client_order_id, closes[-1].request
             self.close_sent_at = self._monotonic_of(closes[-1].created_at)
+        self.closes_sent = len(closes)
         self.resume_close = last in (State.FLATTENING, State.STUCK)
         self.close_reason = "resumed after restart"
         if adopted:
@@ -281,11 +291,14 @@ class PositionCore:
     # -- journal -------------------------------------------------------------------------
 
     def _send_new_order(self, request: OrderRequest, purpose: str, intent: JournalIntent | None = None) -> None:
-        """Journal, and the journal sends it on once committed: never a venue call before the row."""
+        """Journal, and the journal sends it on once committed: never a venue call before the row.
+        A close waits for the journal at most `journal_wait_s` (see _close_unjournaled)."""
         self._awaiting_journal[request.client_order_id] = request
         self._mark_sent(request.client_order_id)
         self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose, intent=intent))
         self._arm(STALLED, self.settings.reply_timeout_s)
+        if purpose == "close":
+            self._arm(JOURNAL_WAIT, self.settings.journal_wait_s)
 
     def _mark_sent(self, cid: str) -> None:
         if cid == self.entry_cid:
@@ -307,7 +320,16 @@ class PositionCore:
             self.entry_final = True
             self._go(Trigger.ENTRY_REJECTED, f"journal failed, entry not sent: {msg.error}")
         elif request.client_order_id == self.close_cid:
-            self._arm(NEW_CLOSE, self._backoff(self.close_attempts))
+            self._close_unjournaled(request, msg.error)
+
+    def _close_unjournaled(self, request: OrderRequest, why: str) -> None:
+        """Closing never waits for a journal that cannot write: the close goes out reduce-only
+        under its id, which is derived from the journaled intent (so a restart, or the journal
+        forwarding it late, finds it as "already placed", never a second close)."""
+        self.log.critical("ALERT {}: journal cannot record the close ({}); sending it reduce-only anyway as {}",
+                          self.symbol, why, request.client_order_id)
+        self.close_sent_at = self.ports.monotonic()
+        self._request(PlaceOrder(request))
 
     # -- venue replies -------------------------------------------------------------------
 
@@ -384,6 +406,11 @@ class PositionCore:
         if timer.kind == STALLED:
             if state not in (State.IDLE, State.PROTECTED) or not self.entry_final:
                 self.resync(f"no reply within {self.settings.reply_timeout_s}s")
+            return
+        if timer.kind == JOURNAL_WAIT:
+            request = self._awaiting_journal.pop(self.close_cid or "", None)
+            if request is not None:
+                self._close_unjournaled(request, f"no answer within {self.settings.journal_wait_s}s")
             return
         if timer.kind == NAKED and state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not self.protected:
             self._go(Trigger.NAKED_DEADLINE,
@@ -574,7 +601,8 @@ class PositionCore:
         if qty <= 0:
             self._check_flat()
             return
-        self.close_cid = client_order_id("c")
+        self.closes_sent += 1
+        self.close_cid = close_order_id(self.intent_id or self.symbol, self.closes_sent)
         self.close_request = OrderRequest(self.symbol, self.side.opposite, qty, self.close_cid, reduce_only=True)
         self.close_sent_entry_final = self.entry_final
         self.close_done = False

@@ -51,10 +51,13 @@ from actors.messages import (
     GetTrueState,
     Heartbeat,
     HeartbeatAck,
+    JournalDiskFault,
     JournalEvent,
+    JournalHealth,
     JournalReady,
     JournalSafeMode,
     JournalSync,
+    JournalSynced,
     OpenPosition,
     PositionReady,
     PositionsFetched,
@@ -150,6 +153,7 @@ class Supervisor(BridgedActor):
         self.stop: _Stop | None = None           # an operator's stop in progress
         self.exchange_dumpable: bool | None = None
         self.streams: dict[str, StreamStatus] = {}
+        self.journal_error = ""
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -347,6 +351,30 @@ class Supervisor(BridgedActor):
         self.reconciliation = "; ".join(lines)
         level = "WARNING" if "FOREIGN" in self.reconciliation else "INFO"
         logger.log(level, "startup reconciliation: {}", self.reconciliation)
+
+    def receiveMsg_JournalHealth(self, msg: JournalHealth, sender: Any) -> None:  # noqa: N802
+        if msg.ok:
+            logger.warning("journal writes work again (was: {}); safe mode stays until `posguard resume`",
+                           self.journal_error)
+            self.journal_error = ""
+        else:
+            self.journal_error = msg.error
+            logger.critical("ALERT journal cannot write ({}): closes go to the venue anyway, under ids derived from"
+                            " what it holds; no new entry until it can", msg.error)
+            if self.metrics is not None:
+                self.metrics.journal_failures.inc()
+            if not self.safe_mode:
+                self._enter_safe_mode(f"journal cannot write: {msg.error}")
+        self._tell_api()
+
+    def receiveMsg_JournalDiskFault(self, msg: JournalDiskFault, sender: Any) -> None:  # noqa: N802
+        journal = self._address("journal")
+        if journal is not None:
+            self.send(journal, msg)
+            self.relay["disk-fault"] = sender
+
+    def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
+        self._relay_back(msg.tag or "", msg)
 
     def receiveMsg_ActorFailed(self, msg: ActorFailed, sender: Any) -> None:  # noqa: N802
         logger.error("{} failed: {}", msg.who, msg.reason)
@@ -613,6 +641,7 @@ class Supervisor(BridgedActor):
             children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
             reconciliation=self.reconciliation, request_id=request_id, watcher_pid=self.watcher_pid,
             exchange_dumpable=self.exchange_dumpable, streams=tuple(self.streams.values()),
+            journal_error=self.journal_error,
             stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
                       else "stopping" if self.stopping is not None else ""))
 

@@ -27,6 +27,8 @@ def render_table(status: dict[str, Any]) -> str:
 
 def render_status(status: dict[str, Any], header: bool = False) -> str:
     body = render_table(status)
+    if status.get("journal_error"):
+        body = f"JOURNAL CANNOT WRITE: {status['journal_error']} -- closes still go out\n{body}"
     if status.get("safe_mode"):
         body = f"SAFE MODE: {status['safe_reason']} -- new entries refused; `posguard resume` to leave\n{body}"
     for name, stream in (status.get("streams") or {}).items():
