@@ -12,6 +12,11 @@ position closes, its close-all stops expire, as Binance expires them. Emulator a
 refused with -2022, and a stop on the wrong side of the price with -2021.
 
 Engine errors carry Bybit retCodes; they are answered here in Binance's codes.
+
+The user data stream (listen key, ORDER_TRADE_UPDATE, ACCOUNT_UPDATE, ALGO_UPDATE) is served on the
+same port: see adapters/binance_emulator_ws.py. Algo ids start above ALGO_ID_BASE; the stop that
+fires is FINISHED (after TRIGGERED) as the engine executes it, the other close-all stops of a
+position that went flat EXPIRED at that moment, both visible to REST reads from then on.
 """
 
 from __future__ import annotations
@@ -27,8 +32,13 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, OrderStatus, Side, VenueError
+from adapters.binance_emulator_ws import BinanceStreams
 from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num, order_time
-from adapters.sim_engine import ZERO_POSITION
+from adapters.sim_engine import ZERO_POSITION, EngineEvent
+
+# Algo order ids live apart from plain order ids (as on the venue, where the two sequences are
+# unrelated): ccxt caches both kinds of order by id, so a collision would overwrite one with the other.
+ALGO_ID_BASE = 10**9
 
 # Engine (Bybit) code -> Binance code; 10001 is split by its text below.
 _CODES = {110072: -4116, 110017: -2022, 110001: -2013, 10006: -1015, 10002: -1021, 10016: -1007,
@@ -57,8 +67,10 @@ class BinanceEmulator(EmulatorBase):
         super().__init__(config, port)
         self.algo: list[_AlgoOrder] = []
         self._algo_seq = 0
+        self.stream: BinanceStreams = BinanceStreams(self)
 
     def routes(self, app: web.Application) -> None:
+        self.stream.attach(app)                        # /fapi/v1/listenKey and the user data stream
         app.router.add_get("/fapi/v1/time", self._time)
         app.router.add_get("/fapi/v1/exchangeInfo", self._exchange_info)
         app.router.add_get("/fapi/v1/ticker/24hr", self._ticker)
@@ -222,8 +234,9 @@ class BinanceEmulator(EmulatorBase):
             if exc.code != 34040:                              # the engine holds that price already
                 raise
         self._algo_seq += 1
-        order = _AlgoOrder(self._algo_seq, cid, ins.symbol, side, trigger, self.now_ms())
+        order = _AlgoOrder(ALGO_ID_BASE + self._algo_seq, cid, ins.symbol, side, trigger, self.now_ms())
         self.algo.append(order)
+        self.stream.push_algo(order)
         return web.json_response(self._algo_json(order))
 
     async def _query_algo(self, p: dict[str, Any]) -> web.Response:
@@ -237,7 +250,7 @@ class BinanceEmulator(EmulatorBase):
         self._expire_stops()
         for a in self.algo:
             if a.status == "NEW" and (p.get("clientAlgoId") == a.client_algo_id or p.get("algoId") == str(a.algo_id)):
-                a.status = "CANCELED"
+                self._set_algo_status(a, "CANCELED")
                 self._restore_stop(a.symbol)
                 return web.json_response({"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200",
                                           "msg": "success"})
@@ -263,7 +276,32 @@ class BinanceEmulator(EmulatorBase):
         open_now = self.engine.true_state().open_positions()
         for a in self.algo:
             if a.status == "NEW" and a.symbol not in open_now:
-                a.status = "EXPIRED"
+                self._set_algo_status(a, "EXPIRED")
+
+    def _set_algo_status(self, a: _AlgoOrder, status: str, order: OrderReport | None = None) -> None:
+        a.status = status
+        self.stream.push_algo(a, order)
+
+    def on_engine_event(self, event: EngineEvent) -> None:
+        """Live, as the engine changes: the stop that fired is TRIGGERED then FINISHED around the
+        order it placed; a flat position's close-all stops expire. Both are what REST reads show
+        from then on; the stream hears of them in that order."""
+        if event.order is not None:
+            fired = None
+            if event.closed_by == "stop":
+                standing = [a for a in self.algo if a.symbol == event.symbol and a.status == "NEW"]
+                fired = standing[-1] if standing else None      # the engine's stop is the newest one
+            if fired is not None:
+                self._set_algo_status(fired, "TRIGGERED", event.order)
+            self.stream.push_order(event.order, fired.trigger_price if fired is not None else None)
+            if fired is not None:
+                self._set_algo_status(fired, "FINISHED", event.order)
+            return
+        self.stream.push_position(event.symbol, event.position)
+        if event.position is None:
+            for a in self.algo:
+                if a.symbol == event.symbol and a.status == "NEW":
+                    self._set_algo_status(a, "EXPIRED")
 
     @staticmethod
     def _algo_json(a: _AlgoOrder) -> dict[str, Any]:

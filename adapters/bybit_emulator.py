@@ -9,6 +9,10 @@ Private requests are authenticated like the venue does it: key, timestamp within
 window of the server's clock (which may be skewed on purpose), HMAC-SHA256 signature over
 timestamp + key + recvWindow + (query string | JSON body).
 
+Private streams (`/v5/private`, `/v5/public/linear`, `/v5/trade`) on the same port: see
+adapters/bybit_emulator_ws.py. `/v5/position/list?category=inverse` answers an empty list (ccxt's
+first watch_positions asks for it).
+
 Faults: an ERROR fault answers with its retCode; a TIMEOUT_* or LATE fault (no reply from the
 engine) answers HTTP 504 with an HTML body, as a gateway does, after `hang_s`: the client cannot
 tell whether the order executed -- the ambiguous outcome our safety must resolve by client id.
@@ -25,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, OrderStatus, Side, VenueError
+from adapters.bybit_emulator_ws import BybitStreams
 from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num, order_time
 
 
@@ -33,8 +38,10 @@ class BybitEmulator(EmulatorBase):
         super().__init__(config, port)
         self._by_venue_id: dict[str, str] = {}        # orderId -> orderLinkId
         self._accepted_at: dict[str, float] = {}      # orderLinkId -> when create answered
+        self.stream: BybitStreams = BybitStreams(self)
 
     def routes(self, app: web.Application) -> None:
+        self.stream.attach(app)                        # /v5/private, /v5/public/linear, /v5/trade
         app.router.add_get("/v5/market/time", self._time)
         app.router.add_get("/v5/market/instruments-info", self._instruments)
         app.router.add_get("/v5/market/tickers", self._tickers)
@@ -175,6 +182,8 @@ class BybitEmulator(EmulatorBase):
         return self._reply({})
 
     async def _positions(self, p: dict[str, Any]) -> web.Response:
+        if p.get("category") == "inverse":                 # ccxt's first watch_positions asks: none here
+            return self._reply({"category": "inverse", "list": [], "nextPageCursor": ""})
         if p.get("category") != "linear" or not (p.get("symbol") or p.get("settleCoin")):
             raise VenueError(10001, "params error: symbol or settleCoin is required")
         rows = []

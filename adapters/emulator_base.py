@@ -23,7 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, Side, VenueError, VenueTimeout
+from adapters.emulator_ws import StreamServer
 from adapters.faults import Fault, FaultKind
+from adapters.sim_engine import EngineEvent
 from adapters.sim_server import LOOPBACK, encode
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 
@@ -79,7 +81,10 @@ class EmulatorBase(ABC):
         self.port = port
         self.secrets = dict(config.keys)
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.requests: list[tuple[str, str, dict[str, Any]]] = []   # (method, path, params) as received
+        self.stream: StreamServer | None = None     # the private streams, attached by `routes()`
+        self.engine.listeners.append(self._engine_event)
 
     # -- the dialect -------------------------------------------------------------------------
 
@@ -102,8 +107,10 @@ class EmulatorBase(ABC):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> int:
+        self._loop = asyncio.get_running_loop()
         app = web.Application()
         self.routes(app)
+        app.router.add_post("/emulator/stream", self._stream_fault)
         app.router.add_get("/emulator/truth", self._truth)
         app.router.add_post("/emulator/fault", self._add_fault)
         app.router.add_post("/emulator/open", self._open_by_hand)
@@ -127,6 +134,29 @@ class EmulatorBase(ABC):
 
     def now_ms(self) -> int:
         return int((time.time() + self.config.clock_offset_s) * 1000)
+
+    def _engine_event(self, event: EngineEvent) -> None:
+        """The engine changed something: the streams hear of it on the server's own loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:                  # a test drove the engine from its own thread
+                loop.call_soon_threadsafe(self.on_engine_event, event)
+                return
+        self.on_engine_event(event)
+
+    def on_engine_event(self, event: EngineEvent) -> None:
+        if self.stream is not None:
+            self.stream.on_event(event)
+
+    async def stream_fault(self, kind: str, **kw: Any) -> dict[str, Any]:
+        """Throw one of the streams' fault switches (adapters/emulator_ws.py)."""
+        if self.stream is None:
+            raise ValueError("this emulator serves no streams")
+        return await self.stream.fault(kind, **kw)
 
     def private(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def wrapped(request: web.Request) -> web.Response:
@@ -190,6 +220,14 @@ class EmulatorBase(ABC):
         report = self.engine.create_order(OrderRequest(b["symbol"], Side(b["side"]), float(b["qty"]),
                                                        b.get("client_order_id", f"hand-{time.time_ns()}")), True)
         return web.json_response(encode(report))
+
+    async def _stream_fault(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            kind = str(body.pop("kind"))
+            return web.json_response(await self.stream_fault(kind, **body))
+        except (KeyError, ValueError, TypeError) as exc:
+            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
 
     async def _clear_stop(self, request: web.Request) -> web.Response:
         self.engine.clear_stop((await request.json())["symbol"])

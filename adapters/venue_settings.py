@@ -36,6 +36,8 @@ class CcxtVenueSettings:
     reads_per_second: float = 20.0
     timeout_s: float = 10.0          # one HTTP request; past it the outcome is unknown
     recv_window_ms: int = 5000
+    ws_url: str | None = None        # the private streams' base (ws:// or wss://); None: from api_url
+    streams: bool = True             # follow the venue's private stream (adapters/ccxt_streams.py)
 
     def credentials(self) -> tuple[str, str]:
         """The keys, from the environment, or from the sealed memfd `posguard run` moved them to

@@ -1,6 +1,7 @@
-"""The Bybit emulator on its own event loop in a background thread, for tests and benchmarks:
-the venue keeps running whatever the code under test does, and the test can still reach its
-engine (truth, faults) directly. Always used as a context manager, so it stops by itself."""
+"""A venue emulator (Bybit or Binance: REST and private streams) on its own event loop in a
+background thread, for tests and benchmarks: the venue keeps running whatever the code under
+test does, and the test can still reach its engine (truth, faults, stream faults) directly.
+Always used as a context manager, so it stops by itself."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class EmulatorThread:
 
     def __exit__(self, *exc: object) -> None:
         # What a test may still ask after the venue stopped: its last truth and requests.
-        self._final = (self.truth(), list(self.emulator.requests))
+        self._final = (self.truth(), list(self.emulator.requests),
+                       list(self.emulator.stream.log) if self.emulator.stream else [])
         self.run(self.emulator.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
@@ -77,6 +79,22 @@ class EmulatorThread:
         if self.loop.is_closed():
             return [params for _, p, params in self._final[1] if p == path]
         return self.on_loop(lambda: [params for _, p, params in self.emulator.requests if p == path])
+
+    @property
+    def ws_url(self) -> str:
+        """The streams' base (same port as REST): ws://127.0.0.1:PORT."""
+        return self.url.replace("http://", "ws://", 1)
+
+    def stream_fault(self, kind: str, **kw: Any) -> dict[str, Any]:
+        """Throw one of the streams' fault switches: drop (mode), stall, resume, delay (seconds),
+        reject_auth (on), expire_listen_key (silent)."""
+        return self.run(self.emulator.stream_fault(kind, **kw))
+
+    def stream_log(self) -> list[tuple[str, dict[str, Any]]]:
+        """What stream clients sent (auth, subscribe, pings, listen-key calls), oldest first."""
+        if self.loop.is_closed():
+            return list(self._final[2])
+        return self.on_loop(lambda: list(self.emulator.stream.log) if self.emulator.stream else [])
 
     def settings(self, **overrides: Any) -> CcxtVenueSettings:
         return CcxtVenueSettings(**{"name": self.venue, "key_env": KEY_ENV, "secret_env": SECRET_ENV,
