@@ -43,6 +43,7 @@ def stop_client_id(symbol: str, side: Side, price: str) -> str:
 
 class BinanceAdapter(CcxtAdapter):
     dialect = "binance"
+    stream_kind = "BinanceStream"
     code_key = "code"
     message_key = "msg"
     not_found_code = -2013

@@ -27,6 +27,7 @@ from adapters.venue_settings import unified_symbol
 
 class BybitAdapter(CcxtAdapter):
     dialect = "bybit"
+    stream_kind = "BybitStream"
 
     def _client(self, ccxt_async: Any, key: str, secret: str) -> Any:
         s = self.settings

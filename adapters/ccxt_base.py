@@ -77,12 +77,14 @@ class CcxtAdapter(VenueAdapter):
     rate_limit_code: int = 10006
     clock_code: int = 10002                # timestamp outside the recv window
     dialect = "bybit"
+    stream_kind = ""                       # its VenueStream class in adapters/ccxt_streams.py
 
     def __init__(self, settings: CcxtVenueSettings) -> None:
         self.settings = settings
         self.capabilities = Capabilities(
             venue=settings.name, attached_stop=self._attached_stop(), orders_per_second=settings.orders_per_second,
-            reads_per_second=settings.reads_per_second, dialect=self.dialect, stop_orders=True)
+            reads_per_second=settings.reads_per_second, dialect=self.dialect, stop_orders=True,
+            streams=settings.streams)
         self.ex: Any = None
         self._secrets: tuple[str, ...] = ()
         self._keys: tuple[str, str] | None = None
@@ -94,6 +96,15 @@ class CcxtAdapter(VenueAdapter):
     @abstractmethod
     def _client(self, ccxt_async: Any, key: str, secret: str) -> Any:
         """A configured ccxt async client (urls, options), markets not loaded yet."""
+
+    def stream(self) -> Any:
+        """A new private stream of this account (adapters/ccxt_streams.py), sharing our markets."""
+        if not self.settings.streams:
+            return None
+        from adapters import ccxt_streams
+
+        kind = getattr(ccxt_streams, self.stream_kind)    # imported here: it imports the venue adapters
+        return kind(self.settings, markets=self.ex.markets if self.ex is not None else None)
 
     def load_credentials(self) -> tuple[str, ...]:
         self._keys = self.settings.credentials()

@@ -127,7 +127,8 @@ class CcxtStream(VenueStream):
     auth_codes: frozenset[int] = frozenset()
 
     def __init__(self, settings: CcxtVenueSettings, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
-                 open_timeout_s: float | None = None, close_timeout_s: float = 5.0) -> None:
+                 open_timeout_s: float | None = None, close_timeout_s: float = 5.0,
+                 markets: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.name = f"{settings.name} private"
         self.keep_alive_s = keep_alive_s
@@ -145,7 +146,7 @@ class CcxtStream(VenueStream):
         self._failed = asyncio.Event()
         self._open = False
         self._auth_refused = False
-        self._markets: dict[str, Any] | None = None
+        self._markets: dict[str, Any] | None = markets     # the REST adapter's, when it has them
 
     # -- the venue ---------------------------------------------------------------------------
 
@@ -387,8 +388,8 @@ class BinanceStream(CcxtStream):
 
     def __init__(self, settings: CcxtVenueSettings, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
                  open_timeout_s: float | None = None, close_timeout_s: float = 5.0,
-                 listen_key_keepalive_s: float = LISTEN_KEY_KEEPALIVE_S) -> None:
-        super().__init__(settings, keep_alive_s, open_timeout_s, close_timeout_s)
+                 listen_key_keepalive_s: float = LISTEN_KEY_KEEPALIVE_S, markets: dict[str, Any] | None = None) -> None:
+        super().__init__(settings, keep_alive_s, open_timeout_s, close_timeout_s, markets)
         self.listen_key_keepalive_s = listen_key_keepalive_s
 
     def _configure(self, ex: Any, base: str | None) -> None:

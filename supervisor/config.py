@@ -112,7 +112,7 @@ def load_config(path: str) -> DeploymentConfig:
         venue_t.only("name", "simulated")
     else:
         venue_t.only("name", "api_url", "testnet", "demo", "key_env", "secret_env", "attached_stop",
-                     "orders_per_second", "reads_per_second", "timeout_s", "recv_window_ms")
+                     "orders_per_second", "reads_per_second", "timeout_s", "recv_window_ms", "streams", "ws_url")
 
     dep = t.table("deployment")
     dep.only("symbols", "refresh_s")
@@ -259,7 +259,15 @@ def _ccxt_venue(t: _Table, name: str) -> CcxtVenueSettings:
         orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
         reads_per_second=t.num("reads_per_second", 20.0, minimum=0.0, strictly=True),
         timeout_s=t.num("timeout_s", 10.0, minimum=0.0, strictly=True, maximum=60.0),
-        recv_window_ms=t.int("recv_window_ms", 5000, minimum=100, maximum=60000))
+        recv_window_ms=t.int("recv_window_ms", 5000, minimum=100, maximum=60000),
+        streams=t.bool("streams", True), ws_url=_ws_url(t))
+
+
+def _ws_url(t: _Table) -> str | None:
+    url = t.str("ws_url", "") or None
+    if url is not None and not re.match(r"^wss?://[^\s/]+(:\d+)?/?$", url):
+        raise ConfigError("venue.ws_url", f"must be a base URL like wss://stream.bybit.com, got {url!r}")
+    return url.rstrip("/") if url else None
 
 
 def _settings(t: _Table, cls: type, skip: tuple[str, ...] = (), strictly: bool = False) -> Any:

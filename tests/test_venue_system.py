@@ -192,7 +192,8 @@ def test_binance_stop_that_would_trigger_now_flattens_at_once(deploy):
     ("by hand", "not ours"),
 ])
 def test_a_vanished_position_is_confirmed_by_the_engine_and_closed_with_the_histories_reason(deploy, how, label):
-    d = deploy(venue(lag=0.0), protection=ProtectionSettings(scan_s=0.2, grace_s=0.0))
+    # The REST scan's path (with streams the stream tells at once: tests/test_streams_venues.py).
+    d = deploy(venue(lag=0.0), protection=ProtectionSettings(scan_s=0.2, grace_s=0.0), streams=False)
     d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
     d.wait_state("BTCUSDT", "PROTECTED")
     engine = d.emu.emulator.engine
@@ -226,7 +227,7 @@ def test_refused_keys_end_the_entry_as_auth_and_never_reach_the_journal(deploy, 
 def test_an_acknowledged_entry_not_yet_visible_to_queries_is_awaited_not_resent(deploy):
     # Bybit places orders asynchronously: right after the ack a query may say "not found"
     # (110001). That is "not visible yet", never "never arrived" inside the receive window.
-    d = deploy(dataclasses.replace(venue(), visibility_lag_s=0.5))
+    d = deploy(dataclasses.replace(venue(), visibility_lag_s=0.5), streams=False)     # REST alone learns the fill
     d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
     d.wait_state("BTCUSDT", "PROTECTED")
     queries = [q for q in d.emu.requests("/v5/order/realtime") if q.get("orderLinkId")]
@@ -236,7 +237,8 @@ def test_an_acknowledged_entry_not_yet_visible_to_queries_is_awaited_not_resent(
 
 
 def test_the_scan_counts_a_binance_stop_order_and_never_protects_twice(deploy, tmp_path):
-    d = deploy(venue(lag=0.0), dialect=BinanceEmulator, protection=ProtectionSettings(scan_s=0.1, grace_s=0.0))
+    d = deploy(venue(lag=0.0), dialect=BinanceEmulator, protection=ProtectionSettings(scan_s=0.1, grace_s=0.0),
+               streams=False)
     d.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
     d.wait_state("BTCUSDT", "PROTECTED")
     deadline = time.monotonic() + 15                      # bounded: until the scan has read it 5 times
