@@ -854,6 +854,7 @@ class ConfigureStream:
     protection: Any                                  # ActorAddress or None
     positions: tuple[tuple[str, Any], ...]           # (symbol, PositionActor address)
     settings: StreamSettings = field(default_factory=StreamSettings)
+    name: str = "private"                            # how status and metrics call it (e.g. "bybit private")
 
 
 @dataclass(frozen=True, slots=True)

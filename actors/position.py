@@ -195,7 +195,7 @@ class PositionActor(BridgedActor):
         if self.core is not None and self._loaded:
             self.core.on_fill_streamed(msg)
 
-    def receiveMsg_Resync(self, msg: StreamGap, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_StreamGap(self, msg: StreamGap, sender: Any) -> None:  # noqa: N802
         if self.core is not None and self._loaded:
             self.core.on_stream_gap()
 

@@ -360,7 +360,7 @@ class PositionCore:
         report = msg.report
         if report.client_order_id and report.client_order_id in (self.entry_cid, self.close_cid):
             self.on_order_queried(OrderQueried("stream", report.client_order_id, report))
-        elif msg.closed_by and report.symbol == self.symbol and self.state is State.PROTECTED:
+        elif msg.closed_by and report.filled_qty > 0 and report.symbol == self.symbol and self.state is State.PROTECTED:
             what = "stop loss triggered" if msg.closed_by == "stop" else "liquidated"
             label = (f"stream: {what} ({report.side} {report.filled_qty:g} @ {_px(report.avg_price)},"
                      f" venue order {report.venue_order_id or '?'})")

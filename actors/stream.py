@@ -60,7 +60,7 @@ class StreamActor(BridgedActor):
         self.reconciling: str | None = None      # the ScanNow we wait for before trusting again
 
     def receiveMsg_ConfigureStream(self, msg: ConfigureStream, sender: Any) -> None:  # noqa: N802
-        self.supervisor, self.settings = sender, msg.settings
+        self.supervisor, self.settings, self.stream = sender, msg.settings, msg.name
         self._route(msg.exchange, msg.protection, msg.positions)
         self.send(sender, StreamReady())
         self._status()
@@ -78,7 +78,7 @@ class StreamActor(BridgedActor):
     # -- health ------------------------------------------------------------------------------
 
     def receiveMsg_StreamHealth(self, msg: StreamHealth, sender: Any) -> None:  # noqa: N802
-        self.stream, self.reconnects = msg.stream, msg.reconnects
+        self.reconnects = msg.reconnects
         if msg.up:
             self.gap_s = msg.gap_s
             self._reconcile(f"stream {msg.stream} connected after a {msg.gap_s:.1f}s gap")

@@ -220,7 +220,7 @@ class BinanceEmulator(EmulatorBase):
         side = Side(p["side"].lower())
         cid = p.get("clientAlgoId") or f"emu-algo-{self._algo_seq + 1}"
         self._expire_stops()
-        if any(a.client_algo_id == cid for a in self.algo):
+        if any(a.client_algo_id == cid and a.status == "NEW" for a in self.algo):   # unique among open ones
             raise VenueError(-4116, "ClientOrderId is duplicated.")
         trigger = float(p["triggerPrice"])
         # The stop must close the position the engine holds: a SELL stop protects a long.

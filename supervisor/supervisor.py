@@ -231,8 +231,9 @@ class Supervisor(BridgedActor):
                                        tuple(self.snapshots.values()), stop_orders=self.capabilities.stop_orders,
                                        stream_grace_s=self.spec.stream.grace_s)
         if child.id == "stream":
+            assert self.capabilities is not None
             return ConfigureStream(self._address("exchange"), self._address("protection"), self._routes(),
-                                   self.spec.stream)
+                                   self.spec.stream, name=f"{self.capabilities.venue} private")
         if child.id == "exchange":
             return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
         if child.id == "api":
