@@ -22,8 +22,10 @@ from actors.messages import (
     FetchPositions,
     FetchPrice,
     FetchStopOrders,
+    FillStreamed,
     GetTrueState,
     OpenStream,
+    OrderStreamed,
     PlaceOrder,
     QueryOrder,
     SetStop,
@@ -35,7 +37,10 @@ from actors.stream_runner import StreamRunner
 from adapters import keys
 from adapters.base import VenueError, VenueTimeout
 from adapters.errors import Outcome
+from adapters.streams import StreamFill, StreamOrder
 from adapters.venue_settings import MissingKey
+
+OWNERS_KEPT = 10_000                     # recent orders whose stream news goes straight to their owner
 
 
 class ExchangeActor(BridgedActor):
@@ -46,6 +51,7 @@ class ExchangeActor(BridgedActor):
         self.service: ExchangeService | None = None
         self.runner: StreamRunner | None = None
         self.stream_subscriber: Any = None
+        self.order_owners: dict[str, Any] = {}   # client order id -> the PositionActor that placed it
 
     def receiveMsg_ConfigureExchange(self, msg: ConfigureExchange, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
@@ -75,6 +81,10 @@ class ExchangeActor(BridgedActor):
             self._fail(msg, sender, VenueFailure(Outcome.RETRY_LATER, "not_ready", "exchange not configured"))
             return
         reply_to = getattr(msg, "reply_to", None) or sender
+        if isinstance(msg, PlaceOrder):                  # whose order it is, for the stream's news of it
+            self.order_owners[msg.request.client_order_id] = reply_to
+            while len(self.order_owners) > OWNERS_KEPT:
+                self.order_owners.pop(next(iter(self.order_owners)))
         self.bridge.submit(self.service.handle(msg), lambda result: self._reply(msg, reply_to, result))
 
     receiveMsg_PlaceOrder = _request       # noqa: N815
@@ -99,13 +109,32 @@ class ExchangeActor(BridgedActor):
         bridge = self.bridge
 
         def deliver(items: list[Any]) -> None:          # on the loop: the actor's thread sends
-            bridge.post(lambda: self.send(self.stream_subscriber, StreamUpdates(tuple(items))))
+            bridge.post(lambda: self._streamed(items))
 
         def health(report: StreamHealth) -> None:
             bridge.post(lambda: self.send(self.stream_subscriber, report))
 
         self.runner = StreamRunner(adapter.stream, msg.settings, deliver, health)
         bridge.loop.call_soon_threadsafe(self.runner.start)
+
+    def _streamed(self, items: list[Any]) -> None:
+        """News of one of our own orders goes straight to the PositionActor that placed it (one
+        hop less on the entry path); everything else to the StreamActor, which fans it out."""
+        rest = []
+        for item in items:
+            owner = None
+            if isinstance(item, StreamOrder):
+                owner = self.order_owners.get(item.report.client_order_id)
+                msg: Any = OrderStreamed(item.report, item.closed_by)
+            elif isinstance(item, StreamFill):
+                owner = self.order_owners.get(item.client_order_id)
+                msg = FillStreamed(item.symbol, item.client_order_id)
+            if owner is not None:
+                self.send(owner, msg)
+            else:
+                rest.append(item)
+        if rest and self.stream_subscriber is not None:
+            self.send(self.stream_subscriber, StreamUpdates(tuple(rest)))
 
     def _reply(self, msg: Any, reply_to: Any, result: Any) -> None:
         if isinstance(result, BaseException):

@@ -62,8 +62,8 @@ class StreamActor(BridgedActor):
     def receiveMsg_ConfigureStream(self, msg: ConfigureStream, sender: Any) -> None:  # noqa: N802
         self.supervisor, self.settings, self.stream = sender, msg.settings, msg.name
         self._route(msg.exchange, msg.protection, msg.positions)
+        self._status()                                   # before Ready: status always shows the stream
         self.send(sender, StreamReady())
-        self._status()
 
     def receiveMsg_StreamRoutes(self, msg: StreamRoutes, sender: Any) -> None:  # noqa: N802
         self._route(msg.exchange, msg.protection, msg.positions)

@@ -1,17 +1,19 @@
-"""A position opened by hand (outside posguard) on a venue with a lagging REST view: seconds
-until it has a stop, posguard's protection scan vs the seed's periodic sync, same venue setup.
+"""A position opened by hand (outside posguard) while the venue's REST position view lags: seconds
+until it has a stop, with REST scans alone vs with the private stream, on both venues through
+real ccxt against the project's emulators (the incident's 24 s lag; scans every 5 s).
 
-Both can only see it through position reads, so both wait out the lag; the figure shows the
-scan adds no more than its interval and never a second stop.
+REST alone can only see it once the lagging view shows it: lag + up to one scan. The stream
+pushes the position as the matching engine opens it.
 
-    python bench/orphan.py [--lag 24] [--scan 5]
+    python bench/orphan.py [--lag 24] [--scan 5] [--venues bybit,binance]
+Last line: `orphan_protected_seconds rest=<x> streams=<y>` (the slower venue of each).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
+import os
 import sys
 import tempfile
 import time
@@ -23,79 +25,81 @@ from loguru import logger  # noqa: E402
 
 from actors.messages import (  # noqa: E402
     DeploymentReady,
-    GetTrueState,
-    PositionSnapshot,
     ProtectionSettings,
     StartDeployment,
+    StatusRequest,
     StopDeployment,
-    WaitForState,
 )
 from adapters.base import OrderRequest, Side  # noqa: E402
+from adapters.binance import BinanceAdapter  # noqa: E402
+from adapters.binance_emulator import BinanceEmulator  # noqa: E402
+from adapters.bybit import BybitAdapter  # noqa: E402
+from adapters.bybit_emulator import BybitEmulator  # noqa: E402
+from adapters.emulator_base import EmulatorConfig  # noqa: E402
 from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
+from adapters.simulated import SimVenueConfig  # noqa: E402
 from supervisor.supervisor import Supervisor  # noqa: E402
-from supervisor.system import start_system  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from supervisor.system import forget_system, start_system  # noqa: E402
+from tests.emulator import KEY, KEY_ENV, SECRET, SECRET_ENV, EmulatorThread  # noqa: E402
 
 SYMBOL = "ETHUSDT"
+DIALECTS = {"bybit": (BybitEmulator, BybitAdapter), "binance": (BinanceEmulator, BinanceAdapter)}
 
 
-class VenueWithHandOpenedPosition(SimulatedAdapter):
-    async def start(self) -> None:
-        await self.create_order(OrderRequest(SYMBOL, Side.BUY, 1.0, "by-hand"))
-
-
-def config(lag: float) -> SimVenueConfig:
-    return SimVenueConfig(engine=EngineConfig(prices={SYMBOL: 3000.0}, position_lag_s=lag, volatility=0.0),
-                          latency_s=0.05)
-
-
-def posguard(lag: float, scan: float) -> tuple[float, int]:
-    asys = start_system(free_port())
+def protected_after(venue: str, lag: float, scan: float, streams: bool) -> float:
+    """Seconds from the hand-opened position to its stop, as the venue's truth shows it."""
+    emulator, adapter = DIALECTS[venue]
+    config = EmulatorConfig(venue=SimVenueConfig(engine=EngineConfig(prices={SYMBOL: 3000.0, "BTCUSDT": 60_000.0},
+                                                                     position_lag_s=lag, volatility=0.0),
+                                                 latency_s=0.05, orders_per_second=100))
+    asys = start_system()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        with EmulatorThread(config, emulator) as emu, tempfile.TemporaryDirectory() as tmp:
             sup = asys.createActor(Supervisor)
-            start = StartDeployment((SYMBOL,), f"{tmp}/j.sqlite",
-                                    functools.partial(VenueWithHandOpenedPosition, config(lag)),
+            factory = functools.partial(adapter, emu.settings(streams=streams))
+            start = StartDeployment((SYMBOL,), f"{tmp}/j.sqlite", factory,
                                     protection=ProtectionSettings(scan_s=scan, grace_s=lag + 1))
-            assert isinstance(asys.ask(sup, start, 20), DeploymentReady)
-            snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED",)), lag + 10 * scan)
-            assert isinstance(snap, PositionSnapshot), snap
-            truth = asys.ask(sup, GetTrueState(), 5).state
-            asys.ask(sup, StopDeployment(), 10)
+            assert isinstance(asys.ask(sup, start, 30), DeploymentReady)
+            deadline = time.monotonic() + 30
+            while streams and time.monotonic() < deadline:       # each check a round trip
+                report = asys.ask(sup, StatusRequest(), 5)
+                if report.streams and report.streams[0].state == "up":
+                    break
+            opened = time.monotonic()
+            emu.on_loop(lambda: emu.emulator.engine.create_order(OrderRequest(SYMBOL, Side.BUY, 0.5, "by-hand"),
+                                                                 True))
+            took = float("nan")
+            while time.monotonic() - opened < lag + 3 * scan + 10:
+                position = emu.truth().open_positions().get(SYMBOL)
+                if position is not None and position.stop_price is not None:
+                    took = time.monotonic() - opened
+                    break
+                time.sleep(0.005)                                # polling the venue's truth, not synchronising
+            asys.ask(sup, StopDeployment(), 15)
     finally:
         asys.shutdown()
-    return truth.max_naked_seconds(SYMBOL), truth.call_count("set_stop")
-
-
-async def seed_sync(lag: float, scan: float) -> tuple[float, int]:
-    venue = VenueWithHandOpenedPosition(config(lag))
-    await venue.start()
-    while True:
-        for p in await venue.fetch_positions():
-            if p.stop_price is None:
-                await venue.set_stop(p.symbol, p.entry_price * 0.98)
-        truth = await venue.true_state()
-        if truth.open_positions()[SYMBOL].stop_price is not None:
-            return truth.max_naked_seconds(SYMBOL), truth.call_count("set_stop")
-        await asyncio.sleep(scan)
+        forget_system()
+    return took
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lag", type=float, default=24.0)
     parser.add_argument("--scan", type=float, default=5.0)
+    parser.add_argument("--venues", default="bybit,binance")
     args = parser.parse_args()
     logger.remove()
-    t = time.monotonic()
-    ours, our_stops = posguard(args.lag, args.scan)
-    seed, seed_stops = asyncio.run(seed_sync(args.lag, args.scan))
-    print(f"hand-opened position, REST lag {args.lag:g} s, scan/sync every {args.scan:g} s"
-          f" ({time.monotonic() - t:.0f} s of benchmark)")
-    print(f"seed periodic sync : naked {seed:.2f} s, stops set {seed_stops}")
-    print(f"posguard protection: naked {ours:.2f} s, stops set {our_stops}"
-          f" (lag + at most one scan: <= {args.lag + args.scan + 1:.1f} s)")
-    print(f"orphan_naked_seconds seed={seed:.2f} posguard={ours:.2f}")
+    os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET       # the emulators' test keys
+    venues = [v.strip() for v in args.venues.split(",") if v.strip()]
+    rows = {v: (protected_after(v, args.lag, args.scan, streams=True),
+                protected_after(v, args.lag, args.scan, streams=False)) for v in venues}
+    print(f"position opened by hand, REST lag {args.lag:g} s, REST scan every {args.scan:g} s (through ccxt)")
+    print(f"{'venue':<10}{'streams s':>12}{'REST only s':>14}")
+    for venue, (streams, rest) in rows.items():
+        print(f"{venue:<10}{streams:>12.3f}{rest:>14.2f}")
+    worst_streams = max(s for s, _ in rows.values())
+    worst_rest = max(r for _, r in rows.values())
+    print(f"orphan_protected_seconds rest={worst_rest:.2f} streams={worst_streams:.3f}")
 
 
 if __name__ == "__main__":

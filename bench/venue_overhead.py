@@ -7,9 +7,11 @@ command, journal write included):
   stop travels with the entry, so that is the entry's acknowledgement: one venue round trip.
   Goal: guarded / bare <= 1.1.
 - confirmed: until the state is PROTECTED. Bybit v5 acknowledges an order with ids only, so
-  the fill (and the stop it carries) is learnt by a second call, the query by orderLinkId:
-  two round trips by construction.
+  over REST alone the fill (and the stop it carries) is learnt by a second call, the query by
+  orderLinkId: two round trips by construction. With the private stream the order's own update
+  (filled, stop attached) confirms it: one round trip (goal <= 1.1).
 The separate-stop venue (Binance-like: entry, then the stop) needs two round trips for either.
+posguard's own part of the entry path (journal write and actor hops) is guarded - bare, in ms.
 
     python bench/venue_overhead.py                 # 50 ms venue round trip, 15 opens per mode
     python bench/venue_overhead.py --latency 0.1 --opens 10
@@ -37,6 +39,7 @@ from actors.messages import (  # noqa: E402
     OpenPosition,
     PositionSettings,
     StartDeployment,
+    StatusRequest,
     StopDeployment,
     WaitForState,
 )
@@ -71,22 +74,26 @@ async def bare_round_trips(emu: EmulatorThread, samples: int) -> list[float]:
         await adapter.close()
 
 
-def posguard_opens(emu: EmulatorThread, opens: int, attached: bool) -> tuple[list[float], list[float]]:
+def posguard_opens(emu: EmulatorThread, opens: int, attached: bool, streams: bool) -> tuple[list[float], list[float]]:
     from supervisor.supervisor import Supervisor
-    from supervisor.system import start_system
-    from tests.conftest import free_port
+    from supervisor.system import forget_system, start_system
 
     settings = PositionSettings(poll_s=0.02, retry_s=0.05)
-    asys = start_system(free_port())
+    asys = start_system()
     guarded, confirmed = [], []
     try:
         sup = asys.createActor(Supervisor)
         with tempfile.TemporaryDirectory() as tmp:
-            factory = functools.partial(BybitAdapter, emu.settings(attached_stop=attached))
+            factory = functools.partial(BybitAdapter, emu.settings(attached_stop=attached, streams=streams))
             ready = asys.ask(sup, StartDeployment((SYMBOL,), f"{tmp}/journal.sqlite", factory, settings,
                                                   protection=None), 30)
             assert isinstance(ready, DeploymentReady), ready
             asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 10)
+            deadline = time.monotonic() + 30
+            while streams and time.monotonic() < deadline:    # the stream up and reconciled first
+                report = asys.ask(sup, StatusRequest(), 5)
+                if report.streams and report.streams[0].state == "up":
+                    break
             for _ in range(opens):
                 asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, QTY, PRICE * 0.9), 5)
                 snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED", "STUCK")), 30)
@@ -98,6 +105,7 @@ def posguard_opens(emu: EmulatorThread, opens: int, attached: bool) -> tuple[lis
             asys.ask(sup, StopDeployment(), 15)
     finally:
         asys.shutdown()
+        forget_system()
     return guarded, confirmed
 
 
@@ -114,17 +122,21 @@ def main() -> None:
     ms = 1000.0
     with EmulatorThread(config) as emu:
         bare = asyncio.run(bare_round_trips(emu, 30))
-        attached = posguard_opens(emu, args.opens, attached=True)
-        separate = posguard_opens(emu, args.opens, attached=False)
+        modes = {"attached, REST": posguard_opens(emu, args.opens, attached=True, streams=False),
+                 "attached, stream": posguard_opens(emu, args.opens, attached=True, streams=True),
+                 "separate, REST": posguard_opens(emu, args.opens, attached=False, streams=False)}
         bare += asyncio.run(bare_round_trips(emu, 30))              # before and after: drift shows
     base = statistics.median(bare)
     print(f"venue round trip {args.latency * ms:.0f} ms; bare ccxt create_order median {base * ms:.1f} ms"
           f" (p90 {statistics.quantiles(bare, n=10)[-1] * ms:.1f} ms, n={len(bare)})")
-    print(f"{'mode':<16}{'guarded ms':>12}{'ratio':>8}{'confirmed ms':>14}{'ratio':>8}")
-    for name, (guarded, confirmed) in (("attached-stop", attached), ("separate-stop", separate)):
+    print(f"{'mode':<18}{'guarded ms':>12}{'ratio':>8}{'own ms':>8}{'confirmed ms':>14}{'round trips':>13}")
+    for name, (guarded, confirmed) in modes.items():
         g, c = statistics.median(guarded), statistics.median(confirmed)
-        print(f"{name:<16}{g * ms:>12.1f}{g / base:>8.2f}{c * ms:>14.1f}{c / base:>8.2f}")
-    g = statistics.median(attached[0])
+        print(f"{name:<18}{g * ms:>12.1f}{g / base:>8.2f}{(g - base) * ms:>8.1f}{c * ms:>14.1f}{c / base:>13.2f}")
+    g = statistics.median(modes["attached, REST"][0])
+    rest_rt = statistics.median(modes["attached, REST"][1]) / base
+    stream_rt = statistics.median(modes["attached, stream"][1]) / base
+    print(f"confirmed_round_trips rest={rest_rt:.2f} streams={stream_rt:.2f} (goal streams <= 1.1)")
     print(f"venue_overhead guarded/bare={g / base:.3f} (goal <= 1.1)")
 
 
