@@ -11,18 +11,21 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from loguru import logger
 
+from adapters.bounds import Text
 from adapters.venue_settings import MIN_SECRET_LEN
+
+Level = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
-    file: str | None = None          # None: no log file
-    level: str = "INFO"              # for the file
-    stderr_level: str = "WARNING"    # for the terminal (keeps the live status readable)
+    file: Text | None = None         # None: no log file
+    level: Level = "INFO"            # for the file
+    stderr_level: Level = "WARNING"  # for the terminal (keeps the live status readable)
     json: bool = False               # JSON lines instead of human lines
 
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from adapters.base import (
     Capabilities,
@@ -20,6 +20,7 @@ from adapters.base import (
     StopOrderReport,
     TrueState,
 )
+from adapters.bounds import Count, Fraction, Internal, Percent, Price, Quantity, Seconds
 from adapters.errors import Outcome
 
 
@@ -46,18 +47,19 @@ def _ts_field():
 class PositionSettings:
     """Timing of a PositionActor; tests scale these down, production uses the defaults."""
 
-    naked_deadline_s: float = 10.0       # protection not confirmed this long after the fill → flatten
+    naked_deadline_s: Seconds[0.01, 300.0] = 10.0       # protection not confirmed this long after the fill → flatten
     # An order not found this long after it left for the venue never arrived: it must exceed the
     # venue's recv window (Bybit: 5 s), with a margin for clocks and transport.
-    entry_unknown_window_s: float = 7.0
-    poll_s: float = 0.2                  # re-query interval for orders whose final state is unknown
-    retry_s: float = 0.25                # first back-off for retry-later outcomes (doubles, capped)
-    retry_cap_s: float = 4.0
-    max_close_attempts: int = 5          # definite close rejections before the position is STUCK
-    max_entry_retries: int = 5           # retry-later replies to an entry before giving up
-    reply_timeout_s: float = 15.0        # a request unanswered this long was lost: ask again by id
-    journal_wait_s: float = 1.0          # a close waits no longer for its journal row: it goes anyway
-    failpoints: tuple[tuple[str, str], ...] = ()   # crash tests only: ("STATE:trigger", marker path)
+    entry_unknown_window_s: Seconds[0.01, 600.0] = 7.0
+    poll_s: Seconds[0.001, 60.0] = 0.2                  # re-query interval for orders whose final state is unknown
+    retry_s: Seconds[0.001, 60.0] = 0.25                # first back-off for retry-later outcomes (doubles, capped)
+    retry_cap_s: Seconds[0.001, 600.0] = 4.0
+    max_close_attempts: Count[1, 1000] = 5          # definite close rejections before the position is STUCK
+    max_entry_retries: Count[0, 100] = 5           # retry-later replies to an entry before giving up
+    reply_timeout_s: Seconds[0.1, 300.0] = 15.0        # a request unanswered this long was lost: ask again by id
+    reference_max_age_s: Seconds[1.0, 3600.0] = 60.0   # a price older than this is fetched again for limits
+    journal_wait_s: Seconds[0.01, 30.0] = 1.0          # a close waits no longer for its journal row: it goes anyway
+    failpoints: Internal[tuple[tuple[str, str], ...]] = ()   # crash tests only: ("STATE:trigger", marker)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +67,13 @@ class SupervisionSettings:
     """At most `max_restarts` within `within_s` seconds, else safe mode; back-off between restarts
     of one child doubles from `backoff_s` to `backoff_cap_s`, with +-`jitter` spread."""
 
-    max_restarts: int = 5
-    within_s: float = 60.0
-    backoff_s: float = 0.05
-    backoff_cap_s: float = 5.0
-    jitter: float = 0.2
-    heartbeat_s: float = 1.0             # how often children are asked whether they are alive
-    heartbeat_timeout_s: float = 5.0     # unanswered this long: hung, killed and replaced
+    max_restarts: Count[1, 1000] = 5
+    within_s: Seconds[1.0, 86_400.0] = 60.0
+    backoff_s: Seconds[0.001, 60.0] = 0.05
+    backoff_cap_s: Seconds[0.001, 3600.0] = 5.0
+    jitter: Fraction = 0.2
+    heartbeat_s: Seconds[0.01, 60.0] = 1.0             # how often children are asked whether they are alive
+    heartbeat_timeout_s: Seconds[0.05, 600.0] = 5.0     # unanswered this long: hung, killed and replaced
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +81,20 @@ class ProtectionSettings:
     """The protection scan: how often, how long to leave a recently changed symbol alone (at least
     the venue's REST lag), and what to do with a position nothing of ours opened."""
 
-    scan_s: float = 5.0
-    grace_s: float = 30.0
-    foreign_policy: str = "protect"      # protect | close | alert
-    foreign_stop_pct: float = 2.0        # protect: stop this far from the position's entry price
+    scan_s: Seconds[0.01, 3600.0] = 5.0
+    grace_s: Seconds[0.0, 3600.0] = 30.0
+    foreign_policy: Literal["protect", "close", "alert"] = "protect"      # protect | close | alert
+    foreign_stop_pct: Percent[50.0] = 2.0        # protect: stop this far from the position's entry price
+
+
+@dataclass(frozen=True, slots=True)
+class RiskLimits:
+    """What one entry may be, checked before anything is journaled or sent (a reduce-only close
+    is never refused by a limit). Notional and stop distance are measured at the reference price."""
+
+    max_qty: Quantity | None = None                  # None: bounded by max_notional alone
+    max_notional: Price = 1000.0                     # USDT
+    max_stop_distance_pct: Percent[50.0] = 10.0      # how far from the price a stop may be
 
 
 # -- commands to a PositionActor -----------------------------------------------------------
@@ -98,6 +110,7 @@ class OpenPosition:
     stop_price: float
     command_id: str = _id_field()
     ts: float = _ts_field()
+    reference_price: float | None = None  # the price the caller placed the stop from, if it fetched one
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +134,7 @@ class AdoptPosition:
     reason: str = "foreign position"
     command_id: str = _id_field()
     ts: float = _ts_field()
+    reference_price: float | None = None  # the venue's mark price when it was found
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,6 +606,7 @@ class ConfigurePosition:
     settings: PositionSettings = field(default_factory=PositionSettings)
     observer: Any = None                 # ActorAddress told of every snapshot (the supervisor)
     safe_mode: str | None = None         # the reason, while new entries are refused
+    risk: RiskLimits | None = None       # None: no limits (tests that drive actors directly)
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +638,7 @@ class StartDeployment:
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: no scan
     metrics_port: int | None = None      # Prometheus endpoint on 127.0.0.1; None: off
     control: ControlPlane | None = None  # lock and operator API (None: tests that drive actors directly)
+    risk: tuple[tuple[str, RiskLimits], ...] | None = None   # per symbol ("*": any other); None: none
     stream: StreamSettings = field(default_factory=lambda: StreamSettings())   # where the venue has streams
 
 
@@ -840,10 +856,10 @@ class StreamSettings:
     """How the stream is kept: reconnect back-off (doubling, capped, with jitter), and how long
     a symbol must have been left alone before stream evidence alone may adopt it."""
 
-    backoff_s: float = 0.5
-    backoff_cap_s: float = 30.0
-    jitter: float = 0.2
-    grace_s: float = 1.0
+    backoff_s: Seconds[0.001, 60.0] = 0.5
+    backoff_cap_s: Seconds[0.001, 3600.0] = 30.0
+    jitter: Fraction = 0.2
+    grace_s: Seconds[0.0, 60.0] = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from actors.messages import (
     PositionReady,
     PositionSnapshot,
     PositionTimer,
+    PriceFetched,
     Reprotect,
     SafeModeChanged,
     StopSet,
@@ -45,6 +46,7 @@ from actors.position_core import PositionCore
 from actors.position_states import State
 
 RETRY_LOAD = "retry-journal-load"
+REFERENCE = "reference-price"
 FAILPOINT = "failpoint"
 
 
@@ -92,13 +94,14 @@ class PositionActor(BridgedActor):
         self.ports: _ActorPorts | None = None
         self._ready_sent = False
         self._loaded = False
+        self.awaiting_price: list[tuple[OpenPosition, Any]] = []   # opens waiting for a reference price
 
     def receiveMsg_ConfigurePosition(self, msg: ConfigurePosition, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
         if self.core is None:
             self.ports = ports = _ActorPorts(self, msg)
             self.core = PositionCore(msg.symbol, msg.capabilities, msg.settings, ports)
-            self.core.safe_mode = msg.safe_mode
+            self.core.safe_mode, self.core.risk = msg.safe_mode, msg.risk
             ports.publish(self.core.snapshot())
             # Rebuild from the journal first (entries are refused until then); this also opens the
             # connection to the journal now rather than on the first order's clock.
@@ -118,6 +121,13 @@ class PositionActor(BridgedActor):
             self.core.safe_mode = msg.reason or "on" if msg.on else None
 
     def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
+        if self.core is not None and self.core.needs_reference(msg):
+            # The limits need a price we have not seen lately: one read first (the common paths --
+            # a stop given in percent, a fresh fill or warm-up -- never wait here).
+            self.awaiting_price.append((msg, sender))
+            if len(self.awaiting_price) == 1:
+                self.send(self._ports().exchange, FetchPrice(msg.symbol, request_id=REFERENCE))
+            return
         self.send(sender, self.core.open(msg) if self.core else self._not_ready(msg.command_id, msg.symbol))
 
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
@@ -170,8 +180,15 @@ class PositionActor(BridgedActor):
         if msg.tag == FAILPOINT:
             kill_self()
 
-    def receiveMsg_PriceFetched(self, msg: Any, sender: Any) -> None:  # noqa: N802
-        pass                                             # the warm-up's answer
+    def receiveMsg_PriceFetched(self, msg: PriceFetched, sender: Any) -> None:  # noqa: N802
+        """The warm-up's answer, or the reference price opens were waiting for."""
+        if self.core is None:
+            return
+        self.core.note_price(msg.price)
+        if msg.request_id == REFERENCE:
+            waiting, self.awaiting_price = self.awaiting_price, []
+            for cmd, asker in waiting:
+                self.send(asker, self.core.open(cmd))    # without a price, it says so itself
 
     def _core(self) -> PositionCore:
         if self.core is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import uuid
 from typing import Protocol
 
@@ -47,6 +48,7 @@ from actors.messages import (
     PositionTimer,
     QueryOrder,
     Reprotect,
+    RiskLimits,
     SetStop,
     StopSet,
     VenueFailure,
@@ -108,6 +110,8 @@ class PositionCore:
         self.last_event = "started"
         self.venue_stop: float | None = None             # the last stop the venue confirmed (events only)
         self.safe_mode: str | None = None                # why new entries are refused (None: accepted)
+        self.risk: RiskLimits | None = None              # None: no limits (tests driving the core)
+        self.reference: tuple[float, float] | None = None   # (price, monotonic time seen)
         self.log = logger.bind(symbol=symbol)
         self._new_episode()
 
@@ -237,10 +241,54 @@ class PositionCore:
             return f"safe mode ({self.safe_mode}): new entries are refused"
         if self.state is not State.IDLE:
             return f"{self.symbol} is {self.state}; only an IDLE symbol accepts an entry"
-        if not (cmd.qty > 0):
-            return f"qty must be positive, got {cmd.qty}"
-        if not (cmd.stop_price > 0):
-            return f"stop price must be positive, got {cmd.stop_price}"
+        if not (math.isfinite(cmd.qty) and cmd.qty > 0):
+            return f"qty must be a positive number, got {cmd.qty}"
+        if not (math.isfinite(cmd.stop_price) and cmd.stop_price > 0):
+            return f"stop price must be a positive number, got {cmd.stop_price}"
+        return self._deny_risk(cmd.side, cmd.qty, cmd.stop_price, cmd.reference_price)
+
+    # -- risk limits ---------------------------------------------------------------------
+
+    def note_price(self, price: float | None) -> None:
+        """A price of this symbol just seen (a fetch, a fill): the reference risk checks use."""
+        if price is not None and math.isfinite(price) and price > 0:
+            self.reference = (price, self.ports.monotonic())
+
+    def needs_reference(self, cmd: OpenPosition) -> bool:
+        """True when the limits need a price that we have not seen recently enough."""
+        return (self.risk is not None and cmd.reference_price is None
+                and (self.reference is None
+                     or self.ports.monotonic() - self.reference[1] > self.settings.reference_max_age_s))
+
+    def _reference(self, given: float | None) -> float | None:
+        if given is not None and math.isfinite(given) and given > 0:
+            return given
+        fresh = self.reference is not None and \
+            self.ports.monotonic() - self.reference[1] <= self.settings.reference_max_age_s
+        return self.reference[0] if fresh and self.reference is not None else None
+
+    def _deny_risk(self, side: Side, qty: float, stop: float, given: float | None, entry: bool = True) -> str | None:
+        """The limits, before anything is journaled or sent. Each refusal says what was wrong
+        and what would be accepted."""
+        limits = self.risk
+        if limits is None:
+            return None
+        if entry and limits.max_qty is not None and qty > limits.max_qty:
+            return f"qty {qty:g} is above max_qty {limits.max_qty:g} for {self.symbol} (risk limits)"
+        price = self._reference(given)
+        if price is None:
+            return f"no recent price for {self.symbol}: the stop and the notional cannot be checked; try again"
+        if entry and qty * price > limits.max_notional:
+            return (f"notional {qty * price:,.2f} USDT ({qty:g} at {price:g}) is above max_notional"
+                    f" {limits.max_notional:,.2f} USDT for {self.symbol} (risk limits)")
+        if side is Side.BUY and stop >= price:
+            return f"a buy's stop must be below the price {price:g}; {stop:g} is not (it would close at once)"
+        if side is Side.SELL and stop <= price:
+            return f"a sell's stop must be above the price {price:g}; {stop:g} is not (it would close at once)"
+        distance = abs(price - stop) / price * 100
+        if distance > limits.max_stop_distance_pct:
+            return (f"stop {stop:g} is {distance:.1f}% from the price {price:g}; at most"
+                    f" {limits.max_stop_distance_pct:g}% is accepted (risk limits)")
         return None
 
     def adopt(self, cmd: AdoptPosition) -> CommandAccepted | CommandDenied:
@@ -249,6 +297,10 @@ class PositionCore:
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; only IDLE adopts")
         if not cmd.qty > 0 or (cmd.stop_price is not None and not cmd.stop_price > 0):
             return CommandDenied(cmd.command_id, cmd.symbol, "qty and stop must be positive")
+        if cmd.stop_price is not None:
+            denial = self._deny_risk(cmd.side, cmd.qty, cmd.stop_price, cmd.reference_price, entry=False)
+            if denial:
+                return CommandDenied(cmd.command_id, cmd.symbol, f"adoption refused: {denial}")
         self._new_episode()
         self.opened_at = self.ports.monotonic()
         self.intent_id = new_id()
@@ -531,6 +583,7 @@ class PositionCore:
                 and self.ports.monotonic() - sent_at >= self.settings.entry_unknown_window_s)
 
     def _on_entry_report(self, report: OrderReport) -> None:
+        self.note_price(report.avg_price)
         if report.fill_known:
             self.filled_qty = max(self.filled_qty, report.filled_qty)
             self.avg_price = report.avg_price or self.avg_price

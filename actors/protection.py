@@ -93,14 +93,22 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
     return out
 
 
-def adoption_stop(p: PositionReport, stop_pct: float) -> float:
+def adoption_stop(p: PositionReport, stop_pct: float) -> float | None:
     """The stop an adopted position keeps: its own if it has one (a stop position or a stop
     order we count as one) -- taking it over must never loosen or stack protection -- else one
-    `stop_pct` from its entry."""
+    `stop_pct` from its entry; from the venue's mark price when the entry is unknown or the
+    price has already moved past that stop; never from nothing (None: no price to place it by)."""
     if p.stop_price is not None:
         return p.stop_price
     distance = stop_pct / 100
-    return round(p.entry_price * (1 - distance if p.side is Side.BUY else 1 + distance), 8)
+    for reference in (p.entry_price, p.mark_price):
+        if not reference or reference <= 0:
+            continue
+        stop = round(reference * (1 - distance if p.side is Side.BUY else 1 + distance), 8)
+        through = p.mark_price is not None and (stop >= p.mark_price if p.side is Side.BUY else stop <= p.mark_price)
+        if not through:
+            return stop
+    return None
 
 
 class ProtectionActor(BridgedActor):
@@ -186,8 +194,14 @@ class ProtectionActor(BridgedActor):
             return
         if foreign and policy == "protect" and f.position is not None:
             p = f.position                               # protecting closes nothing: one read is enough
-            self._ask(AdoptPosition(f.symbol, p.side, p.qty, adoption_stop(p, self.settings.foreign_stop_pct),
-                                    reason=f"foreign position ({f.detail})"))
+            stop = adoption_stop(p, self.settings.foreign_stop_pct)
+            if stop is None:
+                if reads == 1:
+                    logger.critical("ALERT protection: {} {} has neither an entry nor a mark price: no stop can be"
+                                    " placed by it; a human must act", f.symbol, f.detail)
+                return
+            self._ask(AdoptPosition(f.symbol, p.side, p.qty, stop, reason=f"foreign position ({f.detail})",
+                                    reference_price=p.mark_price))
         elif reads < 2:
             logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
         elif foreign and f.position is not None:       # policy close: two agreeing reads

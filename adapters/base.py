@@ -83,8 +83,9 @@ class PositionReport:
     symbol: str
     side: Side
     qty: float
-    entry_price: float
+    entry_price: float | None           # None: the venue did not say (never taken as 0)
     stop_price: float | None
+    mark_price: float | None = None     # the venue's mark (or last) price when it said this
 
 
 @dataclass(frozen=True, slots=True)

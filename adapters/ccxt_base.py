@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -36,7 +37,7 @@ from adapters.venue_settings import MIN_SECRET_LEN, CcxtVenueSettings, unified_s
 T = TypeVar("T")
 
 # Local denials (never sent): classified REJECTED by every dialect's table.
-MIN_QTY, MIN_NOTIONAL, UNKNOWN_SYMBOL = "min_qty", "min_notional", "unknown_symbol"
+MIN_QTY, MIN_NOTIONAL, UNKNOWN_SYMBOL, MALFORMED = "min_qty", "min_notional", "unknown_symbol", "malformed"
 
 _STATUS = {"open": OrderStatus.NEW, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
            "cancelled": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED, "expired": OrderStatus.CANCELLED}
@@ -57,6 +58,23 @@ def _json_in(text: str) -> dict[str, Any] | None:
             except json.JSONDecodeError:
                 start = text.find("{", start + 1)
     return None
+
+
+def _number(value: Any, default: float | None, name: str, symbol: str) -> float | None:
+    """A numeric field: missing -> `default`; present but not a finite number -> malformed."""
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise VenueError(MALFORMED, f"{symbol}: {name} is not a number ({str(value)[:40]!r})")
+    return number
+
+
+def _fields(row: dict[str, Any]) -> str:
+    return "fields: " + ", ".join(sorted(k for k in row if k != "info"))[:200]
 
 
 def _rebase(url: Any, base: str) -> Any:
@@ -213,27 +231,38 @@ class CcxtAdapter(VenueAdapter):
     # -- normalised reports -------------------------------------------------------------
 
     def _report(self, symbol: str, order: dict[str, Any], client_order_id: str) -> OrderReport:
-        status = _STATUS.get(order.get("status") or "open", OrderStatus.NEW)
-        filled = float(order.get("filled") or 0.0)
+        """An order as the venue tells it. A field we rely on missing is never defaulted: the
+        reply is "malformed", an unknown outcome its caller resolves by client id."""
+        status = _STATUS.get(str(order.get("status")))
+        side = order.get("side")
+        if status is None or side not in ("buy", "sell"):
+            raise VenueError(MALFORMED, f"{symbol}: order reply without a {'status' if status is None else 'side'}"
+                                        f" ({_fields(order)})")
+        filled = _number(order.get("filled"), 0.0, "filled", symbol)
         if status is OrderStatus.NEW and filled > 0:
             status = OrderStatus.PARTIALLY_FILLED
         return OrderReport(
             symbol=symbol, client_order_id=order.get("clientOrderId") or client_order_id,
-            venue_order_id=str(order.get("id") or ""), side=Side(order.get("side") or "buy"),
-            qty=float(order.get("amount") or 0.0), status=status, filled_qty=filled,
-            avg_price=float(order["average"]) if order.get("average") else None,
+            venue_order_id=str(order.get("id") or ""), side=Side(side),
+            qty=_number(order.get("amount"), 0.0, "amount", symbol), status=status, filled_qty=filled,
+            avg_price=_number(order.get("average"), None, "average", symbol) or None,
             reduce_only=bool(order.get("reduceOnly")),
-            stop_price=float(order["stopLossPrice"]) if order.get("stopLossPrice") else None)
+            stop_price=_number(order.get("stopLossPrice"), None, "stopLossPrice", symbol) or None)
 
     def _position(self, p: dict[str, Any]) -> PositionReport | None:
-        qty = abs(float(p.get("contracts") or 0.0))
+        """A position as the venue's view shows it (None: flat). Without a side it cannot be
+        judged: the whole observation is refused ("malformed"), never guessed."""
+        market_id = (p.get("info") or {}).get("symbol") or self.ex.market(p["symbol"])["id"]
+        qty = abs(_number(p.get("contracts"), 0.0, "contracts", market_id))
         if qty == 0:
             return None
-        market_id = (p.get("info") or {}).get("symbol") or self.ex.market(p["symbol"])["id"]
+        if p.get("side") not in ("long", "short"):
+            raise VenueError(MALFORMED, f"{market_id}: position without a side ({_fields(p)})")
         return PositionReport(
-            symbol=market_id, side=Side.BUY if p.get("side") == "long" else Side.SELL, qty=qty,
-            entry_price=float(p.get("entryPrice") or 0.0),
-            stop_price=float(p["stopLossPrice"]) if p.get("stopLossPrice") else None)
+            symbol=market_id, side=Side.BUY if p["side"] == "long" else Side.SELL, qty=qty,
+            entry_price=_number(p.get("entryPrice"), None, "entryPrice", market_id) or None,
+            stop_price=_number(p.get("stopLossPrice"), None, "stopLossPrice", market_id) or None,
+            mark_price=_number(p.get("markPrice"), None, "markPrice", market_id) or None)
 
     def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
         """(by a stop trigger, by the liquidation engine) for one closed order of the history."""

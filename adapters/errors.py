@@ -65,6 +65,9 @@ LOCAL_RULES: tuple[ErrorRule, ...] = (
     ErrorRule("min_notional", Outcome.REJECTED),
     ErrorRule("unknown_symbol", Outcome.REJECTED),
     ErrorRule("auth", Outcome.AUTH),             # ccxt refused the credentials without a venue code
+    # A reply missing a field we rely on: for an order we sent, its outcome is unknown (asked by
+    # client id, never assumed); for a read, the observation is refused.
+    ErrorRule("malformed", Outcome.UNKNOWN),
 )
 
 # Binance USDⓈ-M (fapi). Codes are negative; HTTP 503 "Unknown error, please check your request

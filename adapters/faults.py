@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Literal
+
+from adapters.bounds import Count, Seconds, Text
 
 
 class FaultKind(StrEnum):
@@ -18,15 +21,15 @@ class FaultKind(StrEnum):
 class Fault:
     """Affects `times` calls of `op` (after letting `skip` matching calls through)."""
 
-    op: str                          # create_order | set_stop | fetch_order | fetch_positions | *
+    op: Literal["create_order", "set_stop", "fetch_order", "fetch_positions", "*"]
     kind: FaultKind
-    times: int = 1
-    skip: int = 0
-    symbol: str | None = None
+    times: Count[1, 1_000_000] = 1
+    skip: Count[0, 1_000_000] = 0
+    symbol: Text | None = None
     reduce_only: bool | None = None  # create_order only: match entries (False) or closes (True)
-    code: int = 10016
-    message: str = "Server Timeout"
-    delay_s: float = 0.0
+    code: Count[-1_000_000_000, 1_000_000_000] = 10016
+    message: Text = "Server Timeout"
+    delay_s: Seconds[0.0, 600.0] = 0.0
 
     def matches(self, op: str, symbol: str | None, reduce_only: bool | None) -> bool:
         return ((self.op in ("*", op))

@@ -12,6 +12,7 @@ Stops are evaluated lazily: every call first advances the engine to `now`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import random
 import time
@@ -31,6 +32,7 @@ from adapters.base import (
     VenueError,
     closure_kind,
 )
+from adapters.bounds import Count, Number, Price, Seconds
 
 ZERO_POSITION = "can not set tp/sl/ts for zero position"
 EPS = 1e-12
@@ -40,11 +42,11 @@ EPS = 1e-12
 class EngineConfig:
     """How the simulated market behaves."""
 
-    seed: int = 1
-    prices: dict[str, float] = field(default_factory=lambda: {"BTCUSDT": 60_000.0})
-    position_lag_s: float = 0.0
-    tick_s: float = 0.05
-    volatility: float = 0.0002       # relative standard deviation of one tick's move
+    seed: Count[0, 2**31 - 1] = 1
+    prices: dict[str, Price] = field(default_factory=lambda: {"BTCUSDT": 60_000.0})
+    position_lag_s: Seconds[0.0, 3600.0] = 0.0
+    tick_s: Seconds[0.001, 60.0] = 0.05
+    volatility: Number[0.0, 0.5] = 0.0002    # relative standard deviation of one tick's move
 
 
 @dataclass(slots=True)
@@ -242,7 +244,7 @@ class SimEngine:
             while len(history) > 1 and history[1][0] <= horizon + EPS:
                 history.pop(0)
             if seen is not None:
-                out.append(seen)
+                out.append(dataclasses.replace(seen, mark_price=self.price(seen.symbol)))   # the price is live
         return out
 
     # -- truth -------------------------------------------------------------------------

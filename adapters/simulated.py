@@ -23,6 +23,7 @@ from adapters.base import (
     VenueError,
     VenueTimeout,
 )
+from adapters.bounds import Number, Seconds
 from adapters.faults import Fault, FaultKind, FaultPlan
 from adapters.sim_engine import EngineConfig, SimEngine
 from adapters.sim_stream import SimStream, StreamControl
@@ -36,11 +37,11 @@ class SimVenueConfig:
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     attached_stops: bool = True      # False plays a venue where the stop is a separate call
-    latency_s: float = 0.0           # one full round trip
-    orders_per_second: float = 10.0  # venue-side limit on order and stop calls; over it → 10006
-    reads_per_second: float = 50.0   # what clients should pace reads to (not enforced)
+    latency_s: Seconds[0.0, 10.0] = 0.0          # one full round trip
+    orders_per_second: Number[0.01, 1e6] = 10.0  # venue-side limit on order and stop calls; over it → 10006
+    reads_per_second: Number[0.01, 1e6] = 50.0   # what clients should pace reads to (not enforced)
     ack_only: bool = False           # create replies carry ids only, like Bybit v5
-    recv_window_s: float = 5.0       # a request arriving later than this after it was sent is refused
+    recv_window_s: Seconds[0.01, 600.0] = 5.0    # a request arriving later than this after it was sent is refused
     faults: tuple[Fault, ...] = ()
     streams: bool = False            # a private stream pushes the engine's changes (adapters/sim_stream.py)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CCXT_VENUES = ("bybit", "binanceusdm")
+from adapters.bounds import Count, Number, Seconds, Text
+
 MIN_SECRET_LEN = 6                   # shorter values are no keys; scrubbing them would mangle text
 
 _UNIFIED = re.compile(r"^([A-Z0-9]+)/([A-Z0-9]+):([A-Z0-9]+)$")
@@ -26,17 +27,17 @@ class CcxtVenueSettings:
     own process, so they never travel in a message, a config object or a journal row."""
 
     name: str                        # "bybit" | "binanceusdm"
-    key_env: str
-    secret_env: str
-    api_url: str | None = None       # overrides every REST base URL (emulators, proxies)
+    key_env: Text
+    secret_env: Text
+    api_url: Text | None = None       # overrides every REST base URL (emulators, proxies)
     testnet: bool = False
     demo: bool = False               # demo trading (Bybit demo, Binance demo)
     attached_stop: bool = True       # Bybit: stopLoss travels with the entry order
-    orders_per_second: float = 10.0  # the account's order limit (Bybit ~10/s per endpoint)
-    reads_per_second: float = 20.0
-    timeout_s: float = 10.0          # one HTTP request; past it the outcome is unknown
-    recv_window_ms: int = 5000
-    ws_url: str | None = None        # the private streams' base (ws:// or wss://); None: from api_url
+    orders_per_second: Number[0.01, 1000.0] = 10.0  # the account's order limit (Bybit ~10/s per endpoint)
+    reads_per_second: Number[0.01, 1000.0] = 20.0
+    timeout_s: Seconds[0.1, 60.0] = 10.0          # one HTTP request; past it the outcome is unknown
+    recv_window_ms: Count[100, 60_000] = 5000
+    ws_url: Text | None = None        # the private streams' base (ws:// or wss://); None: from api_url
     streams: bool = True             # follow the venue's private stream (adapters/ccxt_streams.py)
 
     def credentials(self) -> tuple[str, str]:

@@ -66,6 +66,8 @@ def config(tmp: Path, venue_port: int, admin_port: int) -> Path:
         refresh_s = 0.2
         [supervision]
         heartbeat_s = 0.5
+        [risk]
+        max_notional = 100000.0
         [journal]
         path = "journal.sqlite"
         [admin]

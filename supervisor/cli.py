@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"posguard: {exc}", file=sys.stderr)
         return exc.code
     except _config_error() as exc:
-        print(f"posguard: config error: {exc}", file=sys.stderr)
+        for problem in exc.problems:                     # one line per problem
+            print(f"posguard: config error: {problem}", file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -1,53 +1,129 @@
 """The deployment config (TOML): parsed once, checked fully, every problem named by its key.
 
+Checked by pydantic v2 schemas built from the settings dataclasses (supervisor/schema.py):
+each default and each bound lives once, beside its field. Then the rules between fields (a
+grace at least the venue's lag, ports that differ, ...). Every problem is one line naming its
+dotted key and what would be accepted; all of them are reported together.
+
 Relative paths are resolved against the config file's folder, so `posguard run` and
 `posguard status` agree on the journal and runtime files whatever the working directory.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
 import os
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, create_model
 
 from actors.logs import LogSettings
-from actors.messages import PositionSettings, ProtectionSettings, SupervisionSettings
+from actors.messages import (
+    PositionSettings,
+    ProtectionSettings,
+    RiskLimits,
+    StreamSettings,
+    SupervisionSettings,
+)
 from adapters.base import Side
-from adapters.faults import Fault, FaultKind
+from adapters.bounds import Count, Percent, Price, Quantity, Seconds, Text
+from adapters.faults import Fault
 from adapters.sim_engine import EngineConfig
-from adapters.sim_server import RemoteSimAdapter
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from adapters.venue_settings import CCXT_VENUES, CcxtVenueSettings, venue_symbol
+from adapters.simulated import SimVenueConfig
+from adapters.venue_settings import CcxtVenueSettings, venue_symbol
+from adapters.venues import VENUES, adapter_factory
 from supervisor.runtime import RuntimePaths
+from supervisor.schema import STRICT, build, model_of, strict
 
 DEFAULT_CONFIG = "conf/demo.toml"
-VENUES = ("simulated", *CCXT_VENUES)
 WINDOW_MARGIN_S = 1.0                # "never arrived" window beyond the venue's recv window
+MAX_SYMBOLS = 2000
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_HTTP_URL = re.compile(r"^https?://[^\s/]+(:\d+)?/?$")
+_WS_URL = re.compile(r"^wss?://[^\s/]+(:\d+)?/?$")
 
 
 class ConfigError(Exception):
-    """A user mistake in the config; the message names the key and the problem."""
+    """User mistakes in the config: one line per problem, each naming its key."""
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
+    def __init__(self, problems: list[str] | str, problem: str | None = None) -> None:
+        if isinstance(problems, str):                    # ConfigError(key, problem)
+            problems = [f"{problems}: {problem}" if problem is not None else problems]
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)
 class OpenSpec:
     """A position the run opens at start-up."""
 
-    symbol: str
-    side: Side
-    qty: float
-    stop: float | None = None        # absolute stop price, or
-    stop_pct: float | None = None    # distance from the current price, in percent
+    symbol: Text
+    side: Literal["buy", "sell"]
+    qty: Quantity
+    stop: Price | None = None                    # absolute stop price, or
+    stop_pct: Percent[50.0] | None = None        # distance from the current price, in percent
+
+
+# -- the sections that are not settings of an actor ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Deployment:
+    symbols: tuple[Text, ...] = ()
+    refresh_s: Seconds[0.05, 60.0] = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Journal:
+    path: Text = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Runtime:
+    dir: Text | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Port:
+    port: Count[0, 65535] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Venue:
+    name: Literal["simulated", "bybit", "binanceusdm"] = "simulated"
+
+
+def _merged(name: str, *models: type[BaseModel], **extra: Any) -> type[BaseModel]:
+    fields: dict[str, Any] = {}
+    for model in models:
+        for key, info in model.model_fields.items():
+            fields[key] = (info.annotation if not info.metadata else _annotated(info), info.default)
+    fields.update(extra)
+    return create_model(name, __config__=STRICT, **fields)
+
+
+def _annotated(info: Any) -> Any:
+    from typing import Annotated
+
+    return Annotated[(info.annotation, *info.metadata)]
+
+
+SIMULATED = _merged("SimulatedVenue", model_of(EngineConfig), model_of(SimVenueConfig, skip=("engine", "faults")),
+                    faults=(tuple[model_of(Fault), ...], ()), server=(strict(Text | None), None))
+CCXT = _merged("CcxtVenue", model_of(_Venue), model_of(CcxtVenueSettings, skip=("name",)))
+PROTECTION = _merged("Protection", model_of(ProtectionSettings), enabled=(strict(bool), True))
+RISK_OVERRIDE = model_of(RiskLimits)
+RISK = _merged("Risk", model_of(RiskLimits), symbols=(dict[str, RISK_OVERRIDE], {}))
+SECTIONS: dict[str, type[BaseModel]] = {
+    "deployment": model_of(_Deployment), "position": model_of(PositionSettings),
+    "supervision": model_of(SupervisionSettings), "protection": PROTECTION, "stream": model_of(StreamSettings),
+    "journal": model_of(_Journal), "runtime": model_of(_Runtime), "admin": model_of(_Port),
+    "metrics": model_of(_Port), "logging": model_of(LogSettings), "risk": RISK, "emulator": SIMULATED,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +145,8 @@ class DeploymentConfig:
     metrics_port: int | None = None              # Prometheus on 127.0.0.1; None: off
     ccxt: CcxtVenueSettings | None = None        # a real venue (or a compatible emulator)
     emulator: SimVenueConfig | None = None       # `posguard emulator` serves this market at venue.api_url
+    stream: StreamSettings = field(default_factory=StreamSettings)
+    risk: tuple[tuple[str, RiskLimits], ...] = (("*", RiskLimits()),)   # per symbol; "*": every other
 
     @property
     def paths(self) -> RuntimePaths:
@@ -76,146 +154,262 @@ class DeploymentConfig:
 
     def adapter_factory(self, sim_server: str | None = None) -> Callable[[], Any]:
         """A picklable callable that builds the venue adapter inside the ExchangeActor's process."""
-        if self.ccxt is not None:
-            # Imported here so the CLI's other commands never load the adapter modules' deps.
-            from adapters.binance import BinanceAdapter
-            from adapters.bybit import BybitAdapter
+        return adapter_factory(self.venue, self.ccxt or self.simulated, sim_server or self.sim_server)
 
-            adapter = BybitAdapter if self.ccxt.name == "bybit" else BinanceAdapter
-            return functools.partial(adapter, self.ccxt)
-        assert self.simulated is not None
-        server = sim_server or self.sim_server
-        if server is not None:
-            return functools.partial(RemoteSimAdapter, server)
-        return functools.partial(SimulatedAdapter, self.simulated)
+    def limits(self, symbol: str) -> RiskLimits:
+        table = dict(self.risk)
+        return table.get(symbol, table["*"])
+
+
+# -- loading --------------------------------------------------------------------------------------
 
 
 def load_config(path: str) -> DeploymentConfig:
-    """Read and check the config; raises ConfigError naming the first bad key."""
+    """Read and check the config; raises ConfigError listing every problem, one line each."""
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("--config", f"no such file: {path}") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"{path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
-    base = os.path.dirname(os.path.abspath(path))
-    t = _Table(raw, "")
-    t.only("venue", "deployment", "position", "supervision", "protection", "journal", "admin", "logging", "open",
-           "metrics", "emulator", "runtime")
-
-    venue_t = t.table("venue")
-    venue = venue_t.str("name")
-    if venue not in VENUES:
-        raise ConfigError("venue.name", f"unknown venue {venue!r}; this version supports: {', '.join(VENUES)}")
-    if venue == "simulated":
-        venue_t.only("name", "simulated")
-    else:
-        venue_t.only("name", "api_url", "testnet", "demo", "key_env", "secret_env", "attached_stop",
-                     "orders_per_second", "reads_per_second", "timeout_s", "recv_window_ms", "streams", "ws_url")
-
-    dep = t.table("deployment")
-    dep.only("symbols", "refresh_s")
-    symbols = [_symbol(s, f"deployment.symbols[{i}]") for i, s in enumerate(dep.list_of_str("symbols"))]
-    if not symbols:
-        raise ConfigError("deployment.symbols", "list at least one symbol")
-    if len(set(symbols)) != len(symbols):
-        raise ConfigError("deployment.symbols", "a symbol is listed twice")
-
-    simulated = _simulated(venue_t.table("simulated"), symbols) if venue == "simulated" else None
-    sim_server = _sim_server(venue_t.table("simulated"), base) if venue == "simulated" else None
-    ccxt_venue = _ccxt_venue(venue_t, venue) if venue in CCXT_VENUES else None
-    emulator = None
-    if "emulator" in t.raw:
-        if venue != "bybit" or ccxt_venue is None or not _is_loopback(ccxt_venue.api_url):
-            raise ConfigError("emulator", "the Bybit emulator needs venue.name = \"bybit\" and a venue.api_url of"
-                                          " http://127.0.0.1:PORT")
-        emulator = _simulated(t.table("emulator"), symbols)
-
-    position = _settings(t.table("position", required=False), PositionSettings, skip=("failpoints",),
-                         strictly=True)
-    supervision = _settings(t.table("supervision", required=False), SupervisionSettings)
-    prot_t = t.table("protection", required=False)
-    prot_t.only("enabled", "scan_s", "grace_s", "foreign_policy", "foreign_stop_pct")
-    defaults = ProtectionSettings()
-    protection = ProtectionSettings(
-        scan_s=prot_t.num("scan_s", defaults.scan_s, minimum=0.0, strictly=True),
-        grace_s=prot_t.num("grace_s", defaults.grace_s, minimum=0.0),
-        foreign_policy=prot_t.choice("foreign_policy", ("protect", "close", "alert"), defaults.foreign_policy),
-        foreign_stop_pct=prot_t.num("foreign_stop_pct", defaults.foreign_stop_pct, minimum=0.0, strictly=True,
-                                    maximum=50.0))
-    protection_on = prot_t.bool("enabled", True)
-    lag = max((v.engine.position_lag_s for v in (simulated, emulator) if v is not None), default=0.0)
-    if protection_on and protection.grace_s < lag:
-        raise ConfigError("protection.grace_s", f"must be >= the venue's REST position lag ({lag} s), or the scan"
-                                                " would act on positions its actors are handling")
-    recv_window_s = (simulated.recv_window_s if simulated is not None
-                     else ccxt_venue.recv_window_ms / 1000 if ccxt_venue is not None else 0.0)
-    if position.entry_unknown_window_s < recv_window_s + WINDOW_MARGIN_S:
-        # Below this, "not found" could be concluded while the order may still execute.
-        raise ConfigError("position.entry_unknown_window_s",
-                          f"must be >= the venue's recv window ({recv_window_s}) plus a margin"
-                          f" ({WINDOW_MARGIN_S}): {recv_window_s + WINDOW_MARGIN_S}")
-
-    metrics_t = t.table("metrics", required=False)
-    metrics_t.only("port")
-    metrics_port = metrics_t.int("port", 0, minimum=0, maximum=65535) or None
-
-    journal_t = t.table("journal")
-    journal_t.only("path")
-    admin_t = t.table("admin", required=False)
-    admin_t.only("port")
-    runtime_t = t.table("runtime", required=False)
-    runtime_t.only("dir")
-    runtime_dir = runtime_t.str("dir", "")
-    log_t = t.table("logging", required=False)
-    log_t.only("file", "level", "stderr_level", "json")
-    levels = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
-    log_file = log_t.str("file", "")
-    log = LogSettings(
-        file=_resolve(base, log_file) if log_file else None,
-        level=log_t.choice("level", levels, "INFO"),
-        stderr_level=log_t.choice("stderr_level", levels, "WARNING"),
-        json=log_t.bool("json", False))
-
-    opens = tuple(_open_spec(_Table(item, f"open[{i}]"), symbols) for i, item in enumerate(t.array("open")))
-    return DeploymentConfig(
-        path=os.path.abspath(path), venue=venue, symbols=tuple(symbols), simulated=simulated, sim_server=sim_server,
-        ccxt=ccxt_venue, emulator=emulator,
-        position=position,
-        journal_path=_resolve(base, journal_t.str("path")),
-        admin_port=admin_t.int("port", 0, minimum=0, maximum=65535) or 0,
-        runtime_dir=_resolve(base, runtime_dir) if runtime_dir else "",
-        log=log, opens=opens, refresh_s=dep.num("refresh_s", 1.0, minimum=0.05), supervision=supervision,
-        protection=protection if protection_on else None, metrics_port=metrics_port)
+    return _Loader(raw, os.path.dirname(os.path.abspath(path)), os.path.abspath(path)).load()
 
 
-def _simulated(t: _Table, symbols: list[str]) -> SimVenueConfig:
-    t.only("seed", "position_lag_s", "latency_s", "attached_stops", "orders_per_second", "ack_only",
-           "volatility", "tick_s", "prices", "faults", "server", "recv_window_s", "streams")
-    prices_t = t.table("prices")
-    prices = {s: prices_t.num(s, minimum=0.0, strictly=True) for s in prices_t.raw}
-    for s in symbols:
-        if s not in prices:
-            raise ConfigError(f"venue.simulated.prices.{s}", "deployment symbol has no simulated price")
-    faults = []
-    for i, item in enumerate(t.array("faults")):
-        f = _Table(item, f"venue.simulated.faults[{i}]")
-        f.only("op", "kind", "times", "skip", "symbol", "code", "message", "delay_s")
-        faults.append(Fault(
-            op=f.choice("op", ("create_order", "set_stop", "fetch_order", "fetch_positions", "*")),
-            kind=FaultKind(f.choice("kind", tuple(k.value for k in FaultKind))),
-            times=f.int("times", 1, minimum=1), skip=f.int("skip", 0, minimum=0),
-            symbol=f.str("symbol", "") or None, code=f.int("code", 10016), message=f.str("message", "Server Timeout"),
-            delay_s=f.num("delay_s", 0.0, minimum=0.0)))
-    engine = EngineConfig(
-        seed=t.int("seed", 1), prices=prices, position_lag_s=t.num("position_lag_s", 0.0, minimum=0.0),
-        tick_s=t.num("tick_s", 0.05, minimum=0.001), volatility=t.num("volatility", 0.0002, minimum=0.0))
-    return SimVenueConfig(
-        engine=engine, attached_stops=t.bool("attached_stops", True), latency_s=t.num("latency_s", 0.0, minimum=0.0),
-        orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
-        ack_only=t.bool("ack_only", False), faults=tuple(faults),
-        recv_window_s=t.num("recv_window_s", 5.0, minimum=0.0, strictly=True), streams=t.bool("streams", True))
+class _Loader:
+    def __init__(self, raw: dict[str, Any], base: str, path: str) -> None:
+        self.raw, self.base, self.path = raw, base, path
+        self.problems: list[str] = []
+
+    def fail(self, key: str, problem: str) -> None:
+        self.problems.append(f"{key}: {problem}")
+
+    def section(self, name: str, required: bool = False) -> Any:
+        raw = self.raw.get(name)
+        if raw is None:
+            if required:
+                self.fail(name, "missing")
+            raw = {}
+        if not isinstance(raw, dict):
+            self.fail(name, "must be a table")
+            return None
+        return build(SECTIONS[name], raw, name, self.problems)
+
+    def load(self) -> DeploymentConfig:
+        allowed = {*SECTIONS, "venue", "open"}
+        for key in self.raw:
+            if key not in allowed:
+                self.fail(key, f"unknown section (expected one of: {', '.join(sorted(allowed))})")
+        sections = {name: self.section(name, required=name in ("deployment", "journal")) for name in SECTIONS
+                    if name != "emulator" or name in self.raw}
+        symbols = self._symbols(sections["deployment"])
+        venue, simulated, ccxt, sim_server = self._venue(symbols)
+        emulator = self._emulator(sections.get("emulator"), venue, ccxt, symbols)
+        opens = self._opens(symbols)
+        risk = self._risk(sections["risk"], symbols)
+        if not self.problems:
+            self._cross(sections, simulated, emulator, ccxt, opens, risk)
+        if self.problems:
+            raise ConfigError(self.problems)
+        s = sections
+        journal, runtime = s["journal"].path, s["runtime"].dir
+        log = LogSettings(**s["logging"].model_dump())
+        if log.file:
+            log = dataclasses.replace(log, file=_resolve(self.base, log.file))
+        protection = s["protection"].model_dump()
+        return DeploymentConfig(
+            path=self.path, venue=venue, symbols=symbols, simulated=simulated, sim_server=sim_server, ccxt=ccxt,
+            emulator=emulator, position=PositionSettings(**s["position"].model_dump()),
+            journal_path=_resolve(self.base, journal), admin_port=s["admin"].port, log=log, opens=opens,
+            refresh_s=s["deployment"].refresh_s, runtime_dir=_resolve(self.base, runtime) if runtime else "",
+            supervision=SupervisionSettings(**s["supervision"].model_dump()),
+            protection=ProtectionSettings(**{k: v for k, v in protection.items() if k != "enabled"})
+            if protection["enabled"] else None,
+            metrics_port=s["metrics"].port or None, stream=StreamSettings(**s["stream"].model_dump()), risk=risk)
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _symbols(self, deployment: Any) -> tuple[str, ...]:
+        if deployment is None:
+            return ()
+        out = []
+        for i, text in enumerate(deployment.symbols):
+            try:
+                out.append(venue_symbol(text))
+            except ValueError as exc:
+                self.fail(f"deployment.symbols[{i}]", str(exc))
+        if not deployment.symbols:
+            self.fail("deployment.symbols", "list at least one symbol")
+        elif len(out) > MAX_SYMBOLS:
+            self.fail("deployment.symbols", f"at most {MAX_SYMBOLS} symbols, got {len(out)}")
+        elif len(set(out)) != len(out):
+            self.fail("deployment.symbols", "a symbol is listed twice")
+        return tuple(out)
+
+    def _venue(self, symbols: tuple[str, ...]) -> tuple[str, SimVenueConfig | None, CcxtVenueSettings | None,
+                                                        str | None]:
+        raw = self.raw.get("venue")
+        if not isinstance(raw, dict):
+            self.fail("venue", "missing" if raw is None else "must be a table")
+            return "", None, None, None
+        name = raw.get("name")
+        if name not in VENUES:
+            self.fail("venue.name", f"unknown venue {name!r}; this version supports: {', '.join(VENUES)}")
+            return "", None, None, None
+        if name == "simulated":
+            extra = set(raw) - {"name", "simulated"}
+            for key in sorted(extra):
+                self.fail(f"venue.{key}", "unknown key for the simulated venue (expected: name, simulated)")
+            sim = self._simulated(raw.get("simulated", {}), "venue.simulated", symbols)
+            server = (sim.server if sim is not None else None) or None
+            return name, self._sim_config(sim), None, _resolve(self.base, server) if server else None
+        if "simulated" in raw:
+            self.fail("venue.simulated", f"only for venue.name = \"simulated\", not {name!r}")
+            return name, None, None, None
+        model = build(CCXT, raw, "venue", self.problems)
+        if model is None:
+            return name, None, None, None
+        settings = CcxtVenueSettings(**{k: v for k, v in model.model_dump().items()})
+        for key in ("key_env", "secret_env"):
+            if not _ENV_NAME.match(getattr(settings, key)):
+                self.fail(f"venue.{key}", f"must name an environment variable (like BYBIT_API_KEY),"
+                                          f" got {getattr(settings, key)!r}")
+        if settings.api_url is not None and not _HTTP_URL.match(settings.api_url):
+            self.fail("venue.api_url", f"must be a base URL like https://api.bybit.com, got {settings.api_url!r}")
+        if settings.ws_url is not None and not _WS_URL.match(settings.ws_url):
+            self.fail("venue.ws_url", f"must be a base URL like wss://stream.bybit.com, got {settings.ws_url!r}")
+        if settings.testnet and settings.demo:
+            self.fail("venue.demo", "choose testnet or demo trading, not both")
+        attached = raw.get("attached_stop", name == "bybit")
+        if attached and not VENUES[name].attached_stop:
+            self.fail("venue.attached_stop", f"{name} cannot attach a stop loss to a market entry")
+        settings = dataclasses.replace(settings, attached_stop=bool(attached),
+                                       api_url=settings.api_url.rstrip("/") if settings.api_url else None,
+                                       ws_url=settings.ws_url.rstrip("/") if settings.ws_url else None)
+        return name, None, settings, None
+
+    def _simulated(self, raw: Any, key: str, symbols: tuple[str, ...]) -> Any:
+        if not isinstance(raw, dict):
+            self.fail(key, "must be a table")
+            return None
+        sim = build(SIMULATED, raw, key, self.problems)
+        if sim is not None:
+            for s in symbols:
+                if s not in sim.prices:
+                    self.fail(f"{key}.prices.{s}", "deployment symbol has no simulated price")
+        return sim
+
+    @staticmethod
+    def _sim_config(sim: Any) -> SimVenueConfig | None:
+        if sim is None:
+            return None
+        values = sim.model_dump()
+        engine = EngineConfig(**{k: values[k] for k in model_of(EngineConfig).model_fields})
+        venue = {k: values[k] for k in model_of(SimVenueConfig, skip=("engine", "faults")).model_fields}
+        return SimVenueConfig(engine=engine, faults=tuple(Fault(**f) for f in values["faults"]), **venue)
+
+    def _emulator(self, section: Any, venue: str, ccxt: CcxtVenueSettings | None,
+                  symbols: tuple[str, ...]) -> SimVenueConfig | None:
+        if "emulator" not in self.raw:
+            return None
+        if venue == "bybit" and ccxt is None:
+            return None                                  # [venue] has its own problems, said already
+        if venue != "bybit" or ccxt is None or not _is_loopback(ccxt.api_url):
+            self.fail("emulator", "the Bybit emulator needs venue.name = \"bybit\" and a venue.api_url of"
+                                  " http://127.0.0.1:PORT")
+            return None
+        if section is not None:
+            for s in symbols:
+                if s not in section.prices:
+                    self.fail(f"emulator.prices.{s}", "deployment symbol has no emulated price")
+        return self._sim_config(section)
+
+    def _opens(self, symbols: tuple[str, ...]) -> tuple[OpenSpec, ...]:
+        raw = self.raw.get("open", [])
+        if not isinstance(raw, list):
+            self.fail("open", "must be an array of tables ([[open]])")
+            return ()
+        out = []
+        for i, item in enumerate(raw):
+            key = f"open[{i}]"
+            spec = build(model_of(OpenSpec), item, key, self.problems) if isinstance(item, dict) else None
+            if not isinstance(item, dict):
+                self.fail(key, "must be a table")
+            if spec is None:
+                continue
+            try:
+                symbol = venue_symbol(spec.symbol)
+            except ValueError as exc:
+                self.fail(f"{key}.symbol", str(exc))
+                continue
+            if symbol not in symbols:
+                self.fail(f"{key}.symbol", f"{symbol!r} is not in deployment.symbols")
+            if (spec.stop is None) == (spec.stop_pct is None):
+                self.fail(key, "give exactly one of stop (a price) or stop_pct (percent from the price)")
+            out.append(OpenSpec(symbol, Side(spec.side), spec.qty, spec.stop, spec.stop_pct))
+        return tuple(out)
+
+    def _risk(self, section: Any, symbols: tuple[str, ...]) -> tuple[tuple[str, RiskLimits], ...]:
+        if section is None:
+            return (("*", RiskLimits()),)
+        default = RiskLimits(**{k: v for k, v in section.model_dump().items() if k != "symbols"})
+        out = [("*", default)]
+        for text, override in section.symbols.items():
+            try:
+                symbol = venue_symbol(text)
+            except ValueError as exc:
+                self.fail(f"risk.symbols.{text}", str(exc))
+                continue
+            if symbol not in symbols:
+                self.fail(f"risk.symbols.{text}", f"{symbol!r} is not in deployment.symbols")
+            given = override.model_dump(include=override.model_fields_set)
+            out.append((symbol, dataclasses.replace(default, **given)))   # what it does not say: the default's
+        return tuple(out)
+
+    def _cross(self, s: dict[str, Any], simulated: SimVenueConfig | None, emulator: SimVenueConfig | None,
+               ccxt: CcxtVenueSettings | None, opens: tuple[OpenSpec, ...],
+               risk: tuple[tuple[str, RiskLimits], ...]) -> None:
+        """The rules between fields."""
+        position, supervision, protection, stream = s["position"], s["supervision"], s["protection"], s["stream"]
+        lag = max((v.engine.position_lag_s for v in (simulated, emulator) if v is not None), default=0.0)
+        if protection.enabled and protection.grace_s < lag:
+            self.fail("protection.grace_s", f"must be >= the venue's REST position lag ({lag} s), or the scan would"
+                                            " act on positions its actors are handling")
+        recv = simulated.recv_window_s if simulated is not None else ccxt.recv_window_ms / 1000 if ccxt else 0.0
+        if position.entry_unknown_window_s < recv + WINDOW_MARGIN_S:
+            self.fail("position.entry_unknown_window_s", f"must be >= the venue's recv window ({recv}) plus a"
+                                                         f" margin ({WINDOW_MARGIN_S}): {recv + WINDOW_MARGIN_S}")
+        if supervision.heartbeat_timeout_s <= supervision.heartbeat_s:
+            self.fail("supervision.heartbeat_timeout_s", f"must be more than supervision.heartbeat_s"
+                                                         f" ({supervision.heartbeat_s}): a child needs time to answer")
+        for name, section in (("supervision", supervision), ("stream", stream)):
+            if section.backoff_cap_s < section.backoff_s:
+                self.fail(f"{name}.backoff_cap_s", f"must be >= {name}.backoff_s ({section.backoff_s})")
+        if position.retry_cap_s < position.retry_s:
+            self.fail("position.retry_cap_s", f"must be >= position.retry_s ({position.retry_s})")
+        if position.reply_timeout_s <= position.poll_s:
+            self.fail("position.reply_timeout_s", f"must be more than position.poll_s ({position.poll_s})")
+        ports = {"admin.port": s["admin"].port, "metrics.port": s["metrics"].port}
+        if ccxt is not None and emulator is not None and ccxt.api_url:
+            ports["venue.api_url"] = int(ccxt.api_url.rsplit(":", 1)[1])
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port and port in seen:
+                self.fail(key, f"port {port} is {seen[port]} already: each needs its own")
+            elif port:
+                seen[port] = key
+            if port and port < 1024 and key != "venue.api_url":
+                self.fail(key, f"must be 0 (any free port / off) or from 1024 to 65535, got {port}")
+        limits = dict(risk)
+        for i, spec in enumerate(opens):
+            mine = limits.get(spec.symbol, limits["*"])
+            if mine.max_qty is not None and spec.qty > mine.max_qty:
+                self.fail(f"open[{i}].qty", f"{spec.qty:g} is above the risk limit max_qty {mine.max_qty:g}")
+            if spec.stop_pct is not None and spec.stop_pct > mine.max_stop_distance_pct:
+                self.fail(f"open[{i}].stop_pct", f"{spec.stop_pct:g}% is above the risk limit max_stop_distance_pct"
+                                                 f" {mine.max_stop_distance_pct:g}%")
 
 
 def _is_loopback(url: str | None) -> bool:
@@ -227,161 +421,5 @@ def emulator_port(cfg: DeploymentConfig) -> int:
     return int(cfg.ccxt.api_url.rsplit(":", 1)[1])
 
 
-def _symbol(text: str, key: str) -> str:
-    try:
-        return venue_symbol(text)
-    except ValueError as exc:
-        raise ConfigError(key, str(exc)) from None
-
-
-def _ccxt_venue(t: _Table, name: str) -> CcxtVenueSettings:
-    """`[venue]` of a real venue. Only the *names* of the key variables live in the config."""
-    api_url = t.str("api_url", "") or None
-    if api_url is not None:
-        if not re.match(r"^https?://[^\s/]+(:\d+)?/?$", api_url):
-            raise ConfigError("venue.api_url", f"must be a base URL like https://api.bybit.com, got {api_url!r}")
-        api_url = api_url.rstrip("/")
-    testnet, demo = t.bool("testnet", False), t.bool("demo", False)
-    if testnet and demo:
-        raise ConfigError("venue.demo", "choose testnet or demo trading, not both")
-    env_name = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-    names = {}
-    for key in ("key_env", "secret_env"):
-        value = t.str(key)
-        if not env_name.match(value):
-            raise ConfigError(f"venue.{key}", f"must name an environment variable (like BYBIT_API_KEY), got {value!r}")
-        names[key] = value
-    attached = t.bool("attached_stop", name == "bybit")
-    if attached and name != "bybit":
-        raise ConfigError("venue.attached_stop", f"{name} cannot attach a stop loss to a market entry")
-    return CcxtVenueSettings(
-        name=name, api_url=api_url, testnet=testnet, demo=demo, attached_stop=attached, **names,
-        orders_per_second=t.num("orders_per_second", 10.0, minimum=0.0, strictly=True),
-        reads_per_second=t.num("reads_per_second", 20.0, minimum=0.0, strictly=True),
-        timeout_s=t.num("timeout_s", 10.0, minimum=0.0, strictly=True, maximum=60.0),
-        recv_window_ms=t.int("recv_window_ms", 5000, minimum=100, maximum=60000),
-        streams=t.bool("streams", True), ws_url=_ws_url(t))
-
-
-def _ws_url(t: _Table) -> str | None:
-    url = t.str("ws_url", "") or None
-    if url is not None and not re.match(r"^wss?://[^\s/]+(:\d+)?/?$", url):
-        raise ConfigError("venue.ws_url", f"must be a base URL like wss://stream.bybit.com, got {url!r}")
-    return url.rstrip("/") if url else None
-
-
-def _settings(t: _Table, cls: type, skip: tuple[str, ...] = (), strictly: bool = False) -> Any:
-    """A settings dataclass from a table: every key optional (defaults), numbers checked."""
-    names = [f.name for f in fields(cls) if f.name not in skip]   # skipped: not for operators (crash tests)
-    t.only(*names)
-    defaults = cls()
-    return cls(**{n: (t.int(n, getattr(defaults, n), minimum=1) if isinstance(getattr(defaults, n), int)
-                      else t.num(n, getattr(defaults, n), minimum=0.0, strictly=strictly)) for n in names})
-
-
-def _sim_server(t: _Table, base: str) -> str | None:
-    """`server = "PATH"`: the simulated venue runs in its own process (`posguard venue`) and
-    serves this Unix socket (relative to the config file)."""
-    text = t.str("server", "")
-    return _resolve(base, text) if text else None
-
-
-def _open_spec(t: _Table, symbols: list[str]) -> OpenSpec:
-    t.only("symbol", "side", "qty", "stop", "stop_pct")
-    symbol = _symbol(t.str("symbol"), f"{t.path}.symbol")
-    if symbol not in symbols:
-        raise ConfigError(f"{t.path}.symbol", f"{symbol!r} is not in deployment.symbols")
-    stop = t.num("stop", None, minimum=0.0, strictly=True)
-    stop_pct = t.num("stop_pct", None, minimum=0.0, strictly=True, maximum=100.0)
-    if (stop is None) == (stop_pct is None):
-        raise ConfigError(f"{t.path}", "give exactly one of stop (a price) or stop_pct (percent from entry)")
-    return OpenSpec(symbol, Side(t.choice("side", ("buy", "sell"))), t.num("qty", minimum=0.0, strictly=True),
-                    stop, stop_pct)
-
-
 def _resolve(base: str, path: str) -> str:
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
-
-
-_MISSING = object()
-
-
-class _Table:
-    """Typed access to one TOML table; every error names the full key."""
-
-    def __init__(self, raw: Any, path: str) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(path or "config", "must be a table")
-        self.raw, self.path = raw, path
-
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def only(self, *allowed: str) -> None:
-        for key in self.raw:
-            if key not in allowed:
-                raise ConfigError(self._key(key), f"unknown key (expected one of: {', '.join(allowed)})")
-
-    def _get(self, key: str, default: Any) -> Any:
-        if key in self.raw:
-            return self.raw[key]
-        if default is _MISSING:
-            raise ConfigError(self._key(key), "missing")
-        return default
-
-    def table(self, key: str, required: bool = True) -> _Table:
-        value = self._get(key, _MISSING if required else {})
-        return _Table(value, self._key(key))
-
-    def array(self, key: str) -> list[Any]:
-        value = self._get(key, [])
-        if not isinstance(value, list):
-            raise ConfigError(self._key(key), "must be an array of tables ([[...]])")
-        return value
-
-    def str(self, key: str, default: Any = _MISSING) -> str:
-        value = self._get(key, default)
-        if not isinstance(value, str):
-            raise ConfigError(self._key(key), f"must be a string, got {value!r}")
-        return value
-
-    def list_of_str(self, key: str) -> list[str]:
-        value = self._get(key, _MISSING)
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(self._key(key), "must be a list of non-empty strings")
-        return value
-
-    def choice(self, key: str, options: tuple[str, ...], default: Any = _MISSING) -> str:
-        value = self.str(key, default)
-        if value not in options:
-            raise ConfigError(self._key(key), f"must be one of {', '.join(options)}; got {value!r}")
-        return value
-
-    def bool(self, key: str, default: Any = _MISSING) -> bool:
-        value = self._get(key, default)
-        if not isinstance(value, bool):
-            raise ConfigError(self._key(key), f"must be true or false, got {value!r}")
-        return value
-
-    def num(self, key: str, default: Any = _MISSING, *, minimum: float | None = None, maximum: float | None = None,
-            strictly: bool = False) -> Any:
-        value = self._get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ConfigError(self._key(key), f"must be a number, got {value!r}")
-        if minimum is not None and (value <= minimum if strictly else value < minimum):
-            raise ConfigError(self._key(key), f"must be {'>' if strictly else '>='} {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(self._key(key), f"must be <= {maximum}, got {value}")
-        return float(value)
-
-    def int(self, key: str, default: Any = _MISSING, *, minimum: int | None = None, maximum: int | None = None) -> int:
-        value = self._get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(self._key(key), f"must be a whole number, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise ConfigError(self._key(key), f"must be >= {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ConfigError(self._key(key), f"must be <= {maximum}, got {value}")
-        return value

@@ -66,6 +66,7 @@ from actors.messages import (
     RecentEvents,
     Reprotect,
     RestartChild,
+    RiskLimits,
     SafeModeChanged,
     SetSafeMode,
     StartDeployment,
@@ -241,9 +242,17 @@ class Supervisor(BridgedActor):
             return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address("journal"),
                                 self.spec.symbols, self._holder("running"))
         assert self.capabilities is not None
-        return ConfigurePosition(child.id.split(":", 1)[1], self._address("exchange"), self._address("journal"),
+        symbol = child.id.split(":", 1)[1]
+        return ConfigurePosition(symbol, self._address("exchange"), self._address("journal"),
                                  self.capabilities, self.spec.settings, observer=self.myAddress,
-                                 safe_mode=self.safe_reason if self.safe_mode else None)
+                                 safe_mode=self.safe_reason if self.safe_mode else None, risk=self._risk(symbol))
+
+    def _risk(self, symbol: str) -> RiskLimits | None:
+        assert self.spec is not None
+        if self.spec.risk is None:
+            return None
+        limits = dict(self.spec.risk)
+        return limits.get(symbol, limits.get("*"))
 
     def receiveMsg_JournalReady(self, msg: JournalReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)

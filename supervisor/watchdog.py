@@ -71,7 +71,7 @@ class Watchdog:
         reply = self.asys.ask(self.supervisor, StartDeployment(
             cfg.symbols, cfg.journal_path, cfg.adapter_factory(self.sim_server), cfg.position,
             supervision=cfg.supervision, protection=cfg.protection, metrics_port=cfg.metrics_port,
-            control=control), READY_TIMEOUT_S)
+            control=control, stream=cfg.stream, risk=cfg.risk), READY_TIMEOUT_S)
         if not isinstance(reply, DeploymentReady):
             self._abandon()
             raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 60 s')}")

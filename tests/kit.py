@@ -59,6 +59,8 @@ def demo_config(folder: Path, admin_port: int = 0, *, symbols: dict[str, float] 
         [deployment]
         symbols = {list(prices)!r}
         refresh_s = 0.2
+        [risk]
+        max_notional = 100000.0
         [journal]
         path = "var/journal.sqlite"
         [admin]

@@ -38,6 +38,8 @@ def write_config(tmp_path: Path, port: int, extra: str = "", attached: bool = Tr
         [deployment]
         symbols = ["BTCUSDT", "ETHUSDT"]
         refresh_s = 0.2
+        [risk]
+        max_notional = 100000.0
         [journal]
         path = "var/journal.sqlite"
         [admin]

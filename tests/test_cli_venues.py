@@ -40,6 +40,8 @@ def bybit_config(tmp_path: Path, admin: int, api: int, venue_extra: str = "", ex
         [deployment]
         symbols = ["BTC/USDT:USDT", "ETHUSDT"]
         refresh_s = 0.2
+        [risk]
+        max_notional = 100000.0
         [journal]
         path = "var/journal.sqlite"
         [admin]
@@ -142,7 +144,9 @@ def test_bad_venue_config_is_one_line_naming_the_key(tmp_path, keys, capsys, old
     cfg.write_text(cfg.read_text().replace(old, new, 1))
     assert main(["run", "--config", str(cfg), "--duration", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert key in err and "\n" not in err and "Traceback" not in err
+    lines = err.splitlines()                              # one line per problem, each naming its key
+    assert any(line.startswith(f"posguard: config error: {key}") for line in lines), err
+    assert all(line.startswith("posguard: config error: ") for line in lines) and "Traceback" not in err
 
 
 def test_unknown_venue_and_bad_symbols_and_urls(tmp_path, keys, capsys):

@@ -77,6 +77,8 @@ def write_config(tmp_path: Path, venue_socket: str, admin_port: int, *, attached
         backoff_s = 0.01
         heartbeat_s = 0.1
         heartbeat_timeout_s = 2.0
+        [risk]
+        max_notional = 100000.0
         [journal]
         path = "var/journal.sqlite"
         [admin]

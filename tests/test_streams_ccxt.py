@@ -200,7 +200,8 @@ def test_a_position_opened_by_hand_arrives_while_rest_positions_show_nothing(emu
         return items, await ad.fetch_positions()
     items, rest = run(emu, scenario)
     pos = first(items, position(0.5, "ETHUSDT")).position
-    assert pos == PositionReport("ETHUSDT", Side.SELL, 0.5, pos.entry_price, None) and pos.entry_price > 0
+    assert pos == PositionReport("ETHUSDT", Side.SELL, 0.5, pos.entry_price, None, pos.mark_price)
+    assert pos.entry_price > 0
     assert first(items, order("web-1")).closed_by == ""     # not ours, not the venue's: by hand
     assert rest == []
 
