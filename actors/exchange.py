@@ -7,9 +7,12 @@ one symbol never holds up another symbol's call. The adapter is built inside thi
 
 from __future__ import annotations
 
+import contextlib
+from datetime import timedelta
 from typing import Any
 
 from loguru import logger
+from thespian.actors import WakeupMessage
 
 from actors.async_bridge import AsyncBridge, BridgedActor
 from actors.exchange_service import ExchangeService, failure_reply
@@ -18,6 +21,7 @@ from actors.messages import (
     ActorFailed,
     ConfigureExchange,
     ExchangeReady,
+    ExchangeStarting,
     FetchClosures,
     FetchPositions,
     FetchPrice,
@@ -35,12 +39,32 @@ from actors.messages import (
 )
 from actors.stream_runner import StreamRunner
 from adapters import keys
-from adapters.base import VenueError, VenueTimeout
+from adapters.base import Preflight, VenueError, VenueTimeout
 from adapters.errors import Outcome
 from adapters.streams import StreamFill, StreamOrder
 from adapters.venue_settings import MissingKey
 
 OWNERS_KEPT = 10_000                     # recent orders whose stream news goes straight to their owner
+START_BACKOFF_S, START_BACKOFF_CAP_S = 1.0, 30.0
+RETRY_START = "retry-start"
+_KEY_CODES = {"auth", 10003, 10004, 10005, -2014, -2015, -1022}
+_CLOCK_CODES = {10002, -1021}            # our clock is outside the venue's receive window
+
+
+def start_backoff(attempt: int) -> float:
+    """Seconds before start attempt `attempt` + 1: doubling from 1 s, never more than the cap."""
+    return min(START_BACKOFF_CAP_S, START_BACKOFF_S * 2 ** min(attempt - 1, 16))
+
+
+def start_failure(exc: Exception) -> str:
+    """What a start failure is, for status, logs and metrics: the network, the keys, the venue."""
+    if isinstance(exc, MissingKey) or (isinstance(exc, VenueError) and exc.code in _KEY_CODES):
+        return "keys"
+    if isinstance(exc, VenueTimeout | TimeoutError) or (isinstance(exc, VenueError) and exc.code == 503):
+        return "unreachable"                     # no connection, no answer, or a 5xx
+    if isinstance(exc, VenueError) and exc.code in _CLOCK_CODES:
+        return "clock"
+    return "venue"
 
 
 class ExchangeActor(BridgedActor):
@@ -52,29 +76,68 @@ class ExchangeActor(BridgedActor):
         self.runner: StreamRunner | None = None
         self.stream_subscriber: Any = None
         self.order_owners: dict[str, Any] = {}   # client order id -> the PositionActor that placed it
+        self.configure: ConfigureExchange | None = None
+        self.attempts = 0
+        self.preflight = Preflight()
 
     def receiveMsg_ConfigureExchange(self, msg: ConfigureExchange, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
-        if self.service is None:
+        if self.service is not None:
+            self.send(sender, self._ready())
+            return
+        if self.bridge is None:
             keys.set_dumpable(False)                     # no core file, no ptrace, no /proc/<pid>/mem for others
             self.watch = msg.watch
             self.bridge = AsyncBridge()
-            adapter = msg.adapter_factory()
-            try:
-                for value in adapter.load_credentials():
-                    register_secret(value)               # before the first line that could show them
-                self.bridge.call(adapter.start())
-            except (VenueError, VenueTimeout, MissingKey, TimeoutError) as exc:
-                # The venue unreachable, keys refused or missing: the operator's to fix, not a bug.
-                logger.error("exchange: venue adapter failed to start: {}", exc)
-                self.bridge.call(adapter.close())
-                self.bridge.close()
-                self.bridge = None
-                self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
-                return
-            self.service = ExchangeService(adapter)
-            logger.info("exchange ready: {}", adapter.capabilities)
-        self.send(sender, ExchangeReady(self.service.capabilities, dumpable=keys.dumpable()))
+        self.configure = msg
+        self._start()
+
+    def _start(self) -> None:
+        """Start the adapter; a venue that cannot start yet is tried again after a bounded
+        back-off (said to the supervisor each time), never by restarting this process."""
+        msg, bridge = self.configure, self.bridge
+        assert msg is not None and bridge is not None
+        adapter = msg.adapter_factory()
+        self.attempts += 1
+        try:
+            for value in adapter.load_credentials():
+                register_secret(value)                   # before the first line that could show them
+            bridge.call(adapter.start())
+            preflight = bridge.call(adapter.preflight(msg.symbols), timeout=120)
+        except (VenueError, VenueTimeout, MissingKey, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                bridge.call(adapter.close(), timeout=5)
+            self._not_started(exc)
+            return
+        self.service = ExchangeService(adapter)
+        self.preflight = preflight
+        for warning in preflight.warnings:
+            logger.warning("venue: {}", warning)
+        logger.info("exchange ready: {}", adapter.capabilities)
+        self.send(self.supervisor, self._ready())
+
+    def _not_started(self, exc: Exception) -> None:
+        assert self.configure is not None
+        kind = start_failure(exc)
+        reason = f"venue adapter failed to start ({kind}): {exc}"
+        logger.error("exchange: {}", reason)
+        final = isinstance(exc, MissingKey) or (not self.configure.persist and (
+            kind == "keys" or self.attempts >= self.configure.start_attempts))
+        if final:
+            self.send(self.supervisor, ActorFailed("exchange", reason, usage=isinstance(exc, MissingKey)))
+            return
+        delay = start_backoff(self.attempts)
+        self.send(self.supervisor, ExchangeStarting(str(exc), kind, self.attempts, delay))
+        self.wakeupAfter(timedelta(seconds=delay), RETRY_START)
+
+    def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
+        if msg.payload == RETRY_START and self.service is None and self.configure is not None:
+            self._start()
+
+    def _ready(self) -> ExchangeReady:
+        assert self.service is not None
+        return ExchangeReady(self.service.capabilities, dumpable=keys.dumpable(), problems=self.preflight.problems,
+                             warnings=self.preflight.warnings)
 
     def _request(self, msg: Any, sender: Any) -> None:
         if self.service is None or self.bridge is None:

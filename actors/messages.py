@@ -584,6 +584,19 @@ class ConfigureExchange:
 
     adapter_factory: Callable[[], Any]   # picklable callable returning a VenueAdapter
     watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
+    symbols: tuple[str, ...] = ()        # what the preflight checks the venue for
+    persist: bool = False                # True (a restart, once deployed): retry the start for as long as it takes
+    start_attempts: int = 3              # before giving up, at a deployment's first start
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeStarting:
+    """The venue adapter could not start yet (markets, clock, keys, network): what, and when next."""
+
+    reason: str
+    kind: str                            # unreachable | keys | clock | venue
+    attempt: int
+    retry_in_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,6 +606,8 @@ class ExchangeReady:
     capabilities: Capabilities
     pid: int = field(default_factory=os.getpid)
     dumpable: bool = True                # False: no core file, no other process may read its memory
+    problems: tuple[str, ...] = ()       # the venue's account is not fit to trade (hedge mode, read-only key...)
+    warnings: tuple[str, ...] = ()       # fit, but an operator should know (a key that can withdraw...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +638,7 @@ class ActorFailed:
 
     who: str
     reason: str
+    usage: bool = False                  # the operator's setting to change (exit 2), not a failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -729,6 +745,7 @@ class DeploymentFailed:
     """Start-up failed; everything started so far was stopped."""
 
     reason: str
+    usage: bool = False                  # a setting the operator must change (exit 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -780,6 +797,8 @@ class StatusReport:
     stopping: str = ""                   # why the deployment is stopping ("" while it runs)
     exchange_dumpable: bool | None = None  # False: the process holding the keys is closed to others
     journal_error: str = ""              # the journal cannot write (and why): closes go out regardless
+    venue_status: str = ""               # "" when the venue adapter runs; else why it is not ready yet
+    venue_warnings: tuple[str, ...] = ()
     streams: tuple[StreamStatus, ...] = ()   # the venue's private streams, as their owner sees them
 
 

@@ -172,6 +172,15 @@ class TrueState:
                     if symbol is None or p.symbol == symbol), default=0.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    """What the venue's account says before any entry: problems (each names the setting to
+    change) refuse the deployment; warnings are shown."""
+
+    problems: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
 class VenueError(Exception):
     """A definite error reply from the venue, with the venue's own code (Bybit retCode style)."""
 
@@ -240,6 +249,11 @@ class VenueAdapter(ABC):
     async def true_state(self) -> TrueState | None:
         """Simulated venues only."""
         return None
+
+    async def preflight(self, symbols: tuple[str, ...]) -> Preflight:
+        """Is this account fit for posguard on these symbols (one-way position mode, symbols
+        trading, a key that can trade)? Asked once the adapter started, before any entry."""
+        return Preflight()
 
     def stream(self) -> Any:
         """A new, unopened private stream (adapters.streams.VenueStream) of this account, or None

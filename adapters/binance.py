@@ -21,6 +21,7 @@ from adapters.base import (
     OrderReport,
     OrderRequest,
     PositionReport,
+    Preflight,
     Side,
     StopOrderReport,
     VenueError,
@@ -132,6 +133,15 @@ class BinanceAdapter(CcxtAdapter):
         info = order.get("info") or {}
         by_liq = str(order.get("clientOrderId") or "").startswith("autoclose-") or info.get("type") == "LIQUIDATION"
         return str(info.get("origType")) in ("STOP_MARKET", "STOP") and not by_liq, by_liq
+
+    async def preflight(self, symbols: tuple[str, ...]) -> Preflight:
+        problems, warnings = self._trading(symbols)
+        mode = await self._call(self.ex.fetch_position_mode)
+        if (mode or {}).get("hedged"):
+            problems.append("the binance account is in hedge mode (dualSidePosition): posguard needs one-way mode"
+                            " (Futures > Preferences > Position Mode > One-way, or POST /fapi/v1/positionSide/dual"
+                            " dualSidePosition=false)")
+        return Preflight(tuple(problems), tuple(warnings))
 
     async def fetch_positions(self) -> list[PositionReport]:
         rows = await self._call(self.ex.fetch_positions)

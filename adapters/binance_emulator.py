@@ -84,6 +84,7 @@ class BinanceEmulator(EmulatorBase):
         app.router.add_get("/fapi/v1/openAlgoOrders", self.private(self._open_algo))
         app.router.add_get("/fapi/v1/leverageBracket", self.private(self._brackets))
         app.router.add_get("/fapi/v3/positionRisk", self.private(self._position_risk))
+        app.router.add_get("/fapi/v1/positionSide/dual", self.private(self._position_mode))
 
     # -- envelope ------------------------------------------------------------------------
 
@@ -134,7 +135,9 @@ class BinanceEmulator(EmulatorBase):
             base = i.symbol.removesuffix("USDT")
             return {
                 "symbol": i.symbol, "pair": i.symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
-                "onboardDate": 1569398400000, "status": "TRADING", "baseAsset": base, "quoteAsset": "USDT",
+                "onboardDate": 1569398400000,
+                "status": "BREAK" if i.symbol in self.config.account.halted else "TRADING",
+                "baseAsset": base, "quoteAsset": "USDT",
                 "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8,
                 "quotePrecision": 8, "underlyingType": "COIN", "settlePlan": 0, "triggerProtect": "0.0500",
                 "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
@@ -169,7 +172,7 @@ class BinanceEmulator(EmulatorBase):
         ins = self.instrument(p.get("symbol"))
         if p.get("type") != "MARKET":
             raise VenueError(-1102, "this emulator takes MARKET orders here; stops go to /fapi/v1/algoOrder")
-        if p.get("positionSide", "BOTH") != "BOTH":
+        if (p.get("positionSide", "BOTH") != "BOTH") != self.config.account.hedge_mode:
             raise VenueError(-4061, "Order's position side does not match user's setting.")
         qty = float(p["quantity"])
         reduce_only = p.get("reduceOnly", "false") == "true"
@@ -208,6 +211,9 @@ class BinanceEmulator(EmulatorBase):
             "side": o.side.value.upper(), "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
             "priceProtect": False,
             "time": order_time(o), "updateTime": order_time(o), "priceMatch": "NONE", "selfTradePreventionMode": "NONE"}
+
+    async def _position_mode(self, p: dict[str, Any]) -> web.Response:
+        return web.json_response({"dualSidePosition": self.config.account.hedge_mode})
 
     # -- algo (conditional) orders ---------------------------------------------------------
 

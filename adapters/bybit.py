@@ -17,11 +17,12 @@ from adapters.base import (
     OrderRequest,
     OrderStatus,
     PositionReport,
+    Preflight,
     Side,
     StopOrderReport,
     VenueError,
 )
-from adapters.ccxt_base import CcxtAdapter
+from adapters.ccxt_base import PREFLIGHT_SYMBOLS, CcxtAdapter
 from adapters.venue_settings import unified_symbol
 
 
@@ -116,6 +117,30 @@ class BybitAdapter(CcxtAdapter):
         rows = await self._call(self.ex.fetch_open_orders, unified_symbol(symbol) if symbol else None, None, None,
                                 {"trigger": True, "settleCoin": "USDT"})
         return self._stop_orders(rows)
+
+    async def preflight(self, symbols: tuple[str, ...]) -> Preflight:
+        problems, warnings = self._trading(symbols)
+        hedged = []
+        for symbol in symbols[:PREFLIGHT_SYMBOLS]:       # the mode is per symbol on Bybit: ask each (bounded)
+            if symbol in self.ex.markets_by_id or unified_symbol(symbol) in self.ex.markets:
+                reply = await self._call(self.ex.private_get_v5_position_list,
+                                         {"category": "linear", "symbol": self._market(symbol)["id"]})
+                rows = ((reply or {}).get("result") or {}).get("list") or []
+                if any(str(r.get("positionIdx", "0")) != "0" for r in rows):
+                    hedged.append(symbol)
+        if hedged:
+            problems.append(f"the bybit account is in hedge mode for {', '.join(hedged)}: posguard needs one-way"
+                            " mode (Derivatives > Position mode > One-way, or POST /v5/position/switch-mode mode=0)")
+        key = ((await self._call(self.ex.private_get_v5_user_query_api)) or {}).get("result") or {}
+        permissions = key.get("permissions") or {}
+        can_trade = "Order" in (permissions.get("ContractTrade") or []) or \
+            "DerivativesTrade" in (permissions.get("Derivatives") or [])
+        if str(key.get("readOnly", "0")) == "1" or not can_trade:
+            problems.append("the bybit API key cannot trade contracts: give it Contract (Order and Position)"
+                            " permission, read-write")
+        if "Withdraw" in (permissions.get("Wallet") or []):
+            warnings.append("the bybit API key may withdraw funds: posguard never needs that; use a key without it")
+        return Preflight(tuple(problems), tuple(warnings))
 
     async def fetch_positions(self) -> list[PositionReport]:
         rows = await self._call(self.ex.fetch_positions, None, {"settleCoin": "USDT"})

@@ -50,6 +50,7 @@ class BybitEmulator(EmulatorBase):
         app.router.add_get("/v5/order/history", self.private(self._history))
         app.router.add_post("/v5/position/trading-stop", self.private(self._trading_stop))
         app.router.add_get("/v5/position/list", self.private(self._positions))
+        app.router.add_get("/v5/user/query-api", self.private(self._query_api))
 
     # -- envelope ------------------------------------------------------------------------
 
@@ -90,7 +91,8 @@ class BybitEmulator(EmulatorBase):
         if request.query.get("category") != "linear" or request.query.get("status") == "PreLaunch":
             return self._reply({"category": request.query.get("category", ""), "list": [], "nextPageCursor": ""})
         return self._reply({"category": "linear", "nextPageCursor": "", "list": [
-            {"symbol": i.symbol, "contractType": "LinearPerpetual", "status": "Trading",
+            {"symbol": i.symbol, "contractType": "LinearPerpetual",
+             "status": "Settling" if i.symbol in self.config.account.halted else "Trading",
              "baseCoin": i.symbol.removesuffix("USDT"), "quoteCoin": "USDT", "settleCoin": "USDT",
              "launchTime": "1585526400000", "deliveryTime": "0", "priceScale": "2",
              "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
@@ -121,8 +123,7 @@ class BybitEmulator(EmulatorBase):
         ins = self._linear(p)
         if p.get("orderType") != "Market":
             raise VenueError(10001, "params error: this emulator takes market orders only")
-        if int(p.get("positionIdx", 0)) != 0:
-            raise VenueError(10001, "position idx not match position mode")
+        self._position_idx(p)
         qty = float(p["qty"])
         reduce_only = bool(p.get("reduceOnly", False))
         self.check_qty(ins, qty, reduce_only)
@@ -170,8 +171,7 @@ class BybitEmulator(EmulatorBase):
 
     async def _trading_stop(self, p: dict[str, Any]) -> web.Response:
         ins = self._linear(p)
-        if int(p.get("positionIdx", 0)) != 0:
-            raise VenueError(10001, "position idx not match position mode")
+        self._position_idx(p)
         stop = str(p.get("stopLoss", ""))
         if stop == "":
             raise VenueError(10001, "params error: stopLoss is required here")
@@ -181,11 +181,35 @@ class BybitEmulator(EmulatorBase):
             await self.adapter.set_stop(ins.symbol, float(stop))
         return self._reply({})
 
+    def _position_idx(self, p: dict[str, Any]) -> None:
+        """One-way mode takes positionIdx 0 only; hedge mode 1 (buy side) or 2 (sell side)."""
+        idx = int(p.get("positionIdx", 0))
+        if (idx != 0) != self.config.account.hedge_mode:
+            raise VenueError(10001, "position idx not match position mode")
+
+    async def _query_api(self, p: dict[str, Any]) -> web.Response:
+        """The key's own permissions (what the preflight checks)."""
+        account = self.config.account
+        wallet = ["AccountTransfer", "SubMemberTransfer"] + (["Withdraw"] if account.can_withdraw else [])
+        return self._reply({
+            "id": "1", "note": "emulator", "apiKey": "", "readOnly": 1 if account.read_only else 0, "secret": "",
+            "permissions": {"ContractTrade": [] if account.read_only else ["Order", "Position"],
+                            "Spot": [], "Wallet": wallet, "Options": [], "Derivatives": [], "CopyTrading": [],
+                            "BlockTrade": [], "Exchange": [], "NFT": []},
+            "ips": ["*"], "type": 1, "unified": 0, "uta": 1})
+
     async def _positions(self, p: dict[str, Any]) -> web.Response:
         if p.get("category") == "inverse":                 # ccxt's first watch_positions asks: none here
             return self._reply({"category": "inverse", "list": [], "nextPageCursor": ""})
         if p.get("category") != "linear" or not (p.get("symbol") or p.get("settleCoin")):
             raise VenueError(10001, "params error: symbol or settleCoin is required")
+        if p.get("symbol") and not [v for v in await self.adapter.fetch_positions() if v.symbol == p["symbol"]]:
+            # A symbol asked for by name is listed even when flat, in the account's position mode.
+            self.instrument(p["symbol"])
+            flat = [{"positionIdx": idx, "symbol": p["symbol"], "side": "", "size": "0", "avgPrice": "0",
+                     "stopLoss": "0", "markPrice": num(self.engine.price(p["symbol"]))}
+                    for idx in ((1, 2) if self.config.account.hedge_mode else (0,))]
+            return self._reply({"category": "linear", "list": flat, "nextPageCursor": ""})
         rows = []
         for pos in await self.adapter.fetch_positions():
             if p.get("symbol") and pos.symbol != p["symbol"]:

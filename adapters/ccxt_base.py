@@ -37,6 +37,7 @@ from adapters.venue_settings import MIN_SECRET_LEN, CcxtVenueSettings, unified_s
 T = TypeVar("T")
 
 # Local denials (never sent): classified REJECTED by every dialect's table.
+PREFLIGHT_SYMBOLS = 50               # per-symbol preflight queries at most (the rest trust the first ones)
 MIN_QTY, MIN_NOTIONAL, UNKNOWN_SYMBOL, MALFORMED = "min_qty", "min_notional", "unknown_symbol", "malformed"
 
 _STATUS = {"open": OrderStatus.NEW, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
@@ -144,6 +145,20 @@ class CcxtAdapter(VenueAdapter):
     async def close(self) -> None:
         if self.ex is not None:
             await self.ex.close()
+
+    def _trading(self, symbols: tuple[str, ...]) -> tuple[list[str], list[str]]:
+        """The preflight's market part: every deployed symbol listed here, and trading now."""
+        problems = []
+        for symbol in symbols:
+            market = self.ex.markets.get(unified_symbol(symbol)) if self.ex.markets else None
+            if market is None:
+                problems.append(f"{symbol} is not a linear USDT perpetual on {self.settings.name}: remove it from"
+                                " deployment.symbols")
+            elif market.get("active") is False:
+                status = (market.get("info") or {}).get("status", "not trading")
+                problems.append(f"{symbol} is not trading on {self.settings.name} now ({status}): remove it from"
+                                " deployment.symbols until it trades again")
+        return problems, []
 
     # -- shared helpers -----------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, Side, VenueError, VenueTimeout
+from adapters.emulator_account import EmulatorAccount
 from adapters.emulator_ws import StreamServer
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineEvent
@@ -61,6 +62,7 @@ class EmulatorConfig:
     hang_s: float = 0.0              # how long a lost reply keeps the connection before the 504
     visibility_lag_s: float = 0.0    # a new order is "not found" by queries this long (Bybit: async)
     realtime_depth: int = 500        # Bybit's realtime query sees only the account's latest N orders
+    account: EmulatorAccount = field(default_factory=EmulatorAccount)   # as the preflight asks about it
 
 
 def num(value: float | None) -> str:

@@ -91,6 +91,7 @@ BINANCE_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(-4131, Outcome.REJECTED),          # PERCENT_PRICE band: a close retries with back-off
     ErrorRule(-4164, Outcome.REJECTED),          # below min notional
     ErrorRule(-2019, Outcome.REJECTED),          # margin insufficient
+    ErrorRule(-4061, Outcome.REJECTED),          # position side does not match the account's mode (hedge)
     ErrorRule(-1102, Outcome.BUG),               # mandatory parameter missing or malformed
     ErrorRule(-1111, Outcome.BUG),               # precision over the maximum defined
     ErrorRule(503, Outcome.UNKNOWN),             # HTTP 5xx: may have executed

@@ -310,6 +310,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "safe_reason": report.safe_reason, "restarts": report.restarts, "supervisor_pid": report.supervisor_pid,
         "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,
         "exchange_dumpable": report.exchange_dumpable, "journal_error": report.journal_error,
+        "venue_status": report.venue_status, "venue_warnings": list(report.venue_warnings),
         "streams": {s.stream: {"state": s.state, "reason": s.reason, "reconnects": s.reconnects,
                                "last_gap_s": round(s.gap_s, 3), "since": s.since} for s in report.streams},
         "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in report.children],

@@ -93,7 +93,8 @@ def _emulator(args: argparse.Namespace) -> int:
     except MissingKey as exc:
         raise UserError(str(exc), EXIT_USAGE) from None
     configure_logging(cfg.log)
-    emulator = BybitEmulator(EmulatorConfig(venue=cfg.emulator, keys=((key, secret),)), emulator_port(cfg))
+    served = EmulatorConfig(venue=cfg.emulator, keys=((key, secret),), account=cfg.emulator_account)
+    emulator = BybitEmulator(served, emulator_port(cfg))
     return _serve(emulator, "posguard emulator: Bybit v5 API listening on http://127.0.0.1:{}")
 
 

@@ -31,6 +31,7 @@ from actors.messages import (
 )
 from adapters.base import Side
 from adapters.bounds import Count, Percent, Price, Quantity, Seconds, Text
+from adapters.emulator_account import EmulatorAccount
 from adapters.faults import Fault
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
@@ -122,7 +123,8 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "deployment": model_of(_Deployment), "position": model_of(PositionSettings),
     "supervision": model_of(SupervisionSettings), "protection": PROTECTION, "stream": model_of(StreamSettings),
     "journal": model_of(_Journal), "runtime": model_of(_Runtime), "admin": model_of(_Port),
-    "metrics": model_of(_Port), "logging": model_of(LogSettings), "risk": RISK, "emulator": SIMULATED,
+    "metrics": model_of(_Port), "logging": model_of(LogSettings), "risk": RISK,
+    "emulator": _merged("Emulator", SIMULATED, model_of(EmulatorAccount)),
 }
 
 
@@ -145,6 +147,7 @@ class DeploymentConfig:
     metrics_port: int | None = None              # Prometheus on 127.0.0.1; None: off
     ccxt: CcxtVenueSettings | None = None        # a real venue (or a compatible emulator)
     emulator: SimVenueConfig | None = None       # `posguard emulator` serves this market at venue.api_url
+    emulator_account: EmulatorAccount = field(default_factory=EmulatorAccount)   # ... and plays this account
     stream: StreamSettings = field(default_factory=StreamSettings)
     risk: tuple[tuple[str, RiskLimits], ...] = (("*", RiskLimits()),)   # per symbol; "*": every other
 
@@ -221,7 +224,8 @@ class _Loader:
         protection = s["protection"].model_dump()
         return DeploymentConfig(
             path=self.path, venue=venue, symbols=symbols, simulated=simulated, sim_server=sim_server, ccxt=ccxt,
-            emulator=emulator, position=PositionSettings(**s["position"].model_dump()),
+            emulator=emulator, emulator_account=self._account(sections.get("emulator")),
+            position=PositionSettings(**s["position"].model_dump()),
             journal_path=_resolve(self.base, journal), admin_port=s["admin"].port, log=log, opens=opens,
             refresh_s=s["deployment"].refresh_s, runtime_dir=_resolve(self.base, runtime) if runtime else "",
             supervision=SupervisionSettings(**s["supervision"].model_dump()),
@@ -325,6 +329,13 @@ class _Loader:
                 if s not in section.prices:
                     self.fail(f"emulator.prices.{s}", "deployment symbol has no emulated price")
         return self._sim_config(section)
+
+    @staticmethod
+    def _account(section: Any) -> EmulatorAccount:
+        if section is None:
+            return EmulatorAccount()
+        values = section.model_dump()
+        return EmulatorAccount(**{k: values[k] for k in model_of(EmulatorAccount).model_fields})
 
     def _opens(self, symbols: tuple[str, ...]) -> tuple[OpenSpec, ...]:
         raw = self.raw.get("open", [])

@@ -46,6 +46,8 @@ class Metrics:
                                  ["symbol"], registry=self.registry)
         self.restarts = Counter("posguard_restarts", "Child actors restarted", ["child"], registry=self.registry)
         self.safe_mode = Gauge("posguard_safe_mode", "1 while new entries are refused", registry=self.registry)
+        self.venue_start_failures = Counter("posguard_venue_start_failures", "Venue adapter starts that failed",
+                                            ["kind"], registry=self.registry)
         self.journal_failures = Counter("posguard_journal_failures", "Times the journal started failing to write",
                                         registry=self.registry)
         self.stream_up = Gauge("posguard_stream_up", "1 while the venue's private stream is up and reconciled",

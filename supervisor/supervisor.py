@@ -46,6 +46,7 @@ from actors.messages import (
     DeploymentStopped,
     EventRecord,
     ExchangeReady,
+    ExchangeStarting,
     FetchPositions,
     FetchPrice,
     GetTrueState,
@@ -155,6 +156,8 @@ class Supervisor(BridgedActor):
         self.exchange_dumpable: bool | None = None
         self.streams: dict[str, StreamStatus] = {}
         self.journal_error = ""
+        self.venue_status = ""
+        self.venue_warnings: tuple[str, ...] = ()
 
     # -- start-up, in order ----------------------------------------------------------------
 
@@ -236,7 +239,8 @@ class Supervisor(BridgedActor):
             return ConfigureStream(self._address("exchange"), self._address("protection"), self._routes(),
                                    self.spec.stream, name=f"{self.capabilities.venue} private")
         if child.id == "exchange":
-            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch)
+            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch, symbols=self.spec.symbols,
+                                     persist=self.deployed)
         if child.id == "api":
             assert self.spec.control is not None
             return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address("journal"),
@@ -274,6 +278,15 @@ class Supervisor(BridgedActor):
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
         self.capabilities = msg.capabilities
         self.exchange_dumpable = msg.dumpable
+        self.venue_status, self.venue_warnings = "", msg.warnings
+        if msg.problems and not self.deployed:
+            # The account is not fit (hedge mode, a read-only key, a symbol not trading): say which
+            # setting to change, before any entry.
+            self.receiveMsg_ActorFailed(ActorFailed("venue preflight", "; ".join(msg.problems), usage=True), sender)
+            return
+        if msg.problems and not self.safe_mode:
+            logger.critical("ALERT venue preflight after a restart: {}", "; ".join(msg.problems))
+            self._enter_safe_mode(f"venue preflight: {'; '.join(msg.problems)}")
         self._ready(sender, msg.pid)
         if self.deployed:
             self._tell_positions_their_collaborators()
@@ -386,10 +399,21 @@ class Supervisor(BridgedActor):
     def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
         self._relay_back(msg.tag or "", msg)
 
+    def receiveMsg_ExchangeStarting(self, msg: ExchangeStarting, sender: Any) -> None:  # noqa: N802
+        self.venue_status = (f"venue not ready ({msg.kind}): {msg.reason}; attempt {msg.attempt},"
+                             f" next in {msg.retry_in_s:.0f}s")
+        if self.metrics is not None:
+            self.metrics.venue_start_failures.labels(msg.kind).inc()
+        child = self._by_address(sender)
+        if child is not None:
+            child.last_ack = time.monotonic()            # alive, trying: not hung
+        self._tell_api()
+
     def receiveMsg_ActorFailed(self, msg: ActorFailed, sender: Any) -> None:  # noqa: N802
-        logger.error("{} failed: {}", msg.who, msg.reason)
+        # A setting to change is the operator's one line (exit 2), kept off stderr here: the log has it.
+        logger.log("INFO" if msg.usage else "ERROR", "{} failed: {}", msg.who, msg.reason)
         if not self.deployed and self.requester is not None:
-            self.send(self.requester, DeploymentFailed(f"{msg.who}: {msg.reason}"))
+            self.send(self.requester, DeploymentFailed(f"{msg.who}: {msg.reason}", usage=msg.usage))
             self.requester = None
             self._stop_all(None)
             return
@@ -651,7 +675,7 @@ class Supervisor(BridgedActor):
             children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
             reconciliation=self.reconciliation, request_id=request_id, watcher_pid=self.watcher_pid,
             exchange_dumpable=self.exchange_dumpable, streams=tuple(self.streams.values()),
-            journal_error=self.journal_error,
+            journal_error=self.journal_error, venue_status=self.venue_status, venue_warnings=self.venue_warnings,
             stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
                       else "stopping" if self.stopping is not None else ""))
 

@@ -27,6 +27,10 @@ def render_table(status: dict[str, Any]) -> str:
 
 def render_status(status: dict[str, Any], header: bool = False) -> str:
     body = render_table(status)
+    if status.get("venue_status"):
+        body = f"VENUE: {status['venue_status']}\n{body}"
+    for warning in status.get("venue_warnings") or ():
+        body = f"WARNING: {warning}\n{body}"
     if status.get("journal_error"):
         body = f"JOURNAL CANNOT WRITE: {status['journal_error']} -- closes still go out\n{body}"
     if status.get("safe_mode"):

@@ -29,7 +29,7 @@ from actors.messages import (
 )
 from supervisor.client import Client, ClientError
 from supervisor.config import DeploymentConfig
-from supervisor.exits import UserError
+from supervisor.exits import EXIT_FAIL, EXIT_USAGE, UserError
 from supervisor.processes import alive, kill_sessions, kill_system, wait_exited
 from supervisor.runtime import DeploymentLock, held_by, read_holder
 from supervisor.specs import RestartIntensity
@@ -74,7 +74,8 @@ class Watchdog:
             control=control, stream=cfg.stream, risk=cfg.risk), READY_TIMEOUT_S)
         if not isinstance(reply, DeploymentReady):
             self._abandon()
-            raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 60 s')}")
+            raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 60 s')}",
+                            EXIT_USAGE if getattr(reply, "usage", False) else EXIT_FAIL)
         self.holder = read_holder(self.paths.deployment_lock)
         self.unanswered = 0
         self._connect()

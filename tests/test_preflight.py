@@ -1,0 +1,218 @@
+"""The venue preflight at start, before any entry: one-way position mode, every deployed symbol
+trading, a key that can trade (and a warning for one that can withdraw); and a venue that cannot
+start yet, retried with a bounded back-off and shown as what it is."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+from actors.exchange import START_BACKOFF_CAP_S, start_backoff, start_failure
+from actors.messages import (
+    DeploymentFailed,
+    DeploymentReady,
+    StartDeployment,
+    StatusReport,
+    StatusRequest,
+    StopDeployment,
+)
+from adapters.base import VenueError, VenueTimeout
+from adapters.binance import BinanceAdapter
+from adapters.binance_emulator import BinanceEmulator
+from adapters.bybit import BybitAdapter
+from adapters.bybit_emulator import BybitEmulator
+from adapters.emulator_account import EmulatorAccount
+from adapters.emulator_base import EmulatorConfig
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimVenueConfig
+from adapters.venue_settings import MissingKey
+from supervisor.supervisor import Supervisor
+from tests.conftest import free_port
+from tests.emulator import EmulatorThread, run_adapter
+from tests.test_cli import POSGUARD, ROOT, end_run, one_line_error
+from tests.test_cli_venues import KEY, SECRET, bybit_config
+from tests.test_venue_system import SETTINGS
+
+PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
+DIALECTS = [pytest.param(BybitEmulator, BybitAdapter, id="bybit"),
+            pytest.param(BinanceEmulator, BinanceAdapter, id="binance")]
+
+
+def emulator(port: int = 0, **account: Any) -> EmulatorConfig:
+    return EmulatorConfig(venue=SimVenueConfig(engine=EngineConfig(seed=2, prices=PRICES, volatility=0.0),
+                                               orders_per_second=100), account=EmulatorAccount(**account))
+
+
+def preflight(dialect: type, adapter: type, symbols: tuple[str, ...] = tuple(PRICES), **account: Any) -> Any:
+    with EmulatorThread(emulator(**account), dialect) as emu:
+        async def ask(a: Any) -> Any:
+            return await a.preflight(symbols)
+        return run_adapter(emu, adapter, ask)
+
+
+@pytest.mark.parametrize(("dialect", "adapter"), DIALECTS)
+def test_a_fit_account_has_nothing_to_say(dialect, adapter):
+    result = preflight(dialect, adapter)
+    assert result.problems == () and result.warnings == ()
+
+
+@pytest.mark.parametrize(("dialect", "adapter", "setting"), [
+    pytest.param(BybitEmulator, BybitAdapter, "switch-mode mode=0", id="bybit"),
+    pytest.param(BinanceEmulator, BinanceAdapter, "dualSidePosition=false", id="binance")])
+def test_hedge_mode_is_one_problem_naming_the_setting_to_change(dialect, adapter, setting):
+    (problem,) = preflight(dialect, adapter, hedge_mode=True).problems
+    assert "hedge mode" in problem and "one-way" in problem and setting in problem, problem
+
+
+@pytest.mark.parametrize(("dialect", "adapter"), DIALECTS)
+def test_a_symbol_not_trading_or_not_listed_is_named(dialect, adapter):
+    problems = preflight(dialect, adapter, ("BTCUSDT", "ETHUSDT", "DOGEUSDT"), halted=("ETHUSDT",)).problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith("ETHUSDT is not trading") and "remove it from deployment.symbols" in problems[0]
+    assert problems[1].startswith("DOGEUSDT is not a linear USDT perpetual"), problems
+
+
+def test_a_bybit_key_that_cannot_trade_is_refused_and_one_that_can_withdraw_is_warned_of():
+    (problem,) = preflight(BybitEmulator, BybitAdapter, read_only=True).problems
+    assert "cannot trade" in problem and "read-write" in problem
+    result = preflight(BybitEmulator, BybitAdapter, can_withdraw=True)
+    assert result.problems == ()
+    (warning,) = result.warnings
+    assert "withdraw" in warning
+
+
+@pytest.mark.parametrize(("dialect", "adapter"), DIALECTS)
+def test_an_unfit_account_refuses_the_deployment_before_any_entry(tcp_system, tmp_path, dialect, adapter):
+    with EmulatorThread(emulator(hedge_mode=True), dialect) as emu:
+        sup = tcp_system.createActor(Supervisor)
+        factory = functools.partial(adapter, emu.settings())
+        reply = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"), factory, SETTINGS), 30)
+        assert isinstance(reply, DeploymentFailed) and reply.usage, reply
+        assert "hedge mode" in reply.reason and "\n" not in reply.reason
+        assert [r for _, path, r in emu.requests_log() if "order" in path.lower() and _sent(path)] == []
+        assert emu.truth().orders == ()
+        tcp_system.ask(sup, StopDeployment(), 15)
+
+
+def _sent(path: str) -> bool:
+    """An order-placing path (Bybit create, Binance order and algo order)."""
+    return path in ("/v5/order/create", "/fapi/v1/order", "/fapi/v1/algoOrder")
+
+
+def test_a_key_that_can_withdraw_is_warned_of_in_status(tcp_system, tmp_path):
+    with EmulatorThread(emulator(can_withdraw=True), BybitEmulator) as emu:
+        sup = tcp_system.createActor(Supervisor)
+        factory = functools.partial(BybitAdapter, emu.settings())
+        reply = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"), factory, SETTINGS), 30)
+        assert isinstance(reply, DeploymentReady), reply
+        report = tcp_system.ask(sup, StatusRequest(), 5)
+        assert isinstance(report, StatusReport)
+        assert len(report.venue_warnings) == 1 and "withdraw" in report.venue_warnings[0]
+        tcp_system.ask(sup, StopDeployment(), 15)
+
+
+@pytest.mark.parametrize(("exc", "kind"), [
+    (VenueTimeout("no answer"), "unreachable"),
+    (VenueError(503, "Cannot connect to host"), "unreachable"),
+    (VenueError(10004, "error sign!"), "keys"),
+    (VenueError(-2015, "Invalid API-key"), "keys"),
+    (VenueError("auth", "AuthenticationError"), "keys"),
+    (MissingKey("PG_KEY is not set"), "keys"),
+    (VenueError(10002, "server timestamp"), "clock"),
+    (VenueError(-1021, "Timestamp outside recvWindow"), "clock"),
+    (VenueError("ccxt", "BadResponse: markets"), "venue"),
+])
+def test_a_start_failure_is_shown_as_what_it_is(exc, kind):
+    assert start_failure(exc) == kind
+
+
+def test_the_start_back_off_doubles_up_to_its_cap():
+    delays = [start_backoff(n) for n in range(1, 12)]
+    assert delays[:4] == [1.0, 2.0, 4.0, 8.0]
+    assert all(a <= b for a, b in zip(delays, delays[1:], strict=False))
+    assert max(delays) == START_BACKOFF_CAP_S == delays[-1]
+
+
+def test_a_venue_lost_after_deploying_is_retried_and_shown_in_status_until_it_is_back(tcp_system, tmp_path):
+    port = free_port()
+    first = EmulatorThread(emulator(), BybitEmulator)
+    first.emulator.port = port
+    with first:
+        settings = first.settings()
+        sup = tcp_system.createActor(Supervisor)
+        reply = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"),
+                                                    functools.partial(BybitAdapter, settings), SETTINGS), 30)
+        assert isinstance(reply, DeploymentReady), reply
+    # The venue is gone; the exchange process dies: its restart cannot start the adapter.
+    os.kill(_pid(tcp_system, sup, "exchange"), signal.SIGKILL)
+    report = _until(tcp_system, sup, lambda r: r.venue_status != "")
+    assert report.venue_status.startswith("venue not ready (unreachable)"), report.venue_status
+    assert "attempt" in report.venue_status and "next in" in report.venue_status
+    again = EmulatorThread(emulator(), BybitEmulator)
+    again.emulator.port = port
+    with again:
+        report = _until(tcp_system, sup, lambda r: r.venue_status == "" and dict(
+            (c, up) for c, _, up in r.children).get("exchange"), within=60)
+        assert not report.safe_mode
+        tcp_system.ask(sup, StopDeployment(), 15)
+
+
+def _pid(asys: Any, sup: Any, child: str) -> int:
+    report = asys.ask(sup, StatusRequest(), 5)
+    return {c: pid for c, pid, _ in report.children}[child]
+
+
+def _until(asys: Any, sup: Any, check: Any, within: float = 30.0) -> StatusReport:
+    deadline = time.monotonic() + within                  # bounded: status asked until it says so
+    report = None
+    while time.monotonic() < deadline:
+        report = asys.ask(sup, StatusRequest(), 5)
+        if isinstance(report, StatusReport) and check(report):
+            return report
+        time.sleep(0.1)
+    raise AssertionError(f"status never said so within {within}s: {report}")
+
+
+def test_posguard_run_on_a_hedge_mode_account_exits_2_naming_the_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("PG_E2E_KEY", KEY)
+    monkeypatch.setenv("PG_E2E_SECRET", SECRET)
+    admin, api = free_port(), free_port()
+    cfg = bybit_config(tmp_path, admin, api)
+    cfg.write_text(cfg.read_text().replace("seed = 3", "seed = 3\nhedge_mode = true", 1))
+    emulator_proc = subprocess.Popen([*POSGUARD, "emulator", "--config", str(cfg)], cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = None
+    try:
+        assert "listening on" in emulator_proc.stdout.readline()
+        run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "30"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 2, err
+        line = one_line_error(subprocess.CompletedProcess(run.args, 2, out, err))
+        assert "hedge mode" in line and "mode=0" in line, line
+        assert KEY not in err + out and SECRET not in err + out
+    finally:
+        if run is not None:
+            end_run(run, admin)
+        emulator_proc.terminate()
+        emulator_proc.communicate(timeout=10)
+
+
+def test_the_emulator_section_takes_the_account_switches(tmp_path):
+    from supervisor.config import ConfigError, load_config
+
+    cfg = bybit_config(tmp_path, free_port(), free_port())
+    cfg.write_text(cfg.read_text().replace("seed = 3", 'seed = 3\nhedge_mode = true\nhalted = ["ETHUSDT"]', 1))
+    loaded = load_config(str(cfg))
+    assert loaded.emulator_account == dataclasses.replace(EmulatorAccount(), hedge_mode=True, halted=("ETHUSDT",))
+    cfg.write_text(cfg.read_text().replace("hedge_mode = true", 'hedge_mode = "yes"', 1))
+    with pytest.raises(ConfigError) as err:
+        load_config(str(cfg))
+    assert any(p.startswith("emulator.hedge_mode") for p in err.value.problems), err.value.problems
