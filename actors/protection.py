@@ -45,6 +45,7 @@ from adapters.base import PositionReport, Side, StopOrderReport
 from adapters.stops import with_stop_orders
 
 SCAN = "protection-scan"
+REJUDGE = "protection-rejudge"
 HISTORY = "protection-history:"
 MISSING = "PROTECTED here, but the venue view shows no position"
 EPS = 1e-9
@@ -131,6 +132,7 @@ class ProtectionActor(BridgedActor):
         self.stream_suspects: dict[tuple[str, str], int] = {}
         self.awaiting_stops: dict[str, PositionReport] = {}  # symbol -> foreign position, its stop orders asked
         self.scan_requests: dict[str, Any] = {}              # ScanNow request id -> who asked
+        self.rejudge_armed = False
 
     def receiveMsg_ConfigureProtection(self, msg: ConfigureProtection, sender: Any) -> None:  # noqa: N802
         first = self.exchange is None
@@ -147,8 +149,18 @@ class ProtectionActor(BridgedActor):
 
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
         self.snapshots[msg.symbol] = msg
+        if self.trusted and self.stream_view.get(msg.symbol) is not None:
+            # The stream showed a position while its actor was busy (or unheard of): judge it
+            # again now, not when the lagging REST scan comes round.
+            self._judge_stream(msg.symbol, fresh=False)
 
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
+        if msg.payload == REJUDGE:
+            self.rejudge_armed = False
+            for symbol, position in list(self.stream_view.items()):
+                if self.trusted and position is not None:
+                    self._judge_stream(symbol, fresh=False)
+            return
         if msg.payload != SCAN:
             return
         self.wakeupAfter(timedelta(seconds=self.settings.scan_s), SCAN)   # re-arm first: a failure never stops scans
@@ -267,20 +279,23 @@ class ProtectionActor(BridgedActor):
         for symbol in changed:
             self._judge_stream(symbol)
 
-    def _judge_stream(self, symbol: str) -> None:
+    def _judge_stream(self, symbol: str, fresh: bool = True) -> None:
         """A position the stream shows that nothing of ours accounts for is protected at once
-        (one observation sets a stop; two agreeing ones before anything that could close it)."""
+        (one observation sets a stop; two agreeing ones before anything that could close it).
+        `fresh`: a new observation; else the same one judged again (its actor moved on), which
+        never counts as a second, agreeing read."""
         position = self.stream_view.get(symbol)
         view = [] if position is None else with_stop_orders(
             [position], [o for (s, _), o in self.stream_stops.items() if s == symbol])
         snaps = {symbol: self.snapshots[symbol]} if symbol in self.snapshots else {}
         found = [f for f in findings(view, snaps, time.time(), self.stream_grace_s, self.symbols)
                  if f.kind in ("foreign", "undeployed")]  # drift and vanished positions: the REST scan's
+        self._rejudge_after_grace(symbol, position)
         keys = {f.key for f in found}
         for key in [k for k in self.stream_suspects if k[0] == symbol and k not in keys]:
             del self.stream_suspects[key]
         for f in found:
-            seen = self.stream_suspects[f.key] = self.stream_suspects.get(f.key, 0) + 1
+            seen = self.stream_suspects[f.key] = self.stream_suspects.get(f.key, 0) + (1 if fresh else 0) or 1
             if (self.stop_orders and f.position is not None and f.position.stop_price is None
                     and self.settings.foreign_policy == "protect"):
                 # It may have a stop order the stream has not told us of: ask before adopting
@@ -290,6 +305,17 @@ class ProtectionActor(BridgedActor):
                     self.send(self.exchange, FetchStopOrders(symbol))
                 continue
             self._decide(f, seen)
+
+    def _rejudge_after_grace(self, symbol: str, position: PositionReport | None) -> None:
+        """A position shown while its actor has only just settled is judged again once the grace
+        is over (nothing else would bring it up before the next REST scan)."""
+        snap = self.snapshots.get(symbol)
+        if position is None or snap is None or snap.state not in ("IDLE", "PROTECTED") or self.rejudge_armed:
+            return                                       # busy or unheard of: its next snapshot re-judges
+        wait = self.stream_grace_s - (time.time() - snap.updated_at)
+        if wait > 0 and not (snap.state == "IDLE" and snap.intent_id is None):
+            self.rejudge_armed = True
+            self.wakeupAfter(timedelta(seconds=wait + 0.05), REJUDGE)
 
     def receiveMsg_StopOrdersFetched(self, msg: StopOrdersFetched, sender: Any) -> None:  # noqa: N802
         position = self.awaiting_stops.pop(msg.symbol, None)

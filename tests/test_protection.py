@@ -8,18 +8,23 @@ import sqlite3
 import time
 
 from actors.messages import (
+    AdoptPosition,
+    ConfigureProtection,
     DeploymentReady,
     GetTrueState,
     JournalSync,
     OpenPosition,
     PositionSettings,
     PositionSnapshot,
+    ProtectionReady,
     ProtectionSettings,
     StartDeployment,
     StopDeployment,
+    StreamTrust,
+    StreamView,
     WaitForState,
 )
-from actors.protection import findings
+from actors.protection import ProtectionActor, findings
 from adapters.base import OrderRequest, PositionReport, Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
@@ -171,3 +176,23 @@ def test_an_adopted_position_keeps_its_own_stop_and_gets_one_only_if_it_has_none
     assert adoption_stop(PositionReport("BTCUSDT", Side.BUY, 1.0, 100.0, 97.5), 2.0) == 97.5
     assert adoption_stop(PositionReport("BTCUSDT", Side.BUY, 1.0, 100.0, None), 2.0) == 98.0
     assert adoption_stop(PositionReport("BTCUSDT", Side.SELL, 1.0, 100.0, None), 2.0) == 102.0
+
+
+def test_a_foreign_position_the_stream_showed_while_its_actor_was_busy_is_protected_once_it_settles(
+        simple_system):
+    # One stream observation, at a moment our actor was closing; nothing else would bring it up
+    # before the next (lagging) REST scan. It is judged again when the actor settles.
+    prot = simple_system.createActor(ProtectionActor)
+    configure = ConfigureProtection("exchange-unused", SYMBOLS, ProtectionSettings(scan_s=600.0, grace_s=30.0),
+                                    stream_grace_s=0.3)
+    assert isinstance(simple_system.ask(prot, configure, 2), ProtectionReady)
+    simple_system.tell(prot, StreamTrust(True))
+    simple_system.tell(prot, PositionSnapshot("ETHUSDT", "CLOSING", Side.BUY, 1.0, 1.0, 100.0, None, "i1"))
+    foreign = PositionReport("ETHUSDT", Side.SELL, 0.5, 3_000.0, None)
+    simple_system.tell(prot, StreamView(positions=(("ETHUSDT", foreign),)))
+    assert simple_system.listen(0.2) is None                     # busy: left to its actor
+    simple_system.tell(prot, PositionSnapshot("ETHUSDT", "IDLE", intent_id="i1", updated_at=time.time()))
+    adopt = simple_system.listen(5)                              # after the 0.3 s hands-off, by itself
+    assert isinstance(adopt, AdoptPosition) and adopt.symbol == "ETHUSDT" and adopt.side is Side.SELL
+    assert adopt.stop_price is not None and adopt.stop_price > 3_000.0
+    assert simple_system.listen(0.5) is None                     # asked once
