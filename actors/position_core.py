@@ -75,6 +75,8 @@ ACTIVE = frozenset({State.RECOVERING, State.CONFIRMING_ENTRY, State.PROTECTING, 
                     State.STUCK})
 
 
+ADOPTION_REFUSED = "adoption refused"        # a limit refused to take over a foreign position: an alert
+
 class PositionPorts(Protocol):
     """Everything the core does to the outside world."""
 
@@ -300,7 +302,7 @@ class PositionCore:
         if cmd.stop_price is not None:
             denial = self._deny_risk(cmd.side, cmd.qty, cmd.stop_price, cmd.reference_price, entry=False)
             if denial:
-                return CommandDenied(cmd.command_id, cmd.symbol, f"adoption refused: {denial}")
+                return CommandDenied(cmd.command_id, cmd.symbol, f"{ADOPTION_REFUSED}: {denial}")
         self._new_episode()
         self.opened_at = self.ports.monotonic()
         self.intent_id = new_id()

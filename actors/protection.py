@@ -41,6 +41,7 @@ from actors.messages import (
     StreamTrust,
     StreamView,
 )
+from actors.position_core import ADOPTION_REFUSED
 from adapters.base import PositionReport, Side, StopOrderReport
 from adapters.stops import with_stop_orders
 
@@ -185,8 +186,9 @@ class ProtectionActor(BridgedActor):
 
     def _scanned(self, msg: PositionsFetched) -> None:
         if msg.failure is not None:
-            logger.warning("protection scan: venue positions unreadable ({} {}); next scan in {}s",
-                           msg.failure.outcome, msg.failure.code, self.settings.scan_s)
+            logger.warning("protection scan: venue positions unreadable ({} {}: {}); observation refused,"
+                           " next scan in {}s", msg.failure.outcome, msg.failure.code, msg.failure.message,
+                           self.settings.scan_s)
             return
         self.scans += 1
         found = findings(list(msg.positions), self.snapshots, time.time(), self.settings.grace_s, self.symbols)
@@ -332,4 +334,7 @@ class ProtectionActor(BridgedActor):
         pass                                             # the PositionActor's snapshots tell the rest
 
     def receiveMsg_CommandDenied(self, msg: CommandDenied, sender: Any) -> None:  # noqa: N802
-        logger.info("protection: {} declined: {}", msg.symbol, msg.reason)
+        if msg.reason.startswith(ADOPTION_REFUSED):      # a position we will not guard: a human must look
+            logger.critical("ALERT protection: {} {}; a human must act", msg.symbol, msg.reason)
+        else:                                            # busy: the next read judges it again
+            logger.info("protection: {} declined: {}", msg.symbol, msg.reason)

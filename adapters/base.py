@@ -181,6 +181,9 @@ class Preflight:
     warnings: tuple[str, ...] = ()
 
 
+MALFORMED = "malformed"      # VenueError code: a reply lacks a field we rely on (an unknown outcome)
+
+
 class VenueError(Exception):
     """A definite error reply from the venue, with the venue's own code (Bybit retCode style)."""
 

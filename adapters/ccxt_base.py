@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from loguru import logger
 
 from adapters.base import (
+    MALFORMED,
     Capabilities,
     ClosureReport,
     OrderReport,
@@ -38,7 +39,7 @@ T = TypeVar("T")
 
 # Local denials (never sent): classified REJECTED by every dialect's table.
 PREFLIGHT_SYMBOLS = 50               # per-symbol preflight queries at most (the rest trust the first ones)
-MIN_QTY, MIN_NOTIONAL, UNKNOWN_SYMBOL, MALFORMED = "min_qty", "min_notional", "unknown_symbol", "malformed"
+MIN_QTY, MIN_NOTIONAL, UNKNOWN_SYMBOL = "min_qty", "min_notional", "unknown_symbol"
 
 _STATUS = {"open": OrderStatus.NEW, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
            "cancelled": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED, "expired": OrderStatus.CANCELLED}
@@ -204,6 +205,11 @@ class CcxtAdapter(VenueAdapter):
             return await fn(*args, **kwargs)
         except ccxt.BaseError as exc:
             error = self._translate(exc)
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            # ccxt parsing a reply with garbage where a number belongs: a reply we cannot rely on
+            # (for an order: an unknown outcome, asked by client id; for a read: refused).
+            error = VenueError(MALFORMED, self._scrub(f"{getattr(fn, '__name__', 'call')}: reply not understood"
+                                                      f" ({type(exc).__name__}: {str(exc)[:200]})"))
         if isinstance(error, VenueError) and error.code == self.clock_code and fn != self.ex.load_time_difference:
             # Refused for its timestamp: re-learn the venue's clock so the next request passes.
             # The refused request is not re-sent here; only its caller decides, by client id.
@@ -253,13 +259,17 @@ class CcxtAdapter(VenueAdapter):
         if status is None or side not in ("buy", "sell"):
             raise VenueError(MALFORMED, f"{symbol}: order reply without a {'status' if status is None else 'side'}"
                                         f" ({_fields(order)})")
-        filled = _number(order.get("filled"), 0.0, "filled", symbol)
+        filled = _number(order.get("filled"), None, "filled", symbol)
+        qty = _number(order.get("amount"), None, "amount", symbol)
+        if filled is None or qty is None:                # "nothing filled" is never a guess
+            raise VenueError(MALFORMED, f"{symbol}: order reply without a {'filled' if filled is None else 'amount'}"
+                                        f" quantity ({_fields(order)})")
         if status is OrderStatus.NEW and filled > 0:
             status = OrderStatus.PARTIALLY_FILLED
         return OrderReport(
             symbol=symbol, client_order_id=order.get("clientOrderId") or client_order_id,
             venue_order_id=str(order.get("id") or ""), side=Side(side),
-            qty=_number(order.get("amount"), 0.0, "amount", symbol), status=status, filled_qty=filled,
+            qty=qty, status=status, filled_qty=filled,
             avg_price=_number(order.get("average"), None, "average", symbol) or None,
             reduce_only=bool(order.get("reduceOnly")),
             stop_price=_number(order.get("stopLossPrice"), None, "stopLossPrice", symbol) or None)
@@ -268,7 +278,10 @@ class CcxtAdapter(VenueAdapter):
         """A position as the venue's view shows it (None: flat). Without a side it cannot be
         judged: the whole observation is refused ("malformed"), never guessed."""
         market_id = (p.get("info") or {}).get("symbol") or self.ex.market(p["symbol"])["id"]
-        qty = abs(_number(p.get("contracts"), 0.0, "contracts", market_id))
+        contracts = _number(p.get("contracts"), None, "contracts", market_id)
+        if contracts is None:                            # no size is no "flat": never guessed
+            raise VenueError(MALFORMED, f"{market_id}: position without a size ({_fields(p)})")
+        qty = abs(contracts)
         if qty == 0:
             return None
         if p.get("side") not in ("long", "short"):

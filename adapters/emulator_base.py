@@ -13,6 +13,7 @@ signature and exists only because the server binds to loopback alone.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from abc import ABC, abstractmethod
@@ -65,6 +66,26 @@ class EmulatorConfig:
     account: EmulatorAccount = field(default_factory=EmulatorAccount)   # as the preflight asks about it
 
 
+DROP = object()                      # Mangle.value: remove the key
+
+
+@dataclass(slots=True)
+class Mangle:
+    path: str
+    key: str
+    value: Any
+    times: int
+
+
+def _mangle(body: Any, key: str, value: Any) -> Any:
+    if isinstance(body, dict):
+        return {k: (value if k == key else _mangle(v, key, value)) for k, v in body.items()
+                if not (k == key and value is DROP)}
+    if isinstance(body, list):
+        return [_mangle(v, key, value) for v in body]
+    return body
+
+
 def num(value: float | None) -> str:
     return "" if value is None else format(value, ".10g")
 
@@ -86,6 +107,7 @@ class EmulatorBase(ABC):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.requests: list[tuple[str, str, dict[str, Any]]] = []   # (method, path, params) as received
         self.stream: StreamServer | None = None     # the private streams, attached by `routes()`
+        self.mangles: list[Mangle] = []              # replies made malformed on purpose (tests)
         self.engine.listeners.append(self._engine_event)
 
     # -- the dialect -------------------------------------------------------------------------
@@ -167,7 +189,7 @@ class EmulatorBase(ABC):
                 params = self.params(request, raw)
                 self.requests.append((request.method, request.path, params))
                 self.authenticate(request, raw)
-                return await handler(params)
+                return self._mangled(request.path, await handler(params))
             except VenueError as exc:
                 return self.error(exc)
             except VenueTimeout:
@@ -175,6 +197,21 @@ class EmulatorBase(ABC):
             except (ValueError, KeyError, TypeError) as exc:
                 return self.error(self.bad_params(f"{type(exc).__name__}: {exc}"))
         return wrapped
+
+    def mangle(self, path: str, key: str, value: Any = DROP, times: int = 1) -> None:
+        """The next `times` successful replies on `path` lose `key` (or carry `value` in it),
+        wherever it appears: a venue whose reply lacks a field we rely on."""
+        self.mangles.append(Mangle(path, key, value, times))
+
+    def _mangled(self, path: str, response: web.Response) -> web.Response:
+        due = [m for m in self.mangles if m.path == path and m.times > 0]
+        if not due or response.status != 200 or not response.text:
+            return response
+        body = json.loads(response.text)
+        for m in due:
+            m.times -= 1
+            body = _mangle(body, m.key, m.value)
+        return web.json_response(body)
 
     def bad_params(self, message: str) -> VenueError:
         return VenueError(10001, f"params error: {message}")

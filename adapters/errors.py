@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from adapters.base import VenueError, VenueTimeout
+from adapters.base import MALFORMED, VenueError, VenueTimeout
 
 
 class Outcome(StrEnum):
@@ -67,7 +67,7 @@ LOCAL_RULES: tuple[ErrorRule, ...] = (
     ErrorRule("auth", Outcome.AUTH),             # ccxt refused the credentials without a venue code
     # A reply missing a field we rely on: for an order we sent, its outcome is unknown (asked by
     # client id, never assumed); for a read, the observation is refused.
-    ErrorRule("malformed", Outcome.UNKNOWN),
+    ErrorRule(MALFORMED, Outcome.UNKNOWN),
 )
 
 # Binance USDⓈ-M (fapi). Codes are negative; HTTP 503 "Unknown error, please check your request

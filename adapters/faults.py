@@ -15,6 +15,7 @@ class FaultKind(StrEnum):
     TIMEOUT_BEFORE = "timeout_before"  # the request never reached the engine, no reply
     DELAY = "delay"                  # the reply comes `delay_s` later than usual
     LATE = "late"                    # no reply, and the request reaches the engine `delay_s` later
+    MALFORMED = "malformed"          # the venue executed the request; its reply lacks a field we rely on
 
 
 @dataclass(frozen=True, slots=True)

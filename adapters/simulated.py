@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from adapters.base import (
+    MALFORMED,
     Capabilities,
     ClosureReport,
     OrderReport,
@@ -136,6 +137,9 @@ class SimulatedAdapter(VenueAdapter):
         await self._sleep(half)
         if fault is not None and fault.kind is FaultKind.TIMEOUT_AFTER:
             raise VenueTimeout(f"{op}: no reply (request executed)")
+        if fault is not None and fault.kind is FaultKind.MALFORMED:
+            # What a real adapter makes of a reply missing a field (adapters/ccxt_base.py).
+            raise VenueError(MALFORMED, f"{op}: reply without a field we rely on (executed)")
         return result
 
     def _take_rate_token(self) -> None:

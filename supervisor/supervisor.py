@@ -69,6 +69,8 @@ from actors.messages import (
     RestartChild,
     RiskLimits,
     SafeModeChanged,
+    ScanDone,
+    ScanNow,
     SetSafeMode,
     StartDeployment,
     StatusReport,
@@ -697,6 +699,18 @@ class Supervisor(BridgedActor):
         if journal is not None:
             self.send(journal, RecentEvents(msg.symbol, msg.limit, reply_to=msg.reply_to or sender,
                                             request_id=msg.request_id))
+
+    def receiveMsg_ScanNow(self, msg: ScanNow, sender: Any) -> None:  # noqa: N802
+        """A protection scan now (tests, operators): its ScanDone says whether the venue was read."""
+        protection = self._address("protection")
+        if protection is None:
+            self.send(sender, ScanDone(msg.request_id, "protection is off"))
+            return
+        self.relay[f"scan:{msg.request_id}"] = sender
+        self.send(protection, msg)
+
+    def receiveMsg_ScanDone(self, msg: ScanDone, sender: Any) -> None:  # noqa: N802
+        self._relay_back(f"scan:{msg.request_id}", msg)
 
     def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
         via = self._address(f"position:{msg.symbol}") if msg.symbol else self._address("journal")

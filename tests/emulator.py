@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from adapters.base import TrueState, VenueError, VenueTimeout
 from adapters.binance_emulator import BinanceEmulator
 from adapters.bybit_emulator import BybitEmulator
-from adapters.emulator_base import EmulatorBase, EmulatorConfig
+from adapters.emulator_base import DROP, EmulatorBase, EmulatorConfig
 from adapters.faults import Fault
 from adapters.venue_settings import CcxtVenueSettings
 
@@ -64,6 +64,10 @@ class EmulatorThread:
         if self.loop.is_closed():
             return self._final[0]
         return self.run(self.emulator.adapter.true_state())
+
+    def mangle(self, path: str, key: str, value: Any = DROP, times: int = 1) -> None:
+        """The next `times` replies on `path` lose `key` (or carry `value` there): a malformed venue."""
+        self.on_loop(lambda: self.emulator.mangle(path, key, value, times))
 
     def add_fault(self, fault: Fault) -> None:
         self.on_loop(lambda: self.emulator.adapter.faults.add(fault))
