@@ -23,6 +23,8 @@ from supervisor.client import Client, ClientError, NotRunning, socket_path_of
 from supervisor.exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UserError
 
 STOP_WAIT_S = 30.0
+MAX_NUMBER = 1e12                    # the API's bound on a qty or a price (supervisor/api_protocol.py)
+MAX_PCT = 99.0                       # ... and on a stop's distance in percent
 
 
 # -- arguments, before anything is contacted ----------------------------------------------------
@@ -43,8 +45,8 @@ def parse_qty(text: str) -> float:
         qty = float(text)
     except ValueError:
         raise UserError(f"QTY must be a number, got {text!r}", EXIT_USAGE) from None
-    if not math.isfinite(qty) or not qty > 0:
-        raise UserError(f"QTY must be a positive finite number, got {text}", EXIT_USAGE)
+    if not math.isfinite(qty) or not 0 < qty <= MAX_NUMBER:
+        raise UserError(f"QTY must be a positive finite number (at most {MAX_NUMBER:g}), got {text}", EXIT_USAGE)
     return qty
 
 
@@ -53,16 +55,16 @@ def parse_stop(text: str) -> tuple[float | None, float | None]:
     try:
         if text.endswith("%"):
             pct = float(text[:-1])
-            if not (math.isfinite(pct) and 0 < pct < 100):
+            if not (math.isfinite(pct) and 0 < pct <= MAX_PCT):
                 raise ValueError
             return None, pct
         price = float(text)
-        if not (math.isfinite(price) and price > 0):
+        if not (math.isfinite(price) and 0 < price <= MAX_NUMBER):
             raise ValueError
         return price, None
     except ValueError:
-        raise UserError(f"--sl must be a positive price or a percentage below 100 like 2%, got {text!r}",
-                        EXIT_USAGE) from None
+        raise UserError(f"--sl must be a positive price (at most {MAX_NUMBER:g}) or a percentage above 0 and at"
+                        f" most {MAX_PCT:g} like 2%, got {text!r}", EXIT_USAGE) from None
 
 
 def parse_side(text: str) -> str:
@@ -79,6 +81,14 @@ def deployment_symbols(config: str) -> tuple[str, ...]:
     if not isinstance(symbols, list):
         raise UserError("config error: deployment.symbols: missing", EXIT_USAGE)
     return tuple(normalise_symbol(str(s)) for s in symbols)
+
+
+def deployed(symbol: str, config: str) -> str:
+    """The symbol, if the config's deployment manages it (checked before anything is contacted)."""
+    symbols = deployment_symbols(config)
+    if symbol not in symbols:
+        raise UserError(f"{symbol} is not in this deployment ({', '.join(symbols)})", EXIT_USAGE)
+    return symbol
 
 
 def _toml(config: str) -> dict[str, Any]:
@@ -122,6 +132,17 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data) if args.json else text, flush=True)
 
 
+def _refused(args: argparse.Namespace, symbol: str, exc: ClientError) -> int:
+    """A refusal: the JSON answer on stdout (--json), else one line on stderr, like any error.
+    Exit 2 for a request the deployment could not take (a bad argument, a symbol it does not
+    manage), 1 for one it refused (a risk limit, safe mode, the position's state)."""
+    code = EXIT_USAGE if exc.code in ("bad_request", "unknown_symbol") else EXIT_FAIL
+    if not args.json:
+        raise UserError(f"{symbol}: refused: {exc.message}", code)
+    emit(args, {"ok": False, "symbol": symbol, "reason": exc.message}, "")
+    return code
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
@@ -141,6 +162,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     symbol = normalise_symbol(args.symbol)
     if not 0 <= args.events <= 1000:
         raise UserError(f"--events must be from 0 to 1000, got {args.events}", EXIT_USAGE)
+    deployed(symbol, args.config)
     with connect(args.config) as pg:
         report = _ask(pg, "inspect", symbol=symbol, events=args.events)
     if args.json:
@@ -159,29 +181,23 @@ def cmd_open(args: argparse.Namespace) -> int:
     side = parse_side(args.side)
     qty = parse_qty(args.qty)
     price, pct = parse_stop(args.sl)
-    symbols = deployment_symbols(args.config)
-    if symbol not in symbols:
-        raise UserError(f"{symbol} is not in this deployment ({', '.join(symbols)})", EXIT_USAGE)
+    deployed(symbol, args.config)
     with connect(args.config) as pg:
         try:
             result = pg.open(symbol, side, qty, sl=price, sl_pct=pct)
         except ClientError as exc:
-            emit(args, {"ok": False, "symbol": symbol, "reason": exc.message}, f"posguard: {symbol}: refused:"
-                                                                                f" {exc.message}")
-            return EXIT_USAGE if exc.code == "bad_request" else EXIT_FAIL
+            return _refused(args, symbol, exc)
     emit(args, {"ok": True, **result}, f"posguard: opening {side} {qty:g} {symbol}, stop {result['stop_price']:g}")
     return EXIT_OK
 
 
 def cmd_close(args: argparse.Namespace) -> int:
-    symbol = normalise_symbol(args.symbol)
+    symbol = deployed(normalise_symbol(args.symbol), args.config)
     with connect(args.config) as pg:
         try:
             result = pg.close_position(symbol)
         except ClientError as exc:
-            emit(args, {"ok": False, "symbol": symbol, "reason": exc.message}, f"posguard: {symbol}: refused:"
-                                                                                f" {exc.message}")
-            return EXIT_FAIL
+            return _refused(args, symbol, exc)
     emit(args, {"ok": True, **result}, f"posguard: closing {symbol} reduce-only")
     return EXIT_OK
 

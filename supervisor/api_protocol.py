@@ -23,6 +23,7 @@ from adapters.venue_settings import venue_symbol
 VERSION = 1
 MAX_LINE = 64 * 1024                  # a request longer than this is refused and the connection closed
 MAX_ID = 64
+MAX_DIGITS = 100                      # a whole number longer than this is out of every range
 
 
 class ApiError(Exception):
@@ -122,13 +123,21 @@ def _no_constants(name: str) -> Any:
     raise ApiError("bad_request", f"{name} is not a JSON number; send a finite number")
 
 
+def _whole(text: str) -> int | float:
+    """A JSON whole number. One longer than any argument allows is an infinity, which the checks
+    refuse naming its argument (Python itself refuses past 4300 digits, saying something else)."""
+    if len(text) > MAX_DIGITS:
+        return -math.inf if text.startswith("-") else math.inf
+    return int(text)
+
+
 def parse_request(line: bytes) -> Request:
     """One request line -> Request. Raises ApiError naming the problem (the id, when it could be
     read, is in `extra['id']` so the reply can carry it)."""
     if len(line) > MAX_LINE:
         raise ApiError("bad_request", f"request longer than {MAX_LINE} bytes")
     try:
-        data = json.loads(line, parse_constant=_no_constants)
+        data = json.loads(line, parse_constant=_no_constants, parse_int=_whole)
     except ApiError:
         raise
     except (ValueError, RecursionError):

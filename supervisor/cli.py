@@ -8,14 +8,33 @@ non-zero exit, never a traceback. Commands import only what they use: the operat
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import Any, NoReturn
 
 from supervisor.admin import add_commands, default_config
 from supervisor.exits import EXIT_OK, EXIT_USAGE, UserError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line -- `posguard: <what> (see posguard <command> --help)` --
+    and exit 2. Subparsers are of this class too (add_subparsers uses the parent's class)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        # A value like -5%, -inf or -1e3 is a (bad) value for its option or argument, to be
+        # refused by its own check with its own reason -- not taken for an unknown option.
+        self._negative_number_matcher = _NEGATIVE
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"posguard: {message} (see {self.prog} --help)\n")
+
+
+_NEGATIVE = re.compile(r"^-(\d|\.\d|inf|nan)", re.IGNORECASE)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="posguard", description=__doc__.splitlines()[0])
+    parser = Parser(prog="posguard", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     config = default_config()
 
@@ -36,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     emulator.set_defaults(handler=_emulator)
 
     add_commands(sub, config)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:                                          # said by the command's parser, naming its help
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return int(args.handler(args))
     except UserError as exc:

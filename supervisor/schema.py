@@ -115,6 +115,9 @@ def _say(error: dict[str, Any], model: type[BaseModel] | None) -> str:
             return f"must be {words[kind]} {bound}{got}"
         case "finite_number":
             return f"must be a finite number{got}"
+        case "float_type" if isinstance(value, int) and not isinstance(value, bool):
+            # A whole number too large for a float (hundreds of digits): a number, but not one accepted.
+            return f"must be a finite number{_range(model, error['loc'])}, got a {len(str(abs(value)))}-digit number"
         case "float_type" | "int_from_float" | "float_parsing":
             return f"must be a number{got}"
         case "int_type" | "int_parsing":
@@ -134,6 +137,17 @@ def _say(error: dict[str, Any], model: type[BaseModel] | None) -> str:
         case "dict_type" | "model_type" | "dataclass_type":
             return f"must be a table{got}"
     return f"{error['msg']}{got}"
+
+
+def _range(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> str:
+    """" >= LOW and <= HIGH" for a top-level field of `model` that declares both bounds, else ""."""
+    info = model.model_fields.get(str(loc[0])) if model is not None and len(loc) == 1 else None
+    meta = info.metadata if info is not None else []
+    low = next((f" >= {m.ge:g}" if isinstance(m, Ge) else f" > {m.gt:g}" for m in meta if isinstance(m, Ge | Gt)),
+               None)
+    high = next((f" <= {m.le:g}" if isinstance(m, Le) else f" < {m.lt:g}" for m in meta if isinstance(m, Le | Lt)),
+                None)
+    return f"{low} and{high}" if low is not None and high is not None else ""
 
 
 def _show(value: Any) -> str:
