@@ -172,6 +172,12 @@ class JournalActor(BridgedActor):
             if msg.cap:
                 pages = self.bridge.call(self.store.limit_pages(0))
                 logger.warning("journal capped at {} pages (fault injection)", pages)
+            if msg.refuse:
+                self.bridge.call(self.store.refuse_writes(True))
+                logger.warning("journal refuses every write (fault injection)")
+            if msg.heal:
+                self.bridge.call(self.store.heal())
+                logger.warning("journal cap lifted (fault injection)")
             if msg.truncate_wal:
                 self.bridge.call(self.store.truncate_wal())
             self.send(sender, JournalSynced("disk-fault"))

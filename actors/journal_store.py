@@ -145,6 +145,15 @@ class JournalStore:
             await self.db.rollback()                     # full: nothing more fits
         return pages
 
+    async def refuse_writes(self, refuse: bool) -> None:
+        """Fault injection: every write fails (SQLite's query_only), or works again."""
+        await self.db.execute(f"PRAGMA query_only={'ON' if refuse else 'OFF'}")
+
+    async def heal(self) -> None:
+        """Undo limit_pages and refuse_writes: the journal can write again."""
+        await self.db.execute("PRAGMA max_page_count=1073741823")
+        await self.refuse_writes(False)
+
     async def truncate_wal(self) -> None:
         """Checkpoint and empty the WAL file (SQLite maintenance; the fault tests use it so that
         the next write on a full disk has to grow the file)."""

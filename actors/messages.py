@@ -1034,7 +1034,11 @@ class JournalDiskFault:
     """Fault injection for tests of a full disk, for real: `truncate_wal` empties the WAL file
     (a checkpoint), so on a disk that is full the next write must grow it and fails; `cap`
     makes SQLite itself refuse to grow the database (max_page_count, where no tiny filesystem
-    can be mounted). Answered by JournalSynced("disk-fault")."""
+    can be mounted; a write that fits a page's free space still passes); `refuse` makes every
+    write fail at once (SQLite's query_only); `heal` undoes both. Answered by
+    JournalSynced("disk-fault")."""
 
     truncate_wal: bool = True
     cap: bool = False
+    refuse: bool = False
+    heal: bool = False

@@ -68,6 +68,7 @@ RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was no
 NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
 STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
 JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
+PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived close id until surely absent
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
@@ -152,6 +153,8 @@ class PositionCore:
         self.close_retries = 0
         self.close_reason = ""
         self.resume_close = False
+        self.probe_cid: str | None = None            # after a restart: the next derived close id, asked for
+        self.probe_until = 0.0
         self._armed_once: set[str] = set()
 
     # -- recovery ------------------------------------------------------------------------
@@ -180,6 +183,8 @@ class PositionCore:
             self.close_sent_at = self._monotonic_of(closes[-1].created_at)
         self.closes_sent = len(closes)
         self.resume_close = last in (State.FLATTENING, State.STUCK)
+        if not self.resume_close:
+            self._probe_next_close()
         self.close_reason = "resumed after restart"
         if adopted:
             # No entry of ours: the position was there. Protect it again, or finish closing it.
@@ -193,6 +198,49 @@ class PositionCore:
         self.log.info("{} {}", self.symbol, self.last_event)
         self.ports.publish(self.snapshot())
         self._query_entry()
+
+    def _probe_next_close(self) -> None:
+        """A close goes out even when the journal cannot record it (its id derives from the
+        intent): after a restart, ask for the next such id -- in parallel with everything else,
+        never delaying protection -- until the venue has it or surely never will."""
+        assert self.intent_id is not None
+        self.probe_cid = close_order_id(self.intent_id, self.closes_sent + 1)
+        self.probe_until = self.ports.monotonic() + self.settings.entry_unknown_window_s
+        self._request(QueryOrder(self.symbol, self.probe_cid))
+
+    def _on_probe(self, msg: OrderQueried) -> None:
+        report = msg.report
+        if report is None:
+            not_found = msg.failure is not None and msg.failure.outcome is Outcome.ORDER_NOT_FOUND
+            if not_found and self.ports.monotonic() >= self.probe_until:
+                self.probe_cid = None                    # never sent, or expired unexecuted
+            else:
+                self._arm(PROBE_CLOSE, self.settings.poll_s)
+            return
+        if self.state in (State.FLATTENING, State.STUCK):
+            self.probe_cid = None                        # closing already: "nothing to reduce" settles it
+            return
+        if self.state not in (State.RECOVERING, State.PROTECTING, State.PROTECTED):
+            self._arm(PROBE_CLOSE, self.settings.poll_s)  # the entry first (CONFIRMING_ENTRY): ask again later
+            return
+        assert self.side is not None
+        self.closes_sent += 1
+        self.close_cid, self.close_sent_at = report.client_order_id, self.ports.monotonic()
+        self.close_request = OrderRequest(self.symbol, self.side.opposite, report.qty, self.close_cid,
+                                          reduce_only=True)
+        self.close_sent_entry_final, self.close_done = True, False
+        detail = (f"found close {self.close_cid} ({report.status}, filled {report.filled_qty:g}), sent while the"
+                  " journal could not record it")
+        self.close_reason = "a close sent while the journal could not write"
+        if self.state is State.RECOVERING:
+            self.resume_close = True                     # _recovered() confirms it
+            self.last_event = detail
+        else:
+            self._go(Trigger.CLOSE_FOUND, detail)
+            if not self.entry_final:
+                self._arm(POLL_ENTRY, 0.0)
+            self._on_close_report(report)
+        self._probe_next_close()                         # the journal may have missed more than one
 
     def _recovered(self) -> None:
         """The entry's venue state is known well enough to resume the right path."""
@@ -402,7 +450,9 @@ class PositionCore:
     def on_order_queried(self, msg: OrderQueried) -> None:
         if msg.report is not None:
             self._journal_outcome(msg.client_order_id, msg.report, None)
-        if msg.client_order_id == self.entry_cid and self.state in (State.ENTERING, *ACTIVE):
+        if msg.client_order_id == self.probe_cid and self.probe_cid != self.close_cid:
+            self._on_probe(msg)
+        elif msg.client_order_id == self.entry_cid and self.state in (State.ENTERING, *ACTIVE):
             self._on_entry_queried(msg)
         elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
             self._on_close_queried(msg)
@@ -484,6 +534,8 @@ class PositionCore:
             self._request(PlaceOrder(self.close_request))
         elif timer.kind == NEW_CLOSE and state in (State.FLATTENING, State.STUCK):
             self._new_close_order()
+        elif timer.kind == PROBE_CLOSE and self.probe_cid is not None and state is not State.IDLE:
+            self._request(QueryOrder(self.symbol, self.probe_cid))
 
     # -- entry ---------------------------------------------------------------------------
 
@@ -528,6 +580,8 @@ class PositionCore:
         """A reply may be lost (collaborator restarted, call hung): ask again, by client id,
         from where we are — never a blind resend of an order."""
         state = self.state
+        if self.probe_cid is not None and state is not State.IDLE:
+            self._arm(PROBE_CLOSE, 0.0)                  # its answer may be the one lost
         if state in (State.IDLE, State.PROTECTED) and (self.entry_final or self.entry_cid is None):
             return                                       # nothing in flight: nothing to ask
         self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)

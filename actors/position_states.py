@@ -32,6 +32,7 @@ class Trigger(StrEnum):
     STOP_FAILED = "stop_failed"
     NAKED_DEADLINE = "naked_deadline"
     CLOSE_REQUESTED = "close_requested"
+    CLOSE_FOUND = "close_found"              # after a restart: a close sent while the journal could not say so
     CLOSE_CONFIRMED = "close_confirmed"      # venue confirmed entry's final state and the close
     CLOSE_UNCONFIRMED = "close_unconfirmed"  # gave up confirming: alert, keep trying slowly
 
@@ -67,6 +68,8 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.PROTECTING, T.CLOSE_REQUESTED): S.FLATTENING,
 
     (S.PROTECTED, T.CLOSE_REQUESTED): S.FLATTENING,
+    (S.PROTECTED, T.CLOSE_FOUND): S.FLATTENING,
+    (S.PROTECTING, T.CLOSE_FOUND): S.FLATTENING,
     # real world: a stop vanished or moved on the venue (or the position did): verify by setting it
     (S.PROTECTED, T.REPROTECT): S.PROTECTING,
 

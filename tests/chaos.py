@@ -4,7 +4,8 @@ A schedule is a venue (attached or separate stop, acks with or without fills), a
 deadline, and a random sequence of steps: open, close, wait, venue faults (ambiguous timeouts
 after a fill, requests that arrive late, error replies, rate limits, rejections, latency
 spikes), lost replies, actor crashes (memory, timers and in-flight replies lost), and, with a
-stream, its lies: events lost, repeated or late, and claims that a stop fired when it did not. After
+stream, its lies: events lost, repeated or late, and claims that a stop fired when it did not;
+replies missing a field we rely on; a journal that cannot write for a while (disk full). After
 every step and at the end the product's promises are checked:
 
 - no position read, ever; at most one entry order per intent;
@@ -29,7 +30,8 @@ HANDLING = {State.RECOVERING, State.ENTERING, State.CONFIRMING_ENTRY, State.PROT
 
 def random_fault(rng: random.Random) -> Fault:
     kind = rng.choice(["timeout_after", "timeout_before", "late", "error_unknown", "rate_limit", "reject",
-                       "delay", "stop_reject", "stop_unknown", "query_unknown", "close_reject", "close_late"])
+                       "delay", "stop_reject", "stop_unknown", "query_unknown", "close_reject", "close_late",
+                       "malformed"])
     times = rng.choice([1, 1, 1, 2, 5])
     match kind:
         case "timeout_after":
@@ -54,6 +56,10 @@ def random_fault(rng: random.Random) -> Fault:
             return Fault("set_stop", FaultKind.TIMEOUT_AFTER, times=times)
         case "query_unknown":
             return Fault("fetch_order", FaultKind.TIMEOUT_BEFORE, times=times * 3)
+        case "malformed":                                # executed; the reply lacks a field we rely on
+            op = rng.choice(["create_order", "set_stop", "fetch_order"])
+            return Fault(op, FaultKind.MALFORMED, times=times,
+                         reduce_only=rng.choice([None, True, False]) if op == "create_order" else None)
         case "close_reject":
             return Fault("create_order", FaultKind.ERROR, code=10001, message="params", reduce_only=True, times=times)
         case _:
@@ -104,8 +110,8 @@ def run_schedule(seed: int) -> Outcome:
     out = Outcome(seed, steps)
     try:
         for _ in range(rng.randint(3, 14)):
-            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie"],
-                                 [4, 2, 4, 2, 1.5, 1, 1 if streams else 0])[0]
+            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie", "disk"],
+                                 [4, 2, 4, 2, 1.5, 1, 1 if streams else 0, 1])[0]
             if action == "open":
                 h.open(qty=rng.choice([0.5, 1.0, 3.0]), stop=90.0)
                 h.run(until=0.0)
@@ -122,6 +128,9 @@ def run_schedule(seed: int) -> Outcome:
                 action = f"fault {fault.op} {fault.kind}"
             elif action == "crash":
                 h.crash()
+            elif action == "disk":                       # the journal cannot write (disk full), or can again
+                h.fail_journal = not h.fail_journal
+                action = "journal fails" if h.fail_journal else "journal writes again"
             elif action == "lie":
                 # The stream claims our position's stop fired (it did not): only REST may say so.
                 claim = OrderReport(SYMBOL, f"stop-lie-{rng.random()}", "v-lie", Side.SELL, 1.0, OrderStatus.FILLED,

@@ -130,6 +130,35 @@ def s_adopt_close(crash: list[Edge] | None = None) -> Harness:
     return h
 
 
+def _close_unjournaled_then_crash(h: Harness, *after_crash: Fault) -> Harness:
+    """PROTECTED; the journal fails; a close goes out anyway (its id derived) and reaches the
+    engine only a second later; the actor dies before anything of it is journaled."""
+    h.open()
+    h.run()
+    h.fail_journal = True
+    h.adapter.faults.add(Fault("create_order", FaultKind.LATE, delay_s=1.0, reduce_only=True))
+    h.close_position()
+    h.run(until=0.0)
+    h.fail_journal = False
+    for fault in after_crash:
+        h.adapter.faults.add(fault)
+    h.crash()
+    h.run()
+    return h
+
+
+def s_close_found_protected(crash: list[Edge] | None = None) -> Harness:
+    return _close_unjournaled_then_crash(Harness(venue(), crash_after=list(crash or [])))
+
+
+def s_close_found_protecting(crash: list[Edge] | None = None) -> Harness:
+    # The first probe goes unanswered, and the stop keeps being refused "busy": the close is
+    # found while still protecting.
+    return _close_unjournaled_then_crash(Harness(venue(attached=False), crash_after=list(crash or [])),
+                                         Fault("fetch_order", FaultKind.TIMEOUT_BEFORE),
+                                         Fault("set_stop", FaultKind.ERROR, code=10006, times=50))
+
+
 def s_stop_drift(crash: list[Edge] | None = None) -> Harness:
     h = s_attached(crash)
     h.adapter.engine.clear_stop(SYMBOL)                  # someone removed our stop by hand
@@ -161,6 +190,8 @@ SCENARIOS: dict[Edge, Callable[..., Harness]] = {
     (State.PROTECTING, Trigger.NAKED_DEADLINE): s_stop_deadline,
     (State.PROTECTING, Trigger.CLOSE_REQUESTED): s_close_while_protecting,
     (State.PROTECTED, Trigger.CLOSE_REQUESTED): s_close,
+    (State.PROTECTED, Trigger.CLOSE_FOUND): s_close_found_protected,
+    (State.PROTECTING, Trigger.CLOSE_FOUND): s_close_found_protecting,
     (State.FLATTENING, Trigger.CLOSE_CONFIRMED): s_close,
     (State.FLATTENING, Trigger.CLOSE_UNCONFIRMED): s_stuck_then_closed,
     (State.STUCK, Trigger.CLOSE_CONFIRMED): s_stuck_then_closed,
