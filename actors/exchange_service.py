@@ -109,18 +109,32 @@ class ExchangeService:
         self.call_timeout_s = call_timeout_s
         self._orders = Pacer(self.capabilities.orders_per_second)
         self._reads = Pacer(self.capabilities.reads_per_second)
+        # Orders we hold (queued behind the rate limit, or on their way): client id -> done.
+        self._in_flight: dict[str, asyncio.Event] = {}
 
     async def handle(self, msg: object) -> object:
         """Run one request; never raises (every failure becomes a classified reply)."""
         match msg:
             case PlaceOrder(request=req, request_id=rid):
                 sent: list[float] = []
-                report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
-                                                   urgent=req.reduce_only, sent=sent)
+                done = self._in_flight.setdefault(req.client_order_id, asyncio.Event())
+                try:
+                    report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
+                                                       urgent=req.reduce_only, sent=sent)
+                finally:
+                    done.set()
+                    if self._in_flight.get(req.client_order_id) is done:
+                        del self._in_flight[req.client_order_id]
                 # When it really left (after any queueing): the caller's "never arrived" window runs
                 # from here, so a long queue can never make it give up on an order still in flight.
                 return OrderPlaced(rid, req.client_order_id, report, failure, sent_at=sent[0] if sent else None)
             case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
+                held = self._in_flight.get(cid)
+                if held is not None:
+                    # Still queued here (a burst of entries waits its turn at the rate limit): the
+                    # venue would say "not found" and the caller, past its window, would give up
+                    # on an order that is still going to be sent. Answer once it has gone.
+                    await held.wait()
                 report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
                 return OrderQueried(rid, cid, report, failure)
             case SetStop(symbol=symbol, stop_price=px, request_id=rid, position_side=side):

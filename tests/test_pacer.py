@@ -47,3 +47,29 @@ def test_never_more_than_the_rate_over_a_window():
         while pacer._take(urgent=False) == 0.0:
             taken += 1
     assert taken <= 5 + 5 * 10                    # the initial bucket plus the refill
+
+
+def test_a_query_for_an_order_still_queued_behind_the_rate_limit_waits_until_it_has_gone():
+    # A burst of entries waits its turn here; the venue would answer "not found" for the last
+    # one, and its caller -- past its window -- would give up on an order still going to be sent.
+    from actors.exchange_service import ExchangeService
+    from actors.messages import OrderPlaced, OrderQueried, PlaceOrder, QueryOrder
+    from adapters.base import OrderRequest, OrderStatus, Side
+    from adapters.sim_engine import EngineConfig
+    from adapters.simulated import SimulatedAdapter, SimVenueConfig
+
+    adapter = SimulatedAdapter(SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0),
+                                              orders_per_second=5.0))
+    service = ExchangeService(adapter)
+
+    async def scenario() -> tuple[list[object], object]:
+        orders = [asyncio.ensure_future(service.handle(PlaceOrder(OrderRequest("BTCUSDT", Side.BUY, 1.0, f"pg-q{i}"))))
+                  for i in range(8)]
+        await asyncio.sleep(0)
+        query = await service.handle(QueryOrder("BTCUSDT", "pg-q7"))     # the last of the burst, still queued
+        return await asyncio.gather(*orders), query
+
+    placed, query = asyncio.run(scenario())
+    assert all(isinstance(p, OrderPlaced) and p.report is not None for p in placed)
+    assert isinstance(query, OrderQueried) and query.report is not None, query
+    assert query.report.status is OrderStatus.FILLED
