@@ -14,6 +14,8 @@ setup(
         "aiosqlite>=0.20",
         "loguru>=0.7",
         "prometheus-client>=0.20",
+        "pydantic>=2.6,<3",              # the config schemas (supervisor/schema.py)
+        "annotated-types>=0.6",          # the bounds beside each setting (adapters/bounds.py)
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
