@@ -16,7 +16,7 @@ import os
 import socket
 from typing import Any
 
-from supervisor import wire_auth
+from supervisor import descriptors, wire_auth
 
 LOOPBACK = "127.0.0.1"
 BASE = "multiprocTCPBase"
@@ -52,6 +52,7 @@ def start_system(admin_port: int = 0) -> Any:
     if port_listening(admin_port):
         raise SystemAlreadyRunning(admin_port)
     bind_loopback_only()
+    descriptors.apply()
     wire_auth.install(wire_auth.new_key())
     from thespian.actors import ActorSystem
 
