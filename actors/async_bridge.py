@@ -18,6 +18,7 @@ import os
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
@@ -30,6 +31,8 @@ from actors.messages import ChildFailed, Heartbeat, HeartbeatAck
 from adapters import keys
 
 POLL = timedelta(milliseconds=2)
+TICK_S = 0.2                         # the loop says it turns this often
+LOOP_STALE_S = 2.0                   # a loop silent this long is stuck: heartbeats go unanswered
 
 
 class AsyncBridge:
@@ -39,8 +42,19 @@ class AsyncBridge:
         self._done: queue.SimpleQueue[tuple[Callable[[Any], None], Any, bool]] = queue.SimpleQueue()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="async-bridge", daemon=True)
+        self.ticked = time.monotonic()               # written by the loop, read by the actor's thread
+        self.loop.call_soon_threadsafe(self._tick)
         self._thread.start()
         self.pending = 0
+
+    def _tick(self) -> None:
+        self.ticked = time.monotonic()
+        self.loop.call_later(TICK_S, self._tick)
+
+    @property
+    def turning(self) -> bool:
+        """The loop ran its ticker lately (busy or idle, it is not stuck)."""
+        return time.monotonic() - self.ticked < LOOP_STALE_S
 
     @property
     def fileno(self) -> int:
@@ -156,11 +170,10 @@ class BridgedActor(ActorTypeDispatcher):
             self.send(self.supervisor, ChildFailed(f"{type(message).__name__}: {type(exc).__name__}: {exc}"))
 
     def receiveMsg_Heartbeat(self, message: Heartbeat, sender: Any) -> None:  # noqa: N802
-        ack = HeartbeatAck(message.seq, os.getpid())
-        if self.bridge is None:
-            self.send(sender, ack)
-        else:                                              # prove the event loop turns, too
-            self.bridge.submit(asyncio.sleep(0), lambda _: self.send(sender, ack))
+        # Answered now, from this thread (never queued behind a backlog of finished work that a
+        # burst left to send), if the event loop turns too: a stuck loop leaves it unanswered.
+        if self.bridge is None or self.bridge.turning:
+            self.send(sender, HeartbeatAck(message.seq, os.getpid()))
 
     def on_exit(self) -> None:
         """Release resources; called on ActorExitRequest."""
