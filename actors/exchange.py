@@ -7,6 +7,7 @@ one symbol never holds up another symbol's call. The adapter is built inside thi
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import timedelta
 from typing import Any
@@ -15,24 +16,17 @@ from loguru import logger
 from thespian.actors import WakeupMessage
 
 from actors.async_bridge import AsyncBridge, BridgedActor
-from actors.exchange_service import ExchangeService, failure_reply
+from actors.exchange_service import ROUTES, ExchangeService, failure_reply
 from actors.logs import register_secret
 from actors.messages import (
     ActorFailed,
     ConfigureExchange,
     ExchangeReady,
     ExchangeStarting,
-    FetchClosures,
-    FetchPositions,
-    FetchPrice,
-    FetchStopOrders,
     FillStreamed,
-    GetTrueState,
     OpenStream,
     OrderStreamed,
     PlaceOrder,
-    QueryOrder,
-    SetStop,
     StreamHealth,
     StreamUpdates,
     VenueFailure,
@@ -46,6 +40,7 @@ from adapters.venue_settings import MissingKey
 
 OWNERS_KEPT = 10_000                     # recent orders whose stream news goes straight to their owner
 START_BACKOFF_S, START_BACKOFF_CAP_S = 1.0, 30.0
+PREFLIGHT_S = 120.0                      # markets, clock, then the account's checks: each at most this
 RETRY_START = "retry-start"
 _KEY_CODES = {"auth", 10003, 10004, 10005, -2014, -2015, -1022}
 _CLOCK_CODES = {10002, -1021}            # our clock is outside the venue's receive window
@@ -94,7 +89,8 @@ class ExchangeActor(BridgedActor):
 
     def _start(self) -> None:
         """Start the adapter; a venue that cannot start yet is tried again after a bounded
-        back-off (said to the supervisor each time), never by restarting this process."""
+        back-off (said to the supervisor each time), never by restarting this process. It runs
+        on the loop: this actor keeps answering heartbeats while a venue takes its time."""
         msg, bridge = self.configure, self.bridge
         assert msg is not None and bridge is not None
         adapter = msg.adapter_factory()
@@ -102,16 +98,30 @@ class ExchangeActor(BridgedActor):
         try:
             for value in adapter.load_credentials():
                 register_secret(value)                   # before the first line that could show them
-            bridge.call(adapter.start())
-            preflight = bridge.call(adapter.preflight(msg.symbols), timeout=120)
-        except (VenueError, VenueTimeout, MissingKey, TimeoutError) as exc:
-            with contextlib.suppress(Exception):
-                bridge.call(adapter.close(), timeout=5)
+        except MissingKey as exc:
             self._not_started(exc)
             return
+
+        async def start() -> Preflight:
+            try:
+                await asyncio.wait_for(adapter.start(), PREFLIGHT_S)
+                return await asyncio.wait_for(adapter.preflight(msg.symbols), PREFLIGHT_S)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(adapter.close(), 5)
+                raise
+
+        bridge.submit(start(), lambda result: self._started(adapter, result))
+
+    def _started(self, adapter: Any, result: Any) -> None:
+        if isinstance(result, VenueError | VenueTimeout | TimeoutError):
+            self._not_started(result)
+            return
+        if isinstance(result, BaseException):
+            raise result                                 # our bug: the runtime's failure path
         self.service = ExchangeService(adapter)
-        self.preflight = preflight
-        for warning in preflight.warnings:
+        self.preflight = result
+        for warning in result.warnings:
             logger.warning("venue: {}", warning)
         logger.info("exchange ready: {}", adapter.capabilities)
         self.send(self.supervisor, self._ready())
@@ -150,14 +160,6 @@ class ExchangeActor(BridgedActor):
                 self.order_owners.pop(next(iter(self.order_owners)))
         self.bridge.submit(self.service.handle(msg), lambda result: self._reply(msg, reply_to, result))
 
-    receiveMsg_PlaceOrder = _request       # noqa: N815
-    receiveMsg_QueryOrder = _request       # noqa: N815
-    receiveMsg_SetStop = _request          # noqa: N815
-    receiveMsg_FetchPositions = _request   # noqa: N815
-    receiveMsg_FetchPrice = _request       # noqa: N815
-    receiveMsg_FetchClosures = _request    # noqa: N815
-    receiveMsg_GetTrueState = _request     # noqa: N815
-    receiveMsg_FetchStopOrders = _request  # noqa: N815
 
     def receiveMsg_OpenStream(self, msg: OpenStream, sender: Any) -> None:  # noqa: N802
         """Keep the venue's private stream open here (the keys live in this process alone) and
@@ -217,8 +219,7 @@ class ExchangeActor(BridgedActor):
         if isinstance(message, ConfigureExchange):
             self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
             return
-        if isinstance(message, PlaceOrder | QueryOrder | SetStop | FetchPositions | FetchPrice | FetchClosures
-                      | GetTrueState | FetchStopOrders):
+        if type(message) in ROUTES:
             self._fail(message, sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
         super().on_handler_error(message, sender, exc)
 
@@ -234,3 +235,9 @@ class ExchangeActor(BridgedActor):
             except Exception:  # noqa: BLE001 - shutting down anyway
                 logger.exception("adapter close failed")
         super().on_exit()
+
+
+# Every venue request type of the one routing table (actors/exchange_service.ROUTES) is received
+# by _request: a type added there is handled here too, never dropped.
+for _kind in ROUTES:
+    setattr(ExchangeActor, f"receiveMsg_{_kind.__name__}", ExchangeActor._request)

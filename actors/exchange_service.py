@@ -12,7 +12,8 @@ import heapq
 import itertools
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -114,52 +115,63 @@ class ExchangeService:
 
     async def handle(self, msg: object) -> object:
         """Run one request; never raises (every failure becomes a classified reply)."""
-        match msg:
-            case PlaceOrder(request=req, request_id=rid):
-                sent: list[float] = []
-                done = self._in_flight.setdefault(req.client_order_id, asyncio.Event())
-                try:
-                    report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
-                                                       urgent=req.reduce_only, sent=sent)
-                finally:
-                    done.set()
-                    if self._in_flight.get(req.client_order_id) is done:
-                        del self._in_flight[req.client_order_id]
-                # When it really left (after any queueing): the caller's "never arrived" window runs
-                # from here, so a long queue can never make it give up on an order still in flight.
-                return OrderPlaced(rid, req.client_order_id, report, failure, sent_at=sent[0] if sent else None)
-            case QueryOrder(symbol=symbol, client_order_id=cid, request_id=rid):
-                held = self._in_flight.get(cid)
-                if held is not None:
-                    # Still queued here (a burst of entries waits its turn at the rate limit): the
-                    # venue would say "not found" and the caller, past its window, would give up
-                    # on an order that is still going to be sent. Answer once it has gone.
-                    await held.wait()
-                report, failure = await self._call(self._reads, lambda: self.adapter.fetch_order(symbol, cid))
-                return OrderQueried(rid, cid, report, failure)
-            case SetStop(symbol=symbol, stop_price=px, request_id=rid, position_side=side):
-                held, failure = await self._call(self._orders, lambda: self.adapter.set_stop(symbol, px, side),
-                                                 urgent=True)
-                return StopSet(rid, symbol, held if held is not None else px, failure)
-            case FetchPositions(request_id=rid):
-                positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
-                if positions and failure is None and self.capabilities.stop_orders:
-                    # A stop can be an open conditional order (Binance: always): count it.
-                    orders, failure = await self._call(self._reads, self.adapter.fetch_stop_orders)
-                    positions = with_stop_orders(positions, orders or [])
-                return PositionsFetched(rid, tuple(positions or ()), failure)
-            case FetchClosures(symbol=symbol, request_id=rid):
-                closures, failure = await self._call(self._reads, lambda: self.adapter.fetch_closures(symbol))
-                return ClosuresFetched(rid, symbol, tuple(closures or ()), failure)
-            case GetTrueState(request_id=rid):
-                return TrueStateReport(await self.adapter.true_state(), rid)
-            case FetchPrice(symbol=symbol, request_id=rid):
-                price, failure = await self._call(self._reads, lambda: self.adapter.fetch_price(symbol))
-                return PriceFetched(rid, symbol, price, failure)
-            case FetchStopOrders(symbol=symbol, request_id=rid):
-                orders, failure = await self._call(self._reads, lambda: self.adapter.fetch_stop_orders(symbol))
-                return StopOrdersFetched(rid, symbol, tuple(orders or ()), failure)
-        raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
+        route = ROUTES.get(type(msg))
+        if route is None:
+            raise TypeError(f"ExchangeService cannot handle {type(msg).__name__}")
+        return await route.run(self, msg)
+
+    async def _place(self, msg: PlaceOrder) -> OrderPlaced:
+        req, sent = msg.request, []
+        done = self._in_flight.setdefault(req.client_order_id, asyncio.Event())
+        try:
+            report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
+                                               urgent=req.reduce_only, sent=sent)
+        finally:
+            done.set()
+            if self._in_flight.get(req.client_order_id) is done:
+                del self._in_flight[req.client_order_id]
+        # When it really left (after any queueing): the caller's "never arrived" window runs
+        # from here, so a long queue can never make it give up on an order still in flight.
+        return OrderPlaced(msg.request_id, req.client_order_id, report, failure, sent_at=sent[0] if sent else None)
+
+    async def _query(self, msg: QueryOrder) -> OrderQueried:
+        held = self._in_flight.get(msg.client_order_id)
+        if held is not None:
+            # Still queued here (a burst of entries waits its turn at the rate limit): the venue
+            # would say "not found" and the caller, past its window, would give up on an order
+            # that is still going to be sent. Answer once it has gone.
+            await held.wait()
+        report, failure = await self._call(self._reads,
+                                           lambda: self.adapter.fetch_order(msg.symbol, msg.client_order_id))
+        return OrderQueried(msg.request_id, msg.client_order_id, report, failure)
+
+    async def _set_stop(self, msg: SetStop) -> StopSet:
+        held, failure = await self._call(
+            self._orders, lambda: self.adapter.set_stop(msg.symbol, msg.stop_price, msg.position_side), urgent=True)
+        return StopSet(msg.request_id, msg.symbol, held if held is not None else msg.stop_price, failure)
+
+    async def _positions(self, msg: FetchPositions) -> PositionsFetched:
+        positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
+        if positions and failure is None and self.capabilities.stop_orders:
+            # A stop can be an open conditional order (Binance: always): count it.
+            orders, failure = await self._call(self._reads, self.adapter.fetch_stop_orders)
+            positions = with_stop_orders(positions, orders or [])
+        return PositionsFetched(msg.request_id, tuple(positions or ()), failure)
+
+    async def _closures(self, msg: FetchClosures) -> ClosuresFetched:
+        closures, failure = await self._call(self._reads, lambda: self.adapter.fetch_closures(msg.symbol))
+        return ClosuresFetched(msg.request_id, msg.symbol, tuple(closures or ()), failure)
+
+    async def _truth(self, msg: GetTrueState) -> TrueStateReport:
+        return TrueStateReport(await self.adapter.true_state(), msg.request_id)
+
+    async def _price(self, msg: FetchPrice) -> PriceFetched:
+        price, failure = await self._call(self._reads, lambda: self.adapter.fetch_price(msg.symbol))
+        return PriceFetched(msg.request_id, msg.symbol, price, failure)
+
+    async def _stop_orders(self, msg: FetchStopOrders) -> StopOrdersFetched:
+        orders, failure = await self._call(self._reads, lambda: self.adapter.fetch_stop_orders(msg.symbol))
+        return StopOrdersFetched(msg.request_id, msg.symbol, tuple(orders or ()), failure)
 
     async def _call(self, pacer: Pacer, call: Callable[[], Awaitable[T]], urgent: bool = False,
                     sent: list[float] | None = None) -> tuple[T | None, VenueFailure | None]:
@@ -177,23 +189,31 @@ class ExchangeService:
             return None, VenueFailure(outcome, code, message)
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One request type: how the service runs it, and the reply it gets had it failed outside
+    the venue call (our own bug, an exchange not ready)."""
+
+    run: Callable[[ExchangeService, Any], Awaitable[object]]
+    failed: Callable[[Any, VenueFailure], object]
+
+
+# Every request the ExchangeActor takes, in one place: a type missing here is never handled.
+ROUTES: dict[type, Route] = {
+    PlaceOrder: Route(ExchangeService._place,
+                      lambda m, f: OrderPlaced(m.request_id, m.request.client_order_id, None, f)),
+    QueryOrder: Route(ExchangeService._query, lambda m, f: OrderQueried(m.request_id, m.client_order_id, None, f)),
+    SetStop: Route(ExchangeService._set_stop, lambda m, f: StopSet(m.request_id, m.symbol, m.stop_price, f)),
+    FetchPositions: Route(ExchangeService._positions, lambda m, f: PositionsFetched(m.request_id, (), f)),
+    FetchClosures: Route(ExchangeService._closures, lambda m, f: ClosuresFetched(m.request_id, m.symbol, (), f)),
+    GetTrueState: Route(ExchangeService._truth, lambda m, f: TrueStateReport(None, m.request_id)),
+    FetchPrice: Route(ExchangeService._price, lambda m, f: PriceFetched(m.request_id, m.symbol, None, f)),
+    FetchStopOrders: Route(ExchangeService._stop_orders,
+                           lambda m, f: StopOrdersFetched(m.request_id, m.symbol, (), f)),
+}
+
+
 def failure_reply(msg: object, failure: VenueFailure) -> object | None:
     """The reply a request would get had it failed this way (for errors outside the venue call)."""
-    match msg:
-        case PlaceOrder(request=req, request_id=rid):
-            return OrderPlaced(rid, req.client_order_id, None, failure)
-        case QueryOrder(client_order_id=cid, request_id=rid):
-            return OrderQueried(rid, cid, None, failure)
-        case SetStop(symbol=symbol, stop_price=px, request_id=rid):
-            return StopSet(rid, symbol, px, failure)
-        case FetchPositions(request_id=rid):
-            return PositionsFetched(rid, (), failure)
-        case FetchPrice(symbol=symbol, request_id=rid):
-            return PriceFetched(rid, symbol, None, failure)
-        case FetchClosures(symbol=symbol, request_id=rid):
-            return ClosuresFetched(rid, symbol, (), failure)
-        case GetTrueState(request_id=rid):
-            return TrueStateReport(None, rid)
-        case FetchStopOrders(symbol=symbol, request_id=rid):
-            return StopOrdersFetched(rid, symbol, (), failure)
-    return None
+    route = ROUTES.get(type(msg))
+    return route.failed(msg, failure) if route is not None else None
