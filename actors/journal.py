@@ -118,7 +118,7 @@ class JournalActor(BridgedActor):
         if self.store is None or self.bridge is None:
             self.send(sender, JournalFailed(None, "journal not open"))
             return
-        self.bridge.submit(self.store.load_symbol(msg.symbol), lambda result: self._loaded(sender, result))
+        self.bridge.submit(self.store.load_symbols(msg.symbols), lambda result: self._loaded(sender, result))
 
     def _loaded(self, sender: Any, result: Any) -> None:
         if isinstance(result, BaseException):

@@ -27,6 +27,7 @@ from actors.messages import (
     JournalSafeMode,
     JournalTransition,
     PositionJournal,
+    PositionJournals,
 )
 from adapters.base import OrderRequest, Side
 
@@ -270,6 +271,9 @@ class JournalStore:
 
     async def positions(self) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM positions ORDER BY symbol")
+
+    async def load_symbols(self, symbols: tuple[str, ...]) -> PositionJournals:
+        return PositionJournals(tuple([await self.load_symbol(s) for s in symbols]))
 
     async def load_symbol(self, symbol: str) -> PositionJournal:
         """What a restarted PositionActor needs: the latest intent, its orders, its last snapshot."""

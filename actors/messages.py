@@ -74,6 +74,9 @@ class SupervisionSettings:
     jitter: Fraction = 0.2
     heartbeat_s: Seconds[0.01, 60.0] = 1.0             # how often children are asked whether they are alive
     heartbeat_timeout_s: Seconds[0.05, 600.0] = 5.0     # unanswered this long: hung, killed and replaced
+    # How many symbols one PositionActor process guards; 0: one each up to 40 symbols, beyond that
+    # as many as keeps the deployment at about 40 such processes (README, "Sizing").
+    symbols_per_process: Count[0, 1000] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +172,10 @@ class CommandDenied:
 
 @dataclass(frozen=True, slots=True)
 class GetPositionState:
-    """Ask a PositionActor for its snapshot."""
+    """Ask a PositionActor for a symbol's snapshot ("": its first symbol's)."""
 
     command_id: str = _id_field()
+    symbol: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +197,25 @@ class PositionSnapshot:
     trigger: str = ""                    # the transition that produced this snapshot
     last_event: str = ""
     updated_at: float = _ts_field()
+    # Made at: the host's monotonic clock (one for every process), so snapshots of a symbol order
+    # across a restart too. thespian may deliver two sends out of order (a retried transmit is
+    # overtaken by the next): a receiver keeps the latest made, not the latest arrived.
+    made_ns: int = field(default_factory=time.monotonic_ns)
+
+    def supersedes(self, held: PositionSnapshot | None) -> bool:
+        """Whether this snapshot replaces `held` (the one a receiver keeps for the symbol)."""
+        return held is None or self.made_ns >= held.made_ns
 
     def naked_now(self, now: float | None = None) -> float:
         now = time.time() if now is None else now
         return self.naked_seconds + (now - self.naked_since if self.naked_since is not None else 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionSnapshots:
+    """Several symbols' snapshots at once (a PositionActor guarding many sends one per handler)."""
+
+    snapshots: tuple[PositionSnapshot, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,9 +533,15 @@ class JournaledOrder:
 
 @dataclass(frozen=True, slots=True)
 class LoadPositionJournal:
-    """Ask the journal what it knows of a symbol's latest episode (answered by PositionJournal)."""
+    """Ask the journal what it knows of these symbols' latest episodes: answered by one
+    PositionJournal per symbol, together in one PositionJournals."""
 
-    symbol: str
+    symbols: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PositionJournals:
+    journals: tuple[PositionJournal, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -612,23 +637,24 @@ class ExchangeReady:
 
 @dataclass(frozen=True, slots=True)
 class ConfigurePosition:
-    """Give a PositionActor its symbol and collaborators."""
+    """Give a PositionActor its symbols (one PositionCore each, in this one process) and its
+    collaborators."""
 
-    symbol: str
+    symbols: tuple[str, ...]
     exchange: Any                        # ActorAddress
     journal: Any                         # ActorAddress
     capabilities: Capabilities
     settings: PositionSettings = field(default_factory=PositionSettings)
     observer: Any = None                 # ActorAddress told of every snapshot (the supervisor)
     safe_mode: str | None = None         # the reason, while new entries are refused
-    risk: RiskLimits | None = None       # None: no limits (tests that drive actors directly)
+    risk: tuple[tuple[str, RiskLimits], ...] = ()   # per symbol; a symbol not listed: no limits (tests)
 
 
 @dataclass(frozen=True, slots=True)
 class PositionReady:
-    """A PositionActor is reconciled and accepts commands."""
+    """Symbols of a PositionActor are reconciled and accept commands."""
 
-    symbol: str
+    symbols: tuple[str, ...]
     pid: int = field(default_factory=os.getpid)
 
 

@@ -32,6 +32,7 @@ from actors.messages import (
     FetchStopOrders,
     PositionsFetched,
     PositionSnapshot,
+    PositionSnapshots,
     ProtectionReady,
     ProtectionSettings,
     Reprotect,
@@ -148,7 +149,13 @@ class ProtectionActor(BridgedActor):
     def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
         self.exchange = msg.exchange
 
+    def receiveMsg_PositionSnapshots(self, msg: PositionSnapshots, sender: Any) -> None:  # noqa: N802
+        for snap in msg.snapshots:
+            self.receiveMsg_PositionSnapshot(snap, sender)
+
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
+        if not msg.supersedes(self.snapshots.get(msg.symbol)):
+            return                                           # overtaken in transit by a newer one
         self.snapshots[msg.symbol] = msg
         if self.trusted and self.stream_view.get(msg.symbol) is not None:
             # The stream showed a position while its actor was busy (or unheard of): judge it

@@ -1,19 +1,30 @@
-"""Many symbols opened at once on the simulated venue: the rate limit is the floor.
+"""A whole venue in one deployment: N symbols opened at once on the simulated venue, where the
+account's order rate is the floor.
 
-    python bench/scale.py --symbols 100
-Venue: 50 ms round trip, 10 orders/s account limit (over it: 10006). Prints seconds until every
-symbol is protected (floor: symbols / 10 s; goal <= 11 s for 100), rate-limit errors (goal 0)
-and memory per symbol (PSS of the PositionActor processes; goal <= 10 MiB).
+    python bench/scale.py --symbols 100,300,500,1000 [--per-process K]
+
+Venue: 50 ms round trip, 10 orders/s account limit (over it: 10006). Per N, one row: seconds
+until the deployment is ready (goal <= 10 s at 1 000), all entries PROTECTED divided by the
+rate-limit floor N / 10 s (waiting for PROTECTED only; goal <= 1.05), rate-limit errors (goal 0),
+`status` through the deployment's Unix-socket API, p50/p99 over 200 asks (goal p99 <= 10 ms),
+descriptors per PositionActor process (median/max: constant, whatever N), PSS per symbol of the
+PositionActor processes and of the whole system (goal <= 6 MiB), asks never answered (goal 0),
+and the clean stop (seconds; processes left, goal 0). K symbols per PositionActor process:
+`[supervision] symbols_per_process` (0, the default: one each up to 40 symbols, then about 40
+such processes). Last line: `scale symbols=<N> protected_over_floor=<x> fds_max=<k>` for the
+largest N.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,6 +33,7 @@ from loguru import logger  # noqa: E402
 
 from actors.messages import (  # noqa: E402
     CommandAccepted,
+    ControlPlane,
     DeploymentReady,
     GetTrueState,
     OpenPosition,
@@ -29,14 +41,18 @@ from actors.messages import (  # noqa: E402
     StartDeployment,
     StatusRequest,
     StopDeployment,
+    SupervisionSettings,
     WaitForState,
 )
 from adapters.base import Side  # noqa: E402
 from adapters.sim_engine import EngineConfig  # noqa: E402
 from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
+from supervisor.client import Client  # noqa: E402
+from supervisor.processes import in_sessions, sessions_of, wait_exited  # noqa: E402
 from supervisor.supervisor import Supervisor  # noqa: E402
 from supervisor.system import start_system  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+
+ORDERS_PER_SECOND = 10
 
 
 def pss_mib(pid: int) -> float:
@@ -47,50 +63,130 @@ def pss_mib(pid: int) -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return float("nan")
+    return 0.0
+
+
+def descriptors(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Row:
+    symbols: int
+    processes: int
+    ready_s: float
+    over_floor: float
+    protected: int
+    rate_errors: int
+    status_p50_ms: float
+    status_p99_ms: float
+    fds_median: float
+    fds_max: int
+    core_fds: str
+    pss_per_symbol: float
+    pss_system_per_symbol: float
+    unanswered: int
+    stop_s: float
+    left: int
+
+
+def run(n: int, per_process: int) -> Row:
+    symbols = tuple(f"S{i:04d}USDT" for i in range(n))
+    venue = SimVenueConfig(engine=EngineConfig(prices=dict.fromkeys(symbols, 100.0), volatility=0.0),
+                           latency_s=0.05, orders_per_second=ORDERS_PER_SECOND)
+    asys = start_system(0)
+    sessions = sessions_of(asys.posguard_port)
+    unanswered = 0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o700)
+            control = ControlPlane(f"{tmp}/pg.sock", f"{tmp}/j.sqlite.lock")
+            sup = asys.createActor(Supervisor)
+            t = time.monotonic()
+            ready = asys.ask(sup, StartDeployment(
+                symbols, f"{tmp}/j.sqlite", functools.partial(SimulatedAdapter, venue), protection=None,
+                control=control, supervision=SupervisionSettings(symbols_per_process=per_process)), 300)
+            assert isinstance(ready, DeploymentReady), ready
+            ready_s = time.monotonic() - t
+            t = time.monotonic()
+            for s in symbols:                              # accepted at once; the venue work is queued
+                reply = asys.ask(sup, OpenPosition(s, Side.BUY, 1.0, 95.0), 10)
+                unanswered += reply is None
+                assert reply is None or isinstance(reply, CommandAccepted), reply
+            bound = 3 * n / ORDERS_PER_SECOND + 60
+            for s in symbols:                              # PROTECTED only: IDLE is also "not sent yet"
+                snap = asys.ask(sup, WaitForState(s, ("PROTECTED",)), max(1.0, bound - (time.monotonic() - t)))
+                unanswered += not isinstance(snap, PositionSnapshot)
+            protected_s = time.monotonic() - t
+            latencies = []
+            with Client(control.socket_path) as api:
+                api.status()                               # warm: the connection, the first rows
+                for _ in range(200):
+                    t0 = time.perf_counter()
+                    status = api.status()
+                    latencies.append((time.perf_counter() - t0) * 1000)
+            protected = sum(1 for p in status["positions"] if p["state"] == "PROTECTED")
+            report = asys.ask(sup, StatusRequest(), 30)
+            unanswered += report is None
+            children = {child: pid for child, pid, _ in report.children if pid}
+            workers = [pid for child, pid in children.items() if child.startswith("position")]
+            fds = [descriptors(pid) for pid in workers]
+            core = {c: descriptors(children[c]) for c in ("journal", "exchange") if c in children}
+            core_fds = " ".join([f"sup {descriptors(int(status.get('supervisor_pid') or 0))}",
+                                 *(f"{c} {k}" for c, k in core.items())])
+            pss_workers = sum(pss_mib(pid) for pid in workers)
+            pss_system = sum(pss_mib(pid) for pid in in_sessions(sessions))
+            truth = asys.ask(sup, GetTrueState(), 30).state
+            t = time.monotonic()
+            stopped = asys.ask(sup, StopDeployment(), 120)
+            unanswered += stopped is None
+            stop_s = time.monotonic() - t
+    finally:
+        asys.shutdown()
+    left = wait_exited(in_sessions(sessions), timeout=30)
+    # No faults are injected: every create_order the venue saw but did not book was refused by
+    # its rate limit (10006).
+    rate_errors = truth.call_count("create_order") - len(truth.orders)
+    return Row(n, len(workers), ready_s, protected_s / (n / ORDERS_PER_SECOND), protected, rate_errors,
+               statistics.median(latencies), pct(latencies, 0.99), statistics.median(fds), max(fds), core_fds,
+               pss_workers / n, pss_system / n, unanswered, stop_s, len(left))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--symbols", default="100", help="comma-separated: 100,300,500,1000")
+    parser.add_argument("--per-process", type=int, default=0, help="symbols per PositionActor process (0: auto)")
+    parser.add_argument("--log", default=None, help="the deployment's log, to this file (DEBUG)")
     args = parser.parse_args()
     logger.remove()
-    symbols = tuple(f"S{i:03d}USDT" for i in range(args.symbols))
-    venue = SimVenueConfig(engine=EngineConfig(prices={s: 100.0 for s in symbols}, volatility=0.0),
-                           latency_s=0.05, orders_per_second=10)
-    asys = start_system(free_port())
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            sup = asys.createActor(Supervisor)
-            t = time.monotonic()
-            start = StartDeployment(symbols, f"{tmp}/j.sqlite", functools.partial(SimulatedAdapter, venue),
-                                    protection=None)
-            ready = asys.ask(sup, start, 120)
-            assert isinstance(ready, DeploymentReady), ready
-            started = time.monotonic() - t
-            t = time.monotonic()
-            for s in symbols:                              # accepted at once; the venue work is queued
-                assert isinstance(asys.ask(sup, OpenPosition(s, Side.BUY, 1.0, 95.0), 10), CommandAccepted)
-            for s in symbols:
-                assert isinstance(asys.ask(sup, WaitForState(s, ("PROTECTED", "IDLE")), 60), PositionSnapshot)
-            protected = time.monotonic() - t
-            report = asys.ask(sup, StatusRequest(), 10)
-            states = [p.state for p in report.positions]
-            pids = [pid for child, pid, _ in report.children if child.startswith("position:") and pid]
-            pss = [pss_mib(pid) for pid in pids]
-            truth = asys.ask(sup, GetTrueState(), 10).state
-            asys.ask(sup, StopDeployment(), 60)
-    finally:
-        asys.shutdown()
-    # No faults are injected: every create_order the venue saw but did not book was refused by
-    # its rate limit (10006).
-    errors = truth.call_count("create_order") - len(truth.orders)
-    print(f"{args.symbols} symbols: deployment ready in {started:.1f} s")
-    print(f"all protected in {protected:.2f} s (rate-limit floor {args.symbols / 10:.1f} s; goal <= 11 s for 100);"
-          f" PROTECTED {states.count('PROTECTED')}/{len(states)}")
-    print(f"rate-limit errors (10006): {errors} (goal 0); orders on the venue: {len(truth.orders)}")
-    print(f"memory per symbol (PSS of a PositionActor process): median {statistics.median(pss):.1f} MiB,"
-          f" max {max(pss):.1f} MiB (goal <= 10 MiB)")
+    if args.log:
+        from actors.logs import LogSettings, configure_logging
+
+        configure_logging(LogSettings(file=args.log, level="DEBUG", stderr_level="CRITICAL"))
+    ns = [int(x) for x in args.symbols.split(",") if x.strip()]
+    print(f"venue: 50 ms round trip, {ORDERS_PER_SECOND} orders/s; floor = N / {ORDERS_PER_SECOND} s;"
+          f" load average {os.getloadavg()[0]:.1f}", flush=True)
+    header = (f"{'N':>5} {'procs':>5} {'ready s':>8} {'÷floor':>7} {'PROT':>5} {'10006':>5} {'st p50':>7}"
+              f" {'st p99':>7} {'fds med/max':>11} {'core fds':>26} {'PSS/sym':>8} {'sys/sym':>8} {'lost':>4}"
+              f" {'stop s':>6} {'left':>4}")
+    print(header, flush=True)
+    row = None
+    for n in ns:
+        row = run(n, args.per_process)
+        print(f"{row.symbols:>5} {row.processes:>5} {row.ready_s:>8.2f} {row.over_floor:>7.3f} {row.protected:>5}"
+              f" {row.rate_errors:>5} {row.status_p50_ms:>7.2f} {row.status_p99_ms:>7.2f}"
+              f" {row.fds_median:>5.0f}/{row.fds_max:<5} {row.core_fds:>26} {row.pss_per_symbol:>8.2f}"
+              f" {row.pss_system_per_symbol:>8.2f} {row.unanswered:>4} {row.stop_s:>6.2f} {row.left:>4}", flush=True)
+    if row is not None:
+        print(f"scale symbols={row.symbols} protected_over_floor={row.over_floor:.3f} fds_max={row.fds_max}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from actors.messages import (
     GetTrueState,
     OpenPosition,
     PositionSnapshot,
+    PositionSnapshots,
     PriceFetched,
     ReadEvents,
     RecentEvents,
@@ -51,12 +52,12 @@ from actors.messages import (
     new_id,
 )
 from adapters.base import Side
-from supervisor.api_protocol import ApiError, Request
+from supervisor.api_protocol import ApiError, Encoded, Request, encode
 from supervisor.api_server import ApiServer
 
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
-SNAPSHOT_FIELDS = tuple(PositionSnapshot.__dataclass_fields__)
+SNAPSHOT_FIELDS = tuple(f for f in PositionSnapshot.__dataclass_fields__ if f != "made_ns")   # ours, not the API's
 HELD = ("ENTERING", "CONFIRMING_ENTRY", "PROTECTING", "PROTECTED", "FLATTENING", "STUCK")
 
 
@@ -72,6 +73,9 @@ class ApiActor(BridgedActor):
         self.header: StatusReport | None = None
         self.heard_at = 0.0                                     # monotonic: when the Supervisor last spoke
         self.snapshots: dict[str, PositionSnapshot] = {}
+        # A status of 1 000 positions is answered from cached JSON: each row encoded once per change.
+        self.rows: dict[str, str] = {}
+        self.positions_text: str | None = None
 
     # -- lifecycle (actor thread) ----------------------------------------------------------------
 
@@ -126,7 +130,18 @@ class ApiActor(BridgedActor):
 
     def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
         if self.bridge is not None:
-            self.bridge.loop.call_soon_threadsafe(self.snapshots.__setitem__, msg.symbol, msg)
+            self.bridge.loop.call_soon_threadsafe(self._snapshot, msg)
+
+    def receiveMsg_PositionSnapshots(self, msg: PositionSnapshots, sender: Any) -> None:  # noqa: N802
+        if self.bridge is not None:
+            self.bridge.loop.call_soon_threadsafe(lambda: [self._snapshot(s) for s in msg.snapshots])
+
+    def _snapshot(self, snap: PositionSnapshot) -> None:
+        if not snap.supersedes(self.snapshots.get(snap.symbol)):
+            return                                           # overtaken in transit by a newer one
+        self.snapshots[snap.symbol] = snap
+        self.rows.pop(snap.symbol, None)
+        self.positions_text = None
 
     def _heard(self, header: StatusReport) -> None:
         self.header, self.heard_at = header, time.monotonic()
@@ -178,6 +193,8 @@ class ApiActor(BridgedActor):
         a = request.args
         match request.op:
             case "status":
+                if not a["truth"] and self.header is not None:
+                    return await self._status_encoded()
                 return await self._status(a["truth"])
             case "inspect":
                 return await self._inspect(a["symbol"], a["events"])
@@ -204,6 +221,35 @@ class ApiActor(BridgedActor):
                 await self.ask(False, WatcherChanged(a["pid"], rid), rid)
                 return {"watcher_pid": a["pid"]}
         raise ApiError("unknown_op", f"unknown op {request.op}")
+
+    async def _status_encoded(self) -> Encoded:
+        """`status` from what the Supervisor told us, as JSON text: the header encoded now, the
+        positions from rows encoded once per snapshot (a naked row each time: its clock runs)."""
+        assert self.header is not None
+        header = status_json(self.header)
+        header["supervisor_heard_s_ago"] = round(time.monotonic() - self.heard_at, 3)
+        if self.latest_event is None:                     # once; then the journal's pushes keep it
+            _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
+        header["last_event"] = self.latest_event
+        del header["positions"]
+        if self.positions_text is None:
+            now, parts, live = time.time(), [], False
+            for symbol in sorted(self.snapshots):
+                snap = self.snapshots[symbol]
+                if snap.naked_since is not None:         # its naked_now changes with the clock
+                    parts.append(_row_text(snap, now))
+                    live = True
+                    continue
+                row = self.rows.get(symbol)
+                if row is None:
+                    row = self.rows[symbol] = _row_text(snap, now)
+                parts.append(row)
+            text = "[" + ",".join(parts) + "]"
+            if not live:
+                self.positions_text = text
+        else:
+            text = self.positions_text
+        return Encoded(encode(header)[:-2].decode() + ',"positions":' + text + "}")
 
     async def _status(self, truth: bool) -> dict[str, Any]:
         if self.header is not None:
@@ -302,6 +348,14 @@ def _command(reply: CommandAccepted | CommandDenied) -> dict[str, Any]:
     return {"symbol": reply.symbol, "intent_id": reply.intent_id}
 
 
+def position_json(p: PositionSnapshot, now: float) -> dict[str, Any]:
+    return {name: getattr(p, name) for name in SNAPSHOT_FIELDS} | {"naked_now": p.naked_now(now)}
+
+
+def _row_text(p: PositionSnapshot, now: float) -> str:
+    return encode(position_json(p, now))[:-1].decode()
+
+
 def status_json(report: StatusReport) -> dict[str, Any]:
     """A StatusReport as the API shows it (also what `posguard status --json` prints)."""
     now = time.time()
@@ -314,6 +368,5 @@ def status_json(report: StatusReport) -> dict[str, Any]:
         "streams": {s.stream: {"state": s.state, "reason": s.reason, "reconnects": s.reconnects,
                                "last_gap_s": round(s.gap_s, 3), "since": s.since} for s in report.streams},
         "children": [{"id": c, "pid": pid, "up": up} for c, pid, up in report.children],
-        "positions": [{name: getattr(p, name) for name in SNAPSHOT_FIELDS} | {"naked_now": p.naked_now(now)}
-                      for p in report.positions],
+        "positions": [position_json(p, now) for p in report.positions],
     }

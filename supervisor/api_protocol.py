@@ -212,7 +212,13 @@ def encode(obj: dict[str, Any]) -> bytes:
     return text.encode() + b"\n"
 
 
+class Encoded(str):
+    """A result already encoded as JSON text (a large status, built from cached rows)."""
+
+
 def ok(rid: Any, result: Any) -> bytes:
+    if isinstance(result, Encoded):
+        return f'{{"id":{json.dumps(rid)},"ok":true,"result":{result}}}\n'.encode()
     return encode({"id": rid, "ok": True, "result": result})
 
 

@@ -1,12 +1,13 @@
-"""The Supervisor actor: children from specs, started in order (journal, exchange, one
-PositionActor per symbol) and stopped in reverse; one-for-one restarts with exponential
-back-off and jitter; restart intensity, past which the system enters safe mode (no new
-entries; protection keeps running); a heartbeat watchdog that kills and replaces hung
-children. It also routes operator commands and answers admin status.
+"""The Supervisor actor: children from specs (supervisor/specs.py), each started once what it
+needs is ready, and stopped in reverse; one-for-one restarts with exponential back-off and
+jitter; restart intensity, past which the system enters safe mode (no new entries; protection
+keeps running); a heartbeat watchdog that kills and replaces hung children. It also routes
+operator commands (supervisor/routing.py keeps who asked) and answers admin status.
 
 Failures are learned three ways: thespian's ChildActorExited (a crash, kill -9), a child's
-own ChildFailed (a handler raised: its state may be half-changed), and a missed heartbeat.
-A replaced child never overlaps its successor: the old one is gone before the new one starts.
+own ChildFailed (a handler raised: its state may be half-changed), and a heartbeat it was sent
+and did not answer in time. A replaced child never overlaps its successor: the old one is gone
+before the new one starts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,15 +28,11 @@ from actors.async_bridge import BridgedActor
 from actors.exchange import ExchangeActor
 from actors.journal import JournalActor
 from actors.messages import (
-    Ack,
     ActorFailed,
     AdoptPosition,
     ApiReady,
     ChildFailed,
-    ClosePosition,
     Collaborators,
-    CommandAccepted,
-    CommandDenied,
     ConfigureApi,
     ConfigureExchange,
     ConfigureJournal,
@@ -48,8 +46,6 @@ from actors.messages import (
     ExchangeReady,
     ExchangeStarting,
     FetchPositions,
-    FetchPrice,
-    GetTrueState,
     Heartbeat,
     HeartbeatAck,
     JournalDiskFault,
@@ -57,33 +53,21 @@ from actors.messages import (
     JournalHealth,
     JournalReady,
     JournalSafeMode,
-    JournalSync,
     JournalSynced,
-    OpenPosition,
     PositionReady,
     PositionsFetched,
     PositionSnapshot,
     ProtectionReady,
-    RecentEvents,
-    Reprotect,
     RestartChild,
     RiskLimits,
     SafeModeChanged,
-    ScanDone,
-    ScanNow,
     SetSafeMode,
     StartDeployment,
-    StatusReport,
     StatusRequest,
     StopDeployment,
-    StopReply,
-    StopRequest,
     StreamReady,
     StreamRoutes,
     StreamStatus,
-    TrueStateReport,
-    WaitForState,
-    WatcherChanged,
 )
 from actors.position import PositionActor
 from actors.protection import ProtectionActor
@@ -91,24 +75,22 @@ from actors.stream import StreamActor
 from adapters.base import Capabilities
 from supervisor.api import ApiActor
 from supervisor.metrics import Metrics
-from supervisor.processes import alive
+from supervisor.operator import STOP_DEADLINE, OperatorMixin, OperatorStop
+from supervisor.routing import Relay, StateWaiters
 from supervisor.runtime import DeploymentLock, LockHeld
-from supervisor.specs import ChildSpec, Restart, RestartIntensity, backoff
+from supervisor.specs import (
+    ChildKind,
+    ChildSpec,
+    Restart,
+    RestartIntensity,
+    backoff,
+    position_specs,
+    symbols_per_process,
+)
 
 HEARTBEAT = "heartbeat"
 RECONCILE = "startup-reconciliation"
-STOP_DEADLINE = "stop-deadline"
-FLATTEN_DEADLINE_S = 100.0           # within the API's 120 s answer bound
-
-
-@dataclass(slots=True)
-class _Stop:
-    """An operator's stop: who asked, and (flatten) which positions were asked to close."""
-
-    flatten: bool
-    request_id: str
-    asker: Any
-    asked: set[str] = field(default_factory=set)
+ROUTED = (ChildKind.JOURNAL, ChildKind.EXCHANGE, ChildKind.POSITIONS, ChildKind.PROTECTION)   # in stream routes
 
 
 @dataclass(slots=True)
@@ -117,29 +99,38 @@ class Child:
     address: Any = None                      # None while down
     pid: int | None = None
     ready: bool = False
-    last_ack: float = 0.0                    # monotonic
+    started: bool = False                    # ever (restarts come from RestartChild)
+    awaiting_since: float | None = None      # monotonic: the oldest heartbeat it has not answered
     consecutive: int = 0                     # restarts since it last stayed up a whole window
     generation: int = 0
     replacing: bool = False                  # we asked it to go, to replace it
+    symbols_ready: set[str] = field(default_factory=set)   # POSITIONS: reconciled so far
 
     @property
     def id(self) -> str:
         return self.spec.id
 
+    @property
+    def kind(self) -> ChildKind:
+        return self.spec.kind
 
-class Supervisor(BridgedActor):
+
+class Supervisor(OperatorMixin, BridgedActor):
     holds_keys = True                            # passes the keys' descriptor on to each exchange it starts
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.spec: StartDeployment | None = None
         self.requester: Any = None
-        self.children: list[Child] = []          # start order
+        self.children: list[Child] = []          # spec order (stopped in reverse)
+        self.by_id: dict[str, Child] = {}
+        self.by_symbol: dict[str, Child] = {}    # the PositionActor guarding each symbol
+        self._addresses: dict[str, Child] = {}   # str(address) -> child: thespian addresses hash badly
         self.capabilities: Capabilities | None = None
         self.deployed = False
         self.snapshots: dict[str, PositionSnapshot] = {}
-        self.relay: dict[str, Any] = {}          # command_id / request_id -> who asked
-        self.state_waiters: list[tuple[WaitForState, Any]] = []
+        self.relay = Relay()                     # command_id / request_id -> who asked
+        self.waiters = StateWaiters()
         self.stopping: list[Child] | None = None
         self.stop_requester: Any = None
         self.started_at = 0.0
@@ -154,14 +145,18 @@ class Supervisor(BridgedActor):
         self.lock: DeploymentLock | None = None
         self.watcher_pid: int | None = None
         self.watcher_alerted = False
-        self.stop: _Stop | None = None           # an operator's stop in progress
+        self.stop: OperatorStop | None = None           # an operator's stop in progress
         self.exchange_dumpable: bool | None = None
         self.streams: dict[str, StreamStatus] = {}
         self.journal_error = ""
         self.venue_status = ""
         self.venue_warnings: tuple[str, ...] = ()
+        self.configure: dict[ChildKind, Callable[[Child], Any]] = {
+            ChildKind.JOURNAL: self._configure_journal, ChildKind.EXCHANGE: self._configure_exchange,
+            ChildKind.API: self._configure_api, ChildKind.POSITIONS: self._configure_positions,
+            ChildKind.PROTECTION: self._configure_protection, ChildKind.STREAM: self._configure_stream}
 
-    # -- start-up, in order ----------------------------------------------------------------
+    # -- start-up: the specs, each started once what it needs is ready ------------------------
 
     def receiveMsg_StartDeployment(self, msg: StartDeployment, sender: Any) -> None:  # noqa: N802
         if self.spec is not None:
@@ -185,14 +180,34 @@ class Supervisor(BridgedActor):
                     self.metrics.close()
                     self.metrics = None
                 return
-        specs = [ChildSpec("journal", JournalActor), ChildSpec("exchange", ExchangeActor)]
+        J, X = ChildKind.JOURNAL, ChildKind.EXCHANGE  # noqa: N806
+        specs = [ChildSpec("journal", J, JournalActor), ChildSpec("exchange", X, ExchangeActor, after=(J,))]
         if msg.control is not None:
-            specs.append(ChildSpec("api", ApiActor))
-        specs += [ChildSpec(f"position:{s}", PositionActor) for s in msg.symbols]
+            specs.append(ChildSpec("api", ChildKind.API, ApiActor, after=(J,)))
+        per_process = symbols_per_process(msg.supervision.symbols_per_process, len(msg.symbols))
+        specs += position_specs(msg.symbols, per_process, PositionActor, after=(J, X))
         if msg.protection is not None:
-            specs.append(ChildSpec("protection", ProtectionActor))
-        self.children = [Child(spec) for spec in specs]
-        self._start(self._child("journal"))
+            specs.append(ChildSpec("protection", ChildKind.PROTECTION, ProtectionActor, after=(X,)))
+        for spec in specs:
+            self._add(spec)
+        self._start_due()
+
+    def _add(self, spec: ChildSpec) -> Child:
+        child = Child(spec)
+        self.children.append(child)
+        self.by_id[spec.id] = child
+        for symbol in spec.symbols:
+            self.by_symbol[symbol] = child
+        return child
+
+    def _start_due(self) -> None:
+        """Start every child never started whose dependencies are all ready."""
+        for child in self.children:
+            if not child.started and self._ready_kinds(child.spec.after):
+                self._start(child)
+
+    def _ready_kinds(self, kinds: tuple[ChildKind, ...]) -> bool:
+        return all(c.ready for c in self.children if c.kind in kinds)
 
     def _lock(self, msg: StartDeployment) -> str | None:
         """Take the deployment lock before the journal is opened: one deployment per journal.
@@ -223,35 +238,44 @@ class Supervisor(BridgedActor):
     def _start(self, child: Child) -> None:
         assert self.spec is not None
         child.address = self.createActor(child.spec.actor)
-        child.ready, child.replacing, child.pid = False, False, None
-        child.last_ack = time.monotonic()
-        self.send(child.address, self._configure(child))
+        child.started, child.ready, child.replacing, child.pid = True, False, False, None
+        child.awaiting_since, child.symbols_ready = None, set()
+        self.send(child.address, self.configure[child.kind](child))
 
-    def _configure(self, child: Child) -> Any:
+    # -- what each kind of child is told to start --------------------------------------------
+
+    def _configure_journal(self, child: Child) -> Any:
         assert self.spec is not None
-        if child.id == "journal":
-            return ConfigureJournal(self.spec.journal_path, watch=self.spec.watch)
-        if child.id == "protection":
-            assert self.spec.protection is not None and self.capabilities is not None
-            return ConfigureProtection(self._address("exchange"), self.spec.symbols, self.spec.protection,
-                                       tuple(self.snapshots.values()), stop_orders=self.capabilities.stop_orders,
-                                       stream_grace_s=self.spec.stream.grace_s)
-        if child.id == "stream":
-            assert self.capabilities is not None
-            return ConfigureStream(self._address("exchange"), self._address("protection"), self._routes(),
-                                   self.spec.stream, name=f"{self.capabilities.venue} private")
-        if child.id == "exchange":
-            return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch, symbols=self.spec.symbols,
-                                     persist=self.deployed)
-        if child.id == "api":
-            assert self.spec.control is not None
-            return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address("journal"),
-                                self.spec.symbols, self._holder("running"))
-        assert self.capabilities is not None
-        symbol = child.id.split(":", 1)[1]
-        return ConfigurePosition(symbol, self._address("exchange"), self._address("journal"),
-                                 self.capabilities, self.spec.settings, observer=self.myAddress,
-                                 safe_mode=self.safe_reason if self.safe_mode else None, risk=self._risk(symbol))
+        return ConfigureJournal(self.spec.journal_path, watch=self.spec.watch)
+
+    def _configure_exchange(self, child: Child) -> Any:
+        assert self.spec is not None
+        return ConfigureExchange(self.spec.adapter_factory, watch=self.spec.watch, symbols=self.spec.symbols,
+                                 persist=self.deployed)
+
+    def _configure_api(self, child: Child) -> Any:
+        assert self.spec is not None and self.spec.control is not None
+        return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address("journal"),
+                            self.spec.symbols, self._holder("running"))
+
+    def _configure_positions(self, child: Child) -> Any:
+        assert self.spec is not None and self.capabilities is not None
+        symbols = child.spec.symbols
+        risk = tuple((s, limits) for s in symbols if (limits := self._risk(s)) is not None)
+        return ConfigurePosition(symbols, self._address("exchange"), self._address("journal"), self.capabilities,
+                                 self.spec.settings, observer=self.myAddress,
+                                 safe_mode=self.safe_reason if self.safe_mode else None, risk=risk)
+
+    def _configure_protection(self, child: Child) -> Any:
+        assert self.spec is not None and self.spec.protection is not None and self.capabilities is not None
+        return ConfigureProtection(self._address("exchange"), self.spec.symbols, self.spec.protection,
+                                   tuple(self.snapshots.values()), stop_orders=self.capabilities.stop_orders,
+                                   stream_grace_s=self.spec.stream.grace_s)
+
+    def _configure_stream(self, child: Child) -> Any:
+        assert self.spec is not None and self.capabilities is not None
+        return ConfigureStream(self._address("exchange"), self._address("protection"), self._routes(),
+                               self.spec.stream, name=f"{self.capabilities.venue} private")
 
     def _risk(self, symbol: str) -> RiskLimits | None:
         assert self.spec is not None
@@ -260,22 +284,19 @@ class Supervisor(BridgedActor):
         limits = dict(self.spec.risk)
         return limits.get(symbol, limits.get("*"))
 
+    # -- children ready ----------------------------------------------------------------------
+
     def receiveMsg_JournalReady(self, msg: JournalReady, sender: Any) -> None:  # noqa: N802
-        self._ready(sender, msg.pid)
         if msg.safe_mode_reason is not None and not self.safe_mode and not self.deployed:
             # Safe mode outlives the program: only an operator's resume ends it.
             self._enter_safe_mode(msg.safe_mode_reason, carried=True)
-        elif self.deployed:
+        self._ready(sender, msg.pid)
+        if self.deployed:
             # A restarted journal may have missed a change while it was down: write the state again.
             self._persist_safe_mode(self.safe_mode, self.safe_reason or "resumed")
-        if self.deployed:
             self._tell_positions_their_collaborators()
-        elif self._child("exchange").address is None:
+        else:
             logger.info("journal ready (schema {})", msg.schema_version)
-            self._start(self._child("exchange"))
-            api = self._find("api")
-            if api is not None and api.address is None:
-                self._start(api)                         # the operator API serves from now on
 
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
         self.capabilities = msg.capabilities
@@ -289,56 +310,52 @@ class Supervisor(BridgedActor):
         if msg.problems and not self.safe_mode:
             logger.critical("ALERT venue preflight after a restart: {}", "; ".join(msg.problems))
             self._enter_safe_mode(f"venue preflight: {'; '.join(msg.problems)}")
+        if msg.capabilities.streams and "stream" not in self.by_id:
+            self._add(ChildSpec("stream", ChildKind.STREAM, StreamActor, after=(ChildKind.EXCHANGE,)))
         self._ready(sender, msg.pid)
         if self.deployed:
             self._tell_positions_their_collaborators()
-            return
-        if msg.capabilities.streams and self._find("stream") is None:
-            self.children.append(Child(ChildSpec("stream", StreamActor)))   # after positions and protection
-        for child in self.children:
-            if (child.id.startswith("position:") or child.id in ("protection", "stream")) and child.address is None:
-                self._start(child)
-        self._maybe_deployed()
 
     def receiveMsg_ApiReady(self, msg: ApiReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
         self._tell_api(snapshots=True)
-        self._maybe_deployed()
 
     def receiveMsg_ProtectionReady(self, msg: ProtectionReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
-        if self.deployed:
-            return
-        self._maybe_deployed()
+
+    def receiveMsg_StreamReady(self, msg: StreamReady, sender: Any) -> None:  # noqa: N802
+        self._ready(sender, msg.pid)
 
     def receiveMsg_PositionReady(self, msg: PositionReady, sender: Any) -> None:  # noqa: N802
-        self._ready(sender, msg.pid)
-        pending = self.pending_adoptions.pop(msg.symbol, None)
-        if pending is not None:
-            self._route(*pending)
-        self._maybe_deployed()
+        child = self.by_symbol.get(msg.symbols[0]) if msg.symbols else None
+        if child is not None and child.address is not None:
+            child.symbols_ready.update(msg.symbols)
+            if child.symbols_ready >= set(child.spec.symbols):     # every symbol it guards is reconciled
+                self._ready(sender, msg.pid)
+        for symbol in msg.symbols:
+            pending = self.pending_adoptions.pop(symbol, None)
+            if pending is not None:
+                self._route(*pending)
 
     def _ready(self, sender: Any, pid: int) -> None:
         child = self._by_address(sender)
         if child is not None:
-            child.ready, child.pid = True, pid
-            child.last_ack = time.monotonic()
+            child.ready, child.pid, child.awaiting_since = True, pid, None
             self._tell_api()
-            if child.id != "stream" and child.id != "api":
+            if child.kind in ROUTED:
                 self._tell_stream_routes()
+        if not self.deployed:
+            self._start_due()
+            self._maybe_deployed()
 
     def _routes(self) -> tuple[tuple[str, Any], ...]:
-        return tuple((c.id.split(":", 1)[1], c.address) for c in self._positions() if c.address is not None)
+        return tuple((s, c.address) for c in self._positions() if c.address is not None for s in c.spec.symbols)
 
     def _tell_stream_routes(self) -> None:
         """Where stream evidence goes, whenever an address changes (a restart, an actor on demand)."""
         stream = self._address("stream")
         if stream is not None:
             self.send(stream, StreamRoutes(self._address("exchange"), self._address("protection"), self._routes()))
-
-    def receiveMsg_StreamReady(self, msg: StreamReady, sender: Any) -> None:  # noqa: N802
-        self._ready(sender, msg.pid)
-        self._maybe_deployed()
 
     def receiveMsg_StreamStatus(self, msg: StreamStatus, sender: Any) -> None:  # noqa: N802
         before = self.streams.get(msg.stream)
@@ -355,8 +372,11 @@ class Supervisor(BridgedActor):
             return
         self.deployed = True
         assert self.capabilities is not None
-        logger.info("deployment ready: {} symbols on {}", len(self.spec.symbols), self.capabilities.venue)
+        logger.info("deployment ready: {} symbols on {} ({} processes)", len(self.spec.symbols),
+                    self.capabilities.venue, len(self.children))
         self.send(self.requester, DeploymentReady(self.spec.symbols, self.capabilities))
+        # The watchdog starts now: it judges only heartbeats it sent (a child busy starting
+        # while others still start was never asked anything).
         self.wakeupAfter(timedelta(seconds=self.spec.supervision.heartbeat_s), HEARTBEAT)
         # Reconciliation itself used no position read; one read now only reports what else the
         # venue shows (positions opened outside posguard), for an operator to see.
@@ -396,7 +416,7 @@ class Supervisor(BridgedActor):
         journal = self._address("journal")
         if journal is not None:
             self.send(journal, msg)
-            self.relay["disk-fault"] = sender
+            self.relay.put("disk-fault", sender)
 
     def receiveMsg_JournalSynced(self, msg: JournalSynced, sender: Any) -> None:  # noqa: N802
         self._relay_back(msg.tag or "", msg)
@@ -408,7 +428,7 @@ class Supervisor(BridgedActor):
             self.metrics.venue_start_failures.labels(msg.kind).inc()
         child = self._by_address(sender)
         if child is not None:
-            child.last_ack = time.monotonic()            # alive, trying: not hung
+            child.awaiting_since = None                  # alive, trying: not hung
         self._tell_api()
 
     def receiveMsg_ActorFailed(self, msg: ActorFailed, sender: Any) -> None:  # noqa: N802
@@ -429,8 +449,8 @@ class Supervisor(BridgedActor):
         exchange, journal = self._address("exchange"), self._address("journal")
         if exchange is None or journal is None:
             return                                   # the other one is still being replaced
-        for child in [*self._positions(), *[c for c in self.children if c.id in ("protection", "api")]]:
-            if child.address is not None:
+        for child in self.children:
+            if child.kind in (ChildKind.POSITIONS, ChildKind.PROTECTION, ChildKind.API) and child.address is not None:
                 self.send(child.address, Collaborators(exchange, journal))
 
     # -- failures and restarts ---------------------------------------------------------------
@@ -441,6 +461,7 @@ class Supervisor(BridgedActor):
         if child is None:
             return
         if self.stopping is not None:
+            self._forget_address(child)
             child.address = None
             self._stop_next()
             return
@@ -473,7 +494,8 @@ class Supervisor(BridgedActor):
 
     def _down(self, child: Child, why: str) -> None:
         assert self.spec is not None
-        child.address, child.ready, child.pid = None, False, None
+        self._forget_address(child)
+        child.address, child.ready, child.pid, child.awaiting_since = None, False, None, None
         self._tell_api()
         if child.spec.restart is Restart.TEMPORARY:
             logger.warning("{} {}; temporary child, not restarted", child.id, why)
@@ -486,8 +508,10 @@ class Supervisor(BridgedActor):
         child.generation += 1
         logger.critical("ALERT {} {}; restarting in {:.2f}s ({} restarts in {:.0f}s)", child.id, why, delay,
                         self.intensity.recent, self.intensity.within_s)
-        self._event(EventRecord("restart", child.id.split(":", 1)[1] if child.id.startswith("position:") else None,
-                                {"child": child.id, "why": why, "delay_s": round(delay, 3)}))
+        symbols = child.spec.symbols
+        self._event(EventRecord("restart", symbols[0] if len(symbols) == 1 else None,
+                                {"child": child.id, "why": why, "delay_s": round(delay, 3),
+                                 **({"symbols": list(symbols)} if len(symbols) > 1 else {})}))
         if not within_limit and not self.safe_mode:
             self._enter_safe_mode(f"{self.intensity.recent} restarts within {self.intensity.within_s:.0f}s")
         self.wakeupAfter(timedelta(seconds=delay), RestartChild(child.id, child.generation))
@@ -517,10 +541,10 @@ class Supervisor(BridgedActor):
                         " An operator leaves safe mode explicitly.", reason)
 
     def _persist_safe_mode(self, on: bool, reason: str) -> None:
-        journal = self._child("journal") if self.spec is not None else None
-        if journal is None or journal.address is None:
+        journal = self._address("journal") if self.spec is not None else None
+        if journal is None:
             return                        # written when the journal is (back) up: see JournalReady
-        self.send(journal.address, JournalSafeMode(on, reason))
+        self.send(journal, JournalSafeMode(on, reason))
 
     def receiveMsg_SetSafeMode(self, msg: SetSafeMode, sender: Any) -> None:  # noqa: N802
         if msg.on:
@@ -537,13 +561,13 @@ class Supervisor(BridgedActor):
     def receiveMsg_WakeupMessage(self, msg: WakeupMessage, sender: Any) -> None:  # noqa: N802
         payload = msg.payload
         if isinstance(payload, RestartChild) and self.stopping is None:
-            child = self._child(payload.child_id)
+            child = self.by_id[payload.child_id]
             if child.address is None and child.generation == payload.generation:
-                logger.info("restarting {}", child.id)
-                if child.id.startswith(("position:", "protection")) and self._address("exchange") is None:
-                    # it needs the exchange's address: start it once the exchange is back
+                if not all(c.address is not None for c in self.children if c.kind in child.spec.after):
+                    # what it needs (the exchange's address, say) is itself being replaced: soon
                     self.wakeupAfter(timedelta(seconds=0.05), payload)
                     return
+                logger.info("restarting {}", child.id)
                 self._start(child)
         elif payload == HEARTBEAT and self.stopping is None and self.spec is not None:
             self._heartbeat()
@@ -552,6 +576,8 @@ class Supervisor(BridgedActor):
             self._flatten_failed()
 
     def _heartbeat(self) -> None:
+        """Ask every child whether it is alive; one that has not answered a heartbeat it was
+        sent within the timeout is hung: killed and replaced."""
         assert self.spec is not None
         policy = self.spec.supervision
         now = time.monotonic()
@@ -559,11 +585,16 @@ class Supervisor(BridgedActor):
         for child in self.children:
             if child.address is None or child.replacing:
                 continue
-            if now - child.last_ack > policy.heartbeat_timeout_s:
-                logger.error("{} has not answered for {:.1f}s: hung; replacing it", child.id, now - child.last_ack)
+            if child.awaiting_since is not None and now - child.awaiting_since > policy.heartbeat_timeout_s:
+                logger.error("{} has not answered for {:.1f}s: hung; replacing it", child.id,
+                             now - child.awaiting_since)
                 self._replace(child)
                 continue
+            if child.awaiting_since is None:
+                child.awaiting_since = now
             self.send(child.address, Heartbeat(self.heartbeat_seq))
+        self.relay.sweep()
+        self.waiters.sweep()
         self._tell_api()
         self.wakeupAfter(timedelta(seconds=policy.heartbeat_s), HEARTBEAT)
 
@@ -571,151 +602,9 @@ class Supervisor(BridgedActor):
         child = self._by_address(sender)
         if child is None:
             return
-        child.pid, child.last_ack = msg.pid, time.monotonic()
+        child.pid, child.awaiting_since = msg.pid, None
         if child.consecutive and self.intensity.recent == 0:
             child.consecutive = 0                    # it stayed up a whole window: back-off resets
-
-    # -- operator commands and admin ---------------------------------------------------------
-
-    def receiveMsg_OpenPosition(self, msg: OpenPosition, sender: Any) -> None:  # noqa: N802
-        if self.safe_mode:
-            self.send(sender, CommandDenied(msg.command_id, msg.symbol,
-                                            f"safe mode ({self.safe_reason}): new entries are refused"))
-            return
-        self._route(msg, sender)
-
-    def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
-        self._route(msg, sender)
-
-    def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
-        if self.metrics is not None:
-            self.metrics.orphans.labels("foreign").inc()
-        self._event(EventRecord("orphan", msg.symbol, {"kind": "foreign", "reason": msg.reason,
-                                                       "action": "close" if msg.stop_price is None else "protect",
-                                                       "stop_price": msg.stop_price}))
-        child_id = f"position:{msg.symbol}"
-        if self.deployed and self.capabilities and not any(c.id == child_id for c in self.children):
-            # A symbol outside the deployment: one writer for it is started on demand.
-            logger.warning("starting a PositionActor for {} to adopt a position found on the venue", msg.symbol)
-            child = Child(ChildSpec(child_id, PositionActor))
-            self.children.append(child)
-            self.pending_adoptions[msg.symbol] = (msg, sender)
-            self._start(child)
-            return
-        self._route(msg, sender)                         # protection: allowed in safe mode
-
-    def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
-        if self.metrics is not None:
-            self.metrics.orphans.labels("drift").inc()
-        self._event(EventRecord("orphan", msg.symbol, {"kind": "drift", "reason": msg.reason}))
-        self._route(msg, sender)
-
-    def _route(self, msg: OpenPosition | ClosePosition | AdoptPosition | Reprotect, sender: Any) -> None:
-        target = self._address(f"position:{msg.symbol}") if self.deployed else None
-        if target is None:
-            known = any(c.id == f"position:{msg.symbol}" for c in self.children)
-            why = ("deployment is not ready" if not self.deployed
-                   else f"{msg.symbol} is restarting; try again" if known else f"unknown symbol {msg.symbol}")
-            self.send(sender, CommandDenied(msg.command_id, msg.symbol, why))
-            return
-        self.relay[msg.command_id] = sender
-        self.send(target, msg)
-
-    def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
-        self._relay_back(msg.command_id, msg)
-
-    def receiveMsg_CommandDenied(self, msg: CommandDenied, sender: Any) -> None:  # noqa: N802
-        self._relay_back(msg.command_id, msg)
-
-    def receiveMsg_PriceFetched(self, msg: Any, sender: Any) -> None:  # noqa: N802
-        self._relay_back(msg.request_id, msg)
-
-    def _relay_back(self, key: str, msg: Any) -> None:
-        asker = self.relay.pop(key, None)
-        if asker is not None:
-            self.send(asker, msg)
-
-    def receiveMsg_PositionSnapshot(self, msg: PositionSnapshot, sender: Any) -> None:  # noqa: N802
-        self.snapshots[msg.symbol] = msg
-        if self.metrics is not None:
-            self.metrics.on_snapshot(msg)
-        for follower in (self._address("protection"), self._address("api")):
-            if follower is not None:
-                self.send(follower, msg)
-        for waiter in [w for w in self.state_waiters if w[0].matches(msg)]:
-            self.state_waiters.remove(waiter)
-            self.send(waiter[1], msg)
-        if self.stop is not None and self.stop.flatten:
-            self._flatten_step()
-
-    def receiveMsg_WaitForState(self, msg: WaitForState, sender: Any) -> None:  # noqa: N802
-        snap = self.snapshots.get(msg.symbol)
-        if snap is not None and msg.matches(snap):
-            self.send(sender, snap)
-        else:
-            self.state_waiters.append((msg, sender))
-
-    def receiveMsg_StatusRequest(self, msg: StatusRequest, sender: Any) -> None:  # noqa: N802
-        self.send(sender, self._status(msg.request_id, tuple(self.snapshots[s] for s in sorted(self.snapshots))))
-
-    def _tell_api(self, snapshots: bool = False) -> None:
-        """The operator API answers status from what we tell it: everything but the positions
-        now (also every heartbeat: how it knows we are alive), the positions as they change."""
-        api = self._address("api")
-        if api is None:
-            return
-        self.send(api, self._status("", ()))
-        if snapshots:
-            for snap in self.snapshots.values():
-                self.send(api, snap)
-
-    def _status(self, request_id: str, positions: tuple[PositionSnapshot, ...]) -> StatusReport:
-        venue = self.capabilities.venue if self.capabilities else ""
-        return StatusReport(
-            positions, venue=venue, started_at=self.started_at,
-            safe_mode=self.safe_mode, safe_reason=self.safe_reason, restarts=self.intensity.recent,
-            children=tuple((c.id, c.pid, c.address is not None) for c in self.children),
-            reconciliation=self.reconciliation, request_id=request_id, watcher_pid=self.watcher_pid,
-            exchange_dumpable=self.exchange_dumpable, streams=tuple(self.streams.values()),
-            journal_error=self.journal_error, venue_status=self.venue_status, venue_warnings=self.venue_warnings,
-            stopping=("flattening, then stopping" if self.stop is not None and self.stopping is None
-                      else "stopping" if self.stopping is not None else ""))
-
-    def receiveMsg_GetTrueState(self, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
-        exchange = self._address("exchange")
-        if exchange is not None:
-            self.send(exchange, GetTrueState(reply_to=msg.reply_to or sender, request_id=msg.request_id))
-        else:
-            self.send(msg.reply_to or sender, TrueStateReport(None, msg.request_id))
-
-    def receiveMsg_FetchPrice(self, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
-        exchange = self._address("exchange")
-        if exchange is not None:
-            self.relay[msg.request_id] = sender
-            self.send(exchange, msg)
-
-    def receiveMsg_RecentEvents(self, msg: RecentEvents, sender: Any) -> None:  # noqa: N802
-        journal = self._address("journal")
-        if journal is not None:
-            self.send(journal, RecentEvents(msg.symbol, msg.limit, reply_to=msg.reply_to or sender,
-                                            request_id=msg.request_id))
-
-    def receiveMsg_ScanNow(self, msg: ScanNow, sender: Any) -> None:  # noqa: N802
-        """A protection scan now (tests, operators): its ScanDone says whether the venue was read."""
-        protection = self._address("protection")
-        if protection is None:
-            self.send(sender, ScanDone(msg.request_id, "protection is off"))
-            return
-        self.relay[f"scan:{msg.request_id}"] = sender
-        self.send(protection, msg)
-
-    def receiveMsg_ScanDone(self, msg: ScanDone, sender: Any) -> None:  # noqa: N802
-        self._relay_back(f"scan:{msg.request_id}", msg)
-
-    def receiveMsg_JournalSync(self, msg: JournalSync, sender: Any) -> None:  # noqa: N802
-        via = self._address(f"position:{msg.symbol}") if msg.symbol else self._address("journal")
-        if via is not None:
-            self.send(via, JournalSync(reply_to=msg.reply_to or sender, symbol=msg.symbol))
 
     def receiveMsg_ActorExitRequest(self, msg: ActorExitRequest, sender: Any) -> None:  # noqa: N802
         # The system is shutting down around us: children leaving now are not failures.
@@ -724,78 +613,6 @@ class Supervisor(BridgedActor):
             self.metrics.close()
             self.metrics = None
         super().receiveMsg_ActorExitRequest(msg, sender)
-
-    # -- the watcher and an operator's stop ---------------------------------------------------
-
-    def receiveMsg_WatcherChanged(self, msg: WatcherChanged, sender: Any) -> None:  # noqa: N802
-        logger.warning("posguard run pid {} now watches this deployment (was: {})", msg.pid, self.watcher_pid)
-        self.watcher_pid, self.watcher_alerted = msg.pid, False
-        if self.lock is not None:
-            self.lock.update(self._holder("running"))
-        self._tell_api()
-        self.send(sender, Ack(msg.request_id))
-
-    def _check_watcher(self) -> None:
-        if self.watcher_pid is None or self.watcher_alerted or alive(self.watcher_pid):
-            return
-        self.watcher_alerted = True
-        logger.critical("ALERT posguard run (pid {}) is gone: this deployment keeps protecting its positions,"
-                        " unwatched. `posguard run` with the same config adopts it; `posguard stop` ends it.",
-                        self.watcher_pid)
-        self._event(EventRecord("watcher_lost", None, {"pid": self.watcher_pid}))
-
-    def receiveMsg_StopRequest(self, msg: StopRequest, sender: Any) -> None:  # noqa: N802
-        if self.stop is not None or self.stopping is not None:
-            self.send(sender, StopReply(msg.request_id, False, "a stop is already in progress"))
-            return
-        assert self.spec is not None
-        self.stop = _Stop(msg.flatten, msg.request_id, sender)
-        if not msg.flatten:
-            self._stop_now("stopping: positions stay on the venue with their stops")
-            return
-        if not self.safe_mode:
-            self._enter_safe_mode("stopping with --flatten")
-        logger.warning("operator stop with flatten: closing every position reduce-only before stopping")
-        self.wakeupAfter(timedelta(seconds=FLATTEN_DEADLINE_S), STOP_DEADLINE)
-        self._flatten_step()
-
-    def _flatten_step(self) -> None:
-        """Close whatever is filled; stop once every symbol is flat (IDLE)."""
-        assert self.stop is not None
-        for symbol, snap in self.snapshots.items():
-            if snap.state in ("PROTECTING", "PROTECTED") and symbol not in self.stop.asked:
-                target = self._address(f"position:{symbol}")
-                if target is not None:
-                    self.stop.asked.add(symbol)
-                    self.send(target, ClosePosition(symbol))
-        if all(snap.state == "IDLE" for snap in self.snapshots.values()):
-            self._stop_now(f"flattened {len(self.stop.asked)} position(s); stopping")
-
-    def _flatten_failed(self) -> None:
-        assert self.stop is not None
-        open_ = {s: p.state for s, p in self.snapshots.items() if p.state != "IDLE"}
-        detail = (f"not flat within {FLATTEN_DEADLINE_S:.0f}s: {open_}; the deployment keeps running in safe mode"
-                  " (stops and closes keep working)")
-        logger.critical("ALERT stop --flatten: {}", detail)
-        self.send(self.stop.asker, StopReply(self.stop.request_id, False, detail))
-        self.stop = None
-
-    def _stop_now(self, detail: str) -> None:
-        assert self.stop is not None
-        logger.warning("operator stop: {}", detail)
-        if self.lock is not None:
-            self.lock.update(self._holder("stopped"))   # a watcher seeing us go must not restart us
-        self.send(self.stop.asker, StopReply(self.stop.request_id, True, detail))
-        self._stop_all(self.myAddress)
-        self._tell_api()
-
-    def receiveMsg_DeploymentStopped(self, msg: DeploymentStopped, sender: Any) -> None:  # noqa: N802
-        """Our own stop (an operator's, through the API) is done: end the whole actor system."""
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-        logger.warning("deployment stopped by the operator; ending the actor system")
-        os.killpg(os.getpgrp(), signal.SIGKILL)          # the admin, its logger and us: nothing else is left
 
     # -- stopping, in reverse order ------------------------------------------------------------
 
@@ -824,17 +641,28 @@ class Supervisor(BridgedActor):
 
     # -- lookups -------------------------------------------------------------------------------
 
-    def _child(self, child_id: str) -> Child:
-        return next(c for c in self.children if c.id == child_id)
-
     def _find(self, child_id: str) -> Child | None:
-        return next((c for c in self.children if c.id == child_id), None)
+        return self.by_id.get(child_id)
 
     def _positions(self) -> list[Child]:
-        return [c for c in self.children if c.id.startswith("position:")]
+        return [c for c in self.children if c.kind is ChildKind.POSITIONS]
 
     def _address(self, child_id: str) -> Any:
-        return next((c.address for c in self.children if c.id == child_id), None)
+        child = self.by_id.get(child_id)
+        return child.address if child is not None else None
 
     def _by_address(self, address: Any) -> Child | None:
-        return next((c for c in self.children if c.address is not None and c.address == address), None)
+        """The child behind a sender's address: a dict look-up once it has been seen (thespian
+        addresses compare slowly and hash badly: a scan of 1 000 children per message costs ms)."""
+        key = str(address)
+        child = self._addresses.get(key)
+        if child is not None and child.address is not None:
+            return child
+        child = next((c for c in self.children if c.address is not None and c.address == address), None)
+        if child is not None:
+            self._addresses[key] = child
+        return child
+
+    def _forget_address(self, child: Child) -> None:
+        for key in [k for k, c in self._addresses.items() if c is child]:
+            del self._addresses[key]
