@@ -16,6 +16,7 @@ setup(
         "prometheus-client>=0.20",
         "pydantic>=2.6,<3",              # the config schemas (supervisor/schema.py)
         "annotated-types>=0.6",          # the bounds beside each setting (adapters/bounds.py)
+        "rich>=13",                      # the status table and live view, imported only to draw them (views.py)
     ],
     extras_require={
         "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],

@@ -6,8 +6,11 @@ the brief describes: stop via a position read, 3 tries with 1/2/4 s back-off, a 
 also reads positions, and a periodic scan. posguard runs as `posguard run` runs it: real actor
 processes on thespian's TCP base (127.0.0.1).
 
-Prints a table, posguard's entry->protected time in venue round trips (goal <= 1.1 on the
-attached-stop venue), and as its last line `naked_seconds seed=<x> posguard=<y>` (attached).
+Prints a table (protected_after_s: from the open command to a stop confirmed on the venue), then
+posguard's entry->guarded time in venue round trips -- until no fill can exist without its stop:
+on the attached-stop venue that is the entry's acknowledgement (goal <= 1.1), on the
+separate-stop venue the stop confirmed -- and as its last line
+`naked_seconds seed=<x> posguard=<y>` (attached).
 
 With `--through-ccxt` both algorithms talk to the project's Bybit-v5 emulator (same engine,
 same lag) through the real Bybit adapter: real ccxt, HTTP, signatures.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import os
 import statistics
 import sys
 import tempfile
@@ -30,26 +32,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loguru import logger  # noqa: E402
 
-from actors.messages import (  # noqa: E402
-    DeploymentReady,
-    GetTrueState,
-    OpenPosition,
-    StartDeployment,
-    StopDeployment,
-    WaitForState,
-)
+from actors.messages import OpenPosition  # noqa: E402
 from adapters.base import OrderRequest, Side, TrueState, VenueAdapter  # noqa: E402
-from adapters.bybit import BybitAdapter  # noqa: E402
 from adapters.emulator_base import EmulatorConfig  # noqa: E402
 from adapters.sim_engine import EngineConfig  # noqa: E402
 from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
-from tests.emulator import KEY, KEY_ENV, SECRET, SECRET_ENV, EmulatorThread  # noqa: E402
+from tests import kit  # noqa: E402
+from tests.emulator import EmulatorThread  # noqa: E402
 
 SYMBOL, PRICE, QTY = "1000NEIROCTOUSDT", 0.2, 10_000.0
 STOP = PRICE * 0.95
@@ -104,7 +98,7 @@ class Venue:
 
     def factory(self) -> Callable[[], VenueAdapter]:
         if self.emu is not None:
-            return functools.partial(BybitAdapter, self.emu.settings(attached_stop=self.cfg.attached_stops))
+            return self.emu.factory(attached_stop=self.cfg.attached_stops)
         return functools.partial(SimulatedAdapter, self.cfg)
 
     def adapter(self) -> VenueAdapter:
@@ -114,12 +108,13 @@ class Venue:
         self.local = SimulatedAdapter(self.cfg)
         return self.local
 
-    def truth(self, asys: Any = None, sup: Any = None) -> TrueState:
+    def truth(self, deployment: kit.Deployment | None = None) -> TrueState:
         if self.emu is not None:
             return self.emu.truth()
         if self.local is not None:
             return self.local.engine.true_state()
-        return asys.ask(sup, GetTrueState(), 5).state              # posguard's, in its ExchangeActor
+        assert deployment is not None
+        return deployment.truth()                                 # posguard's, in its ExchangeActor
 
     def position_reads(self, truth: TrueState) -> int:
         if self.emu is not None:
@@ -171,28 +166,17 @@ async def _seed(venue: VenueAdapter, handle: Venue, kind: str, scan_interval: fl
 # -- posguard, as `posguard run` runs it -----------------------------------------------------------
 
 def posguard(handle: Venue, kind: str) -> Result:
-    from supervisor.supervisor import Supervisor
-    from supervisor.system import start_system
-    from tests.conftest import free_port
-
-    asys = start_system(free_port())
-    try:
-        sup = asys.createActor(Supervisor)
-        with tempfile.TemporaryDirectory() as tmp:
-            ready = asys.ask(sup, StartDeployment((SYMBOL,), f"{tmp}/journal.sqlite", handle.factory()), 20)
-            assert isinstance(ready, DeploymentReady), ready
-            asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 10)
-            deadline = time.monotonic() + 5                  # the start-up report of foreign positions
-            while handle.position_reads(handle.truth(asys, sup)) < 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            reads_before = handle.position_reads(handle.truth(asys, sup))
-            asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, QTY, STOP), 5)
-            snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED", "IDLE", "STUCK")), 30)
-            truth = handle.truth(asys, sup)
-            asys.ask(sup, StopDeployment(), 10)
-    finally:
-        asys.shutdown()
-    assert snap is not None
+    with kit.actor_system() as asys, tempfile.TemporaryDirectory() as tmp:
+        d = kit.Deployment(asys, (SYMBOL,), f"{tmp}/journal.sqlite", handle.factory(), timeout=20)
+        d.wait(SYMBOL, "IDLE")
+        deadline = time.monotonic() + 5                      # the start-up report of foreign positions
+        while handle.position_reads(handle.truth(d)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reads_before = handle.position_reads(handle.truth(d))
+        d.ask(OpenPosition(SYMBOL, Side.BUY, QTY, STOP))
+        snap = d.wait(SYMBOL, "PROTECTED", "IDLE", "STUCK", within=30)
+        truth = handle.truth(d)
+        d.stop(10)
     return Result(kind, "posguard", truth.max_naked_seconds(SYMBOL), snap.protect_latency_s,
                   handle.position_reads(truth) - reads_before, snap.state.lower(), describe(truth),
                   snap.guarded_latency_s)
@@ -221,7 +205,7 @@ def main() -> None:
                         help="both algorithms through the Bybit adapter (ccxt, HTTP) and the project's emulator")
     args = parser.parse_args()
     logger.remove()
-    os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET       # the emulator's keys, before any fork
+    kit.set_test_keys()                                             # the emulator's keys, before any fork
 
     def venue(attached: bool) -> Venue:
         return Venue(venue_config(attached, args.lag, args.latency), args.through_ccxt)
@@ -256,9 +240,9 @@ def main() -> None:
               f"  {r.believes:<34} {r.truth}")
     for r in results:
         if r.algorithm == "posguard" and r.guarded_after_s is not None:
-            goal = " (goal <= 1.1)" if r.venue == "attached-stop" else \
-                " (the entry, its fill if the ack omits it, then the stop: 2-3 round trips expected)"
-            print(f"posguard entry->protected / venue round trip, {r.venue}: {r.guarded_after_s / rt:.2f}{goal}")
+            what = " (the entry acknowledged with its stop attached; goal <= 1.1)" if r.venue == "attached-stop" \
+                else " (the stop confirmed: the entry, its fill if the ack omits it, then the stop: 2-3 expected)"
+            print(f"posguard entry->guarded / venue round trip, {r.venue}: {r.guarded_after_s / rt:.2f}{what}")
     seed = next(r for r in results if r.venue == "attached-stop" and r.algorithm == "seed")
     ours = next(r for r in results if r.venue == "attached-stop" and r.algorithm == "posguard")
     print(f"naked_seconds seed={seed.naked_s:.3f} posguard={ours.naked_s:.3f}")

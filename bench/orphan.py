@@ -12,8 +12,6 @@ Last line: `orphan_protected_seconds rest=<x> streams=<y>` (the slower venue of 
 from __future__ import annotations
 
 import argparse
-import functools
-import os
 import sys
 import tempfile
 import time
@@ -23,62 +21,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loguru import logger  # noqa: E402
 
-from actors.messages import (  # noqa: E402
-    DeploymentReady,
-    ProtectionSettings,
-    StartDeployment,
-    StatusRequest,
-    StopDeployment,
-)
+from actors.messages import ProtectionSettings  # noqa: E402
 from adapters.base import OrderRequest, Side  # noqa: E402
-from adapters.binance import BinanceAdapter  # noqa: E402
 from adapters.binance_emulator import BinanceEmulator  # noqa: E402
-from adapters.bybit import BybitAdapter  # noqa: E402
 from adapters.bybit_emulator import BybitEmulator  # noqa: E402
 from adapters.emulator_base import EmulatorConfig  # noqa: E402
 from adapters.sim_engine import EngineConfig  # noqa: E402
 from adapters.simulated import SimVenueConfig  # noqa: E402
-from supervisor.supervisor import Supervisor  # noqa: E402
-from supervisor.system import forget_system, start_system  # noqa: E402
-from tests.emulator import KEY, KEY_ENV, SECRET, SECRET_ENV, EmulatorThread  # noqa: E402
+from tests import kit  # noqa: E402
+from tests.emulator import EmulatorThread  # noqa: E402
 
 SYMBOL = "ETHUSDT"
-DIALECTS = {"bybit": (BybitEmulator, BybitAdapter), "binance": (BinanceEmulator, BinanceAdapter)}
+DIALECTS = {"bybit": BybitEmulator, "binance": BinanceEmulator}
 
 
 def protected_after(venue: str, lag: float, scan: float, streams: bool) -> float:
     """Seconds from the hand-opened position to its stop, as the venue's truth shows it."""
-    emulator, adapter = DIALECTS[venue]
     config = EmulatorConfig(venue=SimVenueConfig(engine=EngineConfig(prices={SYMBOL: 3000.0, "BTCUSDT": 60_000.0},
                                                                      position_lag_s=lag, volatility=0.0),
                                                  latency_s=0.05, orders_per_second=100))
-    asys = start_system()
-    try:
-        with EmulatorThread(config, emulator) as emu, tempfile.TemporaryDirectory() as tmp:
-            sup = asys.createActor(Supervisor)
-            factory = functools.partial(adapter, emu.settings(streams=streams))
-            start = StartDeployment((SYMBOL,), f"{tmp}/j.sqlite", factory,
-                                    protection=ProtectionSettings(scan_s=scan, grace_s=lag + 1))
-            assert isinstance(asys.ask(sup, start, 30), DeploymentReady)
-            deadline = time.monotonic() + 30
-            while streams and time.monotonic() < deadline:       # each check a round trip
-                report = asys.ask(sup, StatusRequest(), 5)
-                if report.streams and report.streams[0].state == "up":
-                    break
-            opened = time.monotonic()
-            emu.on_loop(lambda: emu.emulator.engine.create_order(OrderRequest(SYMBOL, Side.BUY, 0.5, "by-hand"),
-                                                                 True))
-            took = float("nan")
-            while time.monotonic() - opened < lag + 3 * scan + 10:
-                position = emu.truth().open_positions().get(SYMBOL)
-                if position is not None and position.stop_price is not None:
-                    took = time.monotonic() - opened
-                    break
-                time.sleep(0.005)                                # polling the venue's truth, not synchronising
-            asys.ask(sup, StopDeployment(), 15)
-    finally:
-        asys.shutdown()
-        forget_system()
+    with (kit.actor_system() as asys, EmulatorThread(config, DIALECTS[venue]) as emu,
+          tempfile.TemporaryDirectory() as tmp):
+        d = kit.Deployment(asys, (SYMBOL,), f"{tmp}/j.sqlite", emu.factory(streams=streams),
+                           protection=ProtectionSettings(scan_s=scan, grace_s=lag + 1))
+        if streams:
+            d.until(lambda: d.stream_state() == "up", 30, "the stream up and reconciled")
+        opened = time.monotonic()
+        emu.on_loop(lambda: emu.emulator.engine.create_order(OrderRequest(SYMBOL, Side.BUY, 0.5, "by-hand"), True))
+        took = float("nan")
+        while time.monotonic() - opened < lag + 3 * scan + 10:
+            position = emu.truth().open_positions().get(SYMBOL)
+            if position is not None and position.stop_price is not None:
+                took = time.monotonic() - opened
+                break
+            time.sleep(0.005)                                    # polling the venue's truth, not synchronising
+        d.stop()
     return took
 
 
@@ -89,7 +66,7 @@ def main() -> None:
     parser.add_argument("--venues", default="bybit,binance")
     args = parser.parse_args()
     logger.remove()
-    os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET       # the emulators' test keys
+    kit.set_test_keys()                                             # the emulators' test keys, before any fork
     venues = [v.strip() for v in args.venues.split(",") if v.strip()]
     rows = {v: (protected_after(v, args.lag, args.scan, streams=True),
                 protected_after(v, args.lag, args.scan, streams=False)) for v in venues}

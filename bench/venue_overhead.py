@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
-import os
 import statistics
 import sys
 import tempfile
@@ -33,22 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from loguru import logger  # noqa: E402
 
-from actors.messages import (  # noqa: E402
-    ClosePosition,
-    DeploymentReady,
-    OpenPosition,
-    PositionSettings,
-    StartDeployment,
-    StatusRequest,
-    StopDeployment,
-    WaitForState,
-)
+from actors.messages import ClosePosition, OpenPosition, PositionSettings  # noqa: E402
 from adapters.base import Side  # noqa: E402
 from adapters.bybit import BybitAdapter  # noqa: E402
 from adapters.emulator_base import EmulatorConfig  # noqa: E402
 from adapters.sim_engine import EngineConfig  # noqa: E402
 from adapters.simulated import SimVenueConfig  # noqa: E402
-from tests.emulator import KEY, KEY_ENV, SECRET, SECRET_ENV, EmulatorThread  # noqa: E402
+from tests import kit  # noqa: E402
+from tests.emulator import EmulatorThread  # noqa: E402
 
 SYMBOL, QTY, PRICE = "BTCUSDT", 0.01, 60_000.0
 
@@ -75,37 +65,23 @@ async def bare_round_trips(emu: EmulatorThread, samples: int) -> list[float]:
 
 
 def posguard_opens(emu: EmulatorThread, opens: int, attached: bool, streams: bool) -> tuple[list[float], list[float]]:
-    from supervisor.supervisor import Supervisor
-    from supervisor.system import forget_system, start_system
-
     settings = PositionSettings(poll_s=0.02, retry_s=0.05)
-    asys = start_system()
     guarded, confirmed = [], []
-    try:
-        sup = asys.createActor(Supervisor)
-        with tempfile.TemporaryDirectory() as tmp:
-            factory = functools.partial(BybitAdapter, emu.settings(attached_stop=attached, streams=streams))
-            ready = asys.ask(sup, StartDeployment((SYMBOL,), f"{tmp}/journal.sqlite", factory, settings,
-                                                  protection=None), 30)
-            assert isinstance(ready, DeploymentReady), ready
-            asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 10)
-            deadline = time.monotonic() + 30
-            while streams and time.monotonic() < deadline:    # the stream up and reconciled first
-                report = asys.ask(sup, StatusRequest(), 5)
-                if report.streams and report.streams[0].state == "up":
-                    break
-            for _ in range(opens):
-                asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, QTY, PRICE * 0.9), 5)
-                snap = asys.ask(sup, WaitForState(SYMBOL, ("PROTECTED", "STUCK")), 30)
-                assert snap is not None and snap.state == "PROTECTED", snap
-                guarded.append(snap.guarded_latency_s)
-                confirmed.append(snap.protect_latency_s)
-                asys.ask(sup, ClosePosition(SYMBOL), 5)
-                assert asys.ask(sup, WaitForState(SYMBOL, ("IDLE",)), 30) is not None
-            asys.ask(sup, StopDeployment(), 15)
-    finally:
-        asys.shutdown()
-        forget_system()
+    with kit.actor_system() as asys, tempfile.TemporaryDirectory() as tmp:
+        d = kit.Deployment(asys, (SYMBOL,), f"{tmp}/journal.sqlite",
+                           emu.factory(attached_stop=attached, streams=streams), settings=settings, protection=None)
+        d.wait(SYMBOL, "IDLE")
+        if streams:                                          # the stream up and reconciled first
+            d.until(lambda: d.stream_state() == "up", 30, "the stream up and reconciled")
+        for _ in range(opens):
+            d.ask(OpenPosition(SYMBOL, Side.BUY, QTY, PRICE * 0.9))
+            snap = d.wait(SYMBOL, "PROTECTED", "STUCK", within=30)
+            assert snap.state == "PROTECTED", snap
+            guarded.append(snap.guarded_latency_s)
+            confirmed.append(snap.protect_latency_s)
+            d.ask(ClosePosition(SYMBOL))
+            d.wait(SYMBOL, "IDLE", within=30)
+        d.stop()
     return guarded, confirmed
 
 
@@ -115,7 +91,7 @@ def main() -> None:
     parser.add_argument("--opens", type=int, default=15, help="positions opened per mode (default 15)")
     args = parser.parse_args()
     logger.remove()
-    os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET       # before the actor system forks
+    kit.set_test_keys()                                             # the emulator's keys, before any fork
     config = EmulatorConfig(venue=SimVenueConfig(
         engine=EngineConfig(seed=1, prices={SYMBOL: PRICE}, position_lag_s=24.0, volatility=0.0),
         latency_s=args.latency, orders_per_second=1000))

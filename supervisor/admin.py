@@ -147,14 +147,14 @@ def _refused(args: argparse.Namespace, symbol: str, exc: ClientError) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor.views import render_status
-
     with connect(args.config) as pg:
         status = _ask(pg, "status", truth=not args.json)
     if args.json:
         print(json.dumps(status))
     else:
-        print(render_status(status))
+        from supervisor.views import print_status  # rich, loaded only to draw
+
+        print_status(status)
     return EXIT_OK
 
 

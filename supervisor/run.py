@@ -32,7 +32,7 @@ from supervisor.config import DeploymentConfig, OpenSpec, load_config
 from supervisor.exits import EXIT_OK, EXIT_USAGE, UserError
 from supervisor.processes import alive, unix_peer_pid
 from supervisor.runtime import DeploymentLock, LockHeld, UnsafePath, WatcherLock, held_by
-from supervisor.views import render_status
+from supervisor.views import LiveView
 from supervisor.watchdog import Watchdog
 
 
@@ -128,30 +128,23 @@ def _open(dog: Watchdog, spec: OpenSpec) -> None:
 
 
 def _watch(dog: Watchdog, cfg: DeploymentConfig, stop: threading.Event, duration: float | None) -> None:
+    """The live table (supervisor/views.py: redrawn in place on a terminal, else printed when it
+    changes) until the duration is over, a signal, or `posguard stop`."""
     deadline = None if duration is None else time.monotonic() + duration
-    tty = sys.stdout.isatty()
-    drawn = 0
-    last_body = ""
     generation = dog.generation
-    while True:
-        status = dog.status(truth=True)
-        if dog.stopped_by_operator:
-            return
-        if dog.generation != generation:                 # a new system: show its table even if alike
-            generation, last_body = dog.generation, ""
-        if status is not None:
-            body = render_status(status)
-            if tty:
-                text = render_status(status, header=True)
-                sys.stdout.write((f"\x1b[{drawn}F\x1b[J" if drawn else "") + text + "\n")
-                drawn = text.count("\n") + 1
-            elif body != last_body:
-                sys.stdout.write(body + "\n\n")
-            sys.stdout.flush()
-            last_body = body
-        remaining = cfg.refresh_s if deadline is None else min(cfg.refresh_s, deadline - time.monotonic())
-        if remaining <= 0 or stop.wait(remaining):
-            return
+    with LiveView() as view:
+        while True:
+            status = dog.status(truth=True)
+            if dog.stopped_by_operator:
+                return
+            if dog.generation != generation:             # a new system: show its table even if alike
+                generation = dog.generation
+                view.forget()
+            if status is not None:
+                view.show(status)
+            remaining = cfg.refresh_s if deadline is None else min(cfg.refresh_s, deadline - time.monotonic())
+            if remaining <= 0 or stop.wait(remaining):
+                return
 
 
 # -- the simulated venue's own process -----------------------------------------------------------

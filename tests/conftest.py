@@ -1,23 +1,29 @@
-"""Fixtures: actor systems that tests start and always shut down, on free loopback ports."""
+"""Fixtures: the emulators' test keys, quiet logs, and actor systems that tests start and always
+shut down, on free loopback ports. What tests and benchmarks share lives in tests/kit.py."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 from collections.abc import Iterator
 
 import pytest
 from loguru import logger
 
 from supervisor.processes import in_sessions, proc_stat, sessions_of, wait_exited
-from tests.emulator import BAD_SECRET_ENV, KEY, KEY_ENV, SECRET, SECRET_ENV
+from tests import kit
+from tests.kit import free_port
 
-# The emulator's test keys, set before any actor system starts: actor processes inherit the
-# environment of the admin process, which is forked when a system starts.
-os.environ[KEY_ENV], os.environ[SECRET_ENV] = KEY, SECRET
-os.environ[BAD_SECRET_ENV] = "a-wrong-secret-for-tests"
+__all__ = ["free_port"]             # bench/scale.py imports it from here
+
+
+@pytest.fixture(autouse=True, scope="session")
+def test_keys() -> Iterator[None]:
+    """The emulators' keys, set before any actor system starts (its processes inherit them)."""
+    before = kit.set_test_keys()
+    yield
+    kit.restore_env(before)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -33,12 +39,6 @@ def close_harnesses() -> Iterator[None]:
 
     while OPEN_HARNESSES:
         OPEN_HARNESSES.pop().close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

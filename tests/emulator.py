@@ -10,18 +10,29 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from actors.messages import PositionSettings
 from adapters.base import TrueState, VenueError, VenueTimeout
 from adapters.binance_emulator import BinanceEmulator
 from adapters.bybit_emulator import BybitEmulator
 from adapters.emulator_base import DROP, EmulatorBase, EmulatorConfig
 from adapters.faults import Fault
+from adapters.sim_engine import EngineConfig
+from adapters.simulated import SimVenueConfig
 from adapters.venue_settings import CcxtVenueSettings
+from tests.kit import KEY, KEY_ENV, PRICES, SECRET, SECRET_ENV
 
 T = TypeVar("T")
 
-KEY, SECRET = "test-key-0123456789", "test-secret-abcdefghijklmnop"
-KEY_ENV, SECRET_ENV = "POSGUARD_TEST_BYBIT_KEY", "POSGUARD_TEST_BYBIT_SECRET"
-BAD_SECRET_ENV = "POSGUARD_TEST_BYBIT_BAD_SECRET"     # a secret the emulator does not accept
+# A deployment's position settings on an emulator: its windows above the venue's receive window.
+SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=6.0, poll_s=0.05, retry_s=0.05,
+                            retry_cap_s=0.5)
+
+
+def emulator_config(*faults: Fault, lag: float = 24.0, latency_s: float = 0.02, **venue: Any) -> EmulatorConfig:
+    """An emulator over the simulated venue at kit.PRICES, with the incident's 24 s REST lag."""
+    return EmulatorConfig(venue=SimVenueConfig(
+        engine=EngineConfig(seed=5, prices=PRICES, position_lag_s=lag, volatility=0.0), latency_s=latency_s,
+        orders_per_second=100, faults=faults, **venue))
 
 
 class EmulatorThread:
@@ -103,6 +114,20 @@ class EmulatorThread:
     def settings(self, **overrides: Any) -> CcxtVenueSettings:
         return CcxtVenueSettings(**{"name": self.venue, "key_env": KEY_ENV, "secret_env": SECRET_ENV,
                                     "api_url": self.url, **overrides})
+
+    def factory(self, **overrides: Any) -> Callable[[], Any]:
+        """What a deployment builds its adapter from: this venue's own, through ccxt, at this emulator."""
+        import functools
+
+        from adapters.binance import BinanceAdapter
+        from adapters.bybit import BybitAdapter
+
+        adapter = BinanceAdapter if self.venue == "binanceusdm" else BybitAdapter
+        return functools.partial(adapter, self.settings(**overrides))
+
+    def posts(self, path: str) -> list[dict[str, Any]]:
+        """The parameters of every request that changes something (POST) on `path`, oldest first."""
+        return [params for method, p, params in self.requests_log() if p == path and method == "POST"]
 
 
 def run_adapter(emu: EmulatorThread, adapter_cls: type, scenario: Callable[[Any], Any], **settings: Any) -> Any:

@@ -39,17 +39,10 @@ from adapters.sim_engine import EngineConfig, EngineEvent
 from adapters.sim_stream import items_of
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 from adapters.streams import StreamFill, StreamOrder
+from tests.kit import ManualClock
 
 SYMBOL = "BTCUSDT"
 PRICE = 100.0
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = 10_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def fast_settings(**kw) -> PositionSettings:
@@ -87,7 +80,7 @@ class Harness:
     stream_fate: Callable[[object], str] | None = None  # per stream message: deliver | drop | twice | late
 
     def __post_init__(self) -> None:
-        self.clock = ManualClock()
+        self.clock = ManualClock(10_000.0)
         self.adapter = SimulatedAdapter(self.config, clock=self.clock, sleep=self._pass_time)
         self.service = ExchangeService(self.adapter)
         self.loop = asyncio.new_event_loop()

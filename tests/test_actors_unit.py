@@ -24,6 +24,7 @@ from actors.messages import (
     OrderPlaced,
     PlaceOrder,
     PositionJournal,
+    PositionJournals,
     PositionReady,
     PositionSnapshot,
     SafeModeChanged,
@@ -66,7 +67,7 @@ class Recorder(Actor):
                 self.waiting.remove((state, asker))
                 self.send(asker, match[-1])
         if isinstance(msg, LoadPositionJournal):
-            self.send(sender, PositionJournal(msg.symbol))           # an empty journal
+            self.send(sender, PositionJournals(tuple(PositionJournal(s) for s in msg.symbols)))   # empty
         elif isinstance(msg, JournalOrder):
             if msg.forward_to is not None:
                 self.send(msg.forward_to, PlaceOrder(msg.request, reply_to=msg.reply_to))
@@ -81,7 +82,7 @@ class Recorder(Actor):
 def configured_position(asys: Any) -> tuple[Any, Any]:
     fake = asys.createActor(Recorder)
     pos = asys.createActor(PositionActor)
-    assert isinstance(asys.ask(pos, ConfigurePosition("BTCUSDT", fake, fake, CAPS, observer=fake), 2), PositionReady)
+    assert isinstance(asys.ask(pos, ConfigurePosition(("BTCUSDT",), fake, fake, CAPS, observer=fake), 2), PositionReady)
     return pos, fake
 
 
@@ -110,7 +111,7 @@ def test_position_actor_denies_a_bad_command_without_side_effects(simple_system)
 def test_safe_mode_is_enforced_by_the_position_actor_whoever_sends_the_entry(simple_system):
     fake = simple_system.createActor(Recorder)
     pos = simple_system.createActor(PositionActor)
-    configure = ConfigurePosition("BTCUSDT", fake, fake, CAPS, observer=fake, safe_mode="3 restarts within 60s")
+    configure = ConfigurePosition(("BTCUSDT",), fake, fake, CAPS, observer=fake, safe_mode="3 restarts within 60s")
     assert isinstance(simple_system.ask(pos, configure, 2), PositionReady)
     refused = simple_system.ask(pos, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 2)   # straight to the actor
     assert isinstance(refused, CommandDenied) and "safe mode (3 restarts" in refused.reason

@@ -13,7 +13,6 @@ where it can, what would be accepted), and the proof that nothing reached the ve
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import socket
@@ -27,8 +26,8 @@ from typing import Any
 import pytest
 
 from adapters.base import TrueState
-from adapters.sim_server import RemoteSimAdapter
 from supervisor.cli import main
+from tests import kit
 from tests.kit import POSGUARD, ROOT, PosguardRun, demo_config, free_port, running
 
 BIG = "1" + "0" * 400                                   # a 401-digit whole number: TOML reads it as an int
@@ -256,14 +255,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PosguardRun
 
 def venue_truth(run: PosguardRun) -> TrueState:
     """The simulated venue's own account (orders, positions), asked on its socket."""
-    async def ask() -> TrueState:
-        venue = RemoteSimAdapter(str(run.var / "venue.sock"))
-        await venue.start()
-        try:
-            return await venue.true_state()
-        finally:
-            await venue.close()
-    return asyncio.run(ask())
+    return kit.venue_truth(run.var / "venue.sock")
 
 
 def venue_orders(truth: TrueState) -> tuple[Any, ...]:

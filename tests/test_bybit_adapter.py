@@ -17,7 +17,8 @@ from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
 from adapters.venue_settings import CcxtVenueSettings, MissingKey
-from tests.emulator import KEY, SECRET, EmulatorThread, failure, run_adapter
+from tests.emulator import EmulatorThread, failure, run_adapter
+from tests.kit import KEY, SECRET
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 

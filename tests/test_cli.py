@@ -8,91 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from supervisor.cli import main
-from supervisor.processes import alive, kill_system, listening_sockets, unix_peer_pid, wait_exited
-from tests.conftest import free_port
-
-POSGUARD = [sys.executable, "-m", "supervisor.cli"]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def write_config(tmp_path: Path, port: int, extra: str = "", attached: bool = True) -> Path:
-    cfg = tmp_path / "pg.toml"
-    cfg.write_text(textwrap.dedent(f"""
-        [venue]
-        name = "simulated"
-        [venue.simulated]
-        seed = 3
-        position_lag_s = 2.4
-        latency_s = 0.01
-        attached_stops = {str(attached).lower()}
-        orders_per_second = 100
-        [venue.simulated.prices]
-        BTCUSDT = 60000.0
-        ETHUSDT = 3000.0
-        [deployment]
-        symbols = ["BTCUSDT", "ETHUSDT"]
-        refresh_s = 0.2
-        [risk]
-        max_notional = 100000.0
-        [journal]
-        path = "var/journal.sqlite"
-        [admin]
-        port = {port}
-        [logging]
-        file = "var/posguard.log"
-        [[open]]
-        symbol = "BTCUSDT"
-        side = "buy"
-        qty = 0.01
-        stop_pct = 2.0
-        [[open]]
-        symbol = "ETHUSDT"
-        side = "sell"
-        qty = 0.5
-        stop = 3100.0
-        """) + extra)
-    return cfg
-
-
-def end_run(run: subprocess.Popen[str], admin_port: int, venue_socket: Path | None = None) -> None:
-    """If a test failed half-way, its `posguard run` (its daemonised actors, its venue) must still go."""
-    if run.poll() is None:
-        kill_system(admin_port, {run.pid})
-        run.wait()
-    venue = unix_peer_pid(str(venue_socket)) if venue_socket is not None else None
-    if venue is not None:
-        os.kill(venue, signal.SIGKILL)
-        wait_exited({venue})
-
-
-def posguard(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*POSGUARD, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
-    assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+from supervisor.processes import alive, listening_sockets, wait_exited
+from tests.kit import ROOT, demo_config, free_port, one_line_error, posguard, running
 
 
 def test_run_status_and_clean_stop(tmp_path):
     port = free_port()
-    cfg = write_config(tmp_path, port)
-    run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "60"], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        seen = []
-        for line in run.stdout:                          # wait for the run to say it is serving
-            seen.append(line)
-            if "opening sell 0.5 ETHUSDT" in line:
-                break
+    cfg = demo_config(tmp_path, port)
+    with running(cfg, duration=60) as run:
+        seen = run.read_until("opening sell 0.5 ETHUSDT")  # wait for the run to say it is serving
         assert any("API on " in s and s.strip().endswith("posguard.sock") for s in seen), seen
         admin = [addr for addr, p in listening_sockets().values() if p == port]
         assert admin and all(a == "127.0.0.1" for a in admin)
@@ -105,17 +34,16 @@ def test_run_status_and_clean_stop(tmp_path):
         assert report["venue"] == "simulated"
         table = posguard("status", "--config", str(cfg))
         assert table.returncode == 0 and "SYMBOL" in table.stdout and "ETHUSDT" in table.stdout
+        assert "\x1b[" not in table.stdout                # not a terminal: plain text
+        probe = ("import sys\nfrom supervisor.cli import main\n"
+                 f"code = main(['status', '--json', '--config', {str(cfg)!r}])\n"
+                 "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'pydantic'}))\n")
+        fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20, cwd=ROOT)
+        assert fast.stdout.splitlines()[-1] == "0 []", (fast.stdout, fast.stderr)   # --json draws nothing
 
-        for line in run.stdout:                          # the live view shows both protected
-            seen.append(line)
-            if "ETHUSDT" in line and "PROTECTED" in line:
-                break
-        run.send_signal(signal.SIGINT)                   # Ctrl-C: a clean stop, exit 0
-        out, err = run.communicate(timeout=30)
-        out = "".join(seen) + out
-    finally:
-        end_run(run, port, tmp_path / "var" / "venue.sock")
-    assert run.returncode == 0, err
+        run.read_until("ETHUSDT", "PROTECTED")          # the live view shows both protected
+        out, err = run.interrupt()                       # Ctrl-C: a clean stop, exit 0
+    assert run.proc.returncode == 0, err
     assert "PROTECTED" in out and "stopped cleanly" in out
     assert "Traceback" not in err
     assert not [p for _, p in listening_sockets().values() if p == port]
@@ -127,7 +55,7 @@ def test_run_status_and_clean_stop(tmp_path):
 
 def test_status_with_nothing_running_never_starts_a_system(tmp_path):
     port = free_port()
-    cfg = write_config(tmp_path, port)
+    cfg = demo_config(tmp_path, port)
     proc = posguard("status", "--config", str(cfg))
     assert proc.returncode == 1
     assert "nothing serves" in one_line_error(proc) and "posguard.sock" in one_line_error(proc)
@@ -143,7 +71,7 @@ def test_status_with_nothing_running_never_starts_a_system(tmp_path):
     ("[[open]]\nsymbol = \"BTCUSDT\"\nside = \"up\"\nqty = 1\nstop = 1.0\n", "open[2].side"),
 ])
 def test_bad_config_is_one_line_naming_the_key_and_exit_2(tmp_path, extra, key):
-    cfg = write_config(tmp_path, free_port(), extra)
+    cfg = demo_config(tmp_path, free_port(), extra=extra)
     proc = posguard("run", "--config", str(cfg), "--duration", "1")
     assert proc.returncode == 2
     assert key in one_line_error(proc)
@@ -157,11 +85,11 @@ def test_config_errors_in_process(tmp_path, capsys):
     bad.write_text("[venue\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "not valid TOML" in capsys.readouterr().err
-    cfg = write_config(tmp_path, free_port())
+    cfg = demo_config(tmp_path, free_port())
     cfg.write_text(cfg.read_text().replace('name = "simulated"', 'name = "kraken"'))
     assert main(["run", "--config", str(cfg)]) == 2
     assert "venue.name" in capsys.readouterr().err
-    assert main(["run", "--config", str(write_config(tmp_path, free_port())), "--duration", "-3"]) == 2
+    assert main(["run", "--config", str(demo_config(tmp_path, free_port())), "--duration", "-3"]) == 2
 
 
 def test_run_refuses_a_port_that_is_already_taken(tmp_path):
@@ -170,7 +98,7 @@ def test_run_refuses_a_port_that_is_already_taken(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cfg = write_config(tmp_path, taken.getsockname()[1])
+        cfg = demo_config(tmp_path, taken.getsockname()[1])
         proc = posguard("run", "--config", str(cfg), "--duration", "1")
     assert proc.returncode == 1 and "already listens" in one_line_error(proc)
 
@@ -198,10 +126,7 @@ def test_no_stray_processes_from_the_cli_tests():
 
 
 def test_operator_commands_end_to_end(tmp_path):
-    port = free_port()
-    cfg = str(write_config(tmp_path, port))
-    run = subprocess.Popen([*POSGUARD, "run", "--config", cfg, "--duration", "60"], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cfg = str(demo_config(tmp_path, free_port()))
 
     def pg(*args: str) -> subprocess.CompletedProcess[str]:
         return posguard(*args, "--config", cfg)
@@ -216,10 +141,8 @@ def test_operator_commands_end_to_end(tmp_path):
                 return
         raise AssertionError(f"{symbol} never reached {wanted}")
 
-    try:
-        for line in run.stdout:
-            if "opening sell 0.5 ETHUSDT" in line:
-                break
+    with running(Path(cfg), duration=60) as run:
+        run.read_until("opening sell 0.5 ETHUSDT")
         wait_state("BTCUSDT", "PROTECTED")
         inspect = json.loads(pg("inspect", "BTCUSDT", "--json").stdout)
         assert inspect["position"]["state"] == "PROTECTED"
@@ -251,11 +174,8 @@ def test_operator_commands_end_to_end(tmp_path):
                            (("open", "XRPUSDT", "buy", "1", "--sl", "1"), "not in this deployment")):
             proc = pg(*bad)
             assert proc.returncode == 2 and words in one_line_error(proc)
-        run.send_signal(signal.SIGINT)
-        run.communicate(timeout=30)
-    finally:
-        end_run(run, port, tmp_path / "var" / "venue.sock")
-    assert run.returncode == 0
+        run.interrupt()
+    assert run.proc.returncode == 0
 
 
 @pytest.mark.parametrize(("sig", "said"), [(signal.SIGKILL, "died"),
@@ -263,34 +183,22 @@ def test_operator_commands_end_to_end(tmp_path):
                          ids=["killed", "hung"])
 def test_run_replaces_its_actor_system_when_the_supervisor_dies_or_hangs(tmp_path, sig, said):
     port = free_port()
-    cfg = write_config(tmp_path, port)
-    run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "90"], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for line in run.stdout:                          # both protected in the live view
-            if "ETHUSDT" in line and "PROTECTED" in line:
-                break
+    cfg = demo_config(tmp_path, port)
+    with running(cfg, duration=90) as run:
+        run.read_until("ETHUSDT", "PROTECTED")           # both protected in the live view
         before = json.loads(posguard("status", "--config", str(cfg), "--json").stdout)
         old_pids = {before["supervisor_pid"]} | {c["pid"] for c in before["children"] if c["pid"]}
         os.kill(before["supervisor_pid"], sig)
-        for line in run.stdout:
-            if "ALERT supervisor" in line:
-                assert said in line
-                break
-        for line in run.stdout:                          # the new system recovered both from the journal
-            if "ETHUSDT" in line and "PROTECTED" in line and "confirmed" in line:
-                break
+        assert said in run.read_until("ALERT supervisor")[-1]
+        run.read_until("ETHUSDT", "PROTECTED", "confirmed")   # the new system recovered both from the journal
         after = json.loads(posguard("status", "--config", str(cfg), "--json").stdout)
         new_pids = {after["supervisor_pid"]} | {c["pid"] for c in after["children"] if c["pid"]}
         assert not old_pids & new_pids
         assert not [p for p in old_pids if alive(p)]                     # none of the old left
         assert {p["symbol"]: p["state"] for p in after["positions"]} == {"BTCUSDT": "PROTECTED",
                                                                          "ETHUSDT": "PROTECTED"}
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=30)
-    finally:
-        end_run(run, port, tmp_path / "var" / "venue.sock")
-    assert run.returncode == 0 and "stopped cleanly" in out, err
+        out, err = run.interrupt()
+    assert run.proc.returncode == 0 and "stopped cleanly" in out, err
     import sqlite3
     with sqlite3.connect(tmp_path / "var" / "journal.sqlite") as db:
         entries = db.execute("SELECT symbol, COUNT(*) FROM orders WHERE purpose='entry' GROUP BY symbol").fetchall()

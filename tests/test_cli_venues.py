@@ -4,93 +4,42 @@ real ccxt and HTTP; the [venue] section's checks; keys that never reach a log or
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import textwrap
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from supervisor.cli import main
-from tests.conftest import free_port
-from tests.test_cli import POSGUARD, ROOT, end_run, one_line_error, posguard
-
-KEY, SECRET = "PGKEY-e2e-7f3a9c", "PGSECRET-e2e-b81d44e0"
-
-
-def bybit_config(tmp_path: Path, admin: int, api: int, venue_extra: str = "", extra: str = "") -> Path:
-    cfg = tmp_path / "bybit.toml"
-    cfg.write_text(textwrap.dedent(f"""
-        [venue]
-        name = "bybit"
-        api_url = "http://127.0.0.1:{api}"
-        key_env = "PG_E2E_KEY"
-        secret_env = "PG_E2E_SECRET"
-        {venue_extra}
-        [emulator]
-        seed = 3
-        position_lag_s = 24.0
-        latency_s = 0.01
-        orders_per_second = 100
-        [emulator.prices]
-        BTCUSDT = 60000.0
-        ETHUSDT = 3000.0
-        [deployment]
-        symbols = ["BTC/USDT:USDT", "ETHUSDT"]
-        refresh_s = 0.2
-        [risk]
-        max_notional = 100000.0
-        [journal]
-        path = "var/journal.sqlite"
-        [admin]
-        port = {admin}
-        [logging]
-        file = "var/posguard.log"
-        level = "DEBUG"
-        [[open]]
-        symbol = "BTC/USDT:USDT"
-        side = "buy"
-        qty = 0.01
-        stop_pct = 2.0
-        [[open]]
-        symbol = "ETHUSDT"
-        side = "sell"
-        qty = 0.5
-        stop = 3100.0
-        """) + extra)
-    return cfg
+from tests.kit import (
+    E2E_KEY,
+    E2E_KEY_ENV,
+    E2E_SECRET,
+    E2E_SECRET_ENV,
+    ROOT,
+    Served,
+    bybit_config,
+    free_port,
+    one_line_error,
+    posguard,
+    running,
+)
 
 
 @pytest.fixture
 def keys(monkeypatch):
-    monkeypatch.setenv("PG_E2E_KEY", KEY)
-    monkeypatch.setenv("PG_E2E_SECRET", SECRET)
+    monkeypatch.setenv(E2E_KEY_ENV, E2E_KEY)
+    monkeypatch.setenv(E2E_SECRET_ENV, E2E_SECRET)
 
 
 def test_run_and_status_against_the_emulator_through_ccxt(tmp_path, keys):
     admin, api = free_port(), free_port()
     cfg = bybit_config(tmp_path, admin, api)
-    env = {**os.environ}
-    emulator = subprocess.Popen([*POSGUARD, "emulator", "--config", str(cfg)], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = None
-    try:
-        assert f"listening on http://127.0.0.1:{api}" in emulator.stdout.readline()
-        run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "60"], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        seen = []
-        for line in run.stdout:
-            seen.append(line)
-            if "opening sell 0.5 ETHUSDT" in line:
-                break
+    with Served("emulator", cfg) as emulator, running(cfg, duration=60) as run:
+        assert f"listening on http://127.0.0.1:{api}" in emulator.first_line
+        seen = run.read_until("opening sell 0.5 ETHUSDT")
         assert any("on bybit venue (stops attached to entries)" in s for s in seen), seen
-        for line in run.stdout:                          # the live view shows both protected
-            seen.append(line)
-            if "ETHUSDT" in line and "PROTECTED" in line and any("BTCUSDT" in s and "PROTECTED" in s
-                                                                   for s in seen[-3:]):
-                break
+        seen = run.read_until("ETHUSDT", "PROTECTED")    # the live view shows both protected
+        while not any("BTCUSDT" in s and "PROTECTED" in s for s in seen[-3:]):
+            seen = run.read_until("ETHUSDT", "PROTECTED")
         status = posguard("status", "--config", str(cfg), "--json")
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
@@ -103,30 +52,24 @@ def test_run_and_status_against_the_emulator_through_ccxt(tmp_path, keys):
         assert stops["ETHUSDT"] == 3100.0 and 58_000 < stops["BTCUSDT"] < 60_000
         assert max(p["naked_seconds"] for p in truth["positions"]) == 0.0
         assert all(p["stop_price"] == stops[p["symbol"]] for p in report["positions"])   # as the venue holds it
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=30)
-        assert run.returncode == 0, err
+        out, err = run.interrupt()
+        assert run.proc.returncode == 0, err
         assert "stopped cleanly" in out and "Traceback" not in err
-    finally:
-        if run is not None:
-            end_run(run, admin)
-        emulator.terminate()
-        emulator.communicate(timeout=10)
-    everything = status.stdout + "".join(seen) + out + err + (tmp_path / "var" / "posguard.log").read_text()
-    assert KEY not in everything and SECRET not in everything
+    everything = status.stdout + out + err + (tmp_path / "var" / "posguard.log").read_text()
+    assert E2E_KEY not in everything and E2E_SECRET not in everything
     import sqlite3
     with sqlite3.connect(tmp_path / "var" / "journal.sqlite") as db:
         dump = "\n".join(db.iterdump())
-    assert KEY not in dump and SECRET not in dump and "BTCUSDT" in dump
+    assert E2E_KEY not in dump and E2E_SECRET not in dump and "BTCUSDT" in dump
 
 
 def test_a_missing_key_is_one_line_naming_the_variable(tmp_path, monkeypatch):
-    monkeypatch.delenv("PG_E2E_KEY", raising=False)
-    monkeypatch.setenv("PG_E2E_SECRET", SECRET)
+    monkeypatch.delenv(E2E_KEY_ENV, raising=False)
+    monkeypatch.setenv(E2E_SECRET_ENV, E2E_SECRET)
     proc = posguard("run", "--config", str(bybit_config(tmp_path, free_port(), free_port())), "--duration", "1")
     assert proc.returncode == 2
     line = one_line_error(proc)
-    assert "PG_E2E_KEY is not set" in line and SECRET not in line
+    assert "PG_E2E_KEY is not set" in line and E2E_SECRET not in line
 
 
 @pytest.mark.parametrize(("old", "new", "key"), [

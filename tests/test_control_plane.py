@@ -240,13 +240,13 @@ def test_keys_live_only_in_the_exchange_process(tmp_path):
     from adapters.sim_engine import EngineConfig
     from adapters.simulated import SimVenueConfig
     from tests.emulator import EmulatorThread
-    from tests.test_cli_venues import bybit_config
+    from tests.kit import E2E_KEY_ENV, E2E_SECRET_ENV, bybit_config
 
     key, secret = "PGKEY-only-in-exchange-5e1f", "PGSECRET-only-in-exchange-93ac70d2"
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 60000.0, "ETHUSDT": 3000.0}, volatility=0.0))
     with EmulatorThread(EmulatorConfig(venue=venue, keys=((key, secret),))) as emu:
         cfg = bybit_config(tmp_path, free_port(), emu.emulator.port)
-        env = {**os.environ, "PG_E2E_KEY": key, "PG_E2E_SECRET": secret}
+        env = {**os.environ, E2E_KEY_ENV: key, E2E_SECRET_ENV: secret}
         with running(cfg, env=env) as run:
             run.read_until("API on")
             status = run.wait_states(BOTH)

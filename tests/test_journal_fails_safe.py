@@ -21,25 +21,19 @@ from actors.messages import (
     ClosePosition,
     CommandAccepted,
     CommandDenied,
-    DeploymentReady,
     JournalDiskFault,
     JournalIntent,
     JournalOrder,
     JournalSynced,
     OpenPosition,
     PositionSettings,
-    StartDeployment,
-    StatusReport,
-    StatusRequest,
-    StopDeployment,
-    WaitForState,
 )
 from actors.position_core import close_order_id
 from actors.position_states import State
 from adapters.base import OrderRequest, Side
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
-from supervisor.supervisor import Supervisor
+from tests import kit
 from tests.harness import Harness, venue
 from tests.kit import SimVenueThread
 
@@ -140,30 +134,27 @@ def test_a_full_disk_alarms_enters_safe_mode_and_panic_still_closes(tcp_system, 
                                                 position_lag_s=24.0), latency_s=0.01, orders_per_second=200)
     journal = (tiny_disk or tmp_path) / "j.sqlite"
     with SimVenueThread(config, tmp_path) as sim:
-        sup = tcp_system.createActor(Supervisor)
-        ready = tcp_system.ask(sup, StartDeployment(("BTCUSDT", "ETHUSDT"), str(journal), sim.factory(),
-                                                    PositionSettings(journal_wait_s=0.5), protection=None), 15)
-        assert isinstance(ready, DeploymentReady)
+        d = kit.Deployment(tcp_system, ("BTCUSDT", "ETHUSDT"), str(journal), sim.factory(),
+                           settings=PositionSettings(journal_wait_s=0.5), protection=None, timeout=15)
         for symbol, stop in (("BTCUSDT", 95.0), ("ETHUSDT", 9.5)):
-            assert isinstance(tcp_system.ask(sup, OpenPosition(symbol, Side.BUY, 1.0, stop), 5), CommandAccepted)
-            assert tcp_system.ask(sup, WaitForState(symbol, ("PROTECTED",)), 10) is not None
+            d.open(symbol, Side.BUY, 1.0, stop)
+            d.wait(symbol, "PROTECTED")
         fault = JournalDiskFault(truncate_wal=True, cap=tiny_disk is None)   # no mount here: SQLite's own cap
-        assert isinstance(tcp_system.ask(sup, fault, 10), JournalSynced)
+        assert isinstance(d.ask(fault, 10), JournalSynced)
         if tiny_disk is not None:
             fill(tiny_disk)                                        # the disk is full now
         for symbol in ("BTCUSDT", "ETHUSDT"):                      # what `posguard panic` does
-            assert isinstance(tcp_system.ask(sup, ClosePosition(symbol), 5), CommandAccepted)
+            assert isinstance(d.ask(ClosePosition(symbol)), CommandAccepted)
         for symbol in ("BTCUSDT", "ETHUSDT"):
-            assert tcp_system.ask(sup, WaitForState(symbol, ("IDLE",)), 10) is not None
+            d.wait(symbol, "IDLE")
         truth = sim.truth()
         assert not truth.open_positions()                          # the venue is flat
         closes = sorted(o.client_order_id for o in truth.orders if o.reduce_only)
         assert len(closes) == 2 and all(c.startswith("pgc") for c in closes)
-        status = tcp_system.ask(sup, StatusRequest(), 5)
-        assert isinstance(status, StatusReport)
+        status = d.status()
         if tiny_disk is not None:
             assert "full" in status.journal_error and status.safe_mode
             assert "journal cannot write" in status.safe_reason
-            refused = tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5)
+            refused = d.ask(OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0))
             assert isinstance(refused, CommandDenied) and "safe mode" in refused.reason
-        tcp_system.ask(sup, StopDeployment(), 15)
+        d.stop()

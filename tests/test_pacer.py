@@ -1,22 +1,16 @@
-"""The client-side pacer, on a manual clock: never over the venue's rate, urgent calls first."""
+"""The client-side pacer, on a manual clock: never over the venue's rate, never much under it,
+urgent calls first."""
 
 from __future__ import annotations
 
 import asyncio
 
 from actors.exchange_service import Pacer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
+from tests.kit import ManualClock
 
 
 def test_entries_leave_a_reserve_that_a_stop_may_use_at_once():
-    clock = Clock()
+    clock = ManualClock()
     pacer = Pacer(10.0, clock, reserve=2.0)
 
     async def scenario() -> tuple[int, bool]:
@@ -38,8 +32,8 @@ def test_entries_leave_a_reserve_that_a_stop_may_use_at_once():
     assert stop_went                              # the protective call did not wait
 
 
-def test_never_more_than_the_rate_over_a_window():
-    clock = Clock()
+def test_never_more_than_the_rate_over_a_window_nor_less():
+    clock = ManualClock()
     pacer = Pacer(5.0, clock, reserve=0.0)
     taken = 0
     for step in range(100):                       # 10 s in 0.1 s steps, always asking
@@ -47,6 +41,45 @@ def test_never_more_than_the_rate_over_a_window():
         while pacer._take(urgent=False) == 0.0:
             taken += 1
     assert taken <= 5 + 5 * 10                    # the initial bucket plus the refill
+    assert taken >= 5 * 9.9                       # and at least the rate over the 9.9 s asked
+
+
+def test_queued_entries_are_granted_at_least_the_rate_less_the_reserve(monkeypatch):
+    # The lower bound, through wait() and its releaser: a pacer that granted too little (a slow
+    # refill, a releaser that stops waking up) would starve the entries queued on it.
+    # Virtual time: every sleep of the releaser moves the manual clock instead of waiting (by a
+    # microsecond at least, as a real sleep does: a delay under the clock's resolution moves nothing).
+    rate, reserve, window = 5.0, 2.0, 10.0
+    clock = ManualClock()
+    pacer = Pacer(rate, clock, reserve=reserve)
+    real_sleep = asyncio.sleep
+
+    async def virtual_sleep(seconds: float, result: object = None) -> object:
+        clock.advance(max(seconds, 1e-6))
+        return await real_sleep(0, result)
+
+    monkeypatch.setattr(asyncio, "sleep", virtual_sleep)
+
+    async def scenario() -> list[float]:
+        granted: list[float] = []
+
+        async def entry() -> None:
+            await pacer.wait(urgent=False)
+            granted.append(clock())
+
+        entries = [asyncio.ensure_future(entry()) for _ in range(200)]      # more than the window can take
+        for _ in range(100_000):                  # bounded: a releaser that stopped would not move time
+            if clock() > window:
+                break
+            await real_sleep(0)                   # one turn of the loop: the releaser runs once
+        for task in entries:
+            task.cancel()
+        await asyncio.gather(*entries, return_exceptions=True)
+        return granted
+
+    granted = [t for t in asyncio.run(scenario()) if t <= window]
+    assert len(granted) >= rate * window - reserve                # never much under the rate ...
+    assert len(granted) <= rate + rate * window                   # ... nor over it
 
 
 def test_a_query_for_an_order_still_queued_behind_the_rate_limit_waits_until_it_has_gone():

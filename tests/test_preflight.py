@@ -9,7 +9,6 @@ import functools
 import os
 import signal
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -17,10 +16,7 @@ import pytest
 from actors.exchange import START_BACKOFF_CAP_S, start_backoff, start_failure
 from actors.messages import (
     DeploymentFailed,
-    DeploymentReady,
     StartDeployment,
-    StatusReport,
-    StatusRequest,
     StopDeployment,
 )
 from adapters.base import VenueError, VenueTimeout
@@ -34,13 +30,21 @@ from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
 from adapters.venue_settings import MissingKey
 from supervisor.supervisor import Supervisor
-from tests.conftest import free_port
-from tests.emulator import EmulatorThread, run_adapter
-from tests.test_cli import POSGUARD, ROOT, end_run, one_line_error
-from tests.test_cli_venues import KEY, SECRET, bybit_config
-from tests.test_venue_system import SETTINGS
+from tests import kit
+from tests.emulator import SETTINGS, EmulatorThread, run_adapter
+from tests.kit import (
+    E2E_KEY,
+    E2E_KEY_ENV,
+    E2E_SECRET,
+    E2E_SECRET_ENV,
+    PRICES,
+    Served,
+    bybit_config,
+    free_port,
+    one_line_error,
+    running,
+)
 
-PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 DIALECTS = [pytest.param(BybitEmulator, BybitAdapter, id="bybit"),
             pytest.param(BinanceEmulator, BinanceAdapter, id="binance")]
 
@@ -108,14 +112,10 @@ def _sent(path: str) -> bool:
 
 def test_a_key_that_can_withdraw_is_warned_of_in_status(tcp_system, tmp_path):
     with EmulatorThread(emulator(can_withdraw=True), BybitEmulator) as emu:
-        sup = tcp_system.createActor(Supervisor)
-        factory = functools.partial(BybitAdapter, emu.settings())
-        reply = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"), factory, SETTINGS), 30)
-        assert isinstance(reply, DeploymentReady), reply
-        report = tcp_system.ask(sup, StatusRequest(), 5)
-        assert isinstance(report, StatusReport)
+        d = kit.Deployment(tcp_system, tuple(PRICES), str(tmp_path / "j.sqlite"), emu.factory(), settings=SETTINGS)
+        report = d.status()
         assert len(report.venue_warnings) == 1 and "withdraw" in report.venue_warnings[0]
-        tcp_system.ask(sup, StopDeployment(), 15)
+        d.stop()
 
 
 @pytest.mark.parametrize(("exc", "kind"), [
@@ -145,64 +145,35 @@ def test_a_venue_lost_after_deploying_is_retried_and_shown_in_status_until_it_is
     first = EmulatorThread(emulator(), BybitEmulator)
     first.emulator.port = port
     with first:
-        settings = first.settings()
-        sup = tcp_system.createActor(Supervisor)
-        reply = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"),
-                                                    functools.partial(BybitAdapter, settings), SETTINGS), 30)
-        assert isinstance(reply, DeploymentReady), reply
+        d = kit.Deployment(tcp_system, tuple(PRICES), str(tmp_path / "j.sqlite"), first.factory(), settings=SETTINGS)
     # The venue is gone; the exchange process dies: its restart cannot start the adapter.
-    os.kill(_pid(tcp_system, sup, "exchange"), signal.SIGKILL)
-    report = _until(tcp_system, sup, lambda r: r.venue_status != "")
+    os.kill(d.pid("exchange"), signal.SIGKILL)
+    report = d.status_until(lambda r: r.venue_status != "", 30, "status never said the venue is gone", every=0.1)
     assert report.venue_status.startswith("venue not ready (unreachable)"), report.venue_status
     assert "attempt" in report.venue_status and "next in" in report.venue_status
     again = EmulatorThread(emulator(), BybitEmulator)
     again.emulator.port = port
     with again:
-        report = _until(tcp_system, sup, lambda r: r.venue_status == "" and dict(
-            (c, up) for c, _, up in r.children).get("exchange"), within=60)
+        report = d.status_until(lambda r: r.venue_status == "" and dict((c, up) for c, _, up in r.children).get(
+            "exchange"), 60, "the venue never came back in status", every=0.1)
         assert not report.safe_mode
-        tcp_system.ask(sup, StopDeployment(), 15)
-
-
-def _pid(asys: Any, sup: Any, child: str) -> int:
-    report = asys.ask(sup, StatusRequest(), 5)
-    return {c: pid for c, pid, _ in report.children}[child]
-
-
-def _until(asys: Any, sup: Any, check: Any, within: float = 30.0) -> StatusReport:
-    deadline = time.monotonic() + within                  # bounded: status asked until it says so
-    report = None
-    while time.monotonic() < deadline:
-        report = asys.ask(sup, StatusRequest(), 5)
-        if isinstance(report, StatusReport) and check(report):
-            return report
-        time.sleep(0.1)
-    raise AssertionError(f"status never said so within {within}s: {report}")
+        d.stop()
 
 
 def test_posguard_run_on_a_hedge_mode_account_exits_2_naming_the_setting(tmp_path, monkeypatch):
-    monkeypatch.setenv("PG_E2E_KEY", KEY)
-    monkeypatch.setenv("PG_E2E_SECRET", SECRET)
+    monkeypatch.setenv(E2E_KEY_ENV, E2E_KEY)
+    monkeypatch.setenv(E2E_SECRET_ENV, E2E_SECRET)
     admin, api = free_port(), free_port()
     cfg = bybit_config(tmp_path, admin, api)
     cfg.write_text(cfg.read_text().replace("seed = 3", "seed = 3\nhedge_mode = true", 1))
-    emulator_proc = subprocess.Popen([*POSGUARD, "emulator", "--config", str(cfg)], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    run = None
-    try:
-        assert "listening on" in emulator_proc.stdout.readline()
-        run = subprocess.Popen([*POSGUARD, "run", "--config", str(cfg), "--duration", "30"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = run.communicate(timeout=120)
-        assert run.returncode == 2, err
-        line = one_line_error(subprocess.CompletedProcess(run.args, 2, out, err))
+    with Served("emulator", cfg) as emulator:
+        assert "listening on" in emulator.first_line
+        with running(cfg, duration=30) as run:
+            out, err = run.proc.communicate(timeout=120)
+        assert run.proc.returncode == 2, err
+        line = one_line_error(subprocess.CompletedProcess(run.proc.args, 2, out, err))
         assert "hedge mode" in line and "mode=0" in line, line
-        assert KEY not in err + out and SECRET not in err + out
-    finally:
-        if run is not None:
-            end_run(run, admin)
-        emulator_proc.terminate()
-        emulator_proc.communicate(timeout=10)
+        assert E2E_KEY not in err + out and E2E_SECRET not in err + out
 
 
 def test_the_emulator_section_takes_the_account_switches(tmp_path):

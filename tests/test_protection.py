@@ -10,26 +10,20 @@ import time
 from actors.messages import (
     AdoptPosition,
     ConfigureProtection,
-    DeploymentReady,
-    GetTrueState,
-    JournalSync,
     OpenPosition,
     PositionSettings,
     PositionSnapshot,
     ProtectionReady,
     ProtectionSettings,
-    StartDeployment,
-    StopDeployment,
     StreamTrust,
     StreamView,
-    WaitForState,
 )
 from actors.protection import ProtectionActor, findings
 from adapters.base import OrderRequest, PositionReport, Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from supervisor.supervisor import Supervisor
+from tests import kit
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOW = 1_000.0
@@ -73,29 +67,28 @@ class VenueWithForeignETH(SimulatedAdapter):
         await self.create_order(OrderRequest("ETHUSDT", Side.BUY, 3.0, "manual-1"))
 
 
-def deploy(asys, tmp_path, venue: SimVenueConfig, adapter=SimulatedAdapter, **protection):
-    sup = asys.createActor(Supervisor)
-    settings = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
-    ready = asys.ask(sup, StartDeployment(SYMBOLS, str(tmp_path / "j.sqlite"), functools.partial(adapter, venue),
-                                          settings,
-                                          protection=ProtectionSettings(**protection)), 10)
-    assert isinstance(ready, DeploymentReady)
-    return sup
+SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
+
+
+def deploy(asys, tmp_path, venue: SimVenueConfig, adapter=SimulatedAdapter, **start) -> kit.Deployment:
+    return kit.Deployment(asys, SYMBOLS, str(tmp_path / "j.sqlite"), functools.partial(adapter, venue),
+                          settings=SETTINGS, timeout=10, **start)
 
 
 def test_a_foreign_position_is_protected_within_the_scan_interval_plus_a_second(tcp_system, tmp_path):
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),
                            latency_s=0.01, recv_window_s=0.5)
     started = time.monotonic()
-    sup = deploy(tcp_system, tmp_path, venue, VenueWithForeignETH, scan_s=0.5, grace_s=0.0)
-    snap_ = tcp_system.ask(sup, WaitForState("ETHUSDT", ("PROTECTED",)), 10)
-    assert snap_ is not None and "adopted foreign position" in snap_.last_event or snap_.state == "PROTECTED"
+    d = deploy(tcp_system, tmp_path, venue, VenueWithForeignETH,
+               protection=ProtectionSettings(scan_s=0.5, grace_s=0.0))
+    snap_ = d.wait("ETHUSDT", "PROTECTED")
+    assert "adopted foreign position" in snap_.last_event or snap_.state == "PROTECTED"
     assert time.monotonic() - started < 0.5 + 1.0 + 1.0          # scan interval + 1 s (+ start-up)
-    truth = tcp_system.ask(sup, GetTrueState(), 5).state
+    truth = d.truth()
     eth = truth.open_positions()["ETHUSDT"]
     assert eth.qty == 3.0 and eth.stop_price == 9.8              # 2 % below its entry
     assert [o.client_order_id for o in truth.orders if not o.reduce_only] == ["manual-1"]   # nothing added
-    tcp_system.ask(sup, StopDeployment(), 10)
+    d.stop(10)
 
 
 def test_no_second_stop_nor_close_on_a_position_being_protected_under_the_lag(tcp_system, tmp_path):
@@ -105,42 +98,36 @@ def test_no_second_stop_nor_close_on_a_position_being_protected_under_the_lag(tc
                                                volatility=0.0),
                            attached_stops=False, latency_s=0.01, recv_window_s=0.5,
                            faults=(Fault("set_stop", FaultKind.DELAY, delay_s=0.4),))
-    sup = deploy(tcp_system, tmp_path, venue, scan_s=0.1, grace_s=lag + 0.5)
-    tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5)
-    assert tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 10) is not None
+    d = deploy(tcp_system, tmp_path, venue, protection=ProtectionSettings(scan_s=0.1, grace_s=lag + 0.5))
+    d.ask(OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0))
+    d.wait("BTCUSDT", "PROTECTED")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:                   # until the lagging view has shown it for a while
-        truth = tcp_system.ask(sup, GetTrueState(), 5).state
+        truth = d.truth()
         if truth.now > lag + 1.0:
             break
-    tcp_system.ask(sup, JournalSync(symbol="BTCUSDT"), 5)
+    d.sync("BTCUSDT")
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
         triggers = [r[0] for r in db.execute("SELECT trigger FROM transitions WHERE symbol='BTCUSDT'")]
     assert "adopt_protect" not in triggers and "reprotect" not in triggers and "close_requested" not in triggers
     assert truth.call_count("set_stop") == 1 and truth.call_count("fetch_positions") >= 10   # the scans ran
-    tcp_system.ask(sup, StopDeployment(), 10)
+    d.stop(10)
 
 
 def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     import urllib.request
 
     from supervisor.processes import listening_sockets
-    from tests.conftest import free_port
 
-    port = free_port()
+    port = kit.free_port()
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),
                            attached_stops=False, latency_s=0.01, recv_window_s=0.5,
                            faults=(Fault("create_order", FaultKind.TIMEOUT_AFTER, symbol="ETHUSDT"),))
-    sup = tcp_system.createActor(Supervisor)
-    settings = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.0, poll_s=0.05, retry_s=0.05)
-    ready = tcp_system.ask(sup, StartDeployment(SYMBOLS, str(tmp_path / "j.sqlite"),
-                                                functools.partial(SimulatedAdapter, venue), settings,
-                                                protection=None, metrics_port=port), 10)
-    assert isinstance(ready, DeploymentReady)
-    tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5)
-    tcp_system.ask(sup, OpenPosition("ETHUSDT", Side.BUY, 1.0, 9.5), 5)
-    assert tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 10) is not None
-    assert tcp_system.ask(sup, WaitForState("ETHUSDT", ("PROTECTED",)), 10) is not None
+    d = deploy(tcp_system, tmp_path, venue, protection=None, metrics_port=port)
+    d.ask(OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0))
+    d.ask(OpenPosition("ETHUSDT", Side.BUY, 1.0, 9.5))
+    d.wait("BTCUSDT", "PROTECTED")
+    d.wait("ETHUSDT", "PROTECTED")
     assert all(addr == "127.0.0.1" for addr, p in listening_sockets().values() if p == port)
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()   # noqa: S310
     samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -149,7 +136,7 @@ def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     assert samples["posguard_fill_to_protected_seconds_count"] == 2.0
     assert samples['posguard_ambiguous_outcomes_total{symbol="ETHUSDT"}'] == 1.0
     assert samples["posguard_safe_mode"] == 0.0
-    tcp_system.ask(sup, StopDeployment(), 10)
+    d.stop(10)
 
 
 class VenueWithForeignXRP(SimulatedAdapter):
@@ -162,12 +149,11 @@ class VenueWithForeignXRP(SimulatedAdapter):
 def test_a_foreign_position_on_an_undeployed_symbol_gets_an_actor_and_a_stop(tcp_system, tmp_path):
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0, "XRPUSDT": 2.0},
                                                volatility=0.0), latency_s=0.01, recv_window_s=0.5)
-    sup = deploy(tcp_system, tmp_path, venue, VenueWithForeignXRP, scan_s=0.3, grace_s=0.0)
-    snap_ = tcp_system.ask(sup, WaitForState("XRPUSDT", ("PROTECTED",)), 10)
-    assert snap_ is not None and snap_.filled_qty == 50.0
-    truth = tcp_system.ask(sup, GetTrueState(), 5).state
+    d = deploy(tcp_system, tmp_path, venue, VenueWithForeignXRP, protection=ProtectionSettings(scan_s=0.3, grace_s=0.0))
+    assert d.wait("XRPUSDT", "PROTECTED").filled_qty == 50.0
+    truth = d.truth()
     assert truth.open_positions()["XRPUSDT"].stop_price == 2.04               # 2 % above a short's entry
-    tcp_system.ask(sup, StopDeployment(), 10)
+    d.stop(10)
 
 
 def test_an_adopted_position_keeps_its_own_stop_and_gets_one_only_if_it_has_none():

@@ -10,21 +10,11 @@ from adapters.base import CloseKind, OrderRequest, OrderStatus, Side, VenueError
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import ZERO_POSITION, EngineConfig, SimEngine
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+from tests.kit import ManualClock
 
 
 def engine(lag: float = 24.0, volatility: float = 0.0, **kw) -> tuple[SimEngine, ManualClock]:
-    clock = ManualClock()
+    clock = ManualClock(1000.0)
     cfg = EngineConfig(seed=3, prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, position_lag_s=lag,
                        volatility=volatility, **kw)
     return SimEngine(cfg, clock), clock
@@ -220,7 +210,7 @@ def test_ack_only_replies_carry_no_fill():
 
 
 def test_late_request_times_out_for_the_client_and_executes_when_it_arrives():
-    clock = ManualClock()
+    clock = ManualClock(1000.0)
     ad = SimulatedAdapter(SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0),
                                          faults=(Fault("create_order", FaultKind.LATE, delay_s=2.0),)), clock=clock)
     with pytest.raises(VenueTimeout):
@@ -235,7 +225,7 @@ def test_late_request_times_out_for_the_client_and_executes_when_it_arrives():
 
 
 def test_an_order_arriving_outside_the_recv_window_is_refused_not_executed():
-    clock = ManualClock()
+    clock = ManualClock(1000.0)
 
     async def pass_time(seconds: float) -> None:
         clock.advance(seconds)

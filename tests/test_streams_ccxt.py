@@ -39,7 +39,8 @@ from adapters.streams import (
     StreamStopOrder,
 )
 from adapters.venue_settings import CcxtVenueSettings
-from tests.emulator import KEY, SECRET, SECRET_ENV, EmulatorThread
+from tests.emulator import EmulatorThread
+from tests.kit import KEY, SECRET, SECRET_ENV
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 STREAMS: dict[str, type[CcxtStream]] = {"bybit": BybitStream, "binanceusdm": BinanceStream}

@@ -5,29 +5,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
 from actors.messages import (
-    CommandAccepted,
-    DeploymentReady,
-    OpenPosition,
     PositionSettings,
     ProtectionSettings,
-    StartDeployment,
-    StatusReport,
-    StatusRequest,
-    StopDeployment,
     StreamSettings,
     SupervisionSettings,
-    WaitForState,
 )
 from adapters.base import OrderRequest, Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimVenueConfig
-from supervisor.supervisor import Supervisor
+from tests import kit
 from tests.kit import SimVenueThread
 
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
@@ -41,55 +32,20 @@ def venue(lag: float = 24.0, attached: bool = True, *faults: Fault) -> SimVenueC
                           streams=True, faults=faults)
 
 
-class Streamed:
-    def __init__(self, asys: Any, sim: SimVenueThread, journal: str, protection: ProtectionSettings) -> None:
-        self.asys, self.sim = asys, sim
-        self.sup = asys.createActor(Supervisor)
-        reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, sim.factory(), SETTINGS,
-                                                   supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
-                                                   protection=protection,
-                                                   stream=StreamSettings(backoff_s=0.05, backoff_cap_s=0.5)), 15)
-        assert isinstance(reply, DeploymentReady), reply
-
-    def status(self) -> StatusReport:
-        report = self.asys.ask(self.sup, StatusRequest(), 5)
-        assert isinstance(report, StatusReport)
-        return report
-
-    def stream_state(self) -> str:
-        return self.status().streams[0].state if self.status().streams else "none"
-
-    def until(self, check: Callable[[], Any], within: float, what: str) -> Any:
-        """Ask until `check` holds (each ask a round trip to the deployment or the venue)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            result = check()
-            if result:
-                return result
-        raise AssertionError(f"{what}: not within {within}s; streams: {self.status().streams}")
-
-    def wait_state(self, symbol: str, *states: str, within: float = 10.0) -> Any:
-        snap = self.asys.ask(self.sup, WaitForState(symbol, states), within)
-        assert snap is not None, f"{symbol} did not reach {states}"
-        return snap
-
-
 @pytest.fixture
-def deploy(tcp_system, tmp_path) -> Iterator[Callable[..., Streamed]]:
-    made: list[tuple[Streamed, SimVenueThread]] = []
+def deploy(tcp_system, tmp_path) -> Iterator[Callable[..., kit.Deployment]]:
+    with kit.Deployments(tcp_system) as made:
+        def start(config: SimVenueConfig, protection: ProtectionSettings | None = None) -> kit.Deployment:
+            sim = made.venue(SimVenueThread(config, tmp_path))
+            d = made.start(tuple(PRICES), str(tmp_path / "j.sqlite"), sim.factory(), settings=SETTINGS,
+                           supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
+                           protection=protection or ProtectionSettings(scan_s=60.0, grace_s=30.0),
+                           stream=StreamSettings(backoff_s=0.05, backoff_cap_s=0.5), timeout=15)
+            d.sim = sim
+            d.until(lambda: d.stream_state() == "up", 10, "the stream came up")
+            return d
 
-    def start(config: SimVenueConfig, protection: ProtectionSettings | None = None) -> Streamed:
-        sim = SimVenueThread(config, tmp_path).__enter__()
-        d = Streamed(tcp_system, sim, str(tmp_path / "j.sqlite"),
-                     protection or ProtectionSettings(scan_s=60.0, grace_s=30.0))
-        made.append((d, sim))
-        d.until(lambda: d.stream_state() == "up", 10, "the stream came up")
-        return d
-
-    yield start
-    for d, sim in made:
-        d.asys.ask(d.sup, StopDeployment(), 15)
-        sim.__exit__()
+        yield start
 
 
 def test_a_foreign_position_is_protected_from_the_stream_while_rest_lags_24s(deploy):
@@ -101,16 +57,16 @@ def test_a_foreign_position_is_protected_from_the_stream_while_rest_lags_24s(dep
                         and d.sim.truth().open_positions()["ETHUSDT"].stop_price, 15, "the foreign position protected")
     assert protected == pytest.approx(10.0 * 0.98)                  # foreign_stop_pct 2 % from its entry
     assert d.sim.on_loop(lambda: d.sim.engine.position_view()) == []  # the REST view still shows nothing
-    assert d.wait_state("ETHUSDT", "PROTECTED").stop_price == protected
+    assert d.wait("ETHUSDT", "PROTECTED").stop_price == protected
 
 
 def test_a_stop_that_triggers_closes_the_position_with_its_reason_without_a_scan(deploy):
     d = deploy(venue(lag=24.0))                                     # scans every 60 s: none happens here
-    assert isinstance(d.asys.ask(d.sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5), CommandAccepted)
-    d.wait_state("BTCUSDT", "PROTECTED")
+    d.open("BTCUSDT", Side.BUY, 1.0, 95.0)
+    d.wait("BTCUSDT", "PROTECTED")
     reads = d.sim.truth().call_count("fetch_positions")
     d.sim.on_loop(lambda: d.sim.engine.trigger_stop_now("BTCUSDT"))
-    snap = d.wait_state("BTCUSDT", "IDLE", within=3.0)
+    snap = d.wait("BTCUSDT", "IDLE", within=3.0)
     assert "stop loss triggered" in snap.last_event and "stream" in snap.last_event
     truth = d.sim.truth()
     assert truth.call_count("fetch_positions") == reads              # no scan was needed (nor made)
@@ -120,10 +76,10 @@ def test_a_stop_that_triggers_closes_the_position_with_its_reason_without_a_scan
 def test_a_stream_dropped_mid_entry_still_ends_protected_and_nothing_is_applied_twice(deploy, tmp_path):
     slow = Fault("create_order", FaultKind.DELAY, symbol="BTCUSDT", delay_s=0.3)
     d = deploy(venue(2.4, False, slow))                             # separate stop: the fill matters
-    assert isinstance(d.asys.ask(d.sup, OpenPosition("BTCUSDT", Side.BUY, 2.0, 95.0), 5), CommandAccepted)
+    d.open("BTCUSDT", Side.BUY, 2.0, 95.0)
     d.sim.stream_fault("drop")                                      # while the entry is in flight
     d.sim.stream_fault("stall")                                     # and the next connection is silent
-    snap = d.wait_state("BTCUSDT", "PROTECTED", within=10.0)        # through REST alone
+    snap = d.wait("BTCUSDT", "PROTECTED", within=10.0)        # through REST alone
     assert snap.filled_qty == 2.0
     d.until(lambda: d.stream_state() == "down", 5, "the stall seen as a drop")
     d.sim.stream_fault("resume")

@@ -3,70 +3,34 @@ ccxt.pro over real sockets: what they buy, and recovery when a venue refuses the
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from actors.messages import (
-    CommandAccepted,
-    DeploymentReady,
-    DeploymentStopped,
-    OpenPosition,
-    PositionSettings,
     ProtectionSettings,
-    StartDeployment,
-    StatusReport,
-    StatusRequest,
-    StopDeployment,
     StreamSettings,
-    WaitForState,
 )
 from adapters.base import OrderRequest, Side
-from adapters.binance import BinanceAdapter
 from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit import BybitAdapter
 from adapters.bybit_emulator import BybitEmulator
-from adapters.emulator_base import EmulatorConfig
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
-from supervisor.supervisor import Supervisor
-from tests.emulator import EmulatorThread
+from tests import kit
+from tests.emulator import SETTINGS, EmulatorThread, emulator_config
+from tests.kit import PRICES
 
-PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
-SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=6.0, poll_s=0.05, retry_s=0.05,
-                            retry_cap_s=0.5)
 VENUES = pytest.mark.parametrize("dialect", [BybitEmulator, BinanceEmulator], ids=["bybit", "binance"])
 
 
-class Venue:
+class Venue(kit.Deployment):
     """A deployment on one emulator, through ccxt, with its stream."""
 
     def __init__(self, asys: Any, emu: EmulatorThread, journal: str) -> None:
-        self.asys, self.emu = asys, emu
-        adapter = BinanceAdapter if emu.venue == "binanceusdm" else BybitAdapter
-        self.sup = asys.createActor(Supervisor)
-        reply = asys.ask(self.sup, StartDeployment(
-            tuple(PRICES), journal, functools.partial(adapter, emu.settings()), SETTINGS,
-            protection=ProtectionSettings(scan_s=60.0, grace_s=30.0),            # no REST scan helps here
-            stream=StreamSettings(backoff_s=0.05, backoff_cap_s=0.5)), 30)
-        assert isinstance(reply, DeploymentReady), reply
+        self.emu = emu
+        super().__init__(asys, tuple(PRICES), journal, emu.factory(), settings=SETTINGS,
+                         protection=ProtectionSettings(scan_s=60.0, grace_s=30.0),     # no REST scan helps here
+                         stream=StreamSettings(backoff_s=0.05, backoff_cap_s=0.5))
         self.until(lambda: self.stream().state == "up", 15, "the stream up and reconciled")
-
-    def stream(self) -> Any:
-        report = self.asys.ask(self.sup, StatusRequest(), 5)
-        assert isinstance(report, StatusReport) and report.streams
-        return report.streams[0]
-
-    def until(self, check: Callable[[], Any], within: float, what: str) -> Any:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:               # each check is a round trip
-            result = check()
-            if result:
-                return result
-        raise AssertionError(f"{what}: not within {within}s (stream: {self.stream()})")
 
     def stop_of(self, symbol: str) -> float | None:
         position = self.emu.truth().open_positions().get(symbol)
@@ -75,21 +39,12 @@ class Venue:
 
 @pytest.fixture
 def venue_for(tcp_system, tmp_path) -> Iterator[Callable[[type], Venue]]:
-    made: list[tuple[Venue, EmulatorThread]] = []
+    with kit.Deployments(tcp_system, expect_stopped=True) as made:
+        def start(dialect: type) -> Venue:
+            emu = made.venue(EmulatorThread(emulator_config(lag=24.0), dialect))
+            return made.add(Venue(tcp_system, emu, str(tmp_path / "journal.sqlite")))
 
-    def start(dialect: type) -> Venue:
-        config = EmulatorConfig(venue=SimVenueConfig(engine=EngineConfig(seed=5, prices=PRICES, position_lag_s=24.0,
-                                                                         volatility=0.0),
-                                                     latency_s=0.02, orders_per_second=100))
-        emu = EmulatorThread(config, dialect).__enter__()
-        v = Venue(tcp_system, emu, str(tmp_path / "journal.sqlite"))
-        made.append((v, emu))
-        return v
-
-    yield start
-    for v, emu in made:
-        assert isinstance(v.asys.ask(v.sup, StopDeployment(), 15), DeploymentStopped)
-        emu.__exit__(None, None, None)
+        yield start
 
 
 @VENUES
@@ -101,7 +56,7 @@ def test_a_foreign_position_is_protected_from_the_stream_while_rest_lags_24s(ven
     stop = v.until(lambda: v.stop_of("ETHUSDT"), 15, "the foreign position protected")
     assert stop > 3_000.0                                          # a short's stop, above its entry
     assert v.emu.on_loop(lambda: v.emu.emulator.engine.position_view()) == []   # REST shows nothing yet
-    assert v.asys.ask(v.sup, WaitForState("ETHUSDT", ("PROTECTED",)), 5) is not None
+    v.wait("ETHUSDT", "PROTECTED", within=5)
 
 
 @pytest.mark.parametrize(("dialect", "how", "label"), [(BybitEmulator, "stop", "stop loss triggered"),
@@ -109,12 +64,12 @@ def test_a_foreign_position_is_protected_from_the_stream_while_rest_lags_24s(ven
                          ids=["bybit-stop", "binance-liquidation"])
 def test_the_venue_closing_our_position_is_closed_with_its_reason_within_one_event(venue_for, dialect, how, label):
     v = venue_for(dialect)
-    assert isinstance(v.asys.ask(v.sup, OpenPosition("BTCUSDT", Side.BUY, 0.01, 58_800.0), 5), CommandAccepted)
-    assert v.asys.ask(v.sup, WaitForState("BTCUSDT", ("PROTECTED",)), 15) is not None
+    v.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    v.wait("BTCUSDT", "PROTECTED", within=15)
     engine = v.emu.emulator.engine
     v.emu.on_loop(lambda: engine.trigger_stop_now("BTCUSDT") if how == "stop" else engine.liquidate("BTCUSDT"))
-    snap = v.asys.ask(v.sup, WaitForState("BTCUSDT", ("IDLE",)), 5)
-    assert snap is not None and label in snap.last_event and "stream" in snap.last_event
+    snap = v.wait("BTCUSDT", "IDLE", within=5)
+    assert label in snap.last_event and "stream" in snap.last_event
     assert v.emu.truth().open_positions() == {}
 
 
@@ -132,5 +87,5 @@ def test_a_refused_stream_recovers_without_a_hang_and_status_says_what_happened(
         v.emu.stream_fault("reject_auth", on=False)
     v.until(lambda: v.stream().state == "up", 20, "recovered")
     assert v.stream().reconnects >= 1
-    assert isinstance(v.asys.ask(v.sup, OpenPosition("BTCUSDT", Side.BUY, 0.01, 58_800.0), 5), CommandAccepted)
-    assert v.asys.ask(v.sup, WaitForState("BTCUSDT", ("PROTECTED",)), 15) is not None
+    v.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
+    v.wait("BTCUSDT", "PROTECTED", within=15)

@@ -15,26 +15,20 @@ from actors.messages import (
     ClosePosition,
     CommandAccepted,
     CommandDenied,
-    DeploymentReady,
-    GetTrueState,
     JournalSync,
     JournalSynced,
     OpenPosition,
     PositionSettings,
     SetSafeMode,
-    StartDeployment,
     StatusReport,
-    StatusRequest,
-    StopDeployment,
     SupervisionSettings,
-    WaitForState,
 )
-from adapters.base import OrderRequest, Side, TrueState
+from adapters.base import OrderRequest, Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 from supervisor.specs import RestartIntensity, backoff
-from supervisor.supervisor import Supervisor
+from tests import kit
 
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
 SETTINGS = PositionSettings(naked_deadline_s=2.0, entry_unknown_window_s=0.5, poll_s=0.02, retry_s=0.02,
@@ -48,63 +42,25 @@ def policy(**kw) -> SupervisionSettings:
     return SupervisionSettings(**base)
 
 
-class System:
+class System(kit.Deployment):
     def __init__(self, asys, journal: str, *faults: Fault, attached: bool = True, **supervision) -> None:
         venue = SimVenueConfig(engine=EngineConfig(seed=4, prices=PRICES, position_lag_s=2.4, volatility=0.0),
                                attached_stops=attached, latency_s=0.01, orders_per_second=500, faults=faults,
                                recv_window_s=0.35)    # scaled with the 0.5 s "never arrived" window
-        self.asys = asys
-        self.sup = asys.createActor(Supervisor)
-        ready = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue),
-                                                   SETTINGS, supervision=policy(**supervision),
-                                                   protection=None), 10)
-        assert isinstance(ready, DeploymentReady), ready
-
-    def ask(self, msg, timeout: float = 5.0):
-        return self.asys.ask(self.sup, msg, timeout)
-
-    def status(self) -> StatusReport:
-        report = self.ask(StatusRequest())
-        assert isinstance(report, StatusReport)
-        return report
-
-    def pid(self, child: str) -> int:
-        """The child's pid, once its ready message (which carries it) has reached the supervisor."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:                # each try is a round trip to the supervisor
-            pid = dict((c, p) for c, p, _ in self.status().children)[child]
-            if pid is not None:
-                assert pid != os.getpid()
-                return pid
-        raise AssertionError(f"{child} never reported its pid")
-
-    def wait(self, symbol: str, *states: str, within: float = 10.0, after: float = 0.0):
-        snap = self.ask(WaitForState(symbol, states, newer_than=after), within)
-        assert snap is not None, f"{symbol} never reached {states}: {self.status()}"
-        return snap
-
-    def truth(self) -> TrueState:
-        return self.ask(GetTrueState()).state
+        super().__init__(asys, tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue),
+                         settings=SETTINGS, supervision=policy(**supervision), protection=None, timeout=10)
 
     def entries(self, symbol: str) -> int:
         return sum(1 for o in self.truth().orders if o.symbol == symbol and not o.reduce_only)
 
-    def stop(self) -> None:
-        self.ask(StopDeployment(), 10)
-
 
 @pytest.fixture
 def system(tcp_system, tmp_path):
-    made = []
+    with kit.Deployments(tcp_system) as made:
+        def start(*faults, **kw) -> System:
+            return made.add(System(tcp_system, str(tmp_path / f"j{len(made.made)}.sqlite"), *faults, **kw))
 
-    def start(*faults, **kw) -> System:
-        s = System(tcp_system, str(tmp_path / f"j{len(made)}.sqlite"), *faults, **kw)
-        made.append(s)
-        return s
-
-    yield start
-    for s in made:
-        s.stop()
+        yield start
 
 
 def test_restart_intensity_counts_a_sliding_window():
@@ -204,18 +160,12 @@ class VenueWithForeignPosition(SimulatedAdapter):
 def test_startup_reconciliation_reports_foreign_positions(tcp_system, tmp_path):
     venue = SimVenueConfig(engine=EngineConfig(seed=4, prices=PRICES, position_lag_s=0.0, volatility=0.0),
                            attached_stops=True, latency_s=0.0, orders_per_second=500)
-    sup = tcp_system.createActor(Supervisor)
-    ready = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"),
-                                                functools.partial(VenueWithForeignPosition, venue), SETTINGS,
-                                                supervision=policy()), 10)
-    assert isinstance(ready, DeploymentReady)
-    report, deadline = None, time.monotonic() + 5
-    while time.monotonic() < deadline:                    # each ask is a round trip to the supervisor
-        report = tcp_system.ask(sup, StatusRequest(), 5)
-        if report.reconciliation:
-            break
-    assert "FOREIGN ETHUSDT sell 3" in report.reconciliation and "BTCUSDT IDLE" in report.reconciliation
-    tcp_system.ask(sup, StopDeployment(), 10)
+    d = kit.Deployment(tcp_system, tuple(PRICES), str(tmp_path / "j.sqlite"),
+                       functools.partial(VenueWithForeignPosition, venue), settings=SETTINGS, supervision=policy(),
+                       timeout=10)
+    reconciliation = d.until(lambda: d.status().reconciliation, 5, "no start-up reconciliation")
+    assert "FOREIGN ETHUSDT sell 3" in reconciliation and "BTCUSDT IDLE" in reconciliation
+    d.stop()
 
 
 def test_safe_mode_outlives_a_restart_of_the_whole_program_until_an_operator_resumes(tcp_system, tmp_path):
@@ -260,28 +210,52 @@ def test_an_exchange_that_cannot_start_after_a_crash_is_retried_until_the_venue_
     venue = SimVenueConfig(engine=EngineConfig(seed=4, prices=PRICES, volatility=0.0), latency_s=0.0,
                            orders_per_second=500, recv_window_s=0.35)
     flag = str(tmp_path / "venue-down")
-    sup = tcp_system.createActor(Supervisor)
-    ready = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"),
-                                                functools.partial(VenueDownWhileFlagged, venue, flag), SETTINGS,
-                                                supervision=policy(max_restarts=100), protection=None), 10)
-    assert isinstance(ready, DeploymentReady)
+    d = kit.Deployment(tcp_system, tuple(PRICES), str(tmp_path / "j.sqlite"),
+                       functools.partial(VenueDownWhileFlagged, venue, flag), settings=SETTINGS,
+                       supervision=policy(max_restarts=100), protection=None, timeout=10)
     try:
-        children = dict((c, p) for c, p, _ in tcp_system.ask(sup, StatusRequest(), 5).children)
+        children = dict((c, p) for c, p, _ in d.status().children)
         open(flag, "w").close()
         os.kill(children["exchange"], signal.SIGKILL)     # crash; the restarted one cannot start the venue
-        deadline = time.monotonic() + 15
-        while "attempt 2," not in tcp_system.ask(sup, StatusRequest(), 5).venue_status:
-            assert time.monotonic() < deadline, "the exchange did not try again"   # each ask: a round trip
-        report = tcp_system.ask(sup, StatusRequest(), 5)
+        d.until(lambda: "attempt 2," in d.status().venue_status, 15, "the exchange did not try again")
+        report = d.status()
         # It kept trying in its own process, with a back-off, said in status: not through restarts.
         assert report.venue_status.startswith("venue not ready (unreachable)") and report.restarts == 1
         os.remove(flag)                                   # the venue is back
-        deadline = time.monotonic() + 15                  # ready again: the status says nothing of the venue
-        while (report := tcp_system.ask(sup, StatusRequest(), 5)).venue_status or dict(
-                (c, p) for c, p, _ in report.children)["exchange"] in (None, children["exchange"]):
-            assert time.monotonic() < deadline, "the exchange never came back"
-        assert isinstance(tcp_system.ask(sup, OpenPosition("BTCUSDT", Side.BUY, 1.0, 95.0), 5), CommandAccepted)
-        snap = tcp_system.ask(sup, WaitForState("BTCUSDT", ("PROTECTED",)), 10)
-        assert snap is not None and snap.state == "PROTECTED"
+
+        d.status_until(lambda r: not r.venue_status and dict((c, p) for c, p, _ in r.children)["exchange"] not in (
+            None, children["exchange"]), 15, "the exchange never came back")    # ready: status says nothing of it
+        d.open("BTCUSDT", Side.BUY, 1.0, 95.0)
+        assert d.wait("BTCUSDT", "PROTECTED").state == "PROTECTED"
     finally:
-        tcp_system.ask(sup, StopDeployment(), 10)
+        d.stop(10)
+
+
+def test_a_snapshot_overtaken_in_transit_never_replaces_the_newer_one():
+    # thespian may deliver two sends out of order (a retried transmit overtaken by the next):
+    # every keeper of snapshots keeps the latest made. Without it a symbol that reached
+    # PROTECTED showed ENTERING in `status` for as long as it stayed there.
+    from thespian.actors import ActorSystem
+
+    from actors.messages import PositionSnapshot, StatusReport, StatusRequest
+    from actors.protection import ProtectionActor
+    from supervisor.supervisor import Supervisor
+
+    entering = PositionSnapshot("ETHUSDT", "ENTERING")
+    protected = PositionSnapshot("ETHUSDT", "PROTECTED")
+    assert protected.supersedes(entering) and not entering.supersedes(protected)
+    asys = ActorSystem("simpleSystemBase", transientUnique=True)
+    try:
+        sup = asys.createActor(Supervisor)
+        asys.tell(sup, protected)
+        asys.tell(sup, entering)                            # the older one, arriving last
+        report = asys.ask(sup, StatusRequest(), 5)
+        assert isinstance(report, StatusReport)
+        assert [p.state for p in report.positions] == ["PROTECTED"]
+    finally:
+        asys.shutdown()
+    keeper = ProtectionActor.__new__(ProtectionActor)      # its handler, without a system
+    keeper.snapshots, keeper.trusted, keeper.stream_view = {}, False, {}
+    keeper.receiveMsg_PositionSnapshot(protected, None)
+    keeper.receiveMsg_PositionSnapshot(entering, None)
+    assert keeper.snapshots["ETHUSDT"].state == "PROTECTED"

@@ -12,26 +12,15 @@ import pytest
 
 from actors.journal_store import SCHEMA_VERSION
 from actors.messages import (
-    CommandAccepted,
-    DeploymentReady,
-    DeploymentStopped,
-    GetTrueState,
-    JournalSync,
     JournalSynced,
-    OpenPosition,
     PositionSettings,
-    StartDeployment,
-    StatusReport,
-    StatusRequest,
-    StopDeployment,
-    WaitForState,
 )
-from adapters.base import Side, TrueState
+from adapters.base import Side
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 from supervisor.processes import listening_sockets, socket_inodes, system_pids
-from supervisor.supervisor import Supervisor
+from tests import kit
 
 LAG = 2.4                                  # the incident's 24 s, scaled by 1/10
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0, "SLOWUSDT": 1.0}
@@ -45,50 +34,25 @@ def sim(*faults: Fault, attached: bool = True) -> SimVenueConfig:
                           recv_window_s=0.3)          # scaled with the 0.5 s "never arrived" window
 
 
-class Deployment:
+class Deployment(kit.Deployment):
     def __init__(self, asys: Any, venue: SimVenueConfig, journal: str) -> None:
-        self.asys = asys
-        self.sup = asys.createActor(Supervisor)
-        reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue),
-                                                   SETTINGS, protection=None), 10)
-        assert isinstance(reply, DeploymentReady), reply
+        super().__init__(asys, tuple(PRICES), journal, functools.partial(SimulatedAdapter, venue), settings=SETTINGS,
+                         protection=None, timeout=10)
 
     def open(self, symbol: str = "BTCUSDT", qty: float = 1.0, stop: float | None = None) -> None:
-        stop = PRICES[symbol] * 0.95 if stop is None else stop
-        assert isinstance(self.asys.ask(self.sup, OpenPosition(symbol, Side.BUY, qty, stop), 5), CommandAccepted)
-
-    def states(self) -> dict[str, str]:
-        report = self.asys.ask(self.sup, StatusRequest(), 5)
-        assert isinstance(report, StatusReport)
-        return {p.symbol: p.state for p in report.positions}
+        super().open(symbol, Side.BUY, qty, PRICES[symbol] * 0.95 if stop is None else stop)
 
     def wait_state(self, symbol: str, *states: str, within: float = 10.0) -> str:
-        """Wait for the supervisor to see the symbol in one of `states` (it answers on the event)."""
-        snap = self.asys.ask(self.sup, WaitForState(symbol, states), within)
-        assert snap is not None, f"{symbol} did not reach {states} within {within}s; now {self.states()}"
-        return snap.state
-
-    def truth(self) -> TrueState:
-        reply = self.asys.ask(self.sup, GetTrueState(), 5)
-        assert reply is not None and reply.state is not None
-        return reply.state
-
-    def stop(self) -> None:
-        assert isinstance(self.asys.ask(self.sup, StopDeployment(), 10), DeploymentStopped)
+        return self.wait(symbol, *states, within=within).state
 
 
 @pytest.fixture
 def deploy(tcp_system, tmp_path):
-    made: list[Deployment] = []
+    with kit.Deployments(tcp_system, expect_stopped=True) as made:
+        def start(venue: SimVenueConfig) -> Deployment:
+            return made.add(Deployment(tcp_system, venue, str(tmp_path / f"journal{len(made.made)}.sqlite")))
 
-    def start(venue: SimVenueConfig) -> Deployment:
-        d = Deployment(tcp_system, venue, str(tmp_path / f"journal{len(made)}.sqlite"))
-        made.append(d)
-        return d
-
-    yield start
-    for d in made:
-        d.stop()
+        yield start
 
 
 def test_every_listening_socket_of_a_running_system_is_loopback(deploy):
@@ -156,7 +120,7 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
     d = deploy(sim(attached=False))
     d.open("BTCUSDT")
     d.wait_state("BTCUSDT", "PROTECTED")
-    assert isinstance(d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5), JournalSynced)
+    assert isinstance(d.sync("BTCUSDT"), JournalSynced)
     with sqlite3.connect(tmp_path / "journal0.sqlite") as db:     # WAL: readable while the journal writes
         (status, purpose), = db.execute("SELECT status, purpose FROM orders").fetchall()
         states = [r[0] for r in db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT' ORDER BY id")]

@@ -6,7 +6,6 @@ the stop is a separate closePosition order."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sqlite3
 import time
 from typing import Any
@@ -14,68 +13,39 @@ from typing import Any
 import pytest
 
 from actors.messages import (
-    CommandAccepted,
     DeploymentFailed,
-    DeploymentReady,
     DeploymentStopped,
-    JournalSync,
-    OpenPosition,
-    PositionSettings,
     ProtectionSettings,
     StartDeployment,
-    StatusReport,
-    StatusRequest,
     StopDeployment,
-    WaitForState,
 )
 from adapters.base import OrderRequest, Side
-from adapters.binance import BinanceAdapter
 from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit import BybitAdapter
 from adapters.bybit_emulator import BybitEmulator
 from adapters.emulator_base import EmulatorBase, EmulatorConfig
 from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
 from supervisor.supervisor import Supervisor
-from tests.emulator import BAD_SECRET_ENV, KEY, SECRET, EmulatorThread
+from tests import kit
+from tests.emulator import SETTINGS, EmulatorThread
+from tests.emulator import emulator_config as venue
+from tests.kit import BAD_SECRET_ENV, KEY, PRICES, SECRET
 
 LAG = 24.0
-PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
-SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=6.0, poll_s=0.05, retry_s=0.05,
-                            retry_cap_s=0.5)
 
 
-def venue(*faults: Fault, lag: float = LAG) -> EmulatorConfig:
-    return EmulatorConfig(venue=SimVenueConfig(
-        engine=EngineConfig(seed=5, prices=PRICES, position_lag_s=lag, volatility=0.0), latency_s=0.02,
-        orders_per_second=100, faults=faults))
+class Deployment(kit.Deployment):
+    """A deployment on one emulator, through ccxt."""
 
-
-class Deployment:
     def __init__(self, asys: Any, emu: EmulatorThread, journal: str, attached: bool,
                  protection: ProtectionSettings | None, **overrides: Any) -> None:
-        self.asys, self.emu = asys, emu
-        self.sup = asys.createActor(Supervisor)
-        adapter = BinanceAdapter if emu.venue == "binanceusdm" else BybitAdapter
-        settings = emu.settings(**overrides, **({"attached_stop": attached} if adapter is BybitAdapter else {}))
-        factory = functools.partial(adapter, settings)
-        reply = asys.ask(self.sup, StartDeployment(tuple(PRICES), journal, factory, SETTINGS,
-                                                   protection=protection), 30)
-        assert isinstance(reply, DeploymentReady), reply
-
-    def open(self, symbol: str, side: Side, qty: float, stop: float) -> None:
-        assert isinstance(self.asys.ask(self.sup, OpenPosition(symbol, side, qty, stop), 5), CommandAccepted)
+        self.emu = emu
+        if emu.venue == "bybit":
+            overrides["attached_stop"] = attached
+        super().__init__(asys, tuple(PRICES), journal, emu.factory(**overrides), settings=SETTINGS,
+                         protection=protection)
 
     def wait_state(self, symbol: str, *states: str, within: float = 15.0) -> str:
-        snap = self.asys.ask(self.sup, WaitForState(symbol, states), within)
-        assert snap is not None, f"{symbol} did not reach {states} within {within}s; now {self.snapshot(symbol)}"
-        return snap.state
-
-    def snapshot(self, symbol: str) -> Any:
-        report = self.asys.ask(self.sup, StatusRequest(), 5)
-        assert isinstance(report, StatusReport)
-        return {p.symbol: p for p in report.positions}[symbol]
+        return self.wait(symbol, *states, within=within).state
 
     def position_reads(self) -> int:
         """Position reads beyond the one start-up report of foreign positions (asynchronous); the
@@ -86,23 +56,14 @@ class Deployment:
 
 @pytest.fixture
 def deploy(tcp_system, tmp_path):
-    made: list[Deployment] = []
-    with_emulators: list[EmulatorThread] = []
+    with kit.Deployments(tcp_system, expect_stopped=True) as made:
+        def start(config: EmulatorConfig, attached: bool = True, protection: ProtectionSettings | None = None,
+                  dialect: type[EmulatorBase] = BybitEmulator, **overrides: Any) -> Deployment:
+            emu = made.venue(EmulatorThread(config, dialect))
+            return made.add(Deployment(tcp_system, emu, str(tmp_path / f"journal{len(made.made)}.sqlite"), attached,
+                                       protection, **overrides))
 
-    def start(config: EmulatorConfig, attached: bool = True, protection: ProtectionSettings | None = None,
-              dialect: type[EmulatorBase] = BybitEmulator, **overrides: Any) -> Deployment:
-        emu = EmulatorThread(config, dialect).__enter__()
-        with_emulators.append(emu)
-        d = Deployment(tcp_system, emu, str(tmp_path / f"journal{len(made)}.sqlite"), attached, protection,
-                       **overrides)
-        made.append(d)
-        return d
-
-    yield start
-    for d in made:
-        assert isinstance(d.asys.ask(d.sup, StopDeployment(), 15), DeploymentStopped)
-    for emu in with_emulators:
-        emu.__exit__(None, None, None)
+        yield start
 
 
 def test_attached_stop_through_ccxt_leaves_no_naked_second_and_reads_no_position(deploy):
@@ -220,7 +181,7 @@ def test_refused_keys_fail_the_start_as_keys_and_never_show_the_key(tcp_system, 
     # The preflight's signed call finds a refused key before any entry can be asked for.
     with EmulatorThread(venue(), BybitEmulator) as emu:
         sup = tcp_system.createActor(Supervisor)
-        factory = functools.partial(BybitAdapter, emu.settings(secret_env=BAD_SECRET_ENV))
+        factory = emu.factory(secret_env=BAD_SECRET_ENV)
         reply = tcp_system.ask(sup, StartDeployment(tuple(PRICES), str(tmp_path / "j.sqlite"), factory, SETTINGS), 30)
         assert isinstance(reply, DeploymentFailed), reply
         assert "(keys)" in reply.reason and "10004" in reply.reason and KEY not in reply.reason, reply
@@ -236,7 +197,7 @@ def test_keys_revoked_while_running_end_the_entry_as_auth_and_never_reach_the_jo
     d.wait_state("BTCUSDT", "IDLE")
     event = d.snapshot("BTCUSDT").last_event
     assert "auth" in event and KEY not in event, event
-    assert d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5) is not None
+    assert d.sync("BTCUSDT") is not None
     with sqlite3.connect(tmp_path / "journal0.sqlite") as db:
         dump = "\n".join(db.iterdump())
     assert KEY not in dump and SECRET not in dump
@@ -262,9 +223,9 @@ def test_the_scan_counts_a_binance_stop_order_and_never_protects_twice(deploy, t
     d.wait_state("BTCUSDT", "PROTECTED")
     deadline = time.monotonic() + 15                      # bounded: until the scan has read it 5 times
     while len(d.emu.requests("/fapi/v3/positionRisk")) < 6 and time.monotonic() < deadline:
-        d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5)
+        d.sync("BTCUSDT")
     assert len(d.emu.requests("/fapi/v3/positionRisk")) >= 6
-    d.asys.ask(d.sup, JournalSync(symbol="BTCUSDT"), 5)
+    d.sync("BTCUSDT")
     with sqlite3.connect(tmp_path / "journal0.sqlite") as db:
         triggers = [r[0] for r in db.execute("SELECT trigger FROM transitions WHERE symbol='BTCUSDT'")]
     assert "reprotect" not in triggers and "adopt_protect" not in triggers
@@ -278,13 +239,13 @@ def test_a_restart_rebuilds_from_the_journal_and_the_venue_through_ccxt(tcp_syst
         first = Deployment(tcp_system, emu, journal, attached=True, protection=None)
         first.open("BTCUSDT", Side.BUY, 0.01, 58_800.0)
         first.wait_state("BTCUSDT", "PROTECTED")
-        assert isinstance(tcp_system.ask(first.sup, StopDeployment(), 15), DeploymentStopped)
+        assert isinstance(first.stop(), DeploymentStopped)
         queries_before = len(emu.requests("/v5/order/realtime"))
         second = Deployment(tcp_system, emu, journal, attached=True, protection=None)
         second.wait_state("BTCUSDT", "PROTECTED")
         assert second.snapshot("BTCUSDT").stop_price == 58_800.0
         stops = emu.requests("/v5/position/trading-stop")
-        assert isinstance(tcp_system.ask(second.sup, StopDeployment(), 15), DeploymentStopped)
+        assert isinstance(second.stop(), DeploymentStopped)
     assert len(emu.requests("/v5/order/realtime")) > queries_before          # asked the venue by client id
     assert [s["stopLoss"] for s in stops] == ["58800"]                       # the stop set again (not modified)
     assert len(emu.requests("/v5/order/create")) == 1 and emu.truth().max_naked_seconds() == 0.0
