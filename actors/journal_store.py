@@ -1,5 +1,5 @@
 """The journal: an aiosqlite database in WAL mode holding everything a restart needs —
-intents, orders (written before they are sent), positions and state transitions with times.
+intents, orders (written before they are sent) and state transitions with times.
 
 Schema changes are numbered migrations; `meta.schema_version` says which ran. Keys and
 secrets never reach this module: it stores symbols, quantities, prices, ids and states.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import asdict
 from typing import Any
 
 import aiosqlite
@@ -91,6 +90,11 @@ MIGRATIONS: tuple[str, ...] = (
         symbol      TEXT,
         data        TEXT NOT NULL           -- JSON object
     );
+    """,
+    # 4: the positions table goes: nothing read it (a symbol's state is its last transition), and
+    # it cost a second write in every transition's fsync'd transaction
+    """
+    DROP TABLE positions;
     """,
 )
 
@@ -240,9 +244,6 @@ class JournalStore:
                 await self.db.execute(
                     "INSERT INTO transitions (symbol, intent_id, from_state, to_state, trigger, detail, at)"
                     " VALUES (?,?,?,?,?,?,?)", (snap.symbol, snap.intent_id, before, snap.state, trigger, detail, at))
-                await self.db.execute(
-                    "INSERT OR REPLACE INTO positions VALUES (?,?,?,?,?)",
-                    (snap.symbol, snap.state, snap.intent_id, json.dumps(asdict(snap)), at))
                 await self._event(events, at, EventRecord("transition", snap.symbol, {
                     "from": before, "to": snap.state, "trigger": trigger, "detail": detail,
                     "intent_id": snap.intent_id}))
@@ -269,8 +270,11 @@ class JournalStore:
             return await self.rows("SELECT * FROM orders ORDER BY created_at")
         return await self.rows("SELECT * FROM orders WHERE symbol=? ORDER BY created_at", (symbol,))
 
-    async def positions(self) -> list[dict[str, Any]]:
-        return await self.rows("SELECT * FROM positions ORDER BY symbol")
+    async def last_states(self) -> dict[str, str]:
+        """Each symbol's state as of its last journaled transition."""
+        rows = await self.rows("SELECT symbol, to_state FROM transitions WHERE id IN"
+                               " (SELECT MAX(id) FROM transitions GROUP BY symbol) ORDER BY symbol")
+        return {r["symbol"]: r["to_state"] for r in rows}
 
     async def load_symbols(self, symbols: tuple[str, ...]) -> PositionJournals:
         return PositionJournals(tuple([await self.load_symbol(s) for s in symbols]))
@@ -284,8 +288,8 @@ class JournalStore:
         i = intents[0]
         intent = JournalIntent(i["intent_id"], symbol, Side(i["side"]), i["qty"], i["stop_price"], i["created_at"],
                                i["kind"])
-        # Transitions are append-only and carry the intent: the positions row may already belong
-        # to a later, intent-less recovery and must not be trusted for this.
+        # Transitions are append-only and carry the intent: the symbol's last one may already
+        # belong to a later, intent-less recovery and must not be trusted for this.
         last = await self.rows("SELECT to_state FROM transitions WHERE intent_id=? ORDER BY id DESC LIMIT 1",
                                (i["intent_id"],))
         orders = tuple(

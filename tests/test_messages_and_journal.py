@@ -90,11 +90,11 @@ def test_journal_records_order_outcomes_and_transitions(tmp_path):
         await store.record(JournalOrderUpdate("pge1", "filled", 2.0, 100.0, "v9"))
         snap = PositionSnapshot("BTCUSDT", "PROTECTED", Side.BUY, 2.0, 2.0, 100.0, 90.0, "i1")
         await store.record(JournalTransition(snap, "ENTERING", "entry_filled_with_stop", "filled"))
-        out = await store.orders(), await store.positions(), await store.transitions("BTCUSDT")
+        out = await store.orders(), await store.last_states(), await store.transitions("BTCUSDT")
         await store.close()
         return out
 
-    orders, positions, transitions = asyncio.run(scenario())
+    orders, states, transitions = asyncio.run(scenario())
     assert orders[0]["status"] == "filled" and orders[0]["filled_qty"] == 2.0 and orders[0]["stop_price"] == 90.0
-    assert positions[0]["state"] == "PROTECTED"
+    assert states == {"BTCUSDT": "PROTECTED"}
     assert transitions[0]["from_state"] == "ENTERING" and transitions[0]["to_state"] == "PROTECTED"

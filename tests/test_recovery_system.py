@@ -114,6 +114,7 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
     assert venue_truth.open_positions()["BTCUSDT"].stop_price == 95.0
     assert venue_truth.call_count("fetch_positions") <= 2       # one start-up report per run
     with sqlite3.connect(tmp_path / "var" / "journal.sqlite") as db:
-        (state,), = db.execute("SELECT state FROM positions WHERE symbol='BTCUSDT'").fetchall()
+        (state,), = db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT'"
+                                   " ORDER BY id DESC LIMIT 1").fetchall()
         (filled,), = db.execute("SELECT filled_qty FROM orders WHERE purpose='entry'").fetchall()
     assert state == "PROTECTED" and filled == 2.0                         # the journal agrees

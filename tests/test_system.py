@@ -124,7 +124,8 @@ def test_journal_holds_the_order_before_and_after_and_the_transitions(deploy, tm
     with sqlite3.connect(tmp_path / "journal0.sqlite") as db:     # WAL: readable while the journal writes
         (status, purpose), = db.execute("SELECT status, purpose FROM orders").fetchall()
         states = [r[0] for r in db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT' ORDER BY id")]
-        (pos_state,), = db.execute("SELECT state FROM positions WHERE symbol='BTCUSDT'").fetchall()
+        (pos_state,), = db.execute("SELECT to_state FROM transitions WHERE symbol='BTCUSDT'"
+                                   " ORDER BY id DESC LIMIT 1").fetchall()
         (version,), = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchall()
         (mode,), = db.execute("PRAGMA journal_mode").fetchall()
     assert (status, purpose) == ("filled", "entry")
