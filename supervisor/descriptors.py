@@ -20,19 +20,58 @@ socket of whatever process started the system.
 
 thespian is pinned (setup.py) because these reach into its internals; tests/test_scale.py
 fails if a patched name moves.
+
+Past 1 024: thespian waits on its sockets with `selectors.DefaultSelector` (epoll), which has no
+FD_SETSIZE ceiling, but a soft RLIMIT_NOFILE of 1 024 (a common default) would make the
+Supervisor of a large deployment fail with EMFILE. The system's start raises the soft limit to
+the hard one, and `posguard run` refuses a deployment the hard limit cannot hold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import resource
 import signal
 import stat
 import sys
 from typing import Any
 
 _APPLIED = False
+FILES_BASE = 256                     # what any one process holds: logs, journal, venue sockets, thespian
+FILES_PER_CHILD = 4                  # the Supervisor's sockets to and from one child, a reconnect's included
+FILES_CEILING = 65536                # never ask for more than this, whatever the hard limit
+
+
+class OpenFilesLimit(Exception):
+    """The hard limit on open files is below what the deployment needs."""
+
+
+def files_needed(processes: int) -> int:
+    """Descriptors the busiest process (the Supervisor) of a deployment of `processes` needs."""
+    return FILES_BASE + FILES_PER_CHILD * processes
+
+
+def raise_open_files_limit(needed: int = 0) -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (at most FILES_CEILING), inherited by every actor
+    process forked after it; returns the soft limit now. Raises OpenFilesLimit when even the
+    hard limit is below `needed`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = FILES_CEILING if hard == resource.RLIM_INFINITY else min(hard, FILES_CEILING)
+    if soft < room:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (room, hard))
+        soft = room
+    if soft < needed:
+        raise OpenFilesLimit(f"the open-files limit ({soft}) is below the {needed} this deployment needs")
+    return soft
+
+
+def deployment_processes(symbols: int, per_process: int) -> int:
+    """Actor processes of a deployment: PositionActors, plus the Supervisor, exchange, journal,
+    protection, API and stream."""
+    return math.ceil(symbols / max(1, per_process)) + 6
 
 
 def inherited_descriptors(keep: set[int]) -> list[int]:
@@ -78,6 +117,7 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
+    raise_open_files_limit()
     from thespian.system import multiprocCommon as mpc
     from thespian.system import transport as tr
     from thespian.system import utilis

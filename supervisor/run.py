@@ -27,11 +27,13 @@ import time
 
 from actors.logs import configure_logging
 from adapters import keys
+from supervisor import descriptors
 from supervisor.client import ClientError
 from supervisor.config import DeploymentConfig, OpenSpec, load_config
 from supervisor.exits import EXIT_OK, EXIT_USAGE, UserError
 from supervisor.processes import alive, unix_peer_pid
 from supervisor.runtime import DeploymentLock, LockHeld, UnsafePath, WatcherLock, held_by
+from supervisor.specs import symbols_per_process
 from supervisor.views import LiveView
 from supervisor.watchdog import Watchdog
 
@@ -44,6 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.paths.check()
     except UnsafePath as exc:
         raise UserError(f"refusing to start: {exc}", EXIT_USAGE) from None
+    _check_open_files(cfg)
     os.umask(0o077)
     if cfg.ccxt is not None:
         _hand_keys_over(cfg)                             # may re-execute this command without them
@@ -125,6 +128,19 @@ def _open(dog: Watchdog, spec: OpenSpec) -> None:
         print(f"posguard: not opened: {exc.message}", flush=True)
         return
     print(f"posguard: opening {spec.side} {spec.qty} {spec.symbol}, stop {result['stop_price']}", flush=True)
+
+
+def _check_open_files(cfg: DeploymentConfig) -> None:
+    """Before anything starts: a deployment the open-files limit cannot hold is refused, with
+    what to change (an actor that hits EMFILE mid-run stalls instead)."""
+    per_process = symbols_per_process(cfg.supervision.symbols_per_process, len(cfg.symbols))
+    processes = descriptors.deployment_processes(len(cfg.symbols), per_process)
+    try:
+        descriptors.raise_open_files_limit(descriptors.files_needed(processes))
+    except descriptors.OpenFilesLimit as exc:
+        raise UserError(f"refusing to start: {exc} ({processes} actor processes, {per_process} symbols each):"
+                        " raise the hard limit (`ulimit -Hn`, systemd LimitNOFILE=) or"
+                        " [supervision] symbols_per_process", EXIT_USAGE) from None
 
 
 def _watch(dog: Watchdog, cfg: DeploymentConfig, stop: threading.Event, duration: float | None) -> None:

@@ -144,7 +144,8 @@ def test_a_full_disk_alarms_enters_safe_mode_and_panic_still_closes(tcp_system, 
         if tiny_disk is not None:
             fill(tiny_disk)                                        # the disk is full now
         for symbol in ("BTCUSDT", "ETHUSDT"):                      # what `posguard panic` does
-            assert isinstance(d.ask(ClosePosition(symbol)), CommandAccepted)
+            reply = d.ask(ClosePosition(symbol))
+            assert isinstance(reply, CommandAccepted), (symbol, reply, d.status())
         for symbol in ("BTCUSDT", "ETHUSDT"):
             d.wait(symbol, "IDLE")
         truth = sim.truth()

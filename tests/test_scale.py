@@ -30,6 +30,7 @@ from adapters.sim_engine import EngineConfig
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 from supervisor.specs import AUTO_PROCESSES, symbols_per_process
 from supervisor.supervisor import Supervisor
+from tests import kit
 
 
 def deploy(asys: Any, tmp: Any, symbols: int, per_process: int = 1) -> tuple[Any, tuple[str, ...]]:
@@ -138,3 +139,38 @@ def test_a_busy_actor_answers_heartbeats_at_once_and_a_stuck_loop_does_not():
     finally:
         release.set()
         bridge.close()
+
+
+def _limited(soft: int, hard: int) -> Any:
+    """A preexec_fn: the child starts under these open-files limits."""
+    import resource
+
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_system_start_raises_the_open_files_limit_to_the_hard_one():
+    # A soft limit of 1 024 (a common default) would stop the Supervisor of a large deployment
+    # with EMFILE; thespian's epoll selector itself has no ceiling.
+    import subprocess
+    import sys
+
+    probe = ("import resource\nfrom supervisor import descriptors\n"
+             "print(descriptors.raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, cwd=kit.ROOT,
+                         preexec_fn=_limited(256, 4096))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4096", "4096"]
+
+
+def test_run_refuses_a_deployment_the_open_files_limit_cannot_hold(tmp_path):
+    # 100 symbols, one per process: 106 actor processes need 680 descriptors in the Supervisor.
+    import subprocess
+
+    symbols = {f"S{i:03d}USDT": 10.0 + i for i in range(100)}
+    cfg = kit.demo_config(tmp_path, symbols=symbols, opens=False, tables={"supervision": {"symbols_per_process": 1}})
+    out = subprocess.run([*kit.POSGUARD, "run", "--config", str(cfg), "--duration", "1"], capture_output=True,
+                         text=True, timeout=60, cwd=kit.ROOT, preexec_fn=_limited(300, 300))
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert "open-files limit (300) is below the 680" in out.stderr and "symbols_per_process" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "var" / "posguard.sock").exists()         # refused before anything started
