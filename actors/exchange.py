@@ -16,6 +16,7 @@ from loguru import logger
 from thespian.actors import WakeupMessage
 
 from actors.async_bridge import AsyncBridge, BridgedActor
+from actors.backoff import doubling_delay
 from actors.exchange_service import ROUTES, ExchangeService, failure_reply
 from actors.logs import register_secret
 from actors.messages import (
@@ -48,7 +49,7 @@ _CLOCK_CODES = {10002, -1021}            # our clock is outside the venue's rece
 
 def start_backoff(attempt: int) -> float:
     """Seconds before start attempt `attempt` + 1: doubling from 1 s, never more than the cap."""
-    return min(START_BACKOFF_CAP_S, START_BACKOFF_S * 2 ** min(attempt - 1, 16))
+    return doubling_delay(START_BACKOFF_S, START_BACKOFF_CAP_S, attempt - 1)
 
 
 def start_failure(exc: Exception) -> str:

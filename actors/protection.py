@@ -122,8 +122,6 @@ class ProtectionActor(BridgedActor):
         self.exchange: Any = None
         self.snapshots: dict[str, PositionSnapshot] = {}
         self.suspects: dict[tuple[str, str], int] = {}   # finding key -> consecutive scans seen
-        self.scans = 0
-        self.acted = 0
         # Stream evidence (actors/stream.py): used only while the stream is trusted.
         self.stop_orders = False
         self.stream_grace_s = 1.0
@@ -197,7 +195,6 @@ class ProtectionActor(BridgedActor):
                            " next scan in {}s", msg.failure.outcome, msg.failure.code, msg.failure.message,
                            self.settings.scan_s)
             return
-        self.scans += 1
         found = findings(list(msg.positions), self.snapshots, time.time(), self.settings.grace_s, self.symbols)
         keys = {f.key for f in found}
         self.suspects = {k: n for k, n in self.suspects.items() if k in keys}
@@ -248,7 +245,6 @@ class ProtectionActor(BridgedActor):
                                 venue_history=history))
 
     def _ask(self, msg: AdoptPosition | Reprotect) -> None:
-        self.acted += 1
         self.suspects.pop((msg.symbol, "foreign"), None)
         self.suspects.pop((msg.symbol, "undeployed"), None)
         logger.warning("protection: asking {} to {}: {}", msg.symbol, type(msg).__name__, msg.reason)

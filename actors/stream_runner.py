@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from actors.backoff import doubling_delay
 from actors.messages import StreamHealth, StreamSettings
 from adapters.streams import StreamAuthFailed, StreamDown, StreamItem, VenueStream
 
@@ -24,8 +25,7 @@ STEADY_S = 10.0                      # a connection that held this long resets t
 
 
 def backoff(settings: StreamSettings, attempt: int, rng: random.Random) -> float:
-    base = min(settings.backoff_cap_s, settings.backoff_s * (2 ** attempt))
-    return max(0.0, base * (1.0 + rng.uniform(-settings.jitter, settings.jitter)))
+    return doubling_delay(settings.backoff_s, settings.backoff_cap_s, attempt, settings.jitter, rng)
 
 
 class StreamRunner:

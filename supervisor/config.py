@@ -286,7 +286,7 @@ class _Loader:
             self.fail("venue.ws_url", f"must be a base URL like wss://stream.bybit.com, got {settings.ws_url!r}")
         if settings.testnet and settings.demo:
             self.fail("venue.demo", "choose testnet or demo trading, not both")
-        attached = raw.get("attached_stop", name == "bybit")
+        attached = raw.get("attached_stop", VENUES[name].attached_stop)      # by default where the venue can
         if attached and not VENUES[name].attached_stop:
             self.fail("venue.attached_stop", f"{name} cannot attach a stop loss to a market entry")
         settings = dataclasses.replace(settings, attached_stop=bool(attached),

@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+from actors.backoff import doubling_delay
 from actors.messages import SupervisionSettings
 
 AUTO_PROCESSES = 40                  # symbols_per_process = 0: about this many PositionActor processes
@@ -78,5 +79,4 @@ class RestartIntensity:
 
 def backoff(policy: SupervisionSettings, consecutive: int, rng: random.Random) -> float:
     """Delay before the `consecutive`-th restart (0-based) of one child."""
-    base = min(policy.backoff_cap_s, policy.backoff_s * (2 ** consecutive))
-    return max(0.0, base * (1.0 + rng.uniform(-policy.jitter, policy.jitter)))
+    return doubling_delay(policy.backoff_s, policy.backoff_cap_s, consecutive, policy.jitter, rng)
