@@ -25,6 +25,7 @@ from actors.messages import (
     AdoptPosition,
     ClosePosition,
     Collaborators,
+    CommandAccepted,
     CommandDenied,
     ConfigurePosition,
     FetchPrice,
@@ -125,6 +126,7 @@ class PositionActor(BridgedActor):
         # Sent once the handler is done: one message for what several cores said in it.
         self.published: list[tuple[Any, PositionSnapshot]] = []
         self.reconciled: list[str] = []
+        self.answers: list[tuple[Any, CommandAccepted | CommandDenied]] = []
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
         result = super().receiveMessage(message, sender)
@@ -141,6 +143,14 @@ class PositionActor(BridgedActor):
         if self.reconciled and self.supervisor is not None:
             self.send(self.supervisor, PositionReady(tuple(self.reconciled)))
         self.reconciled = []
+        # Answers last: whoever is told "accepted" (through the Supervisor, which also gets our
+        # snapshots) and then asks for the state finds the command's effect, never the state before.
+        for asker, answer in self.answers:
+            self.send(asker, answer)
+        self.answers = []
+
+    def _answer(self, asker: Any, answer: CommandAccepted | CommandDenied) -> None:
+        self.answers.append((asker, answer))
 
     # -- configuration -----------------------------------------------------------------------
 
@@ -203,19 +213,19 @@ class PositionActor(BridgedActor):
             if len(waiting) == 1:
                 self.send(self.exchange, FetchPrice(msg.symbol, request_id=REFERENCE))
             return
-        self.send(sender, core.open(msg) if core else self._not_here(msg))
+        self._answer(sender, core.open(msg) if core else self._not_here(msg))
 
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol)
-        self.send(sender, core.adopt(msg) if core else self._not_here(msg))
+        self._answer(sender, core.adopt(msg) if core else self._not_here(msg))
 
     def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol)
-        self.send(sender, core.reprotect(msg) if core else self._not_here(msg))
+        self._answer(sender, core.reprotect(msg) if core else self._not_here(msg))
 
     def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol)
-        self.send(sender, core.close(msg) if core else self._not_here(msg))
+        self._answer(sender, core.close(msg) if core else self._not_here(msg))
 
     def receiveMsg_GetPositionState(self, msg: GetPositionState, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol) if msg.symbol else next(iter(self.cores.values()), None)
@@ -271,7 +281,7 @@ class PositionActor(BridgedActor):
         core.note_price(msg.price)
         if msg.request_id == REFERENCE:
             for cmd, asker in self.awaiting_price.pop(msg.symbol, []):
-                self.send(asker, core.open(cmd))         # without a price, it says so itself
+                self._answer(asker, core.open(cmd))      # without a price, it says so itself
 
     def _by_order(self, client_order_id: str) -> PositionCore | None:
         symbol = self.orders.get(client_order_id)
@@ -315,5 +325,6 @@ class PositionActor(BridgedActor):
         # A core's state may be half-changed: answer, and ask to be replaced (a new actor rebuilds
         # every core it guards from the journal and the venue).
         if isinstance(message, OpenPosition | ClosePosition | AdoptPosition | Reprotect):
+            self.answers = []                            # what the handler queued is not to be trusted
             self.send(sender, CommandDenied(message.command_id, message.symbol, f"internal error: {exc}"))
         super().on_handler_error(message, sender, exc)

@@ -233,7 +233,7 @@ class OperatorMixin:
                         self.watcher_pid)
         self._event(EventRecord("watcher_lost", None, {"pid": self.watcher_pid}))
 
-    def receiveMsgOperatorStopRequest(self: Supervisor, msg: StopRequest, sender: Any) -> None:  # noqa: N802
+    def receiveMsg_StopRequest(self: Supervisor, msg: StopRequest, sender: Any) -> None:  # noqa: N802
         if self.stop is not None or self.stopping is not None:
             self.send(sender, StopReply(msg.request_id, False, "a stop is already in progress"))
             return

@@ -236,3 +236,28 @@ def test_a_hung_venue_call_times_out_as_an_unknown_outcome():
     reply = asyncio.run(service.handle(place("BTCUSDT", "hung")))
     assert isinstance(reply, OrderPlaced) and reply.failure is not None
     assert reply.failure.outcome is Outcome.UNKNOWN              # query by client id, never resend
+
+
+def test_every_handler_is_named_for_a_message_it_can_receive():
+    # thespian finds a handler by the name receiveMsg_<message class>: a misspelt one is never
+    # called and its message is dropped as unknown (found: the Supervisor's StopRequest).
+    import inspect
+
+    import thespian.actors
+
+    from actors import messages
+    from actors.exchange import ExchangeActor
+    from actors.journal import JournalActor
+    from actors.position import PositionActor
+    from actors.protection import ProtectionActor
+    from actors.stream import StreamActor
+    from supervisor.api import ApiActor
+    from supervisor.supervisor import Supervisor
+
+    known = {name for name, value in [*vars(messages).items(), *vars(thespian.actors).items()]
+             if inspect.isclass(value)}
+    for actor in (ExchangeActor, JournalActor, PositionActor, ProtectionActor, StreamActor, ApiActor, Supervisor):
+        handlers = [name for name in dir(actor) if name.startswith("receiveMsg")]
+        assert handlers, actor
+        wrong = [h for h in handlers if not h.startswith("receiveMsg_") or h.removeprefix("receiveMsg_") not in known]
+        assert not wrong, (actor.__name__, wrong)
