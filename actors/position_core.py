@@ -54,7 +54,7 @@ from actors.messages import (
     VenueFailure,
     new_id,
 )
-from actors.position_states import TRANSITIONS, State, Trigger
+from actors.position_states import CLOSING, RESTING, TRANSITIONS, State, Trigger
 from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest, Side
 from adapters.errors import Outcome
 
@@ -72,11 +72,8 @@ PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived clo
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
-ACTIVE = frozenset({State.RECOVERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.FLATTENING,
-                    State.STUCK})
-
-
 ADOPTION_REFUSED = "adoption refused"        # a limit refused to take over a foreign position: an alert
+
 
 class PositionPorts(Protocol):
     """Everything the core does to the outside world."""
@@ -182,7 +179,7 @@ class PositionCore:
             self.close_cid, self.close_request = closes[-1].request.client_order_id, closes[-1].request
             self.close_sent_at = self._monotonic_of(closes[-1].created_at)
         self.closes_sent = len(closes)
-        self.resume_close = last in (State.FLATTENING, State.STUCK)
+        self.resume_close = last in CLOSING
         if not self.resume_close:
             self._probe_next_close()
         self.close_reason = "resumed after restart"
@@ -217,7 +214,7 @@ class PositionCore:
             else:
                 self._arm(PROBE_CLOSE, self.settings.poll_s)
             return
-        if self.state in (State.FLATTENING, State.STUCK):
+        if self.state in CLOSING:
             self.probe_cid = None                        # closing already: "nothing to reduce" settles it
             return
         if self.state not in (State.RECOVERING, State.PROTECTING, State.PROTECTED):
@@ -444,7 +441,7 @@ class PositionCore:
                 self.close_sent_at = self._monotonic_of(msg.sent_at)
         if msg.client_order_id == self.entry_cid and self.state is State.ENTERING:
             self._on_entry_placed(msg)
-        elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
+        elif msg.client_order_id == self.close_cid and self.state in CLOSING:
             self._on_close_placed(msg)
 
     def on_order_queried(self, msg: OrderQueried) -> None:
@@ -452,9 +449,9 @@ class PositionCore:
             self._journal_outcome(msg.client_order_id, msg.report, None)
         if msg.client_order_id == self.probe_cid and self.probe_cid != self.close_cid:
             self._on_probe(msg)
-        elif msg.client_order_id == self.entry_cid and self.state in (State.ENTERING, *ACTIVE):
+        elif msg.client_order_id == self.entry_cid and self.state is not State.IDLE:   # the episode is not over
             self._on_entry_queried(msg)
-        elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
+        elif msg.client_order_id == self.close_cid and self.state in CLOSING:
             self._on_close_queried(msg)
 
     def on_order_streamed(self, msg: OrderStreamed) -> None:
@@ -479,7 +476,7 @@ class PositionCore:
             return
         if not self.entry_final and self.entry_cid is not None:
             self._query_entry()
-        if self.state in (State.FLATTENING, State.STUCK) and self.close_cid is not None:
+        if self.state in CLOSING and self.close_cid is not None:
             self._arm(POLL_CLOSE, 0.0)
 
     def on_fill_streamed(self, msg: FillStreamed) -> None:
@@ -508,7 +505,7 @@ class PositionCore:
             return                                       # superseded or from an earlier episode
         state = self.state
         if timer.kind == STALLED:
-            if state not in (State.IDLE, State.PROTECTED) or not self.entry_final:
+            if state not in RESTING or not self.entry_final:
                 self.resync(f"no reply within {self.settings.reply_timeout_s}s")
             return
         if timer.kind == JOURNAL_WAIT:
@@ -520,19 +517,19 @@ class PositionCore:
             self._go(Trigger.NAKED_DEADLINE,
                      f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
             self._start_close("naked deadline")
-        elif timer.kind == POLL_ENTRY and state in (State.ENTERING, *ACTIVE) and not self.entry_final:
+        elif timer.kind == POLL_ENTRY and state is not State.IDLE and not self.entry_final:
             self._query_entry()
         elif timer.kind == RETRY_ENTRY and state is State.ENTERING:
             self.entry_sent_at = self.ports.monotonic()
             self._request(PlaceOrder(self._entry_request()))
         elif timer.kind == RETRY_STOP and state is State.PROTECTING:
             self._send_stop()
-        elif timer.kind == POLL_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_cid:
+        elif timer.kind == POLL_CLOSE and state in CLOSING and self.close_cid:
             self._request(QueryOrder(self.symbol, self.close_cid))
-        elif timer.kind == RETRY_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_request:
+        elif timer.kind == RETRY_CLOSE and state in CLOSING and self.close_request:
             self.close_sent_at = self.ports.monotonic()
             self._request(PlaceOrder(self.close_request))
-        elif timer.kind == NEW_CLOSE and state in (State.FLATTENING, State.STUCK):
+        elif timer.kind == NEW_CLOSE and state in CLOSING:
             self._new_close_order()
         elif timer.kind == PROBE_CLOSE and self.probe_cid is not None and state is not State.IDLE:
             self._request(QueryOrder(self.symbol, self.probe_cid))
@@ -582,7 +579,7 @@ class PositionCore:
         state = self.state
         if self.probe_cid is not None and state is not State.IDLE:
             self._arm(PROBE_CLOSE, 0.0)                  # its answer may be the one lost
-        if state in (State.IDLE, State.PROTECTED) and (self.entry_final or self.entry_cid is None):
+        if state in RESTING and (self.entry_final or self.entry_cid is None):
             return                                       # nothing in flight: nothing to ask
         self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)
         # Whatever was sent, was sent before now: counting "never arrived" from now is safe even
@@ -599,7 +596,7 @@ class PositionCore:
             self._query_entry()                          # in every state: "closed" waits for it
         if state is State.PROTECTING:
             self._send_stop()                            # idempotent: 34040 = already so
-        elif state in (State.FLATTENING, State.STUCK):
+        elif state in CLOSING:
             if self.close_cid is not None:
                 self._awaiting_journal.pop(self.close_cid, None)
                 self._arm(POLL_CLOSE, 0.0)               # it may have been sent: ask first
@@ -659,7 +656,7 @@ class PositionCore:
                 self._go(Trigger.ENTRY_ACKED, "entry accepted; learning its fill by client id")
                 if not self.caps.attached_stop:
                     self._arm_once(NAKED, self.settings.naked_deadline_s)
-        elif state in (State.FLATTENING, State.STUCK):
+        elif state in CLOSING:
             self._check_flat()
 
     def _on_filled(self, report: OrderReport) -> None:
@@ -772,7 +769,7 @@ class PositionCore:
 
     def _check_flat(self) -> None:
         """CLOSE_CONFIRMED only on evidence: the entry's final state and the close's result."""
-        if self.state not in (State.FLATTENING, State.STUCK) or not self.entry_final:
+        if self.state not in CLOSING or not self.entry_final:
             return
         if self.filled_qty <= 0:
             self._closed("the entry never filled")

@@ -1,4 +1,5 @@
-"""The PositionActor's states and the only edges between them."""
+"""The PositionActor's states, the only edges between them, and the named sets of states
+that rules elsewhere (the core, protection, the supervisor, the API) are written against."""
 
 from __future__ import annotations
 
@@ -78,3 +79,12 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     # real world: a slow retry finally gets the venue's confirmation
     (S.STUCK, T.CLOSE_CONFIRMED): S.IDLE,
 }
+
+
+# Named sets: each rule says which states it means once, here. Members are StrEnum values, so a
+# snapshot's state read back from JSON (a plain string) tests the same way.
+CLOSING = frozenset({S.FLATTENING, S.STUCK})                 # a reduce-only close is under way
+RESTING = frozenset({S.IDLE, S.PROTECTED})                   # no command of ours in progress
+CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED})            # filled: an operator close applies (CLOSE_REQUESTED)
+# An episode that may hold a position: every state but IDLE and RECOVERING (what a panic closes).
+HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.FLATTENING, S.STUCK})
