@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from actors.position_states import TimerKind
 from adapters.base import (
     Capabilities,
     ClosureReport,
@@ -222,7 +223,7 @@ class PositionSnapshots:
 class PositionTimer:
     """A PositionActor's own wake-up; stale ones (older token) are ignored."""
 
-    kind: str
+    kind: TimerKind
     token: int
 
 

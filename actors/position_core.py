@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 from loguru import logger
@@ -54,21 +55,9 @@ from actors.messages import (
     VenueFailure,
     new_id,
 )
-from actors.position_states import CLOSING, RESTING, TRANSITIONS, State, Trigger
+from actors.position_states import CLOSING, RESTING, TRANSITIONS, State, TimerKind, Trigger
 from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest, Side
 from adapters.errors import Outcome
-
-# Timer kinds
-NAKED = "naked_deadline"
-POLL_ENTRY = "poll_entry"
-RETRY_ENTRY = "retry_entry"
-RETRY_STOP = "retry_stop"
-POLL_CLOSE = "poll_close"
-RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was not processed)
-NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
-STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
-JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
-PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived close id until surely absent
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
@@ -105,7 +94,7 @@ class PositionCore:
         self.settings = settings
         self.ports = ports
         self.fsm: FSM[State, Trigger] = FSM(TRANSITIONS, State.RECOVERING)   # until recover() has run
-        self._tokens: dict[str, int] = {}
+        self._tokens: dict[TimerKind, int] = {}
         self._awaiting_journal: dict[str, OrderRequest] = {}
         self.last_event = "started"
         self.venue_stop: float | None = None             # the last stop the venue confirmed (events only)
@@ -152,7 +141,7 @@ class PositionCore:
         self.resume_close = False
         self.probe_cid: str | None = None            # after a restart: the next derived close id, asked for
         self.probe_until = 0.0
-        self._armed_once: set[str] = set()
+        self._armed_once: set[TimerKind] = set()
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -212,13 +201,14 @@ class PositionCore:
             if not_found and self.ports.monotonic() >= self.probe_until:
                 self.probe_cid = None                    # never sent, or expired unexecuted
             else:
-                self._arm(PROBE_CLOSE, self.settings.poll_s)
+                self._arm(TimerKind.PROBE_CLOSE, self.settings.poll_s)
             return
         if self.state in CLOSING:
             self.probe_cid = None                        # closing already: "nothing to reduce" settles it
             return
         if self.state not in (State.RECOVERING, State.PROTECTING, State.PROTECTED):
-            self._arm(PROBE_CLOSE, self.settings.poll_s)  # the entry first (CONFIRMING_ENTRY): ask again later
+            # The entry first (CONFIRMING_ENTRY): ask again later.
+            self._arm(TimerKind.PROBE_CLOSE, self.settings.poll_s)
             return
         assert self.side is not None
         self.closes_sent += 1
@@ -235,7 +225,7 @@ class PositionCore:
         else:
             self._go(Trigger.CLOSE_FOUND, detail)
             if not self.entry_final:
-                self._arm(POLL_ENTRY, 0.0)
+                self._arm(TimerKind.POLL_ENTRY, 0.0)
             self._on_close_report(report)
         self._probe_next_close()                         # the journal may have missed more than one
 
@@ -244,21 +234,21 @@ class PositionCore:
         if self.resume_close:
             self._go(Trigger.RESUME_CLOSE, "recovered mid-close: confirming the last close before any new one")
             if self.close_cid is not None:
-                self._arm(POLL_CLOSE, 0.0)                   # it may have executed: ask, never resend
+                self._arm(TimerKind.POLL_CLOSE, 0.0)                   # it may have executed: ask, never resend
             else:
                 self._new_close_order()
         elif self.filled_qty > 0:
             self.naked_since = self.ports.monotonic()
             self._go(Trigger.ENTRY_FILLED, f"recovered: entry filled {self.filled_qty:g}; setting stop"
                                            f" {_px(self.stop_price)} directly (idempotent)")
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
             self._send_stop()
         elif self.entry_final:
             self._go(Trigger.RECOVERED_FLAT, "recovered: the entry ended with nothing filled")
         else:
             self._go(Trigger.ENTRY_AMBIGUOUS, "recovered: entry not final yet; confirming by client id")
             if not self.caps.attached_stop:
-                self._arm_once(NAKED, self.settings.naked_deadline_s)
+                self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
 
     def _monotonic_of(self, wall_ts: float) -> float:
         return self.ports.monotonic() - max(0.0, self.ports.wall() - wall_ts)
@@ -360,7 +350,7 @@ class PositionCore:
             self.naked_since = self.ports.monotonic()
             self._go(Trigger.ADOPT_PROTECT, f"adopted {cmd.reason}: {cmd.side} {cmd.qty:g}; setting stop"
                                             f" {_px(cmd.stop_price)} directly")
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
             self._send_stop()
         else:
             self._go(Trigger.ADOPT_CLOSE, f"adopted {cmd.reason}: {cmd.side} {cmd.qty:g}; closing reduce-only")
@@ -374,8 +364,8 @@ class PositionCore:
         self.naked_since = self.ports.monotonic()
         self.vanish_hint = cmd.venue_history
         self._go(Trigger.REPROTECT, f"{cmd.reason}: setting stop {_px(self.stop_price)} again directly")
-        self._armed_once.discard(NAKED)
-        self._arm_once(NAKED, self.settings.naked_deadline_s)
+        self._armed_once.discard(TimerKind.NAKED)
+        self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         self._send_stop()
         return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
 
@@ -395,9 +385,9 @@ class PositionCore:
         self._awaiting_journal[request.client_order_id] = request
         self._mark_sent(request.client_order_id)
         self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose, intent=intent))
-        self._arm(STALLED, self.settings.reply_timeout_s)
+        self._arm(TimerKind.STALLED, self.settings.reply_timeout_s)
         if purpose == "close":
-            self._arm(JOURNAL_WAIT, self.settings.journal_wait_s)
+            self._arm(TimerKind.JOURNAL_WAIT, self.settings.journal_wait_s)
 
     def _mark_sent(self, cid: str) -> None:
         if cid == self.entry_cid:
@@ -477,7 +467,7 @@ class PositionCore:
         if not self.entry_final and self.entry_cid is not None:
             self._query_entry()
         if self.state in CLOSING and self.close_cid is not None:
-            self._arm(POLL_CLOSE, 0.0)
+            self._arm(TimerKind.POLL_CLOSE, 0.0)
 
     def on_fill_streamed(self, msg: FillStreamed) -> None:
         """An execution of our entry: learn its final state now rather than at the next poll."""
@@ -495,44 +485,49 @@ class PositionCore:
         elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
             # Setting the same stop again is idempotent (34040 = already so), so retry it.
             self.stop_attempts += 1
-            self._arm(RETRY_STOP, self._backoff(self.stop_attempts - 1))
+            self._arm(TimerKind.RETRY_STOP, self._backoff(self.stop_attempts - 1))
         else:
             self._go(Trigger.STOP_FAILED, f"stop refused ({_describe(failure)}): rolling back")
             self._start_close("stop could not be set")
 
+    # -- timers (TIMERS below: when each still applies, and what it does) --------------------
+
     def on_timer(self, timer: PositionTimer) -> None:
         if self._tokens.get(timer.kind) != timer.token:
             return                                       # superseded or from an earlier episode
-        state = self.state
-        if timer.kind == STALLED:
-            if state not in RESTING or not self.entry_final:
-                self.resync(f"no reply within {self.settings.reply_timeout_s}s")
-            return
-        if timer.kind == JOURNAL_WAIT:
-            request = self._awaiting_journal.pop(self.close_cid or "", None)
-            if request is not None:
-                self._close_unjournaled(request, f"no answer within {self.settings.journal_wait_s}s")
-            return
-        if timer.kind == NAKED and state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not self.protected:
-            self._go(Trigger.NAKED_DEADLINE,
-                     f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
-            self._start_close("naked deadline")
-        elif timer.kind == POLL_ENTRY and state is not State.IDLE and not self.entry_final:
-            self._query_entry()
-        elif timer.kind == RETRY_ENTRY and state is State.ENTERING:
-            self.entry_sent_at = self.ports.monotonic()
-            self._request(PlaceOrder(self._entry_request()))
-        elif timer.kind == RETRY_STOP and state is State.PROTECTING:
-            self._send_stop()
-        elif timer.kind == POLL_CLOSE and state in CLOSING and self.close_cid:
-            self._request(QueryOrder(self.symbol, self.close_cid))
-        elif timer.kind == RETRY_CLOSE and state in CLOSING and self.close_request:
-            self.close_sent_at = self.ports.monotonic()
-            self._request(PlaceOrder(self.close_request))
-        elif timer.kind == NEW_CLOSE and state in CLOSING:
-            self._new_close_order()
-        elif timer.kind == PROBE_CLOSE and self.probe_cid is not None and state is not State.IDLE:
-            self._request(QueryOrder(self.symbol, self.probe_cid))
+        applies, fire = TIMERS[timer.kind]
+        if applies(self):
+            fire(self)
+
+    def _stalled(self) -> None:
+        self.resync(f"no reply within {self.settings.reply_timeout_s}s")
+
+    def _journal_waited(self) -> None:
+        request = self._awaiting_journal.pop(self.close_cid or "", None)
+        if request is not None:
+            self._close_unjournaled(request, f"no answer within {self.settings.journal_wait_s}s")
+
+    def _naked_deadline(self) -> None:
+        self._go(Trigger.NAKED_DEADLINE,
+                 f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
+        self._start_close("naked deadline")
+
+    def _retry_entry(self) -> None:
+        self.entry_sent_at = self.ports.monotonic()
+        self._request(PlaceOrder(self._entry_request()))
+
+    def _poll_close(self) -> None:
+        assert self.close_cid is not None
+        self._request(QueryOrder(self.symbol, self.close_cid))
+
+    def _retry_close(self) -> None:
+        assert self.close_request is not None
+        self.close_sent_at = self.ports.monotonic()
+        self._request(PlaceOrder(self.close_request))
+
+    def _probe_close(self) -> None:
+        assert self.probe_cid is not None
+        self._request(QueryOrder(self.symbol, self.probe_cid))
 
     # -- entry ---------------------------------------------------------------------------
 
@@ -552,7 +547,7 @@ class PositionCore:
         assert failure is not None
         if failure.outcome is Outcome.RETRY_LATER and self.entry_retries < self.settings.max_entry_retries:
             self.entry_retries += 1                      # not processed: the same client id again is safe
-            self._arm(RETRY_ENTRY, self._backoff(self.entry_retries - 1))
+            self._arm(TimerKind.RETRY_ENTRY, self._backoff(self.entry_retries - 1))
         elif failure.outcome in (Outcome.REJECTED, Outcome.AUTH, Outcome.NO_POSITION, Outcome.RETRY_LATER):
             self.entry_final = True
             self._go(Trigger.ENTRY_REJECTED, f"entry refused: {_describe(failure)}")
@@ -565,20 +560,20 @@ class PositionCore:
 
     def _after_entry_unknown(self) -> None:
         if not self.caps.attached_stop:
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         self._query_entry()
 
     def _request(self, msg: object) -> None:
         """Every venue request goes out here; if nothing follows for reply_timeout_s, resync."""
         self.ports.to_exchange(msg)
-        self._arm(STALLED, self.settings.reply_timeout_s)
+        self._arm(TimerKind.STALLED, self.settings.reply_timeout_s)
 
     def resync(self, why: str) -> None:
         """A reply may be lost (collaborator restarted, call hung): ask again, by client id,
         from where we are — never a blind resend of an order."""
         state = self.state
         if self.probe_cid is not None and state is not State.IDLE:
-            self._arm(PROBE_CLOSE, 0.0)                  # its answer may be the one lost
+            self._arm(TimerKind.PROBE_CLOSE, 0.0)                  # its answer may be the one lost
         if state in RESTING and (self.entry_final or self.entry_cid is None):
             return                                       # nothing in flight: nothing to ask
         self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)
@@ -599,7 +594,7 @@ class PositionCore:
         elif state in CLOSING:
             if self.close_cid is not None:
                 self._awaiting_journal.pop(self.close_cid, None)
-                self._arm(POLL_CLOSE, 0.0)               # it may have been sent: ask first
+                self._arm(TimerKind.POLL_CLOSE, 0.0)               # it may have been sent: ask first
             else:
                 self._new_close_order()
 
@@ -623,12 +618,12 @@ class PositionCore:
                 self._check_flat()
         elif self.state is State.RECOVERING and not self.resume_close:
             # Not visible (yet): it may still arrive. Confirming it is CONFIRMING_ENTRY's job.
-            self._arm(POLL_ENTRY, self.settings.poll_s)
+            self._arm(TimerKind.POLL_ENTRY, self.settings.poll_s)
             self._go(Trigger.ENTRY_AMBIGUOUS, "recovered: entry not visible yet; confirming by client id")
             if not self.caps.attached_stop:
-                self._arm_once(NAKED, self.settings.naked_deadline_s)
+                self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         else:
-            self._arm(POLL_ENTRY, self.settings.poll_s)
+            self._arm(TimerKind.POLL_ENTRY, self.settings.poll_s)
 
     def _never_arrived(self, msg: OrderQueried, sent_at: float) -> bool:
         """Not found past the venue's receive window: an order still unknown can no longer arrive."""
@@ -643,7 +638,7 @@ class PositionCore:
             self.entry_final = report.status.is_final
         if not self.entry_final:
             # An ack without a fill, or a partial fill: keep asking until the entry is final.
-            self._arm(POLL_ENTRY, 0.0 if self.state is State.ENTERING else self.settings.poll_s)
+            self._arm(TimerKind.POLL_ENTRY, 0.0 if self.state is State.ENTERING else self.settings.poll_s)
         state = self.state
         if state is State.RECOVERING:
             self._recovered()
@@ -655,7 +650,7 @@ class PositionCore:
             elif state is State.ENTERING:
                 self._go(Trigger.ENTRY_ACKED, "entry accepted; learning its fill by client id")
                 if not self.caps.attached_stop:
-                    self._arm_once(NAKED, self.settings.naked_deadline_s)
+                    self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         elif state in CLOSING:
             self._check_flat()
 
@@ -669,7 +664,7 @@ class PositionCore:
         else:
             self._go(Trigger.ENTRY_FILLED, f"entry filled {self.filled_qty:g} {self.symbol} @ {_px(self.avg_price)};"
                                            f" setting stop {_px(self.stop_price)} directly")
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
             self._send_stop()
 
     def _send_stop(self) -> None:
@@ -696,7 +691,7 @@ class PositionCore:
         self.close_reason = reason
         self.close_attempts = 0
         if not self.entry_final:
-            self._arm(POLL_ENTRY, 0.0)                   # the close is only confirmed once the entry is final
+            self._arm(TimerKind.POLL_ENTRY, 0.0)                   # the close is only confirmed once the entry is final
         self._new_close_order()
 
     def _new_close_order(self) -> None:
@@ -720,7 +715,7 @@ class PositionCore:
             if msg.report.fill_known:
                 self._on_close_report(msg.report)
             else:
-                self._arm(POLL_CLOSE, 0.0)
+                self._arm(TimerKind.POLL_CLOSE, 0.0)
             return
         failure = msg.failure
         assert failure is not None
@@ -730,12 +725,12 @@ class PositionCore:
             self._check_flat()
         elif failure.outcome is Outcome.RETRY_LATER:
             self.close_retries += 1
-            self._arm(RETRY_CLOSE, self._backoff(self.close_retries - 1))
+            self._arm(TimerKind.RETRY_CLOSE, self._backoff(self.close_retries - 1))
         elif failure.outcome in AMBIGUOUS or failure.outcome is Outcome.ALREADY_PLACED:
             self.log.warning("close outcome unknown ({}): querying by client id", _describe(failure))
             self.ports.to_journal(JournalEvent(EventRecord("ambiguous", self.symbol, {
                 "client_order_id": self.close_cid, "detail": f"close outcome unknown ({_describe(failure)})"})))
-            self._arm(POLL_CLOSE, 0.0)
+            self._arm(TimerKind.POLL_CLOSE, 0.0)
         else:
             self._close_refused(_describe(failure))
 
@@ -746,11 +741,11 @@ class PositionCore:
         if self._never_arrived(msg, self.close_sent_at):
             self._new_close_order()                      # a fresh close is safe
         else:
-            self._arm(POLL_CLOSE, self.settings.poll_s)
+            self._arm(TimerKind.POLL_CLOSE, self.settings.poll_s)
 
     def _on_close_report(self, report: OrderReport) -> None:
         if not report.status.is_final:
-            self._arm(POLL_CLOSE, self.settings.poll_s)
+            self._arm(TimerKind.POLL_CLOSE, self.settings.poll_s)
         elif report.filled_qty > 0:
             self.closed_qty += report.filled_qty
             self.close_done = True
@@ -765,7 +760,7 @@ class PositionCore:
                      f"rollback could not confirm close after {self.close_attempts} tries ({why}):"
                      " position may still be open")
             self.log.critical("ALERT {}: rollback could not confirm close: position may still be open", self.symbol)
-        self._arm(NEW_CLOSE, self._backoff(self.close_attempts - 1))
+        self._arm(TimerKind.NEW_CLOSE, self._backoff(self.close_attempts - 1))
 
     def _check_flat(self) -> None:
         """CLOSE_CONFIRMED only on evidence: the entry's final state and the close's result."""
@@ -822,12 +817,12 @@ class PositionCore:
         elif failure is not None:
             self.ports.to_journal(JournalOrderUpdate(cid, f"failure:{failure.outcome}"))
 
-    def _arm(self, kind: str, seconds: float) -> None:
+    def _arm(self, kind: TimerKind, seconds: float) -> None:
         token = self._tokens.get(kind, 0) + 1
         self._tokens[kind] = token
         self.ports.wake_after(max(0.0, seconds), PositionTimer(kind, token))
 
-    def _arm_once(self, kind: str, seconds: float) -> None:
+    def _arm_once(self, kind: TimerKind, seconds: float) -> None:
         """Arm unless this episode already armed it (the naked deadline runs from the first cause)."""
         if kind not in self._armed_once:
             self._armed_once.add(kind)
@@ -846,6 +841,23 @@ class PositionCore:
             naked_since=None if self.naked_since is None
             else self.ports.wall() - (self.ports.monotonic() - self.naked_since),
             updated_at=self.ports.wall())
+
+
+# Timer kind -> (whether it still applies when it fires, what it then does). A timer that no
+# longer applies is dropped: the state it was armed for has moved on.
+TIMERS: dict[TimerKind, tuple[Callable[[PositionCore], bool], Callable[[PositionCore], None]]] = {
+    TimerKind.STALLED: (lambda c: c.state not in RESTING or not c.entry_final, PositionCore._stalled),
+    TimerKind.JOURNAL_WAIT: (lambda c: True, PositionCore._journal_waited),
+    TimerKind.NAKED: (lambda c: c.state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not c.protected,
+                      PositionCore._naked_deadline),
+    TimerKind.POLL_ENTRY: (lambda c: c.state is not State.IDLE and not c.entry_final, PositionCore._query_entry),
+    TimerKind.RETRY_ENTRY: (lambda c: c.state is State.ENTERING, PositionCore._retry_entry),
+    TimerKind.RETRY_STOP: (lambda c: c.state is State.PROTECTING, PositionCore._send_stop),
+    TimerKind.POLL_CLOSE: (lambda c: c.state in CLOSING and bool(c.close_cid), PositionCore._poll_close),
+    TimerKind.RETRY_CLOSE: (lambda c: c.state in CLOSING and c.close_request is not None, PositionCore._retry_close),
+    TimerKind.NEW_CLOSE: (lambda c: c.state in CLOSING, PositionCore._new_close_order),
+    TimerKind.PROBE_CLOSE: (lambda c: c.state is not State.IDLE and c.probe_cid is not None, PositionCore._probe_close),
+}
 
 
 def _px(value: float | None) -> str:
