@@ -774,9 +774,8 @@ class PositionCore:
         self.fsm.apply(trigger)
         self.last_event = detail
         self.log.info("{} {} -> {}: {}", self.symbol, before, self.state, detail)
-        snap = dataclasses.replace(self.snapshot(), trigger=str(trigger))
-        self.ports.to_journal(JournalTransition(snap, str(before), str(trigger), detail,
-                                                events=self._events_of(trigger, detail)))
+        snap = dataclasses.replace(self.snapshot(), trigger=trigger)
+        self.ports.to_journal(JournalTransition(snap, before, trigger, detail, events=self._events_of(trigger, detail)))
         self.ports.publish(snap)
 
     def _events_of(self, trigger: Trigger, detail: str) -> tuple[EventRecord, ...]:
@@ -820,7 +819,7 @@ class PositionCore:
     def snapshot(self) -> PositionSnapshot:
         ep = self.episode
         return PositionSnapshot(
-            symbol=self.symbol, state=str(self.state), side=ep.side, requested_qty=ep.requested_qty,
+            symbol=self.symbol, state=self.state, side=ep.side, requested_qty=ep.requested_qty,
             filled_qty=ep.entry.filled_qty, entry_price=ep.entry.avg_price,
             stop_price=ep.stop.price if ep.stop.confirmed else None, intent_id=ep.intent_id,
             naked_seconds=ep.naked.total, last_event=self.last_event, protect_latency_s=ep.stop.latency,
