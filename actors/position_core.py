@@ -832,7 +832,9 @@ class PositionCore:
 # Timer kind -> (whether it still applies when it fires, what it then does). A timer that no
 # longer applies is dropped: the state it was armed for has moved on.
 TIMERS: dict[TimerKind, tuple[Callable[[PositionCore], bool], Callable[[PositionCore], None]]] = {
+    # Something is awaited: a reply in a busy state, or the entry's final state.
     TimerKind.STALLED: (lambda c: c.state not in RESTING or not c.episode.entry.final, PositionCore._stalled),
+    # In any state: a close never waits longer than this for its journal row.
     TimerKind.JOURNAL_WAIT: (lambda c: True, PositionCore._journal_waited),
     TimerKind.NAKED: (lambda c: c.state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not c.episode.stop.confirmed,
                       PositionCore._naked_deadline),

@@ -45,7 +45,7 @@ def _sample(annotation: str):
     if "OrderRequest" in text:
         return OrderRequest("BTCUSDT", Side.BUY, 1.0, "pgeabc")
     if "PositionSnapshot" in text:
-        return PositionSnapshot("BTCUSDT", "IDLE")
+        return PositionSnapshot("BTCUSDT", State.IDLE)
     if text.startswith("Side"):
         return Side.BUY
     for enum in (State, Trigger, TimerKind):
