@@ -125,16 +125,17 @@ def test_states_and_triggers_travel_as_enums_and_read_as_the_same_strings(tmp_pa
         await store.open()
         await store.record(JournalIntent("i1", "BTCUSDT", Side.BUY, 2.0, 90.0))
         await store.record(JournalOrder(OrderRequest("BTCUSDT", Side.BUY, 2.0, "pge1", stop_price=90.0), "i1", "entry"))
-        events = await store.record(JournalTransition(typed, State.ENTERING, Trigger.ENTRY_FILLED_WITH_STOP, "filled"))
-        out = await store.positions(), await store.transitions("BTCUSDT"), events, await store.load_symbol("BTCUSDT")
+        pushed = await store.record(JournalTransition(typed, State.ENTERING, Trigger.ENTRY_FILLED_WITH_STOP, "filled"))
+        stored, _, _ = await store.read_events(0, 100)
+        out = await store.transitions("BTCUSDT"), pushed, stored, await store.load_symbol("BTCUSDT")
         await store.close()
         return out
 
-    positions, transitions, events, journal = asyncio.run(scenario())
-    assert json.loads(positions[0]["snapshot"])["state"] == "PROTECTED"
+    transitions, pushed, stored, journal = asyncio.run(scenario())
     row = transitions[0]
     assert (row["from_state"], row["to_state"], row["trigger"]) == ("ENTERING", "PROTECTED", "entry_filled_with_stop")
     assert all(type(row[k]) is str for k in ("from_state", "to_state", "trigger"))
-    line = json.loads(event_line(1, next(e for e in events if e.kind == "transition")))["event"]
-    assert (line["from"], line["to"], line["trigger"]) == ("ENTERING", "PROTECTED", "entry_filled_with_stop")
+    for events in (pushed, stored):                 # as pushed to subscribers, and as read back
+        line = json.loads(event_line(1, next(e for e in events if e.kind == "transition")))["event"]
+        assert (line["from"], line["to"], line["trigger"]) == ("ENTERING", "PROTECTED", "entry_filled_with_stop")
     assert journal.last_state is State.PROTECTED
