@@ -28,6 +28,7 @@ from actors.messages import (
     PositionJournal,
     PositionJournals,
 )
+from actors.position_states import State
 from adapters.base import OrderRequest, Side
 
 MIGRATIONS: tuple[str, ...] = (
@@ -298,7 +299,7 @@ class JournalStore:
                            o["purpose"], o["status"], o["filled_qty"], o["avg_price"], o["created_at"])
             for o in await self.rows("SELECT * FROM orders WHERE intent_id=? ORDER BY created_at, rowid",
                                      (i["intent_id"],)))
-        return PositionJournal(symbol, intent, last[0]["to_state"] if last else None, orders)
+        return PositionJournal(symbol, intent, _state(last[0]["to_state"]) if last else None, orders)
 
     async def recent_events(self, symbol: str, limit: int) -> EventsReport:
         rows = await self.rows("SELECT at, from_state, to_state, trigger, detail FROM transitions WHERE symbol=?"
@@ -319,3 +320,12 @@ class JournalStore:
 
     async def transitions(self, symbol: str) -> list[dict[str, Any]]:
         return await self.rows("SELECT * FROM transitions WHERE symbol=? ORDER BY id", (symbol,))
+
+
+def _state(value: str) -> State | None:
+    """A journaled state. One this version does not know reads as none: recovery then asks the
+    venue, as it does after a crash before the first transition (never a refusal to start)."""
+    try:
+        return State(value)
+    except ValueError:
+        return None

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from actors.position_states import State, TimerKind, Trigger
 from adapters.base import (
     Capabilities,
     ClosureReport,
@@ -183,7 +184,7 @@ class PositionSnapshot:
     """What a PositionActor knows about its symbol right now."""
 
     symbol: str
-    state: str
+    state: State
     side: Side | None = None
     requested_qty: float = 0.0
     filled_qty: float = 0.0
@@ -194,7 +195,7 @@ class PositionSnapshot:
     naked_since: float | None = None     # wall time the current naked stretch began
     protect_latency_s: float | None = None  # from taking the open command to protection confirmed
     guarded_latency_s: float | None = None  # ... to the venue guaranteeing no fill without a stop
-    trigger: str = ""                    # the transition that produced this snapshot
+    trigger: Trigger | Literal[""] = ""  # the transition that produced this snapshot ("": none)
     last_event: str = ""
     updated_at: float = _ts_field()
     # Made at: the host's monotonic clock (one for every process), so snapshots of a symbol order
@@ -222,7 +223,7 @@ class PositionSnapshots:
 class PositionTimer:
     """A PositionActor's own wake-up; stale ones (older token) are ignored."""
 
-    kind: str
+    kind: TimerKind
     token: int
 
 
@@ -470,8 +471,8 @@ class JournalTransition:
     journaled with it, in the same transaction (the transition itself is always one)."""
 
     snapshot: PositionSnapshot
-    from_state: str
-    trigger: str
+    from_state: State
+    trigger: Trigger
     detail: str = ""
     at: float = _ts_field()
     events: tuple[EventRecord, ...] = ()
@@ -551,7 +552,7 @@ class PositionJournal:
 
     symbol: str
     intent: JournalIntent | None = None
-    last_state: str | None = None
+    last_state: State | None = None
     orders: tuple[JournaledOrder, ...] = ()
 
 
@@ -797,7 +798,7 @@ class WaitForState:
     given, was published after `newer_than`, a wall-clock time)."""
 
     symbol: str
-    states: tuple[str, ...]
+    states: tuple[State, ...]
     newer_than: float = 0.0
 
     def matches(self, snap: PositionSnapshot) -> bool:

@@ -18,10 +18,12 @@ import dataclasses
 import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from typing import Protocol
 
 from loguru import logger
 
+from actors.episode import Episode, OrderLeg, StopLeg
 from actors.fsm import FSM
 from actors.messages import (
     AdoptPosition,
@@ -54,29 +56,14 @@ from actors.messages import (
     VenueFailure,
     new_id,
 )
-from actors.position_states import TRANSITIONS, State, Trigger
+from actors.position_states import CLOSING, RESTING, TRANSITIONS, State, TimerKind, Trigger
 from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest, Side
 from adapters.errors import Outcome
 
-# Timer kinds
-NAKED = "naked_deadline"
-POLL_ENTRY = "poll_entry"
-RETRY_ENTRY = "retry_entry"
-RETRY_STOP = "retry_stop"
-POLL_CLOSE = "poll_close"
-RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was not processed)
-NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
-STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
-JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
-PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived close id until surely absent
-
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
-ACTIVE = frozenset({State.RECOVERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.FLATTENING,
-                    State.STUCK})
-
-
 ADOPTION_REFUSED = "adoption refused"        # a limit refused to take over a foreign position: an alert
+
 
 class PositionPorts(Protocol):
     """Everything the core does to the outside world."""
@@ -108,7 +95,7 @@ class PositionCore:
         self.settings = settings
         self.ports = ports
         self.fsm: FSM[State, Trigger] = FSM(TRANSITIONS, State.RECOVERING)   # until recover() has run
-        self._tokens: dict[str, int] = {}
+        self._tokens: dict[TimerKind, int] = {}
         self._awaiting_journal: dict[str, OrderRequest] = {}
         self.last_event = "started"
         self.venue_stop: float | None = None             # the last stop the venue confirmed (events only)
@@ -116,46 +103,11 @@ class PositionCore:
         self.risk: RiskLimits | None = None              # None: no limits (tests driving the core)
         self.reference: tuple[float, float] | None = None   # (price, monotonic time seen)
         self.log = logger.bind(symbol=symbol)
-        self._new_episode()
+        self.episode = Episode()                         # none yet: recover() or a command begins one
 
     @property
     def state(self) -> State:
         return self.fsm.state
-
-    def _new_episode(self) -> None:
-        self.intent_id: str | None = None
-        self.side: Side | None = None
-        self.requested_qty = 0.0
-        self.stop_price: float | None = None
-        self.entry_cid: str | None = None
-        self.entry_sent_at = 0.0
-        self.entry_final = False
-        self.entry_retries = 0
-        self.filled_qty = 0.0
-        self.avg_price: float | None = None
-        self.protected = False
-        self.opened_at = 0.0
-        self.protect_latency: float | None = None
-        self.guarded_latency: float | None = None    # until no fill can exist without its stop
-        self.vanish_hint = ""                        # why the venue's history says it is gone
-        self.stop_request_id: str | None = None
-        self.stop_attempts = 0
-        self.naked_total = 0.0
-        self.naked_since: float | None = None
-        self.close_cid: str | None = None
-        self.closes_sent = 0                         # close orders of this episode (their ids derive from it)
-        self.close_request: OrderRequest | None = None
-        self.close_sent_at = 0.0
-        self.close_sent_entry_final = False
-        self.close_done = False
-        self.closed_qty = 0.0
-        self.close_attempts = 0
-        self.close_retries = 0
-        self.close_reason = ""
-        self.resume_close = False
-        self.probe_cid: str | None = None            # after a restart: the next derived close id, asked for
-        self.probe_until = 0.0
-        self._armed_once: set[str] = set()
 
     # -- recovery ------------------------------------------------------------------------
 
@@ -170,26 +122,25 @@ class PositionCore:
         if intent is None or (entry is None and not adopted) or last == State.IDLE:
             self._go(Trigger.RECOVERED_FLAT, "journal: nothing open")
             return
-        self._new_episode()
-        self.intent_id, self.side, self.requested_qty, self.stop_price = (
-            intent.intent_id, intent.side, intent.qty, intent.stop_price or None)
+        self.episode = ep = Episode(intent_id=intent.intent_id, side=intent.side, requested_qty=intent.qty,
+                                    stop=StopLeg(price=intent.stop_price or None))
         if entry is not None:
-            self.entry_cid = entry.request.client_order_id
-            self.entry_sent_at = self._monotonic_of(entry.created_at)
-            self.filled_qty, self.avg_price = entry.filled_qty, entry.avg_price
+            ep.entry = OrderLeg(cid=entry.request.client_order_id, request=entry.request,
+                                sent_at=self._monotonic_of(entry.created_at), filled_qty=entry.filled_qty,
+                                avg_price=entry.avg_price)
         closes = [o for o in journal.orders if o.purpose == "close"]
         if closes:
-            self.close_cid, self.close_request = closes[-1].request.client_order_id, closes[-1].request
-            self.close_sent_at = self._monotonic_of(closes[-1].created_at)
-        self.closes_sent = len(closes)
-        self.resume_close = last in (State.FLATTENING, State.STUCK)
-        if not self.resume_close:
+            ep.close = OrderLeg(cid=closes[-1].request.client_order_id, request=closes[-1].request,
+                                sent_at=self._monotonic_of(closes[-1].created_at))
+        ep.closes_sent = len(closes)
+        ep.resume_close = last in CLOSING
+        if not ep.resume_close:
             self._probe_next_close()
-        self.close_reason = "resumed after restart"
+        ep.close_reason = "resumed after restart"
         if adopted:
             # No entry of ours: the position was there. Protect it again, or finish closing it.
-            self.filled_qty, self.entry_final = intent.qty, True
-            self.resume_close = self.resume_close or self.stop_price is None
+            ep.entry.filled_qty, ep.entry.final = intent.qty, True
+            ep.resume_close = ep.resume_close or ep.stop.price is None
             self.last_event = f"recovering an adopted position: journal says {last or 'adopted'}"
             self.log.info("{} {}", self.symbol, self.last_event)
             self._recovered()
@@ -203,65 +154,67 @@ class PositionCore:
         """A close goes out even when the journal cannot record it (its id derives from the
         intent): after a restart, ask for the next such id -- in parallel with everything else,
         never delaying protection -- until the venue has it or surely never will."""
-        assert self.intent_id is not None
-        self.probe_cid = close_order_id(self.intent_id, self.closes_sent + 1)
-        self.probe_until = self.ports.monotonic() + self.settings.entry_unknown_window_s
-        self._request(QueryOrder(self.symbol, self.probe_cid))
+        ep = self.episode
+        assert ep.intent_id is not None
+        ep.probe_cid = close_order_id(ep.intent_id, ep.closes_sent + 1)
+        ep.probe_until = self.ports.monotonic() + self.settings.entry_unknown_window_s
+        self._request(QueryOrder(self.symbol, ep.probe_cid))
 
     def _on_probe(self, msg: OrderQueried) -> None:
-        report = msg.report
+        ep, report = self.episode, msg.report
         if report is None:
             not_found = msg.failure is not None and msg.failure.outcome is Outcome.ORDER_NOT_FOUND
-            if not_found and self.ports.monotonic() >= self.probe_until:
-                self.probe_cid = None                    # never sent, or expired unexecuted
+            if not_found and self.ports.monotonic() >= ep.probe_until:
+                ep.probe_cid = None                      # never sent, or expired unexecuted
             else:
-                self._arm(PROBE_CLOSE, self.settings.poll_s)
+                self._arm(TimerKind.PROBE_CLOSE, self.settings.poll_s)
             return
-        if self.state in (State.FLATTENING, State.STUCK):
-            self.probe_cid = None                        # closing already: "nothing to reduce" settles it
+        if self.state in CLOSING:
+            ep.probe_cid = None                          # closing already: "nothing to reduce" settles it
             return
         if self.state not in (State.RECOVERING, State.PROTECTING, State.PROTECTED):
-            self._arm(PROBE_CLOSE, self.settings.poll_s)  # the entry first (CONFIRMING_ENTRY): ask again later
+            # The entry first (CONFIRMING_ENTRY): ask again later.
+            self._arm(TimerKind.PROBE_CLOSE, self.settings.poll_s)
             return
-        assert self.side is not None
-        self.closes_sent += 1
-        self.close_cid, self.close_sent_at = report.client_order_id, self.ports.monotonic()
-        self.close_request = OrderRequest(self.symbol, self.side.opposite, report.qty, self.close_cid,
-                                          reduce_only=True)
-        self.close_sent_entry_final, self.close_done = True, False
-        detail = (f"found close {self.close_cid} ({report.status}, filled {report.filled_qty:g}), sent while the"
+        assert ep.side is not None
+        ep.closes_sent += 1
+        ep.close.cid, ep.close.sent_at = report.client_order_id, self.ports.monotonic()
+        ep.close.request = OrderRequest(self.symbol, ep.side.opposite, report.qty, ep.close.cid, reduce_only=True)
+        ep.close_after_entry_final, ep.close.final = True, False
+        detail = (f"found close {ep.close.cid} ({report.status}, filled {report.filled_qty:g}), sent while the"
                   " journal could not record it")
-        self.close_reason = "a close sent while the journal could not write"
+        ep.close_reason = "a close sent while the journal could not write"
         if self.state is State.RECOVERING:
-            self.resume_close = True                     # _recovered() confirms it
+            ep.resume_close = True                       # _recovered() confirms it
             self.last_event = detail
         else:
             self._go(Trigger.CLOSE_FOUND, detail)
-            if not self.entry_final:
-                self._arm(POLL_ENTRY, 0.0)
+            if not ep.entry.final:
+                self._arm(TimerKind.POLL_ENTRY, 0.0)
             self._on_close_report(report)
         self._probe_next_close()                         # the journal may have missed more than one
 
     def _recovered(self) -> None:
         """The entry's venue state is known well enough to resume the right path."""
-        if self.resume_close:
+        ep = self.episode
+        if ep.resume_close:
             self._go(Trigger.RESUME_CLOSE, "recovered mid-close: confirming the last close before any new one")
-            if self.close_cid is not None:
-                self._arm(POLL_CLOSE, 0.0)                   # it may have executed: ask, never resend
+            if ep.close.cid is not None:
+                self._arm(TimerKind.POLL_CLOSE, 0.0)     # it may have executed: ask, never resend
             else:
                 self._new_close_order()
-        elif self.filled_qty > 0:
-            self.naked_since = self.ports.monotonic()
-            self._go(Trigger.ENTRY_FILLED, f"recovered: entry filled {self.filled_qty:g}; setting stop"
-                                           f" {_px(self.stop_price)} directly (idempotent)")
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+        elif ep.entry.filled_qty > 0:
+            ep.naked.start(self.ports.monotonic())
+            self._go(Trigger.ENTRY_FILLED, f"recovered: entry filled {ep.entry.filled_qty:g}; setting stop"
+                                           f" {_px(ep.stop.price)} directly (idempotent)")
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
             self._send_stop()
-        elif self.entry_final:
+        elif ep.entry.final:
             self._go(Trigger.RECOVERED_FLAT, "recovered: the entry ended with nothing filled")
         else:
             self._go(Trigger.ENTRY_AMBIGUOUS, "recovered: entry not final yet; confirming by client id")
             if not self.caps.attached_stop:
-                self._arm_once(NAKED, self.settings.naked_deadline_s)
+                self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
 
     def _monotonic_of(self, wall_ts: float) -> float:
         return self.ports.monotonic() - max(0.0, self.ports.wall() - wall_ts)
@@ -272,17 +225,17 @@ class PositionCore:
         denial = self._deny_open(cmd)
         if denial:
             return CommandDenied(cmd.command_id, self.symbol, denial)
-        self._new_episode()
-        self.opened_at = self.ports.monotonic()
-        self.intent_id = new_id()
-        self.side, self.requested_qty, self.stop_price = cmd.side, cmd.qty, cmd.stop_price
-        self.entry_cid = client_order_id("e")
+        intent_id = new_id()
+        self.episode = ep = Episode(intent_id=intent_id, side=cmd.side, requested_qty=cmd.qty,
+                                    opened_at=self.ports.monotonic(), entry=OrderLeg(cid=client_order_id("e")),
+                                    stop=StopLeg(price=cmd.stop_price))
+        ep.entry.request = self._entry_request()
         # The intent (with the stop a restart would need) shares the entry's journal transaction.
-        self._send_new_order(self._entry_request(), "entry",
-                             JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
+        self._send_new_order(ep.entry.request, "entry",
+                             JournalIntent(intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
         how = "attached to the entry" if self.caps.attached_stop else "set directly after the fill"
         self._go(Trigger.OPEN, f"{cmd.side} {cmd.qty} {self.symbol}, stop {cmd.stop_price} {how}")
-        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+        return CommandAccepted(cmd.command_id, self.symbol, intent_id)
 
     def _deny_open(self, cmd: OpenPosition) -> str | None:
         if cmd.symbol != self.symbol:
@@ -351,36 +304,36 @@ class PositionCore:
             denial = self._deny_risk(cmd.side, cmd.qty, cmd.stop_price, cmd.reference_price, entry=False)
             if denial:
                 return CommandDenied(cmd.command_id, cmd.symbol, f"{ADOPTION_REFUSED}: {denial}")
-        self._new_episode()
-        self.opened_at = self.ports.monotonic()
-        self.intent_id = new_id()
-        self.side, self.requested_qty, self.filled_qty = cmd.side, cmd.qty, cmd.qty
-        self.stop_price = cmd.stop_price
-        self.entry_final = True                          # there is no entry of ours to wait for
-        self.ports.to_journal(JournalIntent(self.intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price or 0.0,
+        # There is no entry of ours to wait for: the position is all there is, and final.
+        intent_id = new_id()
+        self.episode = ep = Episode(intent_id=intent_id, side=cmd.side, requested_qty=cmd.qty,
+                                    opened_at=self.ports.monotonic(), entry=OrderLeg(final=True, filled_qty=cmd.qty),
+                                    stop=StopLeg(price=cmd.stop_price))
+        self.ports.to_journal(JournalIntent(intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price or 0.0,
                                             kind="adopt"))
         if cmd.stop_price is not None:
-            self.naked_since = self.ports.monotonic()
+            ep.naked.start(self.ports.monotonic())
             self._go(Trigger.ADOPT_PROTECT, f"adopted {cmd.reason}: {cmd.side} {cmd.qty:g}; setting stop"
                                             f" {_px(cmd.stop_price)} directly")
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
             self._send_stop()
         else:
             self._go(Trigger.ADOPT_CLOSE, f"adopted {cmd.reason}: {cmd.side} {cmd.qty:g}; closing reduce-only")
             self._start_close(f"adopted {cmd.reason}")
-        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+        return CommandAccepted(cmd.command_id, self.symbol, intent_id)
 
     def reprotect(self, cmd: Reprotect) -> CommandAccepted | CommandDenied:
         if not self.fsm.can(Trigger.REPROTECT):
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; nothing to re-protect")
-        self.protected = False
-        self.naked_since = self.ports.monotonic()
-        self.vanish_hint = cmd.venue_history
-        self._go(Trigger.REPROTECT, f"{cmd.reason}: setting stop {_px(self.stop_price)} again directly")
-        self._armed_once.discard(NAKED)
-        self._arm_once(NAKED, self.settings.naked_deadline_s)
+        ep = self.episode
+        ep.stop.confirmed = False
+        ep.naked.start(self.ports.monotonic())
+        ep.vanish_hint = cmd.venue_history
+        self._go(Trigger.REPROTECT, f"{cmd.reason}: setting stop {_px(ep.stop.price)} again directly")
+        ep.armed_once.discard(TimerKind.NAKED)
+        self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         self._send_stop()
-        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+        return CommandAccepted(cmd.command_id, self.symbol, ep.intent_id)
 
     def close(self, cmd: ClosePosition) -> CommandAccepted | CommandDenied:
         if not self.fsm.can(Trigger.CLOSE_REQUESTED):
@@ -388,7 +341,7 @@ class PositionCore:
                                  f"{self.symbol} is {self.state}; close applies to a filled position")
         self._go(Trigger.CLOSE_REQUESTED, "operator asked to close")
         self._start_close("operator close")
-        return CommandAccepted(cmd.command_id, self.symbol, self.intent_id)
+        return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
 
     # -- journal -------------------------------------------------------------------------
 
@@ -397,16 +350,20 @@ class PositionCore:
         A close waits for the journal at most `journal_wait_s` (see _close_unjournaled)."""
         self._awaiting_journal[request.client_order_id] = request
         self._mark_sent(request.client_order_id)
-        self.ports.to_journal(JournalOrder(request, self.intent_id or "", purpose, intent=intent))
-        self._arm(STALLED, self.settings.reply_timeout_s)
+        self.ports.to_journal(JournalOrder(request, self.episode.intent_id or "", purpose, intent=intent))
+        self._arm(TimerKind.STALLED, self.settings.reply_timeout_s)
         if purpose == "close":
-            self._arm(JOURNAL_WAIT, self.settings.journal_wait_s)
+            self._arm(TimerKind.JOURNAL_WAIT, self.settings.journal_wait_s)
 
     def _mark_sent(self, cid: str) -> None:
-        if cid == self.entry_cid:
-            self.entry_sent_at = self.ports.monotonic()
-        elif cid == self.close_cid:
-            self.close_sent_at = self.ports.monotonic()
+        leg = self._leg(cid)
+        if leg is not None:
+            leg.sent_at = self.ports.monotonic()
+
+    def _leg(self, cid: str) -> OrderLeg | None:
+        """The entry or the close of this episode by client order id (None: not ours, or over)."""
+        ep = self.episode
+        return ep.entry if cid == ep.entry.cid else ep.close if cid == ep.close.cid else None
 
     def on_journaled(self, msg: OrderJournaled) -> None:
         # It has gone to the venue now; "not found" windows run from here (later is safer).
@@ -418,10 +375,11 @@ class PositionCore:
         if request is None:
             return
         self.log.error("journal failed, order not sent: {}", msg.error)
-        if request.client_order_id == self.entry_cid and self.state is State.ENTERING:
-            self.entry_final = True
+        leg = self._leg(request.client_order_id)
+        if leg is self.episode.entry and self.state is State.ENTERING:
+            leg.final = True
             self._go(Trigger.ENTRY_REJECTED, f"journal failed, entry not sent: {msg.error}")
-        elif request.client_order_id == self.close_cid:
+        elif leg is self.episode.close:
             self._close_unjournaled(request, msg.error)
 
     def _close_unjournaled(self, request: OrderRequest, why: str) -> None:
@@ -430,31 +388,30 @@ class PositionCore:
         forwarding it late, finds it as "already placed", never a second close)."""
         self.log.critical("ALERT {}: journal cannot record the close ({}); sending it reduce-only anyway as {}",
                           self.symbol, why, request.client_order_id)
-        self.close_sent_at = self.ports.monotonic()
+        self.episode.close.sent_at = self.ports.monotonic()
         self._request(PlaceOrder(request))
 
     # -- venue replies -------------------------------------------------------------------
 
     def on_order_placed(self, msg: OrderPlaced) -> None:
         self._journal_outcome(msg.client_order_id, msg.report, msg.failure)
-        if msg.sent_at is not None:                      # the window runs from when it really left
-            if msg.client_order_id == self.entry_cid:
-                self.entry_sent_at = self._monotonic_of(msg.sent_at)
-            elif msg.client_order_id == self.close_cid:
-                self.close_sent_at = self._monotonic_of(msg.sent_at)
-        if msg.client_order_id == self.entry_cid and self.state is State.ENTERING:
+        leg = self._leg(msg.client_order_id)
+        if msg.sent_at is not None and leg is not None:  # the window runs from when it really left
+            leg.sent_at = self._monotonic_of(msg.sent_at)
+        if leg is self.episode.entry and self.state is State.ENTERING:
             self._on_entry_placed(msg)
-        elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
+        elif leg is self.episode.close and self.state in CLOSING:
             self._on_close_placed(msg)
 
     def on_order_queried(self, msg: OrderQueried) -> None:
         if msg.report is not None:
             self._journal_outcome(msg.client_order_id, msg.report, None)
-        if msg.client_order_id == self.probe_cid and self.probe_cid != self.close_cid:
+        ep, cid = self.episode, msg.client_order_id
+        if cid == ep.probe_cid and ep.probe_cid != ep.close.cid:
             self._on_probe(msg)
-        elif msg.client_order_id == self.entry_cid and self.state in (State.ENTERING, *ACTIVE):
+        elif cid == ep.entry.cid and self.state is not State.IDLE:   # the episode is not over
             self._on_entry_queried(msg)
-        elif msg.client_order_id == self.close_cid and self.state in (State.FLATTENING, State.STUCK):
+        elif cid == ep.close.cid and self.state in CLOSING:
             self._on_close_queried(msg)
 
     def on_order_streamed(self, msg: OrderStreamed) -> None:
@@ -462,7 +419,7 @@ class PositionCore:
         own close of our position (a stop that triggered, liquidation) is confirmed through REST
         at once: setting the stop again lets the matching engine say "zero position"."""
         report = msg.report
-        if report.client_order_id and report.client_order_id in (self.entry_cid, self.close_cid):
+        if report.client_order_id and self._leg(report.client_order_id) is not None:
             self.on_order_queried(OrderQueried("stream", report.client_order_id, report))
         elif msg.closed_by and report.filled_qty > 0 and report.symbol == self.symbol and self.state is State.PROTECTED:
             what = "stop loss triggered" if msg.closed_by == "stop" else "liquidated"
@@ -477,87 +434,100 @@ class PositionCore:
         keeps waiting for it); the answers move the position as any query's do."""
         if self.state is State.ENTERING or self.state is State.IDLE:
             return
-        if not self.entry_final and self.entry_cid is not None:
+        ep = self.episode
+        if not ep.entry.final and ep.entry.cid is not None:
             self._query_entry()
-        if self.state in (State.FLATTENING, State.STUCK) and self.close_cid is not None:
-            self._arm(POLL_CLOSE, 0.0)
+        if self.state in CLOSING and ep.close.cid is not None:
+            self._arm(TimerKind.POLL_CLOSE, 0.0)
 
     def on_fill_streamed(self, msg: FillStreamed) -> None:
         """An execution of our entry: learn its final state now rather than at the next poll."""
-        if msg.client_order_id == self.entry_cid and not self.entry_final and self.state is State.CONFIRMING_ENTRY:
+        entry = self.episode.entry
+        if msg.client_order_id == entry.cid and not entry.final and self.state is State.CONFIRMING_ENTRY:
             self._query_entry()
 
     def on_stop_set(self, msg: StopSet) -> None:
-        if msg.request_id != self.stop_request_id or self.state is not State.PROTECTING:
+        stop = self.episode.stop
+        if msg.request_id != stop.request_id or self.state is not State.PROTECTING:
             return
         failure = msg.failure
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
-            self.stop_price = msg.stop_price             # as the venue holds it (rounded to its tick)
+            stop.price = msg.stop_price                  # as the venue holds it (rounded to its tick)
             self._mark_protected()
             self._go(Trigger.STOP_CONFIRMED, f"stop {msg.stop_price} confirmed by the venue")
         elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
             # Setting the same stop again is idempotent (34040 = already so), so retry it.
-            self.stop_attempts += 1
-            self._arm(RETRY_STOP, self._backoff(self.stop_attempts - 1))
+            stop.attempts += 1
+            self._arm(TimerKind.RETRY_STOP, self._backoff(stop.attempts - 1))
         else:
             self._go(Trigger.STOP_FAILED, f"stop refused ({_describe(failure)}): rolling back")
             self._start_close("stop could not be set")
 
+    # -- timers (TIMERS below: when each still applies, and what it does) --------------------
+
     def on_timer(self, timer: PositionTimer) -> None:
         if self._tokens.get(timer.kind) != timer.token:
             return                                       # superseded or from an earlier episode
-        state = self.state
-        if timer.kind == STALLED:
-            if state not in (State.IDLE, State.PROTECTED) or not self.entry_final:
-                self.resync(f"no reply within {self.settings.reply_timeout_s}s")
-            return
-        if timer.kind == JOURNAL_WAIT:
-            request = self._awaiting_journal.pop(self.close_cid or "", None)
-            if request is not None:
-                self._close_unjournaled(request, f"no answer within {self.settings.journal_wait_s}s")
-            return
-        if timer.kind == NAKED and state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not self.protected:
-            self._go(Trigger.NAKED_DEADLINE,
-                     f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
-            self._start_close("naked deadline")
-        elif timer.kind == POLL_ENTRY and state in (State.ENTERING, *ACTIVE) and not self.entry_final:
-            self._query_entry()
-        elif timer.kind == RETRY_ENTRY and state is State.ENTERING:
-            self.entry_sent_at = self.ports.monotonic()
-            self._request(PlaceOrder(self._entry_request()))
-        elif timer.kind == RETRY_STOP and state is State.PROTECTING:
-            self._send_stop()
-        elif timer.kind == POLL_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_cid:
-            self._request(QueryOrder(self.symbol, self.close_cid))
-        elif timer.kind == RETRY_CLOSE and state in (State.FLATTENING, State.STUCK) and self.close_request:
-            self.close_sent_at = self.ports.monotonic()
-            self._request(PlaceOrder(self.close_request))
-        elif timer.kind == NEW_CLOSE and state in (State.FLATTENING, State.STUCK):
-            self._new_close_order()
-        elif timer.kind == PROBE_CLOSE and self.probe_cid is not None and state is not State.IDLE:
-            self._request(QueryOrder(self.symbol, self.probe_cid))
+        applies, fire = TIMERS[timer.kind]
+        if applies(self):
+            fire(self)
+
+    def _stalled(self) -> None:
+        self.resync(f"no reply within {self.settings.reply_timeout_s}s")
+
+    def _journal_waited(self) -> None:
+        request = self._awaiting_journal.pop(self.episode.close.cid or "", None)
+        if request is not None:
+            self._close_unjournaled(request, f"no answer within {self.settings.journal_wait_s}s")
+
+    def _naked_deadline(self) -> None:
+        self._go(Trigger.NAKED_DEADLINE,
+                 f"protection not confirmed within {self.settings.naked_deadline_s}s: flattening")
+        self._start_close("naked deadline")
+
+    def _retry_entry(self) -> None:
+        self._resend(self.episode.entry)
+
+    def _poll_close(self) -> None:
+        assert self.episode.close.cid is not None
+        self._request(QueryOrder(self.symbol, self.episode.close.cid))
+
+    def _retry_close(self) -> None:
+        self._resend(self.episode.close)
+
+    def _resend(self, leg: OrderLeg) -> None:
+        """The same order under the same client id: only after retry-later (it was not processed)."""
+        assert leg.request is not None
+        leg.sent_at = self.ports.monotonic()
+        self._request(PlaceOrder(leg.request))
+
+    def _probe_close(self) -> None:
+        assert self.episode.probe_cid is not None
+        self._request(QueryOrder(self.symbol, self.episode.probe_cid))
 
     # -- entry ---------------------------------------------------------------------------
 
     def _entry_request(self) -> OrderRequest:
-        assert self.side is not None and self.entry_cid is not None and self.stop_price is not None
-        attached = self.stop_price if self.caps.attached_stop else None
-        return OrderRequest(self.symbol, self.side, self.requested_qty, self.entry_cid, stop_price=attached)
+        ep = self.episode
+        assert ep.side is not None and ep.entry.cid is not None and ep.stop.price is not None
+        attached = ep.stop.price if self.caps.attached_stop else None
+        return OrderRequest(self.symbol, ep.side, ep.requested_qty, ep.entry.cid, stop_price=attached)
 
     def _on_entry_placed(self, msg: OrderPlaced) -> None:
+        ep = self.episode
         if msg.report is not None:
-            if msg.report.stop_price is not None and self.guarded_latency is None:
+            if msg.report.stop_price is not None and ep.stop.guarded_latency is None:
                 # The venue took the entry with its stop attached: whatever fills carries the stop.
-                self.guarded_latency = self.ports.monotonic() - self.opened_at
+                ep.stop.guarded_latency = self.ports.monotonic() - ep.opened_at
             self._on_entry_report(msg.report)
             return
         failure = msg.failure
         assert failure is not None
-        if failure.outcome is Outcome.RETRY_LATER and self.entry_retries < self.settings.max_entry_retries:
-            self.entry_retries += 1                      # not processed: the same client id again is safe
-            self._arm(RETRY_ENTRY, self._backoff(self.entry_retries - 1))
+        if failure.outcome is Outcome.RETRY_LATER and ep.entry.retries < self.settings.max_entry_retries:
+            ep.entry.retries += 1                        # not processed: the same client id again is safe
+            self._arm(TimerKind.RETRY_ENTRY, self._backoff(ep.entry.retries - 1))
         elif failure.outcome in (Outcome.REJECTED, Outcome.AUTH, Outcome.NO_POSITION, Outcome.RETRY_LATER):
-            self.entry_final = True
+            ep.entry.final = True
             self._go(Trigger.ENTRY_REJECTED, f"entry refused: {_describe(failure)}")
         elif failure.outcome is Outcome.ALREADY_PLACED:
             self._go(Trigger.ENTRY_ACKED, "duplicate client id: the entry is on the venue; querying it")
@@ -568,55 +538,56 @@ class PositionCore:
 
     def _after_entry_unknown(self) -> None:
         if not self.caps.attached_stop:
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         self._query_entry()
 
     def _request(self, msg: object) -> None:
         """Every venue request goes out here; if nothing follows for reply_timeout_s, resync."""
         self.ports.to_exchange(msg)
-        self._arm(STALLED, self.settings.reply_timeout_s)
+        self._arm(TimerKind.STALLED, self.settings.reply_timeout_s)
 
     def resync(self, why: str) -> None:
         """A reply may be lost (collaborator restarted, call hung): ask again, by client id,
         from where we are — never a blind resend of an order."""
-        state = self.state
-        if self.probe_cid is not None and state is not State.IDLE:
-            self._arm(PROBE_CLOSE, 0.0)                  # its answer may be the one lost
-        if state in (State.IDLE, State.PROTECTED) and (self.entry_final or self.entry_cid is None):
+        state, ep = self.state, self.episode
+        if ep.probe_cid is not None and state is not State.IDLE:
+            self._arm(TimerKind.PROBE_CLOSE, 0.0)        # its answer may be the one lost
+        if state in RESTING and (ep.entry.final or ep.entry.cid is None):
             return                                       # nothing in flight: nothing to ask
         self.log.warning("{} {}: resyncing from {}", self.symbol, why, state)
         # Whatever was sent, was sent before now: counting "never arrived" from now is safe even
         # if it sat in a queue that died with the exchange.
         now = self.ports.monotonic()
-        if not self.entry_final:
-            self.entry_sent_at = max(self.entry_sent_at, now)
-        self.close_sent_at = max(self.close_sent_at, now)
+        if not ep.entry.final:
+            ep.entry.sent_at = max(ep.entry.sent_at, now)
+        ep.close.sent_at = max(ep.close.sent_at, now)
         if state is State.ENTERING:
             self._go(Trigger.ENTRY_AMBIGUOUS, f"{why}: entry outcome unknown; querying by client id")
             self._after_entry_unknown()
             return
-        if not self.entry_final and self.entry_cid is not None:
+        if not ep.entry.final and ep.entry.cid is not None:
             self._query_entry()                          # in every state: "closed" waits for it
         if state is State.PROTECTING:
             self._send_stop()                            # idempotent: 34040 = already so
-        elif state in (State.FLATTENING, State.STUCK):
-            if self.close_cid is not None:
-                self._awaiting_journal.pop(self.close_cid, None)
-                self._arm(POLL_CLOSE, 0.0)               # it may have been sent: ask first
+        elif state in CLOSING:
+            if ep.close.cid is not None:
+                self._awaiting_journal.pop(ep.close.cid, None)
+                self._arm(TimerKind.POLL_CLOSE, 0.0)     # it may have been sent: ask first
             else:
                 self._new_close_order()
 
     def _query_entry(self) -> None:
-        assert self.entry_cid is not None
-        self._request(QueryOrder(self.symbol, self.entry_cid))
+        assert self.episode.entry.cid is not None
+        self._request(QueryOrder(self.symbol, self.episode.entry.cid))
 
     def _on_entry_queried(self, msg: OrderQueried) -> None:
+        ep = self.episode
         if msg.report is not None:
             self._on_entry_report(msg.report)
             return
-        if self._never_arrived(msg, self.entry_sent_at):
-            self.entry_final, self.filled_qty = True, 0.0
-            if self.state is State.RECOVERING and not self.resume_close:  # noqa: SIM114 - distinct reasons
+        if self._never_arrived(msg, ep.entry.sent_at):
+            ep.entry.final, ep.entry.filled_qty = True, 0.0
+            if self.state is State.RECOVERING and not ep.resume_close:  # noqa: SIM114 - distinct reasons
                 self._go(Trigger.RECOVERED_FLAT, "recovered: the entry never reached the venue")
             elif self.state is State.RECOVERING:
                 self._recovered()
@@ -624,14 +595,14 @@ class PositionCore:
                 self._go(Trigger.ENTRY_REJECTED, "entry never reached the venue (not found past the receive window)")
             else:
                 self._check_flat()
-        elif self.state is State.RECOVERING and not self.resume_close:
+        elif self.state is State.RECOVERING and not ep.resume_close:
             # Not visible (yet): it may still arrive. Confirming it is CONFIRMING_ENTRY's job.
-            self._arm(POLL_ENTRY, self.settings.poll_s)
+            self._arm(TimerKind.POLL_ENTRY, self.settings.poll_s)
             self._go(Trigger.ENTRY_AMBIGUOUS, "recovered: entry not visible yet; confirming by client id")
             if not self.caps.attached_stop:
-                self._arm_once(NAKED, self.settings.naked_deadline_s)
+                self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
         else:
-            self._arm(POLL_ENTRY, self.settings.poll_s)
+            self._arm(TimerKind.POLL_ENTRY, self.settings.poll_s)
 
     def _never_arrived(self, msg: OrderQueried, sent_at: float) -> bool:
         """Not found past the venue's receive window: an order still unknown can no longer arrive."""
@@ -640,105 +611,106 @@ class PositionCore:
 
     def _on_entry_report(self, report: OrderReport) -> None:
         self.note_price(report.avg_price)
+        entry = self.episode.entry
         if report.fill_known:
-            self.filled_qty = max(self.filled_qty, report.filled_qty)
-            self.avg_price = report.avg_price or self.avg_price
-            self.entry_final = report.status.is_final
-        if not self.entry_final:
+            entry.filled_qty = max(entry.filled_qty, report.filled_qty)
+            entry.avg_price = report.avg_price or entry.avg_price
+            entry.final = report.status.is_final
+        if not entry.final:
             # An ack without a fill, or a partial fill: keep asking until the entry is final.
-            self._arm(POLL_ENTRY, 0.0 if self.state is State.ENTERING else self.settings.poll_s)
+            self._arm(TimerKind.POLL_ENTRY, 0.0 if self.state is State.ENTERING else self.settings.poll_s)
         state = self.state
         if state is State.RECOVERING:
             self._recovered()
         elif state in (State.ENTERING, State.CONFIRMING_ENTRY):
-            if self.filled_qty > 0:
+            if entry.filled_qty > 0:
                 self._on_filled(report)
-            elif self.entry_final:
+            elif entry.final:
                 self._go(Trigger.ENTRY_REJECTED, f"entry {report.status} with nothing filled")
             elif state is State.ENTERING:
                 self._go(Trigger.ENTRY_ACKED, "entry accepted; learning its fill by client id")
                 if not self.caps.attached_stop:
-                    self._arm_once(NAKED, self.settings.naked_deadline_s)
-        elif state in (State.FLATTENING, State.STUCK):
+                    self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
+        elif state in CLOSING:
             self._check_flat()
 
     def _on_filled(self, report: OrderReport) -> None:
-        self.naked_since = self.ports.monotonic()
+        ep = self.episode
+        ep.naked.start(self.ports.monotonic())
+        filled = f"entry filled {ep.entry.filled_qty:g} {self.symbol} @ {_px(ep.entry.avg_price)}"
         if report.stop_price is not None:
-            self.stop_price = report.stop_price          # as the venue holds it (rounded to its tick)
+            ep.stop.price = report.stop_price            # as the venue holds it (rounded to its tick)
             self._mark_protected()
-            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"entry filled {self.filled_qty:g} {self.symbol} @"
-                                                     f" {_px(self.avg_price)}, stop {_px(report.stop_price)} attached")
+            self._go(Trigger.ENTRY_FILLED_WITH_STOP, f"{filled}, stop {_px(report.stop_price)} attached")
         else:
-            self._go(Trigger.ENTRY_FILLED, f"entry filled {self.filled_qty:g} {self.symbol} @ {_px(self.avg_price)};"
-                                           f" setting stop {_px(self.stop_price)} directly")
-            self._arm_once(NAKED, self.settings.naked_deadline_s)
+            self._go(Trigger.ENTRY_FILLED, f"{filled}; setting stop {_px(ep.stop.price)} directly")
+            self._arm_once(TimerKind.NAKED, self.settings.naked_deadline_s)
             self._send_stop()
 
     def _send_stop(self) -> None:
-        assert self.stop_price is not None
-        self.stop_request_id = new_id()
-        self._request(SetStop(self.symbol, self.stop_price, request_id=self.stop_request_id,
-                             position_side=self.side))
+        ep = self.episode
+        assert ep.stop.price is not None
+        ep.stop.request_id = new_id()
+        self._request(SetStop(self.symbol, ep.stop.price, request_id=ep.stop.request_id, position_side=ep.side))
 
     def _mark_protected(self) -> None:
-        self.protected = True
-        self.protect_latency = self.ports.monotonic() - self.opened_at
-        if self.guarded_latency is None:
-            self.guarded_latency = self.protect_latency
-        self._stop_naked_clock()
-
-    def _stop_naked_clock(self) -> None:
-        if self.naked_since is not None:
-            self.naked_total += self.ports.monotonic() - self.naked_since
-            self.naked_since = None
+        ep = self.episode
+        ep.stop.confirmed = True
+        ep.stop.latency = self.ports.monotonic() - ep.opened_at
+        if ep.stop.guarded_latency is None:
+            ep.stop.guarded_latency = ep.stop.latency
+        ep.naked.stop(self.ports.monotonic())
 
     # -- rollback / close ------------------------------------------------------------------
 
     def _start_close(self, reason: str) -> None:
-        self.close_reason = reason
-        self.close_attempts = 0
-        if not self.entry_final:
-            self._arm(POLL_ENTRY, 0.0)                   # the close is only confirmed once the entry is final
+        ep = self.episode
+        ep.close_reason = reason
+        ep.close.attempts = 0
+        if not ep.entry.final:
+            self._arm(TimerKind.POLL_ENTRY, 0.0)         # the close is only confirmed once the entry is final
         self._new_close_order()
 
     def _new_close_order(self) -> None:
         """Reduce-only close of what we know was filled; while that is unknown, of what we asked
         for (reduce-only can never open or flip a position)."""
-        assert self.side is not None
-        qty = self.filled_qty if self.entry_final else max(self.filled_qty, self.requested_qty)
+        ep = self.episode
+        assert ep.side is not None
+        qty = ep.entry.filled_qty if ep.entry.final else max(ep.entry.filled_qty, ep.requested_qty)
         if qty <= 0:
             self._check_flat()
             return
-        self.closes_sent += 1
-        self.close_cid = close_order_id(self.intent_id or self.symbol, self.closes_sent)
-        self.close_request = OrderRequest(self.symbol, self.side.opposite, qty, self.close_cid, reduce_only=True)
-        self.close_sent_entry_final = self.entry_final
-        self.close_done = False
-        self.close_retries = 0
-        self._send_new_order(self.close_request, "close")
+        ep.closes_sent += 1
+        # The same leg: closed qty and refused attempts count over the episode's close orders.
+        ep.close.cid = close_order_id(ep.intent_id or self.symbol, ep.closes_sent)
+        ep.close.request = OrderRequest(self.symbol, ep.side.opposite, qty, ep.close.cid, reduce_only=True)
+        ep.close_after_entry_final = ep.entry.final
+        ep.close.final = False
+        ep.close.retries = 0
+        self._send_new_order(ep.close.request, "close")
 
     def _on_close_placed(self, msg: OrderPlaced) -> None:
         if msg.report is not None:
             if msg.report.fill_known:
                 self._on_close_report(msg.report)
             else:
-                self._arm(POLL_CLOSE, 0.0)
+                self._arm(TimerKind.POLL_CLOSE, 0.0)
             return
         failure = msg.failure
         assert failure is not None
+        close = self.episode.close
         if failure.outcome is Outcome.NO_POSITION:
             # The matching engine itself says there is nothing to reduce.
-            self.close_done = True
+            close.final = True
             self._check_flat()
         elif failure.outcome is Outcome.RETRY_LATER:
-            self.close_retries += 1
-            self._arm(RETRY_CLOSE, self._backoff(self.close_retries - 1))
+            close.retries += 1
+            self._arm(TimerKind.RETRY_CLOSE, self._backoff(close.retries - 1))
         elif failure.outcome in AMBIGUOUS or failure.outcome is Outcome.ALREADY_PLACED:
             self.log.warning("close outcome unknown ({}): querying by client id", _describe(failure))
             self.ports.to_journal(JournalEvent(EventRecord("ambiguous", self.symbol, {
-                "client_order_id": self.close_cid, "detail": f"close outcome unknown ({_describe(failure)})"})))
-            self._arm(POLL_CLOSE, 0.0)
+                "client_order_id": close.cid, "detail": f"close outcome unknown ({_describe(failure)})"})))
+            self._arm(TimerKind.POLL_CLOSE, 0.0)
         else:
             self._close_refused(_describe(failure))
 
@@ -746,48 +718,52 @@ class PositionCore:
         if msg.report is not None:
             self._on_close_report(msg.report)
             return
-        if self._never_arrived(msg, self.close_sent_at):
+        if self._never_arrived(msg, self.episode.close.sent_at):
             self._new_close_order()                      # a fresh close is safe
         else:
-            self._arm(POLL_CLOSE, self.settings.poll_s)
+            self._arm(TimerKind.POLL_CLOSE, self.settings.poll_s)
 
     def _on_close_report(self, report: OrderReport) -> None:
         if not report.status.is_final:
-            self._arm(POLL_CLOSE, self.settings.poll_s)
+            self._arm(TimerKind.POLL_CLOSE, self.settings.poll_s)
         elif report.filled_qty > 0:
-            self.closed_qty += report.filled_qty
-            self.close_done = True
+            close = self.episode.close
+            close.filled_qty += report.filled_qty
+            close.final = True
             self._check_flat()
         else:
             self._close_refused(f"close order {report.status} with nothing filled")
 
     def _close_refused(self, why: str) -> None:
-        self.close_attempts += 1
-        if self.close_attempts >= self.settings.max_close_attempts and self.state is State.FLATTENING:
+        close = self.episode.close
+        close.attempts += 1
+        if close.attempts >= self.settings.max_close_attempts and self.state is State.FLATTENING:
             self._go(Trigger.CLOSE_UNCONFIRMED,
-                     f"rollback could not confirm close after {self.close_attempts} tries ({why}):"
+                     f"rollback could not confirm close after {close.attempts} tries ({why}):"
                      " position may still be open")
             self.log.critical("ALERT {}: rollback could not confirm close: position may still be open", self.symbol)
-        self._arm(NEW_CLOSE, self._backoff(self.close_attempts - 1))
+        self._arm(TimerKind.NEW_CLOSE, self._backoff(close.attempts - 1))
 
     def _check_flat(self) -> None:
         """CLOSE_CONFIRMED only on evidence: the entry's final state and the close's result."""
-        if self.state not in (State.FLATTENING, State.STUCK) or not self.entry_final:
+        ep = self.episode
+        entry, close = ep.entry, ep.close
+        if self.state not in CLOSING or not entry.final:
             return
-        if self.filled_qty <= 0:
+        if entry.filled_qty <= 0:
             self._closed("the entry never filled")
-        elif self.close_done and self.closed_qty > 0:
-            self._closed(f"close filled {self.closed_qty} (entry filled {self.filled_qty})")
-        elif self.close_done and self.close_sent_entry_final:
-            self._closed(f"venue holds no position to reduce (entry filled {self.filled_qty}; closed elsewhere"
-                         f"{': ' + self.vanish_hint if self.vanish_hint else ''})")
-        elif self.close_done:
+        elif close.final and close.filled_qty > 0:
+            self._closed(f"close filled {close.filled_qty} (entry filled {entry.filled_qty})")
+        elif close.final and ep.close_after_entry_final:
+            self._closed(f"venue holds no position to reduce (entry filled {entry.filled_qty}; closed elsewhere"
+                         f"{': ' + ep.vanish_hint if ep.vanish_hint else ''})")
+        elif close.final:
             # "Nothing to reduce" came before we knew the entry's fill: the fill may be newer.
             self._new_close_order()
 
     def _closed(self, detail: str) -> None:
-        self._stop_naked_clock()
-        self._go(Trigger.CLOSE_CONFIRMED, f"closed ({self.close_reason}): {detail}")
+        self.episode.naked.stop(self.ports.monotonic())
+        self._go(Trigger.CLOSE_CONFIRMED, f"closed ({self.episode.close_reason}): {detail}")
         for kind in list(self._tokens):
             self._tokens[kind] += 1                      # every pending timer is now stale
 
@@ -798,24 +774,24 @@ class PositionCore:
         self.fsm.apply(trigger)
         self.last_event = detail
         self.log.info("{} {} -> {}: {}", self.symbol, before, self.state, detail)
-        snap = dataclasses.replace(self.snapshot(), trigger=str(trigger))
-        self.ports.to_journal(JournalTransition(snap, str(before), str(trigger), detail,
-                                                events=self._events_of(trigger, detail)))
+        snap = dataclasses.replace(self.snapshot(), trigger=trigger)
+        self.ports.to_journal(JournalTransition(snap, before, trigger, detail, events=self._events_of(trigger, detail)))
         self.ports.publish(snap)
 
     def _events_of(self, trigger: Trigger, detail: str) -> tuple[EventRecord, ...]:
         """What the event stream says beside the transition itself."""
+        ep = self.episode
         if trigger in (Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED):
-            previous, self.venue_stop = self.venue_stop, self.stop_price
-            moved = previous is not None and self.stop_price is not None and abs(previous - self.stop_price) > 1e-12
-            return (EventRecord("stop", self.symbol, {"stop_price": self.stop_price, "previous": previous,
+            previous, self.venue_stop = self.venue_stop, ep.stop.price
+            moved = previous is not None and ep.stop.price is not None and abs(previous - ep.stop.price) > 1e-12
+            return (EventRecord("stop", self.symbol, {"stop_price": ep.stop.price, "previous": previous,
                                                       "change": "moved" if moved else "set"}),)
         if trigger is Trigger.CLOSE_CONFIRMED:
             self.venue_stop = None
-            return (EventRecord("closed", self.symbol, {"reason": self.close_reason, "detail": detail,
-                                                        "closed_qty": self.closed_qty}),)
+            return (EventRecord("closed", self.symbol, {"reason": ep.close_reason, "detail": detail,
+                                                        "closed_qty": ep.close.filled_qty}),)
         if trigger is Trigger.ENTRY_AMBIGUOUS:
-            return (EventRecord("ambiguous", self.symbol, {"client_order_id": self.entry_cid, "detail": detail}),)
+            return (EventRecord("ambiguous", self.symbol, {"client_order_id": ep.entry.cid, "detail": detail}),)
         return ()
 
     def _journal_outcome(self, cid: str, report: OrderReport | None, failure: VenueFailure | None) -> None:
@@ -825,30 +801,54 @@ class PositionCore:
         elif failure is not None:
             self.ports.to_journal(JournalOrderUpdate(cid, f"failure:{failure.outcome}"))
 
-    def _arm(self, kind: str, seconds: float) -> None:
+    def _arm(self, kind: TimerKind, seconds: float) -> None:
         token = self._tokens.get(kind, 0) + 1
         self._tokens[kind] = token
         self.ports.wake_after(max(0.0, seconds), PositionTimer(kind, token))
 
-    def _arm_once(self, kind: str, seconds: float) -> None:
+    def _arm_once(self, kind: TimerKind, seconds: float) -> None:
         """Arm unless this episode already armed it (the naked deadline runs from the first cause)."""
-        if kind not in self._armed_once:
-            self._armed_once.add(kind)
+        armed = self.episode.armed_once
+        if kind not in armed:
+            armed.add(kind)
             self._arm(kind, seconds)
 
     def _backoff(self, attempt: int) -> float:
         return min(self.settings.retry_s * (2 ** max(0, attempt)), self.settings.retry_cap_s)
 
     def snapshot(self) -> PositionSnapshot:
+        ep = self.episode
         return PositionSnapshot(
-            symbol=self.symbol, state=str(self.state), side=self.side, requested_qty=self.requested_qty,
-            filled_qty=self.filled_qty, entry_price=self.avg_price,
-            stop_price=self.stop_price if self.protected else None, intent_id=self.intent_id,
-            naked_seconds=self.naked_total, last_event=self.last_event, protect_latency_s=self.protect_latency,
-            guarded_latency_s=self.guarded_latency,
-            naked_since=None if self.naked_since is None
-            else self.ports.wall() - (self.ports.monotonic() - self.naked_since),
+            symbol=self.symbol, state=self.state, side=ep.side, requested_qty=ep.requested_qty,
+            filled_qty=ep.entry.filled_qty, entry_price=ep.entry.avg_price,
+            stop_price=ep.stop.price if ep.stop.confirmed else None, intent_id=ep.intent_id,
+            naked_seconds=ep.naked.total, last_event=self.last_event, protect_latency_s=ep.stop.latency,
+            guarded_latency_s=ep.stop.guarded_latency,
+            naked_since=None if ep.naked.since is None
+            else self.ports.wall() - (self.ports.monotonic() - ep.naked.since),
             updated_at=self.ports.wall())
+
+
+# Timer kind -> (whether it still applies when it fires, what it then does). A timer that no
+# longer applies is dropped: the state it was armed for has moved on.
+TIMERS: dict[TimerKind, tuple[Callable[[PositionCore], bool], Callable[[PositionCore], None]]] = {
+    # Something is awaited: a reply in a busy state, or the entry's final state.
+    TimerKind.STALLED: (lambda c: c.state not in RESTING or not c.episode.entry.final, PositionCore._stalled),
+    # In any state: a close never waits longer than this for its journal row.
+    TimerKind.JOURNAL_WAIT: (lambda c: True, PositionCore._journal_waited),
+    TimerKind.NAKED: (lambda c: c.state in (State.PROTECTING, State.CONFIRMING_ENTRY) and not c.episode.stop.confirmed,
+                      PositionCore._naked_deadline),
+    TimerKind.POLL_ENTRY: (lambda c: c.state is not State.IDLE and not c.episode.entry.final,
+                           PositionCore._query_entry),
+    TimerKind.RETRY_ENTRY: (lambda c: c.state is State.ENTERING, PositionCore._retry_entry),
+    TimerKind.RETRY_STOP: (lambda c: c.state is State.PROTECTING, PositionCore._send_stop),
+    TimerKind.POLL_CLOSE: (lambda c: c.state in CLOSING and bool(c.episode.close.cid), PositionCore._poll_close),
+    TimerKind.RETRY_CLOSE: (lambda c: c.state in CLOSING and c.episode.close.request is not None,
+                            PositionCore._retry_close),
+    TimerKind.NEW_CLOSE: (lambda c: c.state in CLOSING, PositionCore._new_close_order),
+    TimerKind.PROBE_CLOSE: (lambda c: c.state is not State.IDLE and c.episode.probe_cid is not None,
+                            PositionCore._probe_close),
+}
 
 
 def _px(value: float | None) -> str:

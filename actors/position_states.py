@@ -1,4 +1,6 @@
-"""The PositionActor's states and the only edges between them."""
+"""The PositionActor's states, the only edges between them, the named sets of states that
+rules elsewhere (the core, protection, the supervisor, the API) are written against, and the
+kinds of timer a position sets itself."""
 
 from __future__ import annotations
 
@@ -35,6 +37,21 @@ class Trigger(StrEnum):
     CLOSE_FOUND = "close_found"              # after a restart: a close sent while the journal could not say so
     CLOSE_CONFIRMED = "close_confirmed"      # venue confirmed entry's final state and the close
     CLOSE_UNCONFIRMED = "close_unconfirmed"  # gave up confirming: alert, keep trying slowly
+
+
+class TimerKind(StrEnum):
+    """A PositionCore's own wake-ups (values as they always were: a timer in flight stays valid)."""
+
+    NAKED = "naked_deadline"         # filled and still not protected by now: flatten
+    POLL_ENTRY = "poll_entry"        # ask the entry's state again
+    RETRY_ENTRY = "retry_entry"      # resend the same entry (retry-later: it was not processed)
+    RETRY_STOP = "retry_stop"        # set the same stop again (idempotent)
+    POLL_CLOSE = "poll_close"        # ask the close's state again
+    RETRY_CLOSE = "retry_close"      # resend the same close (retry-later: it was not processed)
+    NEW_CLOSE = "new_close"          # a fresh close order (the last one definitely did not execute)
+    STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
+    JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
+    PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived close id until surely absent
 
 
 S, T = State, Trigger
@@ -78,3 +95,12 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     # real world: a slow retry finally gets the venue's confirmation
     (S.STUCK, T.CLOSE_CONFIRMED): S.IDLE,
 }
+
+
+# Named sets: each rule says which states it means once, here. Members are StrEnum values, so a
+# snapshot's state read back from JSON (a plain string) tests the same way.
+CLOSING = frozenset({S.FLATTENING, S.STUCK})                 # a reduce-only close is under way
+RESTING = frozenset({S.IDLE, S.PROTECTED})                   # no command of ours in progress
+CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED})            # filled: an operator close applies (CLOSE_REQUESTED)
+# An episode that may hold a position: every state but IDLE and RECOVERING (what a panic closes).
+HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.FLATTENING, S.STUCK})

@@ -43,6 +43,7 @@ from actors.messages import (
     StreamView,
 )
 from actors.position_core import ADOPTION_REFUSED
+from actors.position_states import RESTING, State
 from adapters.base import PositionReport, Side, StopOrderReport
 from adapters.stops import with_stop_orders
 
@@ -73,9 +74,9 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
     out: list[Finding] = []
 
     def settled(snap: PositionSnapshot) -> bool:
-        if snap.state == "IDLE" and snap.intent_id is None:
+        if snap.state == State.IDLE and snap.intent_id is None:
             return True                                  # never opened anything: nothing of ours to see
-        return snap.state in ("IDLE", "PROTECTED") and now - snap.updated_at >= grace_s
+        return snap.state in RESTING and now - snap.updated_at >= grace_s
 
     seen = set()
     for p in view:
@@ -86,12 +87,12 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
                                p))
         elif snap is None or not settled(snap):          # not heard from its actor yet, or busy
             continue
-        elif snap.state == "IDLE":
+        elif snap.state == State.IDLE:
             out.append(Finding(p.symbol, "foreign", f"{p.side} {p.qty:g}, stop {p.stop_price or 'NONE'}", p))
         elif p.stop_price is None or snap.stop_price is None or abs(p.stop_price - snap.stop_price) > EPS:
             out.append(Finding(p.symbol, "drift", f"venue stop {p.stop_price or 'NONE'}, ours {snap.stop_price}", p))
     for symbol, snap in snapshots.items():
-        if symbol not in seen and snap.state == "PROTECTED" and settled(snap):
+        if symbol not in seen and snap.state == State.PROTECTED and settled(snap):
             out.append(Finding(symbol, "missing", MISSING))
     return out
 
@@ -240,7 +241,7 @@ class ProtectionActor(BridgedActor):
         else:
             history = "venue history shows no closing order"
         snap = self.snapshots.get(msg.symbol)
-        if snap is not None and snap.state == "PROTECTED":
+        if snap is not None and snap.state == State.PROTECTED:
             self._ask(Reprotect(msg.symbol, f"protection scan: {MISSING}",
                                 venue_history=history))
 
@@ -315,10 +316,10 @@ class ProtectionActor(BridgedActor):
         """A position shown while its actor has only just settled is judged again once the grace
         is over (nothing else would bring it up before the next REST scan)."""
         snap = self.snapshots.get(symbol)
-        if position is None or snap is None or snap.state not in ("IDLE", "PROTECTED") or self.rejudge_armed:
+        if position is None or snap is None or snap.state not in RESTING or self.rejudge_armed:
             return                                       # busy or unheard of: its next snapshot re-judges
         wait = self.stream_grace_s - (time.time() - snap.updated_at)
-        if wait > 0 and not (snap.state == "IDLE" and snap.intent_id is None):
+        if wait > 0 and not (snap.state == State.IDLE and snap.intent_id is None):
             self.rejudge_armed = True
             self.wakeupAfter(timedelta(seconds=wait + 0.05), REJUDGE)
 

@@ -19,6 +19,7 @@ import time
 import tomllib
 from typing import Any
 
+from actors.position_states import HELD
 from supervisor.client import Client, ClientError, NotRunning, socket_path_of
 from supervisor.exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UserError
 
@@ -214,7 +215,7 @@ def cmd_safe_mode(args: argparse.Namespace, on: bool) -> int:
 def cmd_panic(args: argparse.Namespace) -> int:
     with connect(args.config) as pg:
         status = _ask(pg, "status")
-        held = [p for p in status["positions"] if p["state"] not in ("IDLE", "RECOVERING")]
+        held = [p for p in status["positions"] if p["state"] in HELD]   # JSON strings: StrEnum members match
         if not held:
             emit(args, {"closing": [], "refused": {}}, "posguard: nothing to close")
             return EXIT_OK

@@ -51,6 +51,7 @@ from actors.messages import (
     WatcherChanged,
     new_id,
 )
+from actors.position_states import HELD
 from adapters.base import Side
 from supervisor.api_protocol import ApiError, Encoded, Request, encode
 from supervisor.api_server import ApiServer
@@ -58,7 +59,6 @@ from supervisor.api_server import ApiServer
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
 SNAPSHOT_FIELDS = tuple(f for f in PositionSnapshot.__dataclass_fields__ if f != "made_ns")   # ours, not the API's
-HELD = ("ENTERING", "CONFIRMING_ENTRY", "PROTECTING", "PROTECTED", "FLATTENING", "STUCK")
 
 
 class ApiActor(BridgedActor):

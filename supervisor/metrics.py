@@ -13,9 +13,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from actors.messages import PositionSnapshot, StreamStatus
+from actors.position_states import Trigger
 
-ROLLBACK_TRIGGERS = {"stop_failed", "naked_deadline"}
-PROTECTED_TRIGGERS = {"entry_filled_with_stop", "stop_confirmed"}
+ROLLBACK_TRIGGERS = frozenset({Trigger.STOP_FAILED, Trigger.NAKED_DEADLINE})
+PROTECTED_TRIGGERS = frozenset({Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED})
 
 
 class _NakedSeconds(Collector):
@@ -61,7 +62,7 @@ class Metrics:
     def on_snapshot(self, snap: PositionSnapshot) -> None:
         if snap.trigger in ROLLBACK_TRIGGERS:
             self.rollbacks.labels(snap.symbol).inc()
-        elif snap.trigger == "entry_ambiguous":
+        elif snap.trigger == Trigger.ENTRY_AMBIGUOUS:
             self.ambiguous.labels(snap.symbol).inc()
         elif snap.trigger in PROTECTED_TRIGGERS and snap.protect_latency_s is not None:
             self.fill_to_protected.observe(snap.protect_latency_s)

@@ -43,6 +43,7 @@ from actors.messages import (
     WatcherChanged,
 )
 from actors.position import PositionActor
+from actors.position_states import CLOSABLE, State
 from supervisor.processes import alive
 from supervisor.specs import ChildKind, ChildSpec
 
@@ -252,18 +253,18 @@ class OperatorMixin:
         """Close whatever is filled; stop once every symbol is flat (IDLE)."""
         assert self.stop is not None
         for symbol, snap in self.snapshots.items():
-            if snap.state in ("PROTECTING", "PROTECTED") and symbol not in self.stop.asked:
+            if snap.state in CLOSABLE and symbol not in self.stop.asked:
                 child = self.by_symbol.get(symbol)
                 target = child.address if child is not None else None
                 if target is not None:
                     self.stop.asked.add(symbol)
                     self.send(target, ClosePosition(symbol))
-        if all(snap.state == "IDLE" for snap in self.snapshots.values()):
+        if all(snap.state == State.IDLE for snap in self.snapshots.values()):
             self._stop_now(f"flattened {len(self.stop.asked)} position(s); stopping")
 
     def _flatten_failed(self: Supervisor) -> None:
         assert self.stop is not None
-        open_ = {s: p.state for s, p in self.snapshots.items() if p.state != "IDLE"}
+        open_ = {s: str(p.state) for s, p in self.snapshots.items() if p.state != State.IDLE}
         detail = (f"not flat within {FLATTEN_DEADLINE_S:.0f}s: {open_}; the deployment keeps running in safe mode"
                   " (stops and closes keep working)")
         logger.critical("ALERT stop --flatten: {}", detail)

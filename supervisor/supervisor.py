@@ -70,6 +70,7 @@ from actors.messages import (
     StreamStatus,
 )
 from actors.position import PositionActor
+from actors.position_states import State
 from actors.protection import ProtectionActor
 from actors.stream import StreamActor
 from adapters.base import Capabilities
@@ -390,7 +391,7 @@ class Supervisor(OperatorMixin, BridgedActor):
         if msg.failure is not None:
             lines.append(f"venue positions could not be read ({msg.failure.code}): foreign positions unknown")
         else:
-            foreign = [p for p in msg.positions if p.symbol not in ours or ours[p.symbol].state == "IDLE"]
+            foreign = [p for p in msg.positions if p.symbol not in ours or ours[p.symbol].state == State.IDLE]
             lines += [f"FOREIGN {p.symbol} {p.side} {p.qty:g} stop {p.stop_price or 'NONE'}"
                       f" (not in our journal; the venue view may lag)" for p in foreign]
         self.reconciliation = "; ".join(lines)

@@ -49,7 +49,7 @@ def test_a_close_goes_to_the_venue_reduce_only_when_the_journal_cannot_write():
     h.run()
     assert h.core.state is State.IDLE and not h.truth().open_positions()
     (close,) = [o for o in h.truth().orders if o.reduce_only]
-    assert close.client_order_id == close_order_id(h.core.intent_id or "", 1)   # derived from the intent
+    assert close.client_order_id == close_order_id(h.core.episode.intent_id or "", 1)   # derived from the intent
 
 
 def test_the_naked_deadline_rollback_does_not_wait_for_a_dead_journal():

@@ -6,15 +6,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import json
 import pickle
 import sqlite3
+from typing import Any
 
 import pytest
 
 import actors.messages as messages
 from actors.journal_store import SCHEMA_VERSION, JournalStore
-from actors.messages import JournalOrder, JournalOrderUpdate, JournalTransition, PositionSnapshot
+from actors.messages import JournalIntent, JournalOrder, JournalOrderUpdate, JournalTransition, PositionSnapshot
+from actors.position_states import State, TimerKind, Trigger
 from adapters.base import OrderRequest, Side
+from supervisor.api import position_json
+from supervisor.api_protocol import encode, event_line
 
 
 def message_classes() -> list[type]:
@@ -40,9 +45,12 @@ def _sample(annotation: str):
     if "OrderRequest" in text:
         return OrderRequest("BTCUSDT", Side.BUY, 1.0, "pgeabc")
     if "PositionSnapshot" in text:
-        return PositionSnapshot("BTCUSDT", "IDLE")
+        return PositionSnapshot("BTCUSDT", State.IDLE)
     if text.startswith("Side"):
         return Side.BUY
+    for enum in (State, Trigger, TimerKind):
+        if text == enum.__name__:
+            return next(iter(enum))
     if text.startswith("float"):
         return 1.0
     if text.startswith("tuple"):
@@ -98,3 +106,36 @@ def test_journal_records_order_outcomes_and_transitions(tmp_path):
     assert orders[0]["status"] == "filled" and orders[0]["filled_qty"] == 2.0 and orders[0]["stop_price"] == 90.0
     assert states == {"BTCUSDT": "PROTECTED"}
     assert transitions[0]["from_state"] == "ENTERING" and transitions[0]["to_state"] == "PROTECTED"
+
+
+def test_states_and_triggers_travel_as_enums_and_read_as_the_same_strings(tmp_path):
+    """The core sends State and Trigger members; the API's JSON, the journal's rows and its event
+    stream hold exactly the strings they always held, and a restart reads a State back."""
+    def snap(state: Any, trigger: Any) -> PositionSnapshot:       # plain strings too, as a JSON reader has
+        return PositionSnapshot("BTCUSDT", state, Side.BUY, 2.0, 2.0, 100.0, 90.0, "i1", trigger=trigger,
+                                updated_at=1.0, made_ns=1)
+
+    typed, plain = snap(State.PROTECTED, Trigger.ENTRY_FILLED_WITH_STOP), snap("PROTECTED", "entry_filled_with_stop")
+    assert encode(position_json(typed, 2.0)) == encode(position_json(plain, 2.0))
+    assert json.loads(encode(position_json(typed, 2.0)))["state"] == "PROTECTED"
+    assert pickle.loads(pickle.dumps(typed)).state is State.PROTECTED
+
+    async def scenario():
+        store = JournalStore(str(tmp_path / "j.sqlite"))
+        await store.open()
+        await store.record(JournalIntent("i1", "BTCUSDT", Side.BUY, 2.0, 90.0))
+        await store.record(JournalOrder(OrderRequest("BTCUSDT", Side.BUY, 2.0, "pge1", stop_price=90.0), "i1", "entry"))
+        pushed = await store.record(JournalTransition(typed, State.ENTERING, Trigger.ENTRY_FILLED_WITH_STOP, "filled"))
+        stored, _, _ = await store.read_events(0, 100)
+        out = await store.transitions("BTCUSDT"), pushed, stored, await store.load_symbol("BTCUSDT")
+        await store.close()
+        return out
+
+    transitions, pushed, stored, journal = asyncio.run(scenario())
+    row = transitions[0]
+    assert (row["from_state"], row["to_state"], row["trigger"]) == ("ENTERING", "PROTECTED", "entry_filled_with_stop")
+    assert all(type(row[k]) is str for k in ("from_state", "to_state", "trigger"))
+    for events in (pushed, stored):                 # as pushed to subscribers, and as read back
+        line = json.loads(event_line(1, next(e for e in events if e.kind == "transition")))["event"]
+        assert (line["from"], line["to"], line["trigger"]) == ("ENTERING", "PROTECTED", "entry_filled_with_stop")
+    assert journal.last_state is State.PROTECTED

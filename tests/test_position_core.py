@@ -34,7 +34,7 @@ def assert_converged(h: Harness) -> None:
     assert h.entries_on_venue() <= 1
     if h.core.state is State.PROTECTED:
         assert SYMBOL in truth and truth[SYMBOL].stop_price is not None
-        assert abs(truth[SYMBOL].qty) == pytest.approx(h.core.filled_qty)
+        assert abs(truth[SYMBOL].qty) == pytest.approx(h.core.episode.entry.filled_qty)
     else:
         assert h.core.state is State.IDLE, h.core.state
         assert SYMBOL not in truth

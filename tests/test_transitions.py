@@ -13,7 +13,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from actors.fsm import FSM, InvalidTransition
 from actors.messages import JournalTransition
-from actors.position_states import TRANSITIONS, State, Trigger
+from actors.position_core import TIMERS
+from actors.position_states import CLOSABLE, CLOSING, HELD, TRANSITIONS, State, TimerKind, Trigger
 from adapters.faults import Fault, FaultKind
 from tests.harness import SYMBOL, Harness, fast_settings, venue
 
@@ -25,6 +26,16 @@ def edges(h: Harness) -> set[tuple[State, Trigger]]:
 
 
 Edge = tuple[State, Trigger]
+
+
+def test_named_state_sets_agree_with_the_table():
+    assert {s for s, t in TRANSITIONS if t is Trigger.CLOSE_REQUESTED} == CLOSABLE
+    assert {s for s, t in TRANSITIONS if t is Trigger.CLOSE_CONFIRMED} == CLOSING
+    assert set(State) - {State.IDLE, State.RECOVERING} == HELD
+
+
+def test_every_timer_kind_has_a_guard_and_a_handler():
+    assert set(TIMERS) == set(TimerKind)
 
 
 def opened(h: Harness, **kw) -> Harness:
