@@ -23,6 +23,7 @@ from typing import Protocol
 
 from loguru import logger
 
+from actors.backoff import doubling_delay
 from actors.episode import Episode, OrderLeg, StopLeg
 from actors.fsm import FSM
 from actors.messages import (
@@ -814,7 +815,7 @@ class PositionCore:
             self._arm(kind, seconds)
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.settings.retry_s * (2 ** max(0, attempt)), self.settings.retry_cap_s)
+        return doubling_delay(self.settings.retry_s, self.settings.retry_cap_s, attempt)
 
     def snapshot(self) -> PositionSnapshot:
         ep = self.episode
