@@ -28,6 +28,7 @@ from actors.messages import (
     OpenStream,
     OrderStreamed,
     PlaceOrder,
+    PlaceOrders,
     StreamHealth,
     StreamUpdates,
     VenueFailure,
@@ -161,6 +162,14 @@ class ExchangeActor(BridgedActor):
                 self.order_owners.pop(next(iter(self.order_owners)))
         self.bridge.submit(self.service.handle(msg), lambda result: self._reply(msg, reply_to, result))
 
+
+    def receiveMsg_PlaceOrders(self, msg: PlaceOrders, sender: Any) -> None:  # noqa: N802
+        for order in msg.orders:                     # each as if it came alone: one failing spoils no other
+            try:
+                self._request(order, sender)
+            except Exception as exc:  # noqa: BLE001 - rule 5: answered, never re-run
+                logger.exception("exchange failed taking order {}", order.request.client_order_id)
+                self._fail(order, order.reply_to or sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
 
     def receiveMsg_OpenStream(self, msg: OpenStream, sender: Any) -> None:  # noqa: N802
         """Keep the venue's private stream open here (the keys live in this process alone) and

@@ -30,7 +30,9 @@ from actors.messages import (
     JournalSynced,
     LoadPositionJournal,
     OrderJournaled,
+    OrdersJournaled,
     PlaceOrder,
+    PlaceOrders,
     ReadEvents,
     RecentEvents,
     SubscribeEvents,
@@ -46,6 +48,29 @@ class JournalActor(BridgedActor):
         self.subscribers: list[Any] = []         # told of every committed event (the operator API)
         self.failing: str | None = None          # the write error, while writes fail
         self.last_failure = 0.0                  # monotonic
+        # What the commits finished in one handler say, sent when it ends: one message per
+        # receiver, not one per order. A burst of a thousand entries otherwise queued thousands of
+        # sends here, thespian stopped reading while it drained them, and a heartbeat waited
+        # behind them long enough for the watchdog to call the journal hung.
+        self.to_place: dict[str, tuple[Any, list[PlaceOrder]]] = {}
+        self.journaled: dict[str, tuple[Any, list[str]]] = {}
+        self.committed: list[Event] = []
+
+    def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
+        result = super().receiveMessage(message, sender)
+        self._flush()
+        return result
+
+    def _flush(self) -> None:
+        """In the order they used to go one by one: the orders to the venue, then who journaled them."""
+        for exchange, orders in self.to_place.values():
+            self.send(exchange, orders[0] if len(orders) == 1 else PlaceOrders(tuple(orders)))
+        for asker, cids in self.journaled.values():
+            self.send(asker, OrderJournaled(cids[0]) if len(cids) == 1 else OrdersJournaled(tuple(cids)))
+        if self.committed:
+            for subscriber in self.subscribers:
+                self.send(subscriber, EventsCommitted(tuple(self.committed)))
+        self.to_place, self.journaled, self.committed = {}, {}, []
 
     def receiveMsg_ConfigureJournal(self, msg: ConfigureJournal, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender
@@ -75,8 +100,9 @@ class JournalActor(BridgedActor):
             return
         self._health(None)
         if msg.forward_to is not None:
-            self.send(msg.forward_to, PlaceOrder(msg.request, reply_to=msg.reply_to or sender))
-        self.send(sender, OrderJournaled(cid))
+            place = PlaceOrder(msg.request, reply_to=msg.reply_to or sender)
+            self.to_place.setdefault(str(msg.forward_to), (msg.forward_to, []))[1].append(place)
+        self.journaled.setdefault(str(sender), (sender, []))[1].append(cid)
         self._publish(result)
 
     def _record(self, msg: Any, sender: Any) -> None:
@@ -86,9 +112,7 @@ class JournalActor(BridgedActor):
         self.bridge.submit(self.store.record(msg), lambda result: self._logged(msg, result))
 
     def _publish(self, events: list[Event]) -> None:
-        if events:
-            for subscriber in self.subscribers:
-                self.send(subscriber, EventsCommitted(tuple(events)))
+        self.committed.extend(events)
 
     def receiveMsg_SubscribeEvents(self, msg: SubscribeEvents, sender: Any) -> None:  # noqa: N802
         if msg.subscriber not in self.subscribers:
@@ -112,7 +136,11 @@ class JournalActor(BridgedActor):
         if self.store is None or self.bridge is None:
             self.send(to, JournalSynced(msg.tag))
             return
-        self.bridge.submit(self.store.sync(), lambda _: self.send(to, JournalSynced(msg.tag)))
+        self.bridge.submit(self.store.sync(), lambda _: self._synced(to, msg.tag))
+
+    def _synced(self, to: Any, tag: str) -> None:
+        self._flush()                            # what was committed before the sync is told first
+        self.send(to, JournalSynced(tag))
 
     def receiveMsg_LoadPositionJournal(self, msg: LoadPositionJournal, sender: Any) -> None:  # noqa: N802
         if self.store is None or self.bridge is None:

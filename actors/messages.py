@@ -250,6 +250,14 @@ class PlaceOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaceOrders:
+    """Orders the journal committed together, forwarded in one message (each handled as a
+    PlaceOrder, answered to its own reply_to)."""
+
+    orders: tuple[PlaceOrder, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OrderPlaced:
     """Reply to PlaceOrder: a report, or a classified failure."""
 
@@ -421,6 +429,14 @@ class OrderJournaled:
     """The order is durable in the journal and has been forwarded to the venue."""
 
     client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersJournaled:
+    """Several of one PositionActor's orders, durable and forwarded (each as OrderJournaled): the
+    journal answers a burst in one message, not a thousand."""
+
+    client_order_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from actors.messages import (
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
+    OrdersJournaled,
     OrderStreamed,
     PlaceOrder,
     PositionJournals,
@@ -257,6 +258,10 @@ class PositionActor(BridgedActor):
         core = self._by_order(msg.client_order_id)
         if core is not None:
             core.on_journaled(msg)
+
+    def receiveMsg_OrdersJournaled(self, msg: OrdersJournaled, sender: Any) -> None:  # noqa: N802
+        for cid in msg.client_order_ids:
+            self.receiveMsg_OrderJournaled(OrderJournaled(cid), sender)
 
     def receiveMsg_OrderPlaced(self, msg: OrderPlaced, sender: Any) -> None:  # noqa: N802
         core = self._by_order(msg.client_order_id)

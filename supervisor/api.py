@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import time
 from typing import Any
 
@@ -59,6 +60,8 @@ from supervisor.api_server import ApiServer
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
 SNAPSHOT_FIELDS = tuple(f for f in PositionSnapshot.__dataclass_fields__ if f != "made_ns")   # ours, not the API's
+COLUMNS = (*SNAPSHOT_FIELDS, "naked_now")                   # a position's fields, in `status` and `columns`
+COLUMNS_JSON = json.dumps(COLUMNS, separators=(",", ":"))
 
 
 class ApiActor(BridgedActor):
@@ -74,8 +77,8 @@ class ApiActor(BridgedActor):
         self.heard_at = 0.0                                     # monotonic: when the Supervisor last spoke
         self.snapshots: dict[str, PositionSnapshot] = {}
         # A status of 1 000 positions is answered from cached JSON: each row encoded once per change.
-        self.rows: dict[str, str] = {}
-        self.positions_text: str | None = None
+        self.rows: dict[tuple[str, bool], str] = {}          # (symbol, columns) -> its JSON text
+        self.positions_text: dict[bool, str] = {}              # columns -> every row's, joined
 
     # -- lifecycle (actor thread) ----------------------------------------------------------------
 
@@ -140,8 +143,9 @@ class ApiActor(BridgedActor):
         if not snap.supersedes(self.snapshots.get(snap.symbol)):
             return                                           # overtaken in transit by a newer one
         self.snapshots[snap.symbol] = snap
-        self.rows.pop(snap.symbol, None)
-        self.positions_text = None
+        self.rows.pop((snap.symbol, False), None)
+        self.rows.pop((snap.symbol, True), None)
+        self.positions_text.clear()
 
     def _heard(self, header: StatusReport) -> None:
         self.header, self.heard_at = header, time.monotonic()
@@ -194,8 +198,11 @@ class ApiActor(BridgedActor):
         match request.op:
             case "status":
                 if not a["truth"] and self.header is not None:
-                    return await self._status_encoded()
-                return await self._status(a["truth"])
+                    return await self._status_encoded(a["columns"])
+                status = await self._status(a["truth"])
+                if a["columns"]:
+                    status["positions"] = as_columns(status["positions"])
+                return status
             case "inspect":
                 return await self._inspect(a["symbol"], a["events"])
             case "open":
@@ -222,9 +229,11 @@ class ApiActor(BridgedActor):
                 return {"watcher_pid": a["pid"]}
         raise ApiError("unknown_op", f"unknown op {request.op}")
 
-    async def _status_encoded(self) -> Encoded:
+    async def _status_encoded(self, columns: bool) -> Encoded:
         """`status` from what the Supervisor told us, as JSON text: the header encoded now, the
-        positions from rows encoded once per snapshot (a naked row each time: its clock runs)."""
+        positions from rows encoded once per snapshot (a naked row each time: its clock runs).
+        `columns`: rows as arrays under one list of names -- half the bytes of objects, and a
+        client parses them in half the time (what matters at 1 000 symbols)."""
         assert self.header is not None
         header = status_json(self.header)
         header["supervisor_heard_s_ago"] = round(time.monotonic() - self.heard_at, 3)
@@ -232,23 +241,24 @@ class ApiActor(BridgedActor):
             _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
         header["last_event"] = self.latest_event
         del header["positions"]
-        if self.positions_text is None:
+        text = self.positions_text.get(columns)
+        if text is None:
             now, parts, live = time.time(), [], False
             for symbol in sorted(self.snapshots):
                 snap = self.snapshots[symbol]
                 if snap.naked_since is not None:         # its naked_now changes with the clock
-                    parts.append(_row_text(snap, now))
+                    parts.append(_row_text(snap, now, columns))
                     live = True
                     continue
-                row = self.rows.get(symbol)
+                row = self.rows.get((symbol, columns))
                 if row is None:
-                    row = self.rows[symbol] = _row_text(snap, now)
+                    row = self.rows[(symbol, columns)] = _row_text(snap, now, columns)
                 parts.append(row)
             text = "[" + ",".join(parts) + "]"
+            if columns:
+                text = '{"columns":' + COLUMNS_JSON + ',"rows":' + text + "}"
             if not live:
-                self.positions_text = text
-        else:
-            text = self.positions_text
+                self.positions_text[columns] = text
         return Encoded(encode(header)[:-2].decode() + ',"positions":' + text + "}")
 
     async def _status(self, truth: bool) -> dict[str, Any]:
@@ -352,8 +362,15 @@ def position_json(p: PositionSnapshot, now: float) -> dict[str, Any]:
     return {name: getattr(p, name) for name in SNAPSHOT_FIELDS} | {"naked_now": p.naked_now(now)}
 
 
-def _row_text(p: PositionSnapshot, now: float) -> str:
+def _row_text(p: PositionSnapshot, now: float, columns: bool = False) -> str:
+    if columns:
+        return encode([getattr(p, name) for name in SNAPSHOT_FIELDS] + [p.naked_now(now)])[:-1].decode()
     return encode(position_json(p, now))[:-1].decode()
+
+
+def as_columns(positions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Position objects in the `columns` form of `status`."""
+    return {"columns": list(COLUMNS), "rows": [[p[name] for name in COLUMNS] for p in positions]}
 
 
 def status_json(report: StatusReport) -> dict[str, Any]:

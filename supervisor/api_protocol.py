@@ -105,7 +105,7 @@ PCT = _number(0.0, 99.0)
 
 # op -> {argument: (check, required, default)}
 OPS: dict[str, dict[str, tuple[Check, bool, Any]]] = {
-    "status": {"truth": (_bool, False, False)},
+    "status": {"truth": (_bool, False, False), "columns": (_bool, False, False)},
     "inspect": {"symbol": (_symbol, True, None), "events": (_integer(0, 1000), False, 20)},
     "open": {"symbol": (_symbol, True, None), "side": (_side, True, None), "qty": (QTY, True, None),
              "sl": (PRICE, False, None), "sl_pct": (PCT, False, None)},
@@ -202,7 +202,7 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def encode(obj: dict[str, Any]) -> bytes:
+def encode(obj: Any) -> bytes:
     """One JSON line. Fast for what replies hold (str enums and tuples are JSON already);
     a value JSON cannot carry (NaN, infinity) becomes null rather than invalid JSON."""
     try:

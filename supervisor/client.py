@@ -117,8 +117,11 @@ class Client:
             raise ClientError("protocol", f"reply to request {reply.get('id')!r}, expected {rid}")
         return _result(reply)
 
-    def status(self, truth: bool = False) -> dict[str, Any]:
-        return self.request("status", truth=truth)
+    def status(self, truth: bool = False, columns: bool = False) -> dict[str, Any]:
+        """The deployment's status. `columns`: positions as {"columns": [names], "rows": [[values]]}
+        (half the bytes, parsed in half the time: for a large deployment polled often);
+        `positions_of()` turns either form into one dict per symbol."""
+        return self.request("status", truth=truth, columns=columns)
 
     def inspect(self, symbol: str, events: int = 20) -> dict[str, Any]:
         return self.request("inspect", symbol=symbol, events=events)
@@ -190,6 +193,15 @@ class Client:
         if not isinstance(reply, dict):
             raise ClientError("protocol", "the deployment sent something that is not a JSON object")
         return reply
+
+
+def positions_of(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """A status's positions, one dict per symbol, whichever form it was asked in."""
+    positions = status["positions"]
+    if isinstance(positions, dict):
+        names = positions["columns"]
+        return [dict(zip(names, row, strict=True)) for row in positions["rows"]]
+    return list(positions)
 
 
 def _result(reply: dict[str, Any]) -> Any:

@@ -123,7 +123,7 @@ def test_malformed_requests_get_an_error_naming_the_problem_and_the_connection_l
     assert hello["posguard"] == "api" and hello["version"] == 1
     for (_, code, words), reply in zip(BAD, replies, strict=False):
         assert reply["ok"] is False and reply["error"]["code"] == code and words in reply["error"]["message"], reply
-    assert replies[-1] == {"id": 99, "ok": True, "result": {"op": "status", "args": {"truth": False}}}
+    assert replies[-1] == {"id": 99, "ok": True, "result": {"op": "status", "args": {"truth": False, "columns": False}}}
     assert [r.get("id") for r in replies[3:9]] == [None, 2, 3, 4, 5, 6]   # the id, where it could be read
 
 

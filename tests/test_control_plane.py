@@ -384,3 +384,22 @@ def test_the_readme_client_example_runs_against_a_demo_deployment(tmp_path, caps
         assert "'BTCUSDT': 'PROTECTED'" in printed and "closed BTCUSDT" in printed and "'stop_price'" in printed
         run.wait_states(BOTH)                                        # opened again, with its stop
         run.interrupt()
+
+
+def test_status_in_columns_holds_what_the_objects_hold(tmp_path):
+    from supervisor.client import positions_of
+
+    cfg = demo_config(tmp_path, free_port())
+    with running(cfg) as run:
+        run.read_until("API on")
+        run.wait_states(BOTH)
+        with run.client() as pg:
+            objects, columns = pg.status(), pg.status(columns=True)
+            naked = pg.status(truth=True, columns=True)                # the uncached path too
+        assert isinstance(columns["positions"], dict) and len(columns["positions"]["rows"]) == 2
+        assert positions_of(columns) == positions_of(objects) == objects["positions"]
+        assert positions_of(naked) == objects["positions"] and "truth" in naked
+        assert len(json.dumps(columns["positions"]["rows"][0])) < 0.7 * len(json.dumps(objects["positions"][0]))
+        assert {k: v for k, v in columns.items() if k not in ("positions", "supervisor_heard_s_ago")} == \
+            {k: v for k, v in objects.items() if k not in ("positions", "supervisor_heard_s_ago")}
+        run.interrupt()

@@ -139,3 +139,46 @@ def test_states_and_triggers_travel_as_enums_and_read_as_the_same_strings(tmp_pa
         line = json.loads(event_line(1, next(e for e in events if e.kind == "transition")))["event"]
         assert (line["from"], line["to"], line["trigger"]) == ("ENTERING", "PROTECTED", "entry_filled_with_stop")
     assert journal.last_state is State.PROTECTED
+
+
+def test_the_journal_tells_a_burst_of_commits_in_one_message_per_receiver():
+    # A thousand entries at once: one PlaceOrders to the exchange and one OrdersJournaled per
+    # PositionActor, not two thousand sends (thespian stopped reading while it drained them, and
+    # the watchdog killed the journal as hung behind them).
+    from actors.journal import JournalActor
+    from actors.messages import (
+        EventsCommitted,
+        JournalOrder,
+        OrderJournaled,
+        OrdersJournaled,
+        PlaceOrder,
+        PlaceOrders,
+    )
+
+    journal = JournalActor.__new__(JournalActor)           # its bookkeeping, without a system
+    journal.to_place, journal.journaled, journal.committed = {}, {}, []
+    journal.subscribers, journal.failing, journal.supervisor = ["api"], None, None
+    sent: list[tuple[Any, Any]] = []
+    journal.send = lambda to, msg: sent.append((to, msg))   # type: ignore[method-assign]
+    for i in range(6):
+        owner = "pos-a" if i % 3 else "pos-b"
+        order = JournalOrder(OrderRequest(f"S{i}USDT", Side.BUY, 1.0, f"pge{i}"), f"i{i}", "entry",
+                             forward_to="exchange", reply_to=owner)
+        journal._committed(order, owner, [])
+    journal._committed(JournalOrder(OrderRequest("S9USDT", Side.BUY, 1.0, "pge9"), "i9", "entry",
+                                    forward_to="exchange", reply_to="pos-c"), "pos-c", [])
+    assert sent == []                                         # nothing until the handler ends
+    journal._flush()
+    by_to = {to: msg for to, msg in sent}
+    assert len(sent) == 4 and set(by_to) == {"exchange", "pos-a", "pos-b", "pos-c"}
+    assert sent[0][0] == "exchange" and isinstance(by_to["exchange"], PlaceOrders)   # the venue first
+    placed = by_to["exchange"].orders
+    assert [p.request.client_order_id for p in placed] == ["pge0", "pge1", "pge2", "pge3", "pge4", "pge5", "pge9"]
+    assert all(isinstance(p, PlaceOrder) for p in placed) and placed[1].reply_to == "pos-a"
+    assert by_to["pos-a"] == OrdersJournaled(("pge1", "pge2", "pge4", "pge5"))
+    assert by_to["pos-b"] == OrdersJournaled(("pge0", "pge3"))
+    assert by_to["pos-c"] == OrderJournaled("pge9")             # alone: the single message
+    assert not any(isinstance(m, EventsCommitted) for _, m in sent)   # no events, none sent
+    sent.clear()
+    journal._flush()
+    assert sent == []                                         # told once
