@@ -140,7 +140,7 @@ class OperatorMixin:
                 self.metrics.on_snapshot(snap)
             for asker in self.waiters.matched(snap):
                 self.send(asker, snap)
-        for follower in (self._address("protection"), self._address("api")):
+        for follower in (self._address(ChildKind.PROTECTION), self._address(ChildKind.API)):
             if follower is not None:
                 self.send(follower, as_sent)                 # one message, as many snapshots as it holds
         if self.stop is not None and self.stop.flatten:
@@ -159,7 +159,7 @@ class OperatorMixin:
     def _tell_api(self: Supervisor, snapshots: bool = False) -> None:
         """The operator API answers status from what we tell it: everything but the positions
         now (also every heartbeat: how it knows we are alive), the positions as they change."""
-        api = self._address("api")
+        api = self._address(ChildKind.API)
         if api is None:
             return
         self.send(api, self._status("", ()))
@@ -180,27 +180,27 @@ class OperatorMixin:
                       else "stopping" if self.stopping is not None else ""))
 
     def receiveMsg_GetTrueState(self: Supervisor, msg: GetTrueState, sender: Any) -> None:  # noqa: N802
-        exchange = self._address("exchange")
+        exchange = self._address(ChildKind.EXCHANGE)
         if exchange is not None:
             self.send(exchange, GetTrueState(reply_to=msg.reply_to or sender, request_id=msg.request_id))
         else:
             self.send(msg.reply_to or sender, TrueStateReport(None, msg.request_id))
 
     def receiveMsg_FetchPrice(self: Supervisor, msg: FetchPrice, sender: Any) -> None:  # noqa: N802
-        exchange = self._address("exchange")
+        exchange = self._address(ChildKind.EXCHANGE)
         if exchange is not None:
             self.relay.put(msg.request_id, sender)
             self.send(exchange, msg)
 
     def receiveMsg_RecentEvents(self: Supervisor, msg: RecentEvents, sender: Any) -> None:  # noqa: N802
-        journal = self._address("journal")
+        journal = self._address(ChildKind.JOURNAL)
         if journal is not None:
             self.send(journal, RecentEvents(msg.symbol, msg.limit, reply_to=msg.reply_to or sender,
                                             request_id=msg.request_id))
 
     def receiveMsg_ScanNow(self: Supervisor, msg: ScanNow, sender: Any) -> None:  # noqa: N802
         """A protection scan now (tests, operators): its ScanDone says whether the venue was read."""
-        protection = self._address("protection")
+        protection = self._address(ChildKind.PROTECTION)
         if protection is None:
             self.send(sender, ScanDone(msg.request_id, "protection is off"))
             return
@@ -211,7 +211,7 @@ class OperatorMixin:
         self._relay_back(f"scan:{msg.request_id}", msg)
 
     def receiveMsg_JournalSync(self: Supervisor, msg: JournalSync, sender: Any) -> None:  # noqa: N802
-        child = self.by_symbol.get(msg.symbol) if msg.symbol else self.by_id.get("journal")
+        child = self.by_symbol.get(msg.symbol) if msg.symbol else self.by_id.get(ChildKind.JOURNAL)
         if child is not None and child.address is not None:
             self.send(child.address, JournalSync(reply_to=msg.reply_to or sender, symbol=msg.symbol))
 

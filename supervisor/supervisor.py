@@ -182,13 +182,13 @@ class Supervisor(OperatorMixin, BridgedActor):
                     self.metrics = None
                 return
         J, X = ChildKind.JOURNAL, ChildKind.EXCHANGE  # noqa: N806
-        specs = [ChildSpec("journal", J, JournalActor), ChildSpec("exchange", X, ExchangeActor, after=(J,))]
+        specs = [ChildSpec(J, J, JournalActor), ChildSpec(X, X, ExchangeActor, after=(J,))]
         if msg.control is not None:
-            specs.append(ChildSpec("api", ChildKind.API, ApiActor, after=(J,)))
+            specs.append(ChildSpec(ChildKind.API, ChildKind.API, ApiActor, after=(J,)))
         per_process = symbols_per_process(msg.supervision.symbols_per_process, len(msg.symbols))
         specs += position_specs(msg.symbols, per_process, PositionActor, after=(J, X))
         if msg.protection is not None:
-            specs.append(ChildSpec("protection", ChildKind.PROTECTION, ProtectionActor, after=(X,)))
+            specs.append(ChildSpec(ChildKind.PROTECTION, ChildKind.PROTECTION, ProtectionActor, after=(X,)))
         for spec in specs:
             self._add(spec)
         self._start_due()
@@ -256,26 +256,26 @@ class Supervisor(OperatorMixin, BridgedActor):
 
     def _configure_api(self, child: Child) -> Any:
         assert self.spec is not None and self.spec.control is not None
-        return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address("journal"),
+        return ConfigureApi(self.spec.control.socket_path, self.myAddress, self._address(ChildKind.JOURNAL),
                             self.spec.symbols, self._holder("running"))
 
     def _configure_positions(self, child: Child) -> Any:
         assert self.spec is not None and self.capabilities is not None
         symbols = child.spec.symbols
         risk = tuple((s, limits) for s in symbols if (limits := self._risk(s)) is not None)
-        return ConfigurePosition(symbols, self._address("exchange"), self._address("journal"), self.capabilities,
-                                 self.spec.settings, observer=self.myAddress,
+        return ConfigurePosition(symbols, self._address(ChildKind.EXCHANGE), self._address(ChildKind.JOURNAL),
+                                 self.capabilities, self.spec.settings, observer=self.myAddress,
                                  safe_mode=self.safe_reason if self.safe_mode else None, risk=risk)
 
     def _configure_protection(self, child: Child) -> Any:
         assert self.spec is not None and self.spec.protection is not None and self.capabilities is not None
-        return ConfigureProtection(self._address("exchange"), self.spec.symbols, self.spec.protection,
+        return ConfigureProtection(self._address(ChildKind.EXCHANGE), self.spec.symbols, self.spec.protection,
                                    tuple(self.snapshots.values()), stop_orders=self.capabilities.stop_orders,
                                    stream_grace_s=self.spec.stream.grace_s)
 
     def _configure_stream(self, child: Child) -> Any:
         assert self.spec is not None and self.capabilities is not None
-        return ConfigureStream(self._address("exchange"), self._address("protection"), self._routes(),
+        return ConfigureStream(self._address(ChildKind.EXCHANGE), self._address(ChildKind.PROTECTION), self._routes(),
                                self.spec.stream, name=f"{self.capabilities.venue} private")
 
     def _risk(self, symbol: str) -> RiskLimits | None:
@@ -311,8 +311,8 @@ class Supervisor(OperatorMixin, BridgedActor):
         if msg.problems and not self.safe_mode:
             logger.critical("ALERT venue preflight after a restart: {}", "; ".join(msg.problems))
             self._enter_safe_mode(f"venue preflight: {'; '.join(msg.problems)}")
-        if msg.capabilities.streams and "stream" not in self.by_id:
-            self._add(ChildSpec("stream", ChildKind.STREAM, StreamActor, after=(ChildKind.EXCHANGE,)))
+        if msg.capabilities.streams and ChildKind.STREAM not in self.by_id:
+            self._add(ChildSpec(ChildKind.STREAM, ChildKind.STREAM, StreamActor, after=(ChildKind.EXCHANGE,)))
         self._ready(sender, msg.pid)
         if self.deployed:
             self._tell_positions_their_collaborators()
@@ -354,9 +354,10 @@ class Supervisor(OperatorMixin, BridgedActor):
 
     def _tell_stream_routes(self) -> None:
         """Where stream evidence goes, whenever an address changes (a restart, an actor on demand)."""
-        stream = self._address("stream")
+        stream = self._address(ChildKind.STREAM)
         if stream is not None:
-            self.send(stream, StreamRoutes(self._address("exchange"), self._address("protection"), self._routes()))
+            self.send(stream, StreamRoutes(self._address(ChildKind.EXCHANGE), self._address(ChildKind.PROTECTION),
+                                           self._routes()))
 
     def receiveMsg_StreamStatus(self, msg: StreamStatus, sender: Any) -> None:  # noqa: N802
         before = self.streams.get(msg.stream)
@@ -381,7 +382,7 @@ class Supervisor(OperatorMixin, BridgedActor):
         self.wakeupAfter(timedelta(seconds=self.spec.supervision.heartbeat_s), HEARTBEAT)
         # Reconciliation itself used no position read; one read now only reports what else the
         # venue shows (positions opened outside posguard), for an operator to see.
-        self.send(self._address("exchange"), FetchPositions(request_id=RECONCILE))
+        self.send(self._address(ChildKind.EXCHANGE), FetchPositions(request_id=RECONCILE))
 
     def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
         if msg.request_id != RECONCILE:
@@ -414,7 +415,7 @@ class Supervisor(OperatorMixin, BridgedActor):
         self._tell_api()
 
     def receiveMsg_JournalDiskFault(self, msg: JournalDiskFault, sender: Any) -> None:  # noqa: N802
-        journal = self._address("journal")
+        journal = self._address(ChildKind.JOURNAL)
         if journal is not None:
             self.send(journal, msg)
             self.relay.put("disk-fault", sender)
@@ -447,7 +448,7 @@ class Supervisor(OperatorMixin, BridgedActor):
             self._replace(child)
 
     def _tell_positions_their_collaborators(self) -> None:
-        exchange, journal = self._address("exchange"), self._address("journal")
+        exchange, journal = self._address(ChildKind.EXCHANGE), self._address(ChildKind.JOURNAL)
         if exchange is None or journal is None:
             return                                   # the other one is still being replaced
         for child in self.children:
@@ -518,7 +519,7 @@ class Supervisor(OperatorMixin, BridgedActor):
         self.wakeupAfter(timedelta(seconds=delay), RestartChild(child.id, child.generation))
 
     def _event(self, record: EventRecord) -> None:
-        journal = self._address("journal") if self.spec is not None else None
+        journal = self._address(ChildKind.JOURNAL) if self.spec is not None else None
         if journal is not None:
             self.send(journal, JournalEvent(record))
 
@@ -542,7 +543,7 @@ class Supervisor(OperatorMixin, BridgedActor):
                         " An operator leaves safe mode explicitly.", reason)
 
     def _persist_safe_mode(self, on: bool, reason: str) -> None:
-        journal = self._address("journal") if self.spec is not None else None
+        journal = self._address(ChildKind.JOURNAL) if self.spec is not None else None
         if journal is None:
             return                        # written when the journal is (back) up: see JournalReady
         self.send(journal, JournalSafeMode(on, reason))
@@ -649,6 +650,7 @@ class Supervisor(OperatorMixin, BridgedActor):
         return [c for c in self.children if c.kind is ChildKind.POSITIONS]
 
     def _address(self, child_id: str) -> Any:
+        """A child's address by id (a singleton's id is its kind), None while it is down."""
         child = self.by_id.get(child_id)
         return child.address if child is not None else None
 
