@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from rich.live import Live
 
 PLAIN_WIDTH = 200                    # columns of a table printed where no terminal says its width
+LIVE_ROWS = 40                       # the live view's rows at most: 1 000 of them took 0.8 s of CPU a redraw
+RESTING = ("IDLE", "PROTECTED")
 STATE_STYLES = {"PROTECTED": "green", "IDLE": "dim", "RECOVERING": "yellow", "ENTERING": "yellow",
                 "CONFIRMING_ENTRY": "yellow", "PROTECTING": "yellow", "FLATTENING": "yellow", "STUCK": "bold red"}
 NAKED = "bold red"                   # a position without a stop, or seconds spent so
@@ -51,9 +53,11 @@ def plain(out: Console, view: RenderableType) -> str:
     return "".join(line.rstrip() + "\n" for line in captured.get().splitlines())
 
 
-def status_view(status: dict[str, Any], header: bool = False, fit: bool = True) -> RenderableType:
+def status_view(status: dict[str, Any], header: bool = False, fit: bool = True,
+                limit: int | None = None) -> RenderableType:
     """Banners (safe mode, journal, streams, venue, stopping; `header`: the live view's first line)
-    above the table of positions (`fit`: as wide as the terminal)."""
+    above the table of positions (`fit`: as wide as the terminal; `limit`: at most that many rows,
+    what needs attention first, and a line counting the rest by state)."""
     from rich.console import Group
     from rich.text import Text
 
@@ -76,7 +80,26 @@ def status_view(status: dict[str, Any], header: bool = False, fit: bool = True) 
         lines.append(Text(f"WARNING: {warning}", style="yellow"))
     if status.get("venue_status"):
         lines.append(Text(f"VENUE: {status['venue_status']}", style="bold red"))
+    positions = status["positions"]
+    if limit is not None and len(positions) > limit:
+        shown = sorted(positions, key=lambda p: (not _needs_attention(p, status), p["symbol"]))[:limit]
+        counts: dict[str, int] = {}
+        for p in positions:
+            counts[p["state"]] = counts.get(p["state"], 0) + 1
+        rest = len(positions) - limit
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        table = positions_table(dict(status, positions=shown), fit)
+        more = Text(f"{len(positions)} symbols: {summary}. {rest} more not shown (settled first to go);"
+                    " `posguard status` lists every one", style="dim")
+        return Group(*lines, table, more)
     return Group(*lines, positions_table(status, fit))
+
+
+def _needs_attention(p: dict[str, Any], status: dict[str, Any]) -> bool:
+    """On its way somewhere, stuck, or naked -- by our measure or the venue's."""
+    venue = (status.get("truth") or {}).get(p["symbol"])
+    naked = venue["naked_seconds"] if venue is not None else p["naked_now"]
+    return p["state"] not in RESTING or p["naked_since"] is not None or naked > 0
 
 
 def positions_table(status: dict[str, Any], fit: bool = True) -> RenderableType:
@@ -148,9 +171,10 @@ class LiveView:
 
     def show(self, status: dict[str, Any]) -> None:
         if self.live is not None:
-            self.live.update(status_view(status, header=True), refresh=True)
+            rows = max(5, min(LIVE_ROWS, self.console.height - 12))      # banners, header, summary
+            self.live.update(status_view(status, header=True, limit=rows), refresh=True)
             return
-        text = plain(self.console, status_view(status, fit=False))
+        text = plain(self.console, status_view(status, fit=False, limit=LIVE_ROWS))
         if text != self.last:
             self.console.file.write(text + "\n")
             self.console.file.flush()
