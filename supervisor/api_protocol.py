@@ -82,6 +82,25 @@ def _integer(lo: int, hi: int) -> Check:
     return check
 
 
+# A position's fields, as `status` shows them (PositionSnapshot's, and naked_now computed at the answer).
+POSITION_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price",
+                   "intent_id", "naked_seconds", "naked_since", "protect_latency_s", "guarded_latency_s",
+                   "trigger", "last_event", "updated_at", "naked_now")
+
+
+def _fields(name: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(f, str) for f in value) \
+            or len(value) > len(POSITION_FIELDS):
+        raise ApiError("bad_request", f"args.{name} must be a list of position fields, like [\"symbol\", \"state\"]")
+    unknown = [f for f in value if f not in POSITION_FIELDS]
+    if unknown:
+        raise ApiError("bad_request", f"args.{name}: unknown field {json.dumps(unknown[0])[:40]}"
+                                      f" (known: {', '.join(POSITION_FIELDS)})")
+    return tuple(dict.fromkeys(value))
+
+
 def _symbol(name: str, value: Any) -> str:
     if not isinstance(value, str) or len(value) > 40:
         raise ApiError("bad_request", f"args.{name} must be a symbol like BTCUSDT or BTC/USDT:USDT")
@@ -105,7 +124,7 @@ PCT = _number(0.0, 99.0)
 
 # op -> {argument: (check, required, default)}
 OPS: dict[str, dict[str, tuple[Check, bool, Any]]] = {
-    "status": {"truth": (_bool, False, False), "columns": (_bool, False, False)},
+    "status": {"truth": (_bool, False, False), "columns": (_bool, False, False), "fields": (_fields, False, None)},
     "inspect": {"symbol": (_symbol, True, None), "events": (_integer(0, 1000), False, 20)},
     "open": {"symbol": (_symbol, True, None), "side": (_side, True, None), "qty": (QTY, True, None),
              "sl": (PRICE, False, None), "sl_pct": (PCT, False, None)},

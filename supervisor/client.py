@@ -117,11 +117,14 @@ class Client:
             raise ClientError("protocol", f"reply to request {reply.get('id')!r}, expected {rid}")
         return _result(reply)
 
-    def status(self, truth: bool = False, columns: bool = False) -> dict[str, Any]:
+    def status(self, truth: bool = False, columns: bool = False, fields: list[str] | None = None) -> dict[str, Any]:
         """The deployment's status. `columns`: positions as {"columns": [names], "rows": [[values]]}
-        (half the bytes, parsed in half the time: for a large deployment polled often);
-        `positions_of()` turns either form into one dict per symbol."""
-        return self.request("status", truth=truth, columns=columns)
+        (half the bytes, parsed in half the time: for a large deployment polled often); `fields`:
+        only these of each position. `positions_of()` turns either form into one dict per symbol."""
+        args: dict[str, Any] = {"truth": truth, "columns": columns}
+        if fields is not None:
+            args["fields"] = list(fields)
+        return self.request("status", **args)
 
     def inspect(self, symbol: str, events: int = 20) -> dict[str, Any]:
         return self.request("inspect", symbol=symbol, events=events)

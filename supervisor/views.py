@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 PLAIN_WIDTH = 200                    # columns of a table printed where no terminal says its width
 LIVE_ROWS = 40                       # the live view's rows at most: 1 000 of them took 0.8 s of CPU a redraw
 RESTING = ("IDLE", "PROTECTED")
+# What the table shows of a position: what to ask `status` for (`fields`) to draw it.
+TABLE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price",
+                "naked_since", "naked_now", "last_event")
 STATE_STYLES = {"PROTECTED": "green", "IDLE": "dim", "RECOVERING": "yellow", "ENTERING": "yellow",
                 "CONFIRMING_ENTRY": "yellow", "PROTECTING": "yellow", "FLATTENING": "yellow", "STUCK": "bold red"}
 NAKED = "bold red"                   # a position without a stop, or seconds spent so

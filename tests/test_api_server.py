@@ -113,6 +113,8 @@ BAD = [
     (b'{"id": 8, "op": "open", "args": {"symbol": "BTCUSDT", "side": "up", "qty": 1, "sl": 1}}\n',
      "bad_request", "buy or sell"),
     (b'{"id": 9, "op": "events", "args": {"since": -1}}\n', "bad_request", "whole number"),
+    (b'{"id": 5, "op": "status", "args": {"fields": "symbol"}}\n', "bad_request", "list of position fields"),
+    (b'{"id": 5, "op": "status", "args": {"fields": ["symbol", "secret"]}}\n', "bad_request", "unknown field"),
 ]
 
 
@@ -123,7 +125,8 @@ def test_malformed_requests_get_an_error_naming_the_problem_and_the_connection_l
     assert hello["posguard"] == "api" and hello["version"] == 1
     for (_, code, words), reply in zip(BAD, replies, strict=False):
         assert reply["ok"] is False and reply["error"]["code"] == code and words in reply["error"]["message"], reply
-    assert replies[-1] == {"id": 99, "ok": True, "result": {"op": "status", "args": {"truth": False, "columns": False}}}
+    defaults = {"truth": False, "columns": False, "fields": None}
+    assert replies[-1] == {"id": 99, "ok": True, "result": {"op": "status", "args": defaults}}
     assert [r.get("id") for r in replies[3:9]] == [None, 2, 3, 4, 5, 6]   # the id, where it could be read
 
 

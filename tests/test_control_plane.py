@@ -387,7 +387,10 @@ def test_the_readme_client_example_runs_against_a_demo_deployment(tmp_path, caps
 
 
 def test_status_in_columns_holds_what_the_objects_hold(tmp_path):
-    from supervisor.client import positions_of
+    from actors.messages import PositionSnapshot
+    from supervisor.api_protocol import POSITION_FIELDS
+    from supervisor.client import ClientError, positions_of
+    from supervisor.views import TABLE_FIELDS
 
     cfg = demo_config(tmp_path, free_port())
     with running(cfg) as run:
@@ -402,4 +405,13 @@ def test_status_in_columns_holds_what_the_objects_hold(tmp_path):
         assert len(json.dumps(columns["positions"]["rows"][0])) < 0.7 * len(json.dumps(objects["positions"][0]))
         assert {k: v for k, v in columns.items() if k not in ("positions", "supervisor_heard_s_ago")} == \
             {k: v for k, v in objects.items() if k not in ("positions", "supervisor_heard_s_ago")}
+        with run.client() as pg:
+            table = pg.status(columns=True, fields=list(TABLE_FIELDS))
+            some = pg.status(fields=["state", "symbol", "state"])
+            with pytest.raises(ClientError, match="unknown field"):
+                pg.status(fields=["symbol", "api_key"])
+        assert positions_of(table) == [{f: p[f] for f in TABLE_FIELDS} for p in objects["positions"]]
+        assert some["positions"] == [{"state": p["state"], "symbol": p["symbol"]} for p in objects["positions"]]
+        snapshot_fields = [f for f in PositionSnapshot.__dataclass_fields__ if f != "made_ns"]   # made_ns: ours
+        assert list(POSITION_FIELDS) == [*snapshot_fields, "naked_now"]                         # none left out
         run.interrupt()
