@@ -16,6 +16,7 @@ but JSON.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -190,12 +191,25 @@ class Client:
         if not line:
             raise ClientError("unavailable", "the deployment closed the connection")
         try:
-            reply = json.loads(line)
+            reply = _parse(line)
         except ValueError:
             raise ClientError("protocol", "the deployment sent something that is not JSON") from None
         if not isinstance(reply, dict):
             raise ClientError("protocol", "the deployment sent something that is not a JSON object")
         return reply
+
+
+def _parse(line: bytes) -> Any:
+    """json.loads with the cyclic garbage collector paused: a 1 000-symbol status allocates
+    thousands of lists, and the collections they triggered (a full one every few replies) took
+    10-15 ms each. Parsing makes no reference cycles: nothing is left for the collector."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return json.loads(line)
+    finally:
+        if paused:
+            gc.enable()
 
 
 def positions_of(status: dict[str, Any]) -> list[dict[str, Any]]:
