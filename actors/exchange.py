@@ -152,10 +152,10 @@ class ExchangeActor(BridgedActor):
                              warnings=self.preflight.warnings)
 
     def _request(self, msg: Any, sender: Any) -> None:
+        reply_to = getattr(msg, "reply_to", None) or sender     # a forwarded order answers its owner
         if self.service is None or self.bridge is None:
-            self._fail(msg, sender, VenueFailure(Outcome.RETRY_LATER, "not_ready", "exchange not configured"))
+            self._fail(msg, reply_to, VenueFailure(Outcome.RETRY_LATER, "not_ready", "exchange not configured"))
             return
-        reply_to = getattr(msg, "reply_to", None) or sender
         if isinstance(msg, PlaceOrder):                  # whose order it is, for the stream's news of it
             self.order_owners[msg.request.client_order_id] = reply_to
             while len(self.order_owners) > OWNERS_KEPT:
@@ -230,7 +230,8 @@ class ExchangeActor(BridgedActor):
             self.send(sender, ActorFailed("exchange", f"venue adapter failed to start: {exc}"))
             return
         if type(message) in ROUTES:
-            self._fail(message, sender, VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
+            self._fail(message, getattr(message, "reply_to", None) or sender,
+                       VenueFailure(Outcome.BUG, type(exc).__name__, str(exc)))
         super().on_handler_error(message, sender, exc)
 
     def on_exit(self) -> None:

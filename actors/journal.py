@@ -58,19 +58,24 @@ class JournalActor(BridgedActor):
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
         result = super().receiveMessage(message, sender)
-        self._flush()
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - rule 5: thespian would re-run the message, sending again
+            logger.exception("journal: telling what was committed failed")
         return result
 
     def _flush(self) -> None:
-        """In the order they used to go one by one: the orders to the venue, then who journaled them."""
-        for exchange, orders in self.to_place.values():
-            self.send(exchange, orders[0] if len(orders) == 1 else PlaceOrders(tuple(orders)))
-        for asker, cids in self.journaled.values():
-            self.send(asker, OrderJournaled(cids[0]) if len(cids) == 1 else OrdersJournaled(tuple(cids)))
-        if self.committed:
-            for subscriber in self.subscribers:
-                self.send(subscriber, EventsCommitted(tuple(self.committed)))
+        """In the order they used to go one by one: the orders to the venue, then who journaled them.
+        Taken out first: whatever happens while sending, nothing is ever sent twice."""
+        to_place, journaled, committed = self.to_place, self.journaled, self.committed
         self.to_place, self.journaled, self.committed = {}, {}, []
+        for exchange, orders in to_place.values():
+            self.send(exchange, orders[0] if len(orders) == 1 else PlaceOrders(tuple(orders)))
+        for asker, cids in journaled.values():
+            self.send(asker, OrderJournaled(cids[0]) if len(cids) == 1 else OrdersJournaled(tuple(cids)))
+        if committed:
+            for subscriber in self.subscribers:
+                self.send(subscriber, EventsCommitted(tuple(committed)))
 
     def receiveMsg_ConfigureJournal(self, msg: ConfigureJournal, sender: Any) -> None:  # noqa: N802
         self.supervisor = sender

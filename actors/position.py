@@ -131,24 +131,27 @@ class PositionActor(BridgedActor):
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
         result = super().receiveMessage(message, sender)
-        self._flush()
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - rule 5: thespian would re-run the message
+            logger.exception("position: telling what changed failed")
         return result
 
     def _flush(self) -> None:
-        if self.published:
-            observer = self.published[0][0]
-            snaps = tuple(s for _, s in self.published)
-            self.published = []
+        """Taken out first: whatever happens while sending, nothing is sent twice."""
+        published, reconciled, answers = self.published, self.reconciled, self.answers
+        self.published, self.reconciled, self.answers = [], [], []
+        if published:
+            observer = published[0][0]
+            snaps = tuple(s for _, s in published)
             if observer is not None:
                 self.send(observer, snaps[0] if len(snaps) == 1 else PositionSnapshots(snaps))
-        if self.reconciled and self.supervisor is not None:
-            self.send(self.supervisor, PositionReady(tuple(self.reconciled)))
-        self.reconciled = []
+        if reconciled and self.supervisor is not None:
+            self.send(self.supervisor, PositionReady(tuple(reconciled)))
         # Answers last: whoever is told "accepted" (through the Supervisor, which also gets our
         # snapshots) and then asks for the state finds the command's effect, never the state before.
-        for asker, answer in self.answers:
+        for asker, answer in answers:
             self.send(asker, answer)
-        self.answers = []
 
     def _answer(self, asker: Any, answer: CommandAccepted | CommandDenied) -> None:
         self.answers.append((asker, answer))

@@ -97,8 +97,8 @@ class StreamActor(BridgedActor):
         ProtectionActor scans through REST, before stream evidence is trusted again."""
         self.state, self.reason = RECONCILING, why
         logger.warning("{}: reconciling every symbol through REST before trusting it", why)
-        for address in self.positions.values():
-            self.send(address, StreamGap(why))
+        for address in {str(a): a for a in self.positions.values()}.values():   # once per process: it
+            self.send(address, StreamGap(why))                                 # tells every symbol it hosts
         if self.protection is None:
             self._trusted()
             return

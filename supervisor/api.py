@@ -60,6 +60,7 @@ from supervisor.api_server import ApiServer
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
 SNAPSHOT_FIELDS = tuple(f for f in PositionSnapshot.__dataclass_fields__ if f != "made_ns")   # ours, not the API's
+CACHED_FORMS = 4                     # (columns, fields) forms of status kept encoded; others built per ask
 COLUMNS = POSITION_FIELDS                     # a position's fields, in `status`; tests hold them to the snapshot's
 
 
@@ -79,6 +80,7 @@ class ApiActor(BridgedActor):
         # Encoded once per snapshot, per form asked for: (columns, fields) -> JSON text.
         self.rows: dict[str, dict[tuple[bool, tuple[str, ...]], str]] = {}     # by symbol
         self.positions_text: dict[tuple[bool, tuple[str, ...]], str] = {}       # every row's, joined
+        self.forms: set[tuple[bool, tuple[str, ...]]] = set()                   # the forms cached
 
     # -- lifecycle (actor thread) ----------------------------------------------------------------
 
@@ -242,7 +244,10 @@ class ApiActor(BridgedActor):
         header["last_event"] = self.latest_event
         del header["positions"]
         form = (columns, fields)
-        text = self.positions_text.get(form)
+        if form not in self.forms and len(self.forms) < CACHED_FORMS:
+            self.forms.add(form)
+        cached = form in self.forms                       # a client cycling through field orders gets
+        text = self.positions_text.get(form)              # answers, not a cache that grows without end
         if text is None:
             now, parts, live = time.time(), [], False
             for symbol in sorted(self.snapshots):
@@ -254,12 +259,14 @@ class ApiActor(BridgedActor):
                 rows = self.rows.setdefault(symbol, {})
                 row = rows.get(form)
                 if row is None:
-                    row = rows[form] = _row_text(snap, now, columns, fields)
+                    row = _row_text(snap, now, columns, fields)
+                    if cached:
+                        rows[form] = row
                 parts.append(row)
             text = "[" + ",".join(parts) + "]"
             if columns:
                 text = '{"columns":' + json.dumps(fields, separators=(",", ":")) + ',"rows":' + text + "}"
-            if not live:
+            if not live and cached:
                 self.positions_text[form] = text
         return Encoded(encode(header)[:-2].decode() + ',"positions":' + text + "}")
 
@@ -317,11 +324,15 @@ class ApiActor(BridgedActor):
     async def _panic(self) -> dict[str, Any]:
         status = await self._status(False)
         held = [p["symbol"] for p in status["positions"] if p["state"] in HELD]
+        # Every close at once (rule 9): one process that does not answer costs its own symbols a
+        # "refused" after the ask's timeout, never the closes of the others.
+        replies = await asyncio.gather(*(self._command(ClosePosition(s)) for s in held), return_exceptions=True)
         closing, refused = [], {}
-        for symbol in held:
-            reply = await self._command(ClosePosition(symbol))
+        for symbol, reply in zip(held, replies, strict=True):
             if isinstance(reply, CommandDenied):
                 refused[symbol] = reply.reason
+            elif isinstance(reply, BaseException):
+                refused[symbol] = str(reply)
             else:
                 closing.append(symbol)
         return {"closing": closing, "refused": refused}

@@ -21,6 +21,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import tomllib
 from collections.abc import Iterator
 from typing import Any
@@ -199,17 +200,28 @@ class Client:
         return reply
 
 
+_parsing_lock = threading.Lock()
+_parsing = 0
+_parsing_paused = [False]                         # whether the collector ran before the first parse
+
+
 def _parse(line: bytes) -> Any:
     """json.loads with the cyclic garbage collector paused: a 1 000-symbol status allocates
     thousands of lists, and the collections they triggered (a full one every few replies) took
     10-15 ms each. Parsing makes no reference cycles: nothing is left for the collector."""
-    paused = gc.isenabled()
-    gc.disable()
+    global _parsing
+    with _parsing_lock:
+        if _parsing == 0:
+            _parsing_paused[0] = gc.isenabled()
+            gc.disable()
+        _parsing += 1
     try:
         return json.loads(line)
     finally:
-        if paused:
-            gc.enable()
+        with _parsing_lock:                      # several threads parsing: the last one out restores it
+            _parsing -= 1
+            if _parsing == 0 and _parsing_paused[0]:
+                gc.enable()
 
 
 def positions_of(status: dict[str, Any]) -> list[dict[str, Any]]:

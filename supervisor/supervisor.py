@@ -243,6 +243,10 @@ class Supervisor(OperatorMixin, BridgedActor):
         child.started, child.ready, child.replacing, child.pid = True, False, False, None
         child.awaiting_since, child.symbols_ready = None, set()
         self.send(child.address, self.configure[child.kind](child))
+        if child.kind is ChildKind.POSITIONS:
+            # Stream news goes to the new process now: it takes what it can (symbols it has
+            # loaded) while the others recover, rather than news going to the dead one meanwhile.
+            self._tell_stream_routes()
 
     # -- what each kind of child is told to start --------------------------------------------
 

@@ -85,12 +85,14 @@ def status_view(status: dict[str, Any], header: bool = False, fit: bool = True,
         lines.append(Text(f"VENUE: {status['venue_status']}", style="bold red"))
     positions = status["positions"]
     if limit is not None and len(positions) > limit:
-        shown = sorted(positions, key=lambda p: (not _needs_attention(p, status), p["symbol"]))[:limit]
+        shown = sorted(positions, key=lambda p: (_attention(p, status), p["symbol"]))[:limit]
         counts: dict[str, int] = {}
         for p in positions:
             counts[p["state"]] = counts.get(p["state"], 0) + 1
         rest = len(positions) - limit
+        naked = sum(1 for p in positions if _attention(p, status) == 0 and p["state"] != "STUCK")
         summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+        summary += f"; {naked} NAKED" if naked else ""
         table = positions_table(dict(status, positions=shown), fit)
         more = Text(f"{len(positions)} symbols: {summary}. {rest} more not shown (settled first to go);"
                     " `posguard status` lists every one", style="dim")
@@ -98,11 +100,13 @@ def status_view(status: dict[str, Any], header: bool = False, fit: bool = True,
     return Group(*lines, positions_table(status, fit))
 
 
-def _needs_attention(p: dict[str, Any], status: dict[str, Any]) -> bool:
-    """On its way somewhere, stuck, or naked -- by our measure or the venue's."""
+def _attention(p: dict[str, Any], status: dict[str, Any]) -> int:
+    """0: naked now (by our measure or the venue's) or STUCK; 1: on its way somewhere; 2: settled."""
     venue = (status.get("truth") or {}).get(p["symbol"])
-    naked = venue["naked_seconds"] if venue is not None else p["naked_now"]
-    return p["state"] not in RESTING or p["naked_since"] is not None or naked > 0
+    naked_now = p["naked_since"] is not None or (venue is not None and venue["open"] and venue["stop_price"] is None)
+    if naked_now or p["state"] == "STUCK":
+        return 0
+    return 1 if p["state"] not in RESTING else 2
 
 
 def positions_table(status: dict[str, Any], fit: bool = True) -> RenderableType:
@@ -157,7 +161,8 @@ def _venue_cells(venue: dict[str, Any] | None, qty: float, held: float, stop: fl
 class LiveView:
     """`posguard run`'s table. On a terminal it is redrawn in place (rich Live), with a header
     line; what else is printed meanwhile (alerts) appears above it. Anywhere else it is printed,
-    plain, each time it changes, so a log or a test reads every state it went through."""
+    plain, each time it changes, so a log or a test reads every state it went through (of the
+    rows shown: at most LIVE_ROWS, what needs attention first)."""
 
     def __init__(self, file: TextIO | None = None) -> None:
         self.console = console(file)

@@ -261,3 +261,20 @@ def test_every_handler_is_named_for_a_message_it_can_receive():
         assert handlers, actor
         wrong = [h for h in handlers if not h.startswith("receiveMsg_") or h.removeprefix("receiveMsg_") not in known]
         assert not wrong, (actor.__name__, wrong)
+
+
+def test_a_stream_gap_reaches_each_position_process_once_however_many_symbols_it_hosts():
+    # A process hosting 25 symbols told 25 times asked the venue 25 times per open order, on the
+    # reads pacer everything else queues on.
+    from actors.messages import StreamGap
+    from actors.stream import StreamActor
+
+    stream = StreamActor.__new__(StreamActor)              # its bookkeeping, without a system
+    stream.positions = {"A": "proc-1", "B": "proc-1", "C": "proc-2"}
+    stream.protection, stream.supervisor, stream.stream = None, None, "private"
+    stream.reconnects, stream.gap_s, stream.reconciling = 0, 0.0, None
+    sent: list[tuple[Any, Any]] = []
+    stream.send = lambda to, msg: sent.append((to, msg))   # type: ignore[method-assign]
+    stream._reconcile("reconnected")
+    gaps = sorted(to for to, msg in sent if isinstance(msg, StreamGap))
+    assert gaps == ["proc-1", "proc-2"]

@@ -182,3 +182,39 @@ def test_the_journal_tells_a_burst_of_commits_in_one_message_per_receiver():
     sent.clear()
     journal._flush()
     assert sent == []                                         # told once
+
+
+def test_a_send_failing_midway_through_the_journals_flush_never_sends_twice():
+    from actors.journal import JournalActor
+    from actors.messages import JournalOrder
+
+    journal = JournalActor.__new__(JournalActor)
+    journal.to_place, journal.journaled, journal.committed = {}, {}, []
+    journal.subscribers, journal.failing, journal.supervisor = [], None, None
+    sent: list[Any] = []
+
+    def send(to: Any, msg: Any) -> None:
+        if to == "pos-a":
+            raise OSError("transport refused")
+        sent.append((to, msg))
+    journal.send = send                                      # type: ignore[method-assign]
+    journal._committed(JournalOrder(OrderRequest("S1USDT", Side.BUY, 1.0, "pge1"), "i1", "entry",
+                                    forward_to="exchange", reply_to="pos-a"), "pos-a", [])
+    with pytest.raises(OSError):
+        journal._flush()
+    assert [to for to, _ in sent] == ["exchange"]
+    journal._flush()                                         # what a re-run would do: nothing again
+    assert [to for to, _ in sent] == ["exchange"]
+
+
+def test_an_order_the_exchange_cannot_take_yet_is_refused_to_its_owner_not_the_journal():
+    from actors.exchange import ExchangeActor
+    from actors.messages import OrderPlaced, PlaceOrder
+
+    exchange = ExchangeActor.__new__(ExchangeActor)
+    exchange.service, exchange.bridge = None, None
+    sent: list[Any] = []
+    exchange.send = lambda to, msg: sent.append((to, msg))   # type: ignore[method-assign]
+    exchange._request(PlaceOrder(OrderRequest("S1USDT", Side.BUY, 1.0, "pge1"), reply_to="pos-a"), "journal")
+    (to, reply), = sent
+    assert to == "pos-a" and isinstance(reply, OrderPlaced) and reply.failure is not None
