@@ -119,8 +119,10 @@ class ExchangeActor(BridgedActor):
         if isinstance(result, VenueError | VenueTimeout | TimeoutError):
             self._not_started(result)
             return
-        if isinstance(result, BaseException):
-            raise result                                 # our bug: the runtime's failure path
+        if isinstance(result, BaseException):            # our bug, not the venue's: no retry can help
+            logger.opt(exception=result).error("exchange: the venue adapter failed to start")
+            self.send(self.supervisor, ActorFailed("exchange", f"venue adapter failed to start: {result}"))
+            return
         self.service = ExchangeService(adapter)
         self.preflight = result
         for warning in result.warnings:

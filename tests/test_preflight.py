@@ -187,3 +187,17 @@ def test_the_emulator_section_takes_the_account_switches(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(str(cfg))
     assert any(p.startswith("emulator.hedge_mode") for p in err.value.problems), err.value.problems
+
+
+def test_an_adapter_that_fails_to_start_with_a_bug_fails_the_deployment_once_not_a_restart_loop():
+    # Not the venue's doing (no retry helps): the start fails, with the reason, like a bad config.
+    from actors.exchange import ExchangeActor
+    from actors.messages import ActorFailed
+
+    exchange = ExchangeActor.__new__(ExchangeActor)
+    exchange.supervisor = "sup"
+    sent: list[tuple[object, object]] = []
+    exchange.send = lambda to, msg: sent.append((to, msg))   # type: ignore[method-assign]
+    exchange._started(object(), RuntimeError("adapter bug"))
+    (to, failed), = sent
+    assert to == "sup" and isinstance(failed, ActorFailed) and "adapter bug" in failed.reason
