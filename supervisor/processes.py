@@ -56,6 +56,20 @@ def listening_sockets() -> dict[str, tuple[str, int]]:
     return found
 
 
+def child_listening_on(port: int, parent: int | None = None) -> int | None:
+    """The pid of a child of `parent` (this process) that listens on TCP `port`: how to find an
+    actor process by its address when it never told us its pid (hung before its first answer)."""
+    parent = os.getpid() if parent is None else parent
+    inodes = {inode for inode, (_, p) in listening_sockets().items() if p == port}
+    if not inodes:
+        return None
+    for name in os.listdir("/proc"):
+        if name.isdigit() and (stat := proc_stat(int(name))) is not None and stat[1] == str(parent) \
+                and socket_inodes(int(name)) & inodes:
+            return int(name)
+    return None
+
+
 def kill_system(admin_port: int, extra: set[int] = frozenset()) -> set[int]:
     """kill -9 a whole thespian system (and `extra` pids): everything in its session, again and
     again until nothing is left -- an actor being forked during the first sweep must not survive."""

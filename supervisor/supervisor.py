@@ -77,6 +77,7 @@ from adapters.base import Capabilities
 from supervisor.api import ApiActor
 from supervisor.metrics import Metrics
 from supervisor.operator import STOP_DEADLINE, OperatorMixin, OperatorStop
+from supervisor.processes import child_listening_on
 from supervisor.routing import Relay, StateWaiters
 from supervisor.runtime import DeploymentLock, LockHeld
 from supervisor.specs import (
@@ -491,9 +492,15 @@ class Supervisor(OperatorMixin, BridgedActor):
     def _replace(self, child: Child) -> None:
         """Make it go (kill -9 if we know its pid: it may be hung), then restart on its exit."""
         child.replacing = True
-        if child.pid is not None:
+        pid = child.pid
+        if pid is None and child.address is not None:
+            # Hung before it ever answered (no pid yet): found by the port its address names,
+            # among our own children, or it would stay "replacing" for ever, its symbols unguarded.
+            port = getattr(child.address.addressDetails, "sockname", (None, None))[1]
+            pid = child_listening_on(port) if isinstance(port, int) else None
+        if pid is not None:
             try:
-                os.kill(child.pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 return
             except ProcessLookupError:
                 pass

@@ -213,3 +213,26 @@ def test_run_refuses_a_deployment_the_open_files_limit_cannot_hold(tmp_path):
     assert "open-files limit (300) is below the 680" in out.stderr and "symbols_per_process" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "var" / "posguard.sock").exists()         # refused before anything started
+
+
+def test_a_child_that_never_answered_is_found_by_the_port_its_address_names(tmp_path):
+    # A restarted group that hangs before its first heartbeat answer has no pid on record: the
+    # Supervisor finds it among its own children by its listening port, and kills it.
+    import subprocess
+    import sys
+
+    from supervisor.processes import child_listening_on
+    from supervisor.system import free_port
+
+    port = free_port()
+    listener = ("import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\n"
+                "s.listen()\nprint('up', flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", listener, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+        assert child_listening_on(port) == proc.pid
+        assert child_listening_on(port, parent=1) is None                  # only our own children
+        assert child_listening_on(free_port()) is None
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
