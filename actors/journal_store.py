@@ -134,36 +134,43 @@ class JournalStore:
         await self._db.commit()
         return SCHEMA_VERSION
 
+    # Maintenance and fault injection take the write lock: on the one connection, a checkpoint or
+    # a pragma between another write's execute and its commit fails ("database table is locked").
+
     async def limit_pages(self, pages: int) -> int:
         """Fault injection, a full disk for real: cap the database at `pages` pages (0: where it
         is now) and fill what is left, so the very next write fails with SQLITE_FULL."""
-        await self.db.execute("CREATE TABLE IF NOT EXISTS filler (pad TEXT)")
-        await self.db.commit()
-        if pages <= 0:
-            rows = await self.rows("PRAGMA page_count")
-            pages = int(next(iter(rows[0].values())))
-        await self.db.execute(f"PRAGMA max_page_count={int(pages)}")
-        try:
-            while True:
-                await self.db.execute("INSERT INTO filler VALUES (?)", ("x" * 64,))
-                await self.db.commit()
-        except aiosqlite.OperationalError:
-            await self.db.rollback()                     # full: nothing more fits
-        return pages
+        async with self._lock:
+            await self.db.execute("CREATE TABLE IF NOT EXISTS filler (pad TEXT)")
+            await self.db.commit()
+            if pages <= 0:
+                rows = await self.rows("PRAGMA page_count")
+                pages = int(next(iter(rows[0].values())))
+            await self.db.execute(f"PRAGMA max_page_count={int(pages)}")
+            try:
+                while True:
+                    await self.db.execute("INSERT INTO filler VALUES (?)", ("x" * 64,))
+                    await self.db.commit()
+            except aiosqlite.OperationalError:
+                await self.db.rollback()                 # full: nothing more fits
+            return pages
 
     async def refuse_writes(self, refuse: bool) -> None:
         """Fault injection: every write fails (SQLite's query_only), or works again."""
-        await self.db.execute(f"PRAGMA query_only={'ON' if refuse else 'OFF'}")
+        async with self._lock:
+            await self.db.execute(f"PRAGMA query_only={'ON' if refuse else 'OFF'}")
 
     async def heal(self) -> None:
         """Undo limit_pages and refuse_writes: the journal can write again."""
-        await self.db.execute("PRAGMA max_page_count=1073741823")
-        await self.refuse_writes(False)
+        async with self._lock:
+            await self.db.execute("PRAGMA max_page_count=1073741823")
+            await self.db.execute("PRAGMA query_only=OFF")
 
     async def truncate_wal(self) -> None:
         """Checkpoint and empty the WAL file (SQLite maintenance; the fault tests use it so that
         the next write on a full disk has to grow the file)."""
-        await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        async with self._lock:
+            await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
         if self._db is not None:

@@ -30,7 +30,6 @@ the hard one, and `posguard run` refuses a deployment the hard limit cannot hold
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import os
@@ -140,9 +139,6 @@ def apply() -> None:
 
     def _start_child(*args: Any, **kw: Any) -> Any:
         close_inherited_descriptors()
-        # What the parent left unreachable must never be collected here: a socket object's
-        # finalizer would close its old descriptor number, which may be someone else's by then.
-        gc.freeze()
         return start_child(*args, **kw)
 
     mpc.startChild = _start_child                        # a module global, looked up at each fork
