@@ -59,9 +59,9 @@ from supervisor.api_server import ApiServer
 
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
-SNAPSHOT_FIELDS = tuple(f for f in PositionSnapshot.__dataclass_fields__ if f != "made_ns")   # ours, not the API's
 CACHED_FORMS = 4                     # (columns, fields) forms of status kept encoded; others built per ask
 COLUMNS = POSITION_FIELDS                     # a position's fields, in `status`; tests hold them to the snapshot's
+SNAPSHOT_FIELDS = tuple(f for f in COLUMNS if f != "naked_now")       # read off the snapshot as it is
 
 
 class ApiActor(BridgedActor):

@@ -15,13 +15,14 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from actors.position_states import RESTING  # the states with no command of ours in progress
+
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.live import Live
 
 PLAIN_WIDTH = 200                    # columns of a table printed where no terminal says its width
 LIVE_ROWS = 40                       # the live view's rows at most: 1 000 of them took 0.8 s of CPU a redraw
-RESTING = ("IDLE", "PROTECTED")
 # What the table shows of a position: what to ask `status` for (`fields`) to draw it.
 TABLE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price",
                 "naked_since", "naked_now", "last_event")
