@@ -86,6 +86,9 @@ class PositionReport:
     entry_price: float | None           # None: the venue did not say (never taken as 0)
     stop_price: float | None
     mark_price: float | None = None     # the venue's mark (or last) price when it said this
+    # Where stops are orders: the trigger of every stop order that protects it (`stop_price`: the
+    # one that triggers first), so that ours is found among an operator's.
+    stop_prices: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class CloseKind(StrEnum):
 
     STOP = "stop loss triggered"
     LIQUIDATION = "liquidated"
+    ADL = "auto-deleveraged"
     MANUAL = "closed by an order that is not ours (by hand?)"
     OURS = "closed by our own order"
 
@@ -130,11 +134,14 @@ class ClosureReport:
 OUR_ORDER_PREFIX = "pg"              # every client order id posguard makes starts with this
 
 
-def closure_kind(client_order_id: str, by_stop: bool = False, by_liquidation: bool = False) -> CloseKind:
-    if by_liquidation:
-        return CloseKind.LIQUIDATION
-    if by_stop:
-        return CloseKind.STOP
+# What closed a position, as the venues' streams and histories mark their own closing orders.
+CLOSED_BY_KIND = {"stop": CloseKind.STOP, "liquidation": CloseKind.LIQUIDATION, "adl": CloseKind.ADL}
+
+
+def closure_kind(client_order_id: str, closed_by: str = "") -> CloseKind:
+    """`closed_by`: "stop" | "liquidation" | "adl" for the venue's own closing orders, "" for a client's."""
+    if closed_by:
+        return CLOSED_BY_KIND[closed_by]
     return CloseKind.OURS if client_order_id.startswith(OUR_ORDER_PREFIX) else CloseKind.MANUAL
 
 
@@ -243,6 +250,11 @@ class VenueAdapter(ABC):
         """Open conditional orders that can act as stops. Venues whose stops live on the
         position (the simulated venue) have none."""
         return []
+
+    async def cancel_stop_order(self, symbol: str, order: StopOrderReport) -> None:
+        """Cancel one open stop order (as `fetch_stop_orders` reported it). Venues whose stops
+        live on the position have none to cancel."""
+        raise VenueError(10001, f"{self.capabilities.venue} keeps stops on the position: no stop order to cancel")
 
     async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
         """Orders that reduced or closed the symbol's position, newest first (order history).

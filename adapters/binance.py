@@ -10,13 +10,11 @@ position's stop from those open stop orders (`fetch_stop_orders`).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from loguru import logger
 
 from adapters.base import (
-    OUR_ORDER_PREFIX,
     ClosureReport,
     OrderReport,
     OrderRequest,
@@ -27,19 +25,10 @@ from adapters.base import (
     VenueError,
 )
 from adapters.ccxt_base import CcxtAdapter
+from adapters.stops import STOP_ID_PREFIX, stop_client_id
 from adapters.venue_settings import unified_symbol
 
 DUPLICATE_ID = -4116
-STOP_ID_PREFIX = f"{OUR_ORDER_PREFIX}sl-"
-
-
-def stop_client_id(symbol: str, side: Side, price: str) -> str:
-    """The same stop always gets the same id, so a re-sent stop after an unknown outcome is
-    refused as a duplicate (-4116, already placed) instead of stacking a second order. The id is
-    a function of what the PositionActor journaled before asking for the stop (symbol, side and
-    stop price of its intent), so it is known, and can be asked about, after any crash."""
-    digest = hashlib.sha1(f"{symbol}|{side}|{price}".encode()).hexdigest()[:16]
-    return f"{STOP_ID_PREFIX}{symbol.lower()[:12]}-{digest}"
 
 
 class BinanceAdapter(CcxtAdapter):
@@ -115,8 +104,7 @@ class BinanceAdapter(CcxtAdapter):
             for stop in await self.fetch_stop_orders(symbol):
                 if (stop.client_order_id != keep and stop.client_order_id.startswith(STOP_ID_PREFIX)
                         and stop.side is position_side.opposite):
-                    await self._call(self.ex.cancel_order, stop.venue_order_id, unified_symbol(symbol),
-                                     {"trigger": True})
+                    await self.cancel_stop_order(symbol, stop)
         except VenueError as exc:
             logger.warning("{}: replaced stop orders not cancelled yet ({}); the scan will see them", symbol, exc)
 
@@ -129,10 +117,14 @@ class BinanceAdapter(CcxtAdapter):
         rows = await self._call(self.ex.fetch_closed_orders, unified_symbol(symbol), None, 50)
         return self._closures(symbol, rows)
 
-    def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
+    def _closed_by(self, order: dict[str, Any]) -> str:
         info = order.get("info") or {}
-        by_liq = str(order.get("clientOrderId") or "").startswith("autoclose-") or info.get("type") == "LIQUIDATION"
-        return str(info.get("origType")) in ("STOP_MARKET", "STOP") and not by_liq, by_liq
+        cid = str(order.get("clientOrderId") or "")
+        if cid.startswith("adl_autoclose"):                  # Binance names its own closing orders
+            return "adl"
+        if cid.startswith("autoclose-") or info.get("type") == "LIQUIDATION":
+            return "liquidation"
+        return "stop" if str(info.get("origType")) in ("STOP_MARKET", "STOP") else ""
 
     async def preflight(self, symbols: tuple[str, ...]) -> Preflight:
         problems, warnings = self._trading(symbols)

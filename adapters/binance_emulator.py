@@ -5,40 +5,36 @@ Authenticated like fapi: `X-MBX-APIKEY` header, `timestamp` within `recvWindow` 
 clock, HMAC-SHA256 `signature` over the rest of the query string or form body.
 
 Conditional orders live on the algo-order endpoint, as on Binance since December 2025. A
-STOP_MARKET `closePosition` algo order is the position's stop in the engine: placing one sets
-it; cancelling the standing one falls back to the newest other open one (or none); when the
-position closes, its close-all stops expire, as Binance expires them. Emulator assumptions
-(documented, not verified against the venue): a close-all stop for a symbol with no position is
-refused with -2022, and a stop on the wrong side of the price with -2021.
+STOP_MARKET `closePosition` algo order is a stop order of the engine (adapters/sim_stops.py):
+the position's stop is the working one that would trigger first. When the position goes away,
+its close-all stops keep working, as they do on Binance (users of other bots meet them closing
+the next position at the old trigger price): only a cancel, or their own trigger, ends them.
+Emulator assumptions (documented, not verified against the venue): a close-all stop for a symbol
+with no position it would close is refused with -2022 (checked before a duplicate id), and a
+stop on the wrong side of the price with -2021.
 
 Engine errors carry Bybit retCodes; they are answered here in Binance's codes.
 
 The user data stream (listen key, ORDER_TRADE_UPDATE, ACCOUNT_UPDATE, ALGO_UPDATE) is served on the
 same port: see adapters/binance_emulator_ws.py. Algo ids start above ALGO_ID_BASE; the stop that
-fires is FINISHED (after TRIGGERED) as the engine executes it, the other close-all stops of a
-position that went flat EXPIRED at that moment, both visible to REST reads from then on.
+fires is FINISHED (after TRIGGERED) as the engine executes it, visible to REST reads from then on.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from adapters.base import OrderReport, OrderRequest, OrderStatus, Side, VenueError
-from adapters.binance_emulator_ws import BinanceStreams
+from adapters.binance_emulator_ws import BinanceStreams, algo_id
 from adapters.emulator_base import EmulatorBase, EmulatorConfig, Instrument, num, order_time
 from adapters.sim_engine import ZERO_POSITION, EngineEvent
-
-# Algo order ids live apart from plain order ids (as on the venue, where the two sequences are
-# unrelated): ccxt caches both kinds of order by id, so a collision would overwrite one with the other.
-ALGO_ID_BASE = 10**9
+from adapters.sim_stops import StopBook, StopOrder, StopOrderStatus
 
 # Engine (Bybit) code -> Binance code; 10001 is split by its text below.
 _CODES = {110072: -4116, 110017: -2022, 110001: -2013, 10006: -1015, 10002: -1021, 10016: -1007,
@@ -51,22 +47,15 @@ _STATUS = {OrderStatus.NEW: "NEW", OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILL
            OrderStatus.CANCELLED: "CANCELED", OrderStatus.REJECTED: "REJECTED"}
 
 
-@dataclass(slots=True)
-class _AlgoOrder:
-    algo_id: int
-    client_algo_id: str
-    symbol: str
-    side: Side
-    trigger_price: float
-    created: int
-    status: str = "NEW"
+# An engine stop order's status, as the algo endpoint says it.
+ALGO_STATUS = {StopOrderStatus.NEW: "NEW", StopOrderStatus.CANCELLED: "CANCELED", StopOrderStatus.FINISHED: "FINISHED"}
 
 
 class BinanceEmulator(EmulatorBase):
+    stop_orders = True
+
     def __init__(self, config: EmulatorConfig, port: int = 0) -> None:
         super().__init__(config, port)
-        self.algo: list[_AlgoOrder] = []
-        self._algo_seq = 0
         self.stream: BinanceStreams = BinanceStreams(self)
 
     def routes(self, app: web.Application) -> None:
@@ -180,7 +169,6 @@ class BinanceEmulator(EmulatorBase):
         cid = p.get("newClientOrderId") or f"emu-{self.now_ms()}"
         report = await self.adapter.create_order(OrderRequest(
             symbol=ins.symbol, side=Side(p["side"].lower()), qty=qty, client_order_id=cid, reduce_only=reduce_only))
-        self._expire_stops()
         return web.json_response(self._order_json(report))
 
     async def _query_order(self, p: dict[str, Any]) -> web.Response:
@@ -201,6 +189,8 @@ class BinanceEmulator(EmulatorBase):
         by_stop, by_liq = o.client_order_id.startswith("stop-"), o.client_order_id.startswith("liq-")
         if by_liq:                                           # Binance names these itself
             o = dataclasses.replace(o, client_order_id=f"autoclose-{o.venue_order_id}")
+        elif o.client_order_id.startswith("adl-"):
+            o = dataclasses.replace(o, client_order_id=f"adl_autoclose-{o.venue_order_id}")
         return {
             "orderId": int(o.venue_order_id.removeprefix("sim-")), "symbol": o.symbol, "status": _STATUS[o.status],
             "clientOrderId": o.client_order_id, "price": "0", "avgPrice": num(o.avg_price or 0.0),
@@ -217,6 +207,11 @@ class BinanceEmulator(EmulatorBase):
 
     # -- algo (conditional) orders ---------------------------------------------------------
 
+    @property
+    def book(self) -> StopBook:
+        assert self.engine.stop_book is not None
+        return self.engine.stop_book
+
     async def _new_algo(self, p: dict[str, Any]) -> web.Response:
         ins = self.instrument(p.get("symbol"))
         if p.get("algoType") != "CONDITIONAL" or p.get("type") != "STOP_MARKET":
@@ -224,100 +219,72 @@ class BinanceEmulator(EmulatorBase):
         if p.get("closePosition") != "true":
             raise VenueError(-1102, "this emulator takes closePosition=true stops only")
         side = Side(p["side"].lower())
-        cid = p.get("clientAlgoId") or f"emu-algo-{self._algo_seq + 1}"
-        self._expire_stops()
-        if any(a.client_algo_id == cid and a.status == "NEW" for a in self.algo):   # unique among open ones
-            raise VenueError(-4116, "ClientOrderId is duplicated.")
-        trigger = float(p["triggerPrice"])
-        # The stop must close the position the engine holds: a SELL stop protects a long.
-        self.engine.advance()
-        held = self.engine.true_state().open_positions().get(ins.symbol)
-        if held is not None and (held.qty > 0) != (side is Side.SELL):
-            raise VenueError(-2022, "ReduceOnly Order is rejected.")
-        try:
-            await self.adapter.set_stop(ins.symbol, trigger)   # zero position / wrong side / faults
-        except VenueError as exc:
-            if exc.code != 34040:                              # the engine holds that price already
-                raise
-        self._algo_seq += 1
-        order = _AlgoOrder(ALGO_ID_BASE + self._algo_seq, cid, ins.symbol, side, trigger, self.now_ms())
-        self.algo.append(order)
-        self.stream.push_algo(order)
+        cid = p.get("clientAlgoId") or f"emu-algo-{len(self.book.orders) + 1}"
+        # no position to close -> -2022; duplicate among working ones -> -4116; wrong side -> -2021; faults
+        report = await self.adapter.place_stop_order(ins.symbol, side, float(p["triggerPrice"]), cid)
+        order = self.book.find(report.client_order_id)
+        assert order is not None
         return web.json_response(self._algo_json(order))
 
+    def _algo(self, p: dict[str, Any], working: bool) -> StopOrder:
+        for a in reversed(self.book.orders):             # the newest of a client id that was reused
+            if (working and not a.working) or a.symbol != p.get("symbol", a.symbol):
+                continue
+            if p.get("clientAlgoId") == a.client_id or p.get("algoId") == str(algo_id(a)):
+                return a
+        raise VenueError(-2013 if not working else -2011, "Order does not exist." if not working
+                         else "Unknown order sent.")
+
     async def _query_algo(self, p: dict[str, Any]) -> web.Response:
-        self._expire_stops()
-        for a in self.algo:
-            if p.get("clientAlgoId") == a.client_algo_id or p.get("algoId") == str(a.algo_id):
-                return web.json_response(self._algo_json(a))
-        raise VenueError(-2013, "Order does not exist.")
+        self.engine.advance()
+        return web.json_response(self._algo_json(self._algo(p, working=False)))
 
     async def _cancel_algo(self, p: dict[str, Any]) -> web.Response:
-        self._expire_stops()
-        for a in self.algo:
-            if a.status == "NEW" and (p.get("clientAlgoId") == a.client_algo_id or p.get("algoId") == str(a.algo_id)):
-                self._set_algo_status(a, "CANCELED")
-                self._restore_stop(a.symbol)
-                return web.json_response({"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200",
-                                          "msg": "success"})
-        raise VenueError(-2011, "Unknown order sent.")
+        self.engine.advance()
+        a = self._algo(p, working=True)
+        await self.adapter.cancel_stop_order(a.symbol, a.report())
+        return web.json_response({"algoId": algo_id(a), "clientAlgoId": a.client_id, "code": "200", "msg": "success"})
 
     async def _open_algo(self, p: dict[str, Any]) -> web.Response:
-        self._expire_stops()
-        return web.json_response([self._algo_json(a) for a in self.algo if a.status == "NEW"
-                                  and (not p.get("symbol") or a.symbol == p["symbol"])])
-
-    def _restore_stop(self, symbol: str) -> None:
-        """The engine's stop is the newest open close-all stop of the symbol, or none."""
-        standing = [a for a in self.algo if a.symbol == symbol and a.status == "NEW"]
-        if standing:
-            with contextlib.suppress(VenueError):              # 34040: it is that price already
-                self.engine.set_stop(symbol, standing[-1].trigger_price)
-        else:
-            self.engine.clear_stop(symbol)
-
-    def _expire_stops(self) -> None:
-        """Close-all stops of a symbol with no position expire (Binance: EXPIRED)."""
         self.engine.advance()
-        open_now = self.engine.true_state().open_positions()
-        for a in self.algo:
-            if a.status == "NEW" and a.symbol not in open_now:
-                self._set_algo_status(a, "EXPIRED")
-
-    def _set_algo_status(self, a: _AlgoOrder, status: str, order: OrderReport | None = None) -> None:
-        a.status = status
-        self.stream.push_algo(a, order)
+        return web.json_response([self._algo_json(a) for a in self.book.working(p.get("symbol") or None)])
 
     def on_engine_event(self, event: EngineEvent) -> None:
-        """Live, as the engine changes: the stop that fired is TRIGGERED then FINISHED around the
-        order it placed; a flat position's close-all stops expire. Both are what REST reads show
-        from then on; the stream hears of them in that order."""
+        """Live, as the engine changes: the stop that fires is TRIGGERED then FINISHED around the
+        order it placed (the engine says FINISHED right after that order); stop orders placed or
+        cancelled; positions as ACCOUNT_UPDATE."""
+        if event.stop_order is not None:
+            vid = event.stop_order.venue_order_id
+            order = next((o for o in reversed(self.book.orders) if f"sim-{o.seq}" == vid), None)
+            if order is not None and event.stop_status != StopOrderStatus.FINISHED:   # FINISHED: said below
+                self.stream.push_algo(order, ALGO_STATUS[order.status])
+            return
         if event.order is not None:
-            fired = None
-            if event.closed_by == "stop":
-                standing = [a for a in self.algo if a.symbol == event.symbol and a.status == "NEW"]
-                fired = standing[-1] if standing else None      # the engine's stop is the newest one
+            fired = self._firing(event)
             if fired is not None:
-                self._set_algo_status(fired, "TRIGGERED", event.order)
-            self.stream.push_order(event.order, fired.trigger_price if fired is not None else None)
+                self.stream.push_algo(fired, "TRIGGERED", event.order)
+            self.stream.push_order(event.order, fired.trigger if fired is not None else None)
             if fired is not None:
-                self._set_algo_status(fired, "FINISHED", event.order)
+                self.stream.push_algo(fired, "FINISHED", event.order)
             return
         self.stream.push_position(event.symbol, event.position)
-        if event.position is None:
-            for a in self.algo:
-                if a.symbol == event.symbol and a.status == "NEW":
-                    self._set_algo_status(a, "EXPIRED")
+
+    def _firing(self, event: EngineEvent) -> StopOrder | None:
+        """The stop order whose trigger placed this order (the engine ends it right after)."""
+        if event.closed_by != "stop" or event.order is None:
+            return None
+        return self.book.effective(event.symbol, event.order.side.opposite)   # a SELL closed a long
 
     @staticmethod
-    def _algo_json(a: _AlgoOrder) -> dict[str, Any]:
+    def _algo_json(a: StopOrder) -> dict[str, Any]:
         return {
-            "algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "algoType": "CONDITIONAL",
+            "algoId": algo_id(a), "clientAlgoId": a.client_id, "algoType": "CONDITIONAL",
             "orderType": "STOP_MARKET", "symbol": a.symbol, "side": a.side.value.upper(), "positionSide": "BOTH",
-            "timeInForce": "GTC", "quantity": "0", "algoStatus": a.status, "triggerPrice": num(a.trigger_price),
+            "timeInForce": "GTC", "quantity": "0", "algoStatus": ALGO_STATUS[a.status], "triggerPrice": num(a.trigger),
             "price": "0", "icebergQuantity": None, "selfTradePreventionMode": "NONE", "workingType": "CONTRACT_PRICE",
             "priceMatch": "NONE", "closePosition": True, "priceProtect": False, "reduceOnly": True,
-            "activatePrice": "", "callbackRate": "", "createTime": a.created, "updateTime": a.created,
+            "activatePrice": "", "callbackRate": "", "createTime": 1_700_000_000_000 + a.seq,
+            "updateTime": 1_700_000_000_000 + a.seq,
             "triggerTime": 0, "goodTillDate": 0}
 
     # -- positions -------------------------------------------------------------------------

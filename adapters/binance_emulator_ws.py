@@ -14,7 +14,8 @@ Pushes, driven by the engine (the emulator's `on_engine_event` decides their ord
   a MARKET order with origType STOP_MARKET, a liquidation a LIQUIDATION order named autoclose-;
 - ACCOUNT_UPDATE: a position's signed amount and entry price (0 when flat) when they change
   (Binance positions carry no stop, so a stop change alone pushes nothing);
-- ALGO_UPDATE: a conditional (algo) order placed, cancelled, triggered/finished or expired;
+- ALGO_UPDATE: a conditional (algo) order placed, cancelled, or triggered and finished (a close-all
+  stop outlives its position: nothing expires it);
 - listenKeyExpired, by the `expire_listen_key` fault (the key is dead from then on; the socket
   stays open and silent, as on the venue).
 
@@ -36,11 +37,19 @@ from aiohttp import WSMsgType, web
 from adapters.base import OrderReport, PositionReport, Side
 from adapters.emulator_ws import Conn, StreamServer
 from adapters.sim_engine import EngineEvent
+from adapters.sim_stops import StopOrder
 
 if TYPE_CHECKING:
-    from adapters.binance_emulator import BinanceEmulator, _AlgoOrder
+    from adapters.binance_emulator import BinanceEmulator
 
 USER = "user"
+# Algo order ids live apart from plain order ids (as on the venue, where the two sequences are
+# unrelated): ccxt caches both kinds of order by id, so a collision would overwrite one with the other.
+ALGO_ID_BASE = 10**9
+
+
+def algo_id(order: StopOrder) -> int:
+    return ALGO_ID_BASE + order.seq
 
 
 def _num(value: float | None) -> str:
@@ -236,16 +245,17 @@ class BinanceStreams(StreamServer):
         self._push({"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {
             "m": "ORDER", "B": [{"a": "USDT", "wb": "10000", "cw": "10000", "bc": "0"}], "P": [row]}})
 
-    def push_algo(self, a: _AlgoOrder, order: OrderReport | None = None) -> None:
-        """ALGO_UPDATE; `order`: the order a triggered one placed (ai/ap/aq)."""
+    def push_algo(self, a: StopOrder, status: str, order: OrderReport | None = None) -> None:
+        """ALGO_UPDATE with `status` (NEW, CANCELED, TRIGGERED, FINISHED); `order`: the order a
+        triggered one placed (ai/ap/aq)."""
         if not self.conns:
             return
         now = self.emulator.now_ms()
         ai = order.venue_order_id.removeprefix("sim-") if order is not None else ""
         self._push({"e": "ALGO_UPDATE", "T": now, "E": now, "o": {
-            "caid": a.client_algo_id, "aid": a.algo_id, "at": "CONDITIONAL", "o": "STOP_MARKET", "s": a.symbol,
-            "S": a.side.value.upper(), "ps": "BOTH", "f": "GTC", "q": "0", "X": a.status, "ai": ai,
+            "caid": a.client_id, "aid": algo_id(a), "at": "CONDITIONAL", "o": "STOP_MARKET", "s": a.symbol,
+            "S": a.side.value.upper(), "ps": "BOTH", "f": "GTC", "q": "0", "X": status, "ai": ai,
             "ap": _num(order.avg_price if order is not None else 0.0),
             "aq": _num(order.filled_qty if order is not None else 0.0), "act": "MARKET" if ai else "0",
-            "tp": _num(a.trigger_price), "p": "0", "V": "EXPIRE_MAKER", "wt": "CONTRACT_PRICE", "pm": "NONE",
+            "tp": _num(a.trigger), "p": "0", "V": "EXPIRE_MAKER", "wt": "CONTRACT_PRICE", "pm": "NONE",
             "cp": True, "pP": False, "R": True, "tt": now if ai else 0, "gtd": 0, "rm": ""}})

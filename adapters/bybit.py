@@ -107,11 +107,16 @@ class BybitAdapter(CcxtAdapter):
         rows = await self._call(self.ex.fetch_canceled_and_closed_orders, unified_symbol(symbol), None, 50)
         return self._closures(symbol, rows)
 
-    def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
+    def _closed_by(self, order: dict[str, Any]) -> str:
         info = order.get("info") or {}
         create = str(info.get("createType") or "")
-        by_stop = create in ("CreateByStopLoss", "CreateByTrailingStop") or info.get("stopOrderType") == "StopLoss"
-        return by_stop, create in ("CreateByLiq", "CreateByAdl_PassThrough", "CreateByTakeOver_PassThrough")
+        if create == "CreateByAdl_PassThrough":
+            return "adl"
+        if create in ("CreateByLiq", "CreateByTakeOver_PassThrough"):
+            return "liquidation"
+        if create in ("CreateByStopLoss", "CreateByTrailingStop") or info.get("stopOrderType") == "StopLoss":
+            return "stop"
+        return ""
 
     async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
         rows = await self._call(self.ex.fetch_open_orders, unified_symbol(symbol) if symbol else None, None, None,

@@ -232,8 +232,11 @@ class BybitEmulator(EmulatorBase):
                   OrderStatus.REJECTED: "Rejected"}[o.status]
         by_stop = o.client_order_id.startswith("stop-")    # the engine's own stop-loss execution
         by_liq = o.client_order_id.startswith("liq-")      # the liquidation engine's
+        by_adl = o.client_order_id.startswith("adl-")      # auto-deleveraging
+        create = ("CreateByStopLoss" if by_stop else "CreateByLiq" if by_liq
+                  else "CreateByAdl_PassThrough" if by_adl else "CreateByUser")
         return {
-            "orderId": o.venue_order_id, "orderLinkId": "" if by_stop or by_liq else o.client_order_id,
+            "orderId": o.venue_order_id, "orderLinkId": "" if by_stop or by_liq or by_adl else o.client_order_id,
             "symbol": o.symbol, "side": "Buy" if o.side is Side.BUY else "Sell", "orderType": "Market",
             "price": "0", "qty": num(o.qty), "cumExecQty": num(o.filled_qty),
             "leavesQty": num(max(o.qty - o.filled_qty, 0.0) if not o.status.is_final else 0.0),
@@ -241,7 +244,7 @@ class BybitEmulator(EmulatorBase):
             "cumExecFee": "0", "orderStatus": status, "timeInForce": "IOC", "positionIdx": 0,
             "reduceOnly": o.reduce_only, "closeOnTrigger": by_stop,
             "stopOrderType": "StopLoss" if by_stop else "",
-            "createType": "CreateByStopLoss" if by_stop else "CreateByLiq" if by_liq else "CreateByUser",
+            "createType": create,
             "stopLoss": num(o.stop_price), "takeProfit": "", "triggerPrice": "",
             "slTriggerBy": "LastPrice" if o.stop_price else "", "tpslMode": "Full" if o.stop_price else "",
             "rejectReason": "EC_NoError",

@@ -213,6 +213,8 @@ class BybitStreams(StreamServer):
     # -- pushes --------------------------------------------------------------------------------
 
     def on_event(self, event: EngineEvent) -> None:
+        if event.stop_order is not None:                        # Bybit keeps stops on the position
+            return
         if event.order is None:                                 # a position change
             pos = event.position
             self._stops[event.symbol] = pos.stop_price if pos is not None else None
@@ -256,7 +258,7 @@ class BybitStreams(StreamServer):
             "orderQty": _num(o.qty), "leavesQty": "0", "createType": row["createType"], "orderType": "Market",
             "stopOrderType": row["stopOrderType"] or "UNKNOWN", "execFee": _num(value * FEE_RATE),
             "execId": str(uuid.uuid4()), "execPrice": _num(o.avg_price), "execQty": _num(o.filled_qty),
-            "execPnl": "0", "execType": "BustTrade" if closed_by == "liquidation" else "Trade",
+            "execPnl": "0", "execType": {"liquidation": "BustTrade", "adl": "AdlTrade"}.get(closed_by, "Trade"),
             "execValue": _num(value), "execTime": str(self.emulator.now_ms()), "isMaker": False,
             "feeRate": _num(FEE_RATE), "tradeIv": "", "markIv": "", "markPrice": _num(o.avg_price),
             "indexPrice": "", "underlyingPrice": "", "blockTradeId": "", "closedSize": "0",

@@ -292,19 +292,20 @@ class CcxtAdapter(VenueAdapter):
             stop_price=_number(p.get("stopLossPrice"), None, "stopLossPrice", market_id) or None,
             mark_price=_number(p.get("markPrice"), None, "markPrice", market_id) or None)
 
-    def _closed_by(self, order: dict[str, Any]) -> tuple[bool, bool]:
-        """(by a stop trigger, by the liquidation engine) for one closed order of the history."""
-        return False, False
+    def _closed_by(self, order: dict[str, Any]) -> str:
+        """Whether one order is the venue's own closing order: "stop" (a stop that triggered),
+        "liquidation", "adl" (auto-deleveraging), or "" (an order a client placed)."""
+        return ""
 
     def _closures(self, symbol: str, rows: list[dict[str, Any]]) -> list[ClosureReport]:
         """Closed orders (ccxt) -> the ones that reduced the position, newest first."""
         out = []
         for o in sorted(rows, key=lambda r: r.get("timestamp") or 0, reverse=True):
-            by_stop, by_liq = self._closed_by(o)
-            if not (o.get("reduceOnly") or by_stop or by_liq) or not float(o.get("filled") or 0):
+            closed_by = self._closed_by(o)
+            if not (o.get("reduceOnly") or closed_by) or not float(o.get("filled") or 0):
                 continue
             cid = str(o.get("clientOrderId") or "")
-            out.append(ClosureReport(symbol, closure_kind(cid, by_stop, by_liq), Side(o["side"]), float(o["filled"]),
+            out.append(ClosureReport(symbol, closure_kind(cid, closed_by), Side(o["side"]), float(o["filled"]),
                                      float(o["average"]) if o.get("average") else None, str(o.get("id") or ""), cid))
         return out
 
@@ -328,6 +329,9 @@ class CcxtAdapter(VenueAdapter):
                 reduce_only=close_all or bool(o.get("reduceOnly")) or bool(info.get("closeOnTrigger")),
                 client_order_id=str(o.get("clientOrderId") or ""), venue_order_id=str(o.get("id") or "")))
         return out
+
+    async def cancel_stop_order(self, symbol: str, order: StopOrderReport) -> None:
+        await self._call(self.ex.cancel_order, order.venue_order_id, unified_symbol(symbol), {"trigger": True})
 
     async def fetch_price(self, symbol: str) -> float:
         ticker = await self._call(self.ex.fetch_ticker, unified_symbol(symbol))

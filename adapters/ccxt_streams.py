@@ -97,6 +97,16 @@ def _hooked(ccxt_pro: Any, name: str) -> type:
                     hook(client)
                 return result
 
+            def handle_positions(self, client: Any, message: Any) -> Any:
+                # ccxt.pro hands a position message to a waiting watch only: one that arrives
+                # before the next watch call is dropped (a burst loses all but the first). The
+                # stream takes every one here instead.
+                result = super().handle_positions(client, message)
+                hook = getattr(self, "posguard_on_positions", None)
+                if hook is not None:
+                    hook(message)
+                return result
+
             def delay(self, timeout: Any, method: Any, *args: Any) -> Any:
                 handle = super().delay(timeout, method, *args)
                 timers = getattr(self, "posguard_timers", None)
@@ -254,7 +264,7 @@ class CcxtStream(VenueStream):
         self._before_close(ex)
         for timer in ex.posguard_timers:
             timer.cancel()
-        ex.posguard_on_message = ex.posguard_on_connected = None
+        ex.posguard_on_message = ex.posguard_on_connected = ex.posguard_on_positions = None
         try:
             await asyncio.wait_for(ex.close(), self.close_timeout_s)
         except Exception as exc:  # noqa: BLE001 - closing must never fail the caller
@@ -312,9 +322,30 @@ class CcxtStream(VenueStream):
         info = row.get("info") or {}
         return str(info.get(key) or self.ex.market(row["symbol"])["id"])
 
+    stop_on_position = True          # a position push carries its stop (Bybit); Binance's carry none
+    position_key = "symbol"          # where a raw position row names its market
+
     def _position_item(self, row: dict[str, Any], key: str) -> list[StreamItem]:
         position: PositionReport | None = self._parser._position(row)
-        return [StreamPosition(self._venue_id(row, key), position)]
+        return [StreamPosition(self._venue_id(row, key), position, self.stop_on_position)]
+
+    def _raw_positions(self, ex: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """A position message's rows, parsed by ccxt as its own handler parses them."""
+        return []
+
+    def _on_positions(self, message: Any) -> None:
+        ex = self.ex
+        if ex is None or not isinstance(message, dict):
+            return
+        items: list[StreamItem] = []
+        for row in self._raw_positions(ex, message):
+            try:
+                items.extend(self._position_item(row, self.position_key))
+            except Exception as exc:  # noqa: BLE001 - one row we cannot read is not a dead stream
+                logger.error("{}: a position row was not understood and is skipped: {}", self.name,
+                             self._scrub(f"{type(exc).__name__}: {exc}"))
+        if items:
+            self._queue.put_nowait(items)
 
     @staticmethod
     def _fill(symbol: str, client_order_id: Any, row: dict[str, Any]) -> StreamFill:
@@ -322,10 +353,8 @@ class CcxtStream(VenueStream):
                           venue_order_id=str(row.get("order") or ""), qty=float(row.get("amount") or 0.0),
                           price=float(row.get("price") or 0.0))
 
-    def _order_item(self, symbol: str, row: dict[str, Any], by: tuple[bool, bool]) -> StreamOrder:
-        by_stop, by_liquidation = by
-        return StreamOrder(self._parser._report(symbol, row, ""),
-                           closed_by="liquidation" if by_liquidation else "stop" if by_stop else "")
+    def _order_item(self, symbol: str, row: dict[str, Any], closed_by: str) -> StreamOrder:
+        return StreamOrder(self._parser._report(symbol, row, ""), closed_by=closed_by)
 
 
 class BybitStream(CcxtStream):
@@ -348,6 +377,7 @@ class BybitStream(CcxtStream):
                             "contract": f"{base}/v5/private", "usdc": f"{base}/trade/option/usdc/private/v1",
                             "trade": f"{base}/v5/trade"}}
         ex.posguard_on_message = self._on_message
+        ex.posguard_on_positions = self._on_positions
 
     def _on_message(self, client: Any, message: Any) -> None:
         if not isinstance(message, dict):
@@ -363,20 +393,31 @@ class BybitStream(CcxtStream):
                 self._ready.set()
 
     def _watches(self, ex: Any) -> list[tuple[str, Watch, Normalise]]:
+        # positions: the watch keeps the subscription; its rows are taken by the handler hook
         return [("orders", lambda: ex.watch_orders(), self._order),
                 ("executions", lambda: ex.watch_my_trades(), self._execution),
-                ("positions", lambda: ex.watch_positions(), lambda row: self._position_item(row, "symbol"))]
+                ("positions", lambda: ex.watch_positions(), lambda row: [])]
+
+    def _raw_positions(self, ex: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [ex.parse_position(raw) for raw in message.get("data") or []]
 
     def _order(self, row: dict[str, Any]) -> list[StreamItem]:
         info = row.get("info") or {}
         if info.get("orderStatus") in self.CONDITIONAL:       # a conditional order not (yet) an execution
-            is_open = info.get("orderStatus") == "Untriggered"
-            return [StreamStopOrder(s, open=is_open) for s in self._parser._stop_orders([row])]
+            status = info.get("orderStatus")
+            ended = {"Triggered": "triggered", "Deactivated": "cancelled"}.get(str(status), "")
+            return [StreamStopOrder(s, open=status == "Untriggered", ended=ended)
+                    for s in self._parser._stop_orders([row])]
         return [self._order_item(self._venue_id(row, "symbol"), row, self._parser._closed_by(row))]
 
     def _execution(self, row: dict[str, Any]) -> list[StreamItem]:
         info = row.get("info") or {}
         return [self._fill(self._venue_id(row, "symbol"), info.get("orderLinkId"), row)]
+
+
+# ALGO_UPDATE's status of an algo order that stopped working, as StreamStopOrder.ended says it.
+BINANCE_ALGO_ENDED = {"CANCELED": "cancelled", "TRIGGERING": "triggered", "TRIGGERED": "triggered",
+                      "FINISHED": "triggered", "EXPIRED": "expired", "REJECTED": "expired"}
 
 
 class BinanceStream(CcxtStream):
@@ -385,6 +426,8 @@ class BinanceStream(CcxtStream):
 
     parser_cls = BinanceAdapter
     auth_codes = frozenset({-2014, -2015, -1022, -1125})
+    stop_on_position = False
+    position_key = "s"
 
     def __init__(self, settings: CcxtVenueSettings, keep_alive_s: float = DEFAULT_KEEP_ALIVE_S,
                  open_timeout_s: float | None = None, close_timeout_s: float = 5.0,
@@ -400,6 +443,7 @@ class BinanceStream(CcxtStream):
             ex.urls["api"]["ws"] = {**ex.urls["api"]["ws"], "linear": f"{base}/ws"}   # -> {base}/private/ws?listenKey=
         ex.posguard_on_message = self._on_message
         ex.posguard_on_connected = self._on_connected
+        ex.posguard_on_positions = self._on_positions
 
     def _on_message(self, client: Any, message: Any) -> None:
         if isinstance(message, dict) and message.get("e") == "listenKeyExpired":
@@ -446,7 +490,10 @@ class BinanceStream(CcxtStream):
     def _watches(self, ex: Any) -> list[tuple[str, Watch, Normalise]]:
         return [("orders", lambda: ex.watch_orders(), self._order),
                 ("executions", lambda: ex.watch_my_trades(), self._execution),
-                ("positions", lambda: ex.watch_positions(), lambda row: self._position_item(row, "s"))]
+                ("positions", lambda: ex.watch_positions(), lambda row: [])]    # rows: the handler hook
+
+    def _raw_positions(self, ex: Any, message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [ex.parse_ws_position(raw) for raw in (message.get("a") or {}).get("P") or []]
 
     def _order(self, row: dict[str, Any]) -> list[StreamItem]:
         info = row.get("info") or {}
@@ -454,7 +501,9 @@ class BinanceStream(CcxtStream):
             # The REST names the adapter's rules read (`_is_stop`, `_stop_orders`).
             view = {**row, "info": {**info, "symbol": info.get("s"), "orderType": info.get("o"),
                                     "closePosition": info.get("cp")}}
-            return [StreamStopOrder(s, open=row.get("status") == "open") for s in self._parser._stop_orders([view])]
+            ended = BINANCE_ALGO_ENDED.get(str(info.get("X") or ""), "")
+            return [StreamStopOrder(s, open=row.get("status") == "open" and not ended, ended=ended)
+                    for s in self._parser._stop_orders([view])]
         view = {**row, "info": {**info, "origType": info.get("ot"), "type": info.get("o")}}
         return [self._order_item(self._venue_id(row, "s"), row, self._parser._closed_by(view))]
 

@@ -6,13 +6,16 @@ arrive, and how an error or a lost reply looks on the wire. Behind every dialect
 `SimulatedAdapter` over `SimEngine`: REST position lag, stops, reduce-only, stop triggers,
 duplicate client ids, recv window, rate limit and injected faults mean the same everywhere.
 
-`/emulator/*` is the side door (truth, faults, a position opened "by hand"); it needs no
+`/emulator/*` is the side door (truth, faults, and what happens to the account outside posguard:
+`/emulator/outside` with `{"action": "order" | "liquidate" | "deleverage" | "clear_stop" |
+"move_stop" | "trigger_stop", "symbol": ..., ...}`, see adapters/sim_server.outside); it needs no
 signature and exists only because the server binds to loopback alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import time
@@ -28,7 +31,7 @@ from adapters.emulator_account import EmulatorAccount
 from adapters.emulator_ws import StreamServer
 from adapters.faults import Fault, FaultKind
 from adapters.sim_engine import EngineEvent
-from adapters.sim_server import LOOPBACK, encode
+from adapters.sim_server import LOOPBACK, encode, outside
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
 
 MIN_NOTIONAL = 5.0                   # USDT, like both venues' linear perpetuals
@@ -96,9 +99,11 @@ def order_time(order: OrderReport) -> int:
 
 
 class EmulatorBase(ABC):
+    stop_orders = False              # the venue keeps stops as orders (Binance), not on the position (Bybit)
+
     def __init__(self, config: EmulatorConfig, port: int = 0) -> None:
         self.config = config
-        self.adapter = SimulatedAdapter(config.venue)
+        self.adapter = SimulatedAdapter(dataclasses.replace(config.venue, stop_orders=self.stop_orders))
         self.engine = self.adapter.engine
         self.instruments = {s: Instrument.for_price(s, p) for s, p in config.venue.engine.prices.items()}
         self.port = port
@@ -141,6 +146,7 @@ class EmulatorBase(ABC):
         app.router.add_post("/emulator/clear-stop", self._clear_stop)
         app.router.add_post("/emulator/trigger-stop", self._trigger_stop)
         app.router.add_post("/emulator/liquidate", self._liquidate)
+        app.router.add_post("/emulator/outside", self._outside)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, LOOPBACK, self.port)
@@ -274,6 +280,14 @@ class EmulatorBase(ABC):
 
     async def _trigger_stop(self, request: web.Request) -> web.Response:
         self.engine.trigger_stop_now((await request.json())["symbol"])
+        return web.json_response({"ok": True})
+
+    async def _outside(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            outside(self.engine, str(body.pop("action")), **body)
+        except (KeyError, ValueError, TypeError, VenueError) as exc:
+            return web.json_response({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, status=400)
         return web.json_response({"ok": True})
 
     async def _liquidate(self, request: web.Request) -> web.Response:

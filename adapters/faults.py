@@ -16,13 +16,15 @@ class FaultKind(StrEnum):
     DELAY = "delay"                  # the reply comes `delay_s` later than usual
     LATE = "late"                    # no reply, and the request reaches the engine `delay_s` later
     MALFORMED = "malformed"          # the venue executed the request; its reply lacks a field we rely on
+    OMIT = "omit"                    # fetch_positions: the list leaves out `symbol` (every symbol: None)
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
     """Affects `times` calls of `op` (after letting `skip` matching calls through)."""
 
-    op: Literal["create_order", "set_stop", "fetch_order", "fetch_positions", "*"]
+    op: Literal["create_order", "set_stop", "fetch_order", "fetch_positions", "fetch_stop_orders", "cancel_order",
+                "*"]
     kind: FaultKind
     times: Count[1, 1_000_000] = 1
     skip: Count[0, 1_000_000] = 0
@@ -34,7 +36,8 @@ class Fault:
 
     def matches(self, op: str, symbol: str | None, reduce_only: bool | None) -> bool:
         return ((self.op in ("*", op))
-                and (self.symbol is None or self.symbol == symbol)
+                # an omission's symbol names what the list leaves out, not which call it hits
+                and (self.symbol is None or self.symbol == symbol or self.kind is FaultKind.OMIT)
                 and (self.reduce_only is None or self.reduce_only == reduce_only))
 
 

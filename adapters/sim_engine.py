@@ -7,6 +7,12 @@ same classification table serves the simulated and the real venue.
 Position reads (`position_view`) show the engine's state as it was `position_lag_s` ago — the
 lag behind the incident. Everything else (orders, stops, reduce-only) acts on the live state.
 Stops are evaluated lazily: every call first advances the engine to `now`.
+
+A stop is a field of the position (Bybit: set with trading-stop, gone with the position) or,
+with `stop_orders`, a book of close-all stop orders that outlive their position (Binance's algo
+orders; adapters/sim_stops.py). What someone does to the account outside posguard -- an order
+by hand, a liquidation, an auto-deleveraging, a stop cancelled or moved by hand -- has a method
+here, so tests and benchmarks can play it.
 """
 
 from __future__ import annotations
@@ -27,15 +33,25 @@ from adapters.base import (
     OrderStatus,
     PositionReport,
     Side,
+    StopOrderReport,
     TruePosition,
     TrueState,
     VenueError,
     closure_kind,
 )
 from adapters.bounds import Count, Number, Price, Seconds
+from adapters.sim_stops import StopBook, StopOrder, StopOrderStatus
 
 ZERO_POSITION = "can not set tp/sl/ts for zero position"
+NOTHING_TO_REDUCE = "current position is zero, cannot fix reduce-only order qty"
 EPS = 1e-12
+# The engine's own closing orders, by the prefix of the client id it gives them: what closed a position.
+CLOSED_BY = {"stop-": "stop", "liq-": "liquidation", "adl-": "adl"}
+
+
+def closed_by_engine(client_order_id: str) -> str:
+    """"stop" | "liquidation" | "adl" for the engine's own closing orders, "" for a client's."""
+    return next((why for prefix, why in CLOSED_BY.items() if client_order_id.startswith(prefix)), "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,15 +95,19 @@ class EngineEvent:
     symbol: str
     order: OrderReport | None = None
     position: PositionReport | None = None
-    closed_by: str = ""                  # "" | "stop" | "liquidation"
+    closed_by: str = ""                  # "" | "stop" | "liquidation" | "adl"
+    stop_order: StopOrderReport | None = None   # a stop order placed, cancelled or finished (`stop_status`)
+    stop_status: str = ""
 
 
 class SimEngine:
     """Matching engine, position book and true-state recorder. Not thread-safe by design:
     it lives inside one event loop."""
 
-    def __init__(self, config: EngineConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: EngineConfig, clock: Callable[[], float] = time.monotonic,
+                 stop_orders: bool = False) -> None:
         self.config = config
+        self.stop_book: StopBook | None = StopBook() if stop_orders else None
         self._clock = clock
         self._t0 = clock()
         self._walks: dict[str, list[float]] = {}
@@ -102,6 +122,10 @@ class SimEngine:
         self._advanced_to = 0.0
         self._scheduled: list[tuple[float, int, Callable[[], object]]] = []
         self._frozen_at: float | None = None
+        self._reducing: set[str] = set()                              # client ids of fills that reduced a position
+        # Stop orders whose cancel left a live position without any stop (the truth the tests and
+        # benchmarks hold posguard to: it must never cause one).
+        self.cancelled_live: list[str] = []
         self.listeners: list[Callable[[EngineEvent], None]] = []     # private streams, told of every change
 
     def _emit(self, event: EngineEvent) -> None:
@@ -168,7 +192,7 @@ class SimEngine:
         if req.client_order_id in self._orders:
             raise VenueError(110072, "OrderLinkedID is duplicate")
         if req.stop_price is not None:
-            if not attached_stops:
+            if not attached_stops or self.stop_book is not None:
                 raise VenueError(10001, "stopLoss is not supported on order create here")
             if req.reduce_only:
                 raise VenueError(10001, "reduce-only orders cannot carry tp/sl")
@@ -178,11 +202,13 @@ class SimEngine:
         qty = req.qty
         if req.reduce_only:
             if pos.qty == 0 or (pos.qty > 0) == (signed > 0):
-                raise VenueError(110017, "current position is zero, cannot fix reduce-only order qty")
+                raise VenueError(110017, NOTHING_TO_REDUCE)
             qty = min(qty, abs(pos.qty))
             signed = qty if signed > 0 else -qty
         if req.stop_price is not None:
             self._check_stop_side(req.side, req.stop_price, px)
+        if pos.qty != 0 and (pos.qty > 0) != (signed > 0):
+            self._reducing.add(req.client_order_id)        # it closed (some of) a position
         self._fill(req.symbol, pos, signed, px, req.stop_price)
         report = self._record_order(req, OrderStatus.FILLED, qty, px)
         return report
@@ -201,22 +227,124 @@ class SimEngine:
         pos.stop_price = stop_price
         self._touch(symbol, pos)
 
-    def clear_stop(self, symbol: str) -> None:
-        """Someone removed the position's stop by hand (tests of stop drift)."""
+    # -- stop orders (with `stop_orders`: Binance's algo STOP_MARKET closePosition) ----------------
+
+    def place_stop_order(self, symbol: str, side: Side, trigger: float, client_id: str) -> StopOrderReport:
+        """A close-all stop order. Refused when there is no position it would close (assumed of
+        the venue, see adapters/binance_emulator.py), on the wrong side of the price, or under a
+        client id already working."""
         self.advance()
+        self._check_symbol(symbol)
+        book = self._book()
+        pos = self._positions[symbol]
+        if pos.qty == 0:
+            raise VenueError(10001, ZERO_POSITION)
+        held = Side.BUY if pos.qty > 0 else Side.SELL
+        if side is not held.opposite:
+            raise VenueError(110017, NOTHING_TO_REDUCE)    # it would close nothing that is there
+        if book.find(client_id) is not None:
+            raise VenueError(110072, "OrderLinkedID is duplicate")
+        self._check_stop_side(held, trigger, self.price(symbol))
+        self._order_seq += 1
+        order = StopOrder(self._order_seq, client_id, symbol, side, trigger)
+        book.add(order)
+        self._emit(EngineEvent(self.now(), symbol, stop_order=order.report(), stop_status=order.status))
+        self._refresh_stop(symbol)
+        return order.report()
+
+    def cancel_stop_order(self, client_id: str) -> StopOrderReport:
+        self.advance()
+        order = self._book().find(client_id)
+        if order is None:
+            raise VenueError(110001, "order not exists or too late to cancel")
+        self._end_stop_order(order, StopOrderStatus.CANCELLED)
+        self._refresh_stop(order.symbol)
+        pos = self._positions[order.symbol]
+        if pos.qty != 0 and pos.stop_price is None and order.side is (Side.SELL if pos.qty > 0 else Side.BUY):
+            self.cancelled_live.append(client_id)            # it was what protected that position
+        return order.report()
+
+    def stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
+        """Working stop orders (the venue's open conditional orders)."""
+        self.advance()
+        return [o.report() for o in self._book().working(symbol)] if self.stop_book is not None else []
+
+    def _book(self) -> StopBook:
+        if self.stop_book is None:
+            raise VenueError(10001, "this venue keeps stops on the position, not as orders")
+        return self.stop_book
+
+    def _end_stop_order(self, order: StopOrder, status: StopOrderStatus) -> None:
+        order.status = status
+        self._emit(EngineEvent(self.now(), order.symbol, stop_order=order.report(), stop_status=status))
+
+    def _refresh_stop(self, symbol: str) -> None:
+        """With stop orders, a position's stop is the working order that would trigger first --
+        whichever position that order was placed for."""
+        pos = self._positions[symbol]
+        if self.stop_book is None or pos.qty == 0:
+            return
+        effective = self.stop_book.effective(symbol, Side.BUY if pos.qty > 0 else Side.SELL)
+        stop = effective.trigger if effective is not None else None
+        if stop != pos.stop_price:
+            pos.stop_price = stop
+            self._touch(symbol, pos)
+
+    # -- what happens outside posguard (by hand, the venue's own engines) -----------------
+
+    def clear_stop(self, symbol: str) -> None:
+        """Someone removed the position's stop by hand (every stop order of the symbol, where
+        stops are orders)."""
+        self.advance()
+        if self.stop_book is not None:
+            for order in self.stop_book.working(symbol):
+                self._end_stop_order(order, StopOrderStatus.CANCELLED)
         pos = self._positions[symbol]
         pos.stop_price = None
         self._touch(symbol, pos)
+
+    def move_stop(self, symbol: str, stop_price: float) -> None:
+        """Someone moved the position's stop by hand (where stops are orders: cancelled every
+        working one and placed their own at the new price)."""
+        self.advance()
+        pos = self._positions[symbol]
+        if pos.qty == 0:
+            raise VenueError(10001, ZERO_POSITION)
+        held = Side.BUY if pos.qty > 0 else Side.SELL
+        self._check_stop_side(held, stop_price, self.price(symbol))
+        if self.stop_book is None:
+            pos.stop_price = stop_price
+            self._touch(symbol, pos)
+            return
+        for order in self.stop_book.working(symbol):
+            self._end_stop_order(order, StopOrderStatus.CANCELLED)
+        self.place_stop_order(symbol, held.opposite, stop_price, f"hand-sl-{self._order_seq + 1}")
+
+    def trigger_stop_now(self, symbol: str) -> None:
+        """The price touched the stop between two ticks (tests): the stop executes now."""
+        self.advance()
+        pos = self._positions[symbol]
+        if pos.qty != 0 and pos.stop_price is not None:
+            self._trigger_stop(symbol, pos, self.price(symbol), self.now())
+
+    def liquidate(self, symbol: str, qty: float | None = None) -> None:
+        """The venue's liquidation engine takes the position over, all of it or `qty` of it."""
+        self.advance()
+        self._venue_close(symbol, qty, "liq", "liquidation")
+
+    def deleverage(self, symbol: str, qty: float | None = None) -> None:
+        """Auto-deleveraging: the venue closes (part of) the position against a bankrupt one."""
+        self.advance()
+        self._venue_close(symbol, qty, "adl", "adl")
 
     def closures(self, symbol: str) -> list[ClosureReport]:
         """Orders that reduced or closed the symbol's position, newest first (order history)."""
         self.advance()
         out = []
         for o in reversed(self._orders.values()):
-            if o.symbol != symbol or not o.reduce_only or o.filled_qty <= 0:
+            if o.symbol != symbol or o.filled_qty <= 0 or not (o.reduce_only or o.client_order_id in self._reducing):
                 continue
-            kind = closure_kind(o.client_order_id, by_stop=o.client_order_id.startswith("stop-"),
-                                by_liquidation=o.client_order_id.startswith("liq-"))
+            kind = closure_kind(o.client_order_id, closed_by_engine(o.client_order_id))
             out.append(ClosureReport(symbol, kind, o.side, o.filled_qty, o.avg_price, o.venue_order_id,
                                      o.client_order_id))
         return out
@@ -301,33 +429,42 @@ class SimEngine:
         pos.qty = new
         if new == 0:
             pos.stop_price = None                            # Bybit clears tp/sl with the position
+        elif self.stop_book is not None:                     # a working stop order covers it, whoever placed it
+            effective = self.stop_book.effective(symbol, Side.BUY if new > 0 else Side.SELL)
+            pos.stop_price = effective.trigger if effective is not None else None
         self._touch(symbol, pos)
 
-    def trigger_stop_now(self, symbol: str) -> None:
-        """The price touched the stop between two ticks (tests): the stop executes now."""
-        self.advance()
+    def _venue_close(self, symbol: str, qty: float | None, prefix: str, closed_by: str) -> None:
         pos = self._positions[symbol]
-        if pos.qty != 0 and pos.stop_price is not None:
-            self._trigger_stop(symbol, pos, self.price(symbol), self.now())
+        if pos.qty == 0:
+            return
+        size = abs(pos.qty) if qty is None else min(qty, abs(pos.qty))
+        self._close_by_venue(symbol, pos, size, self.price(symbol), self.now(), prefix, closed_by)
 
-    def liquidate(self, symbol: str) -> None:
-        """The venue's liquidation engine takes the position over (tests)."""
-        self.advance()
-        pos = self._positions[symbol]
-        if pos.qty != 0:
-            self._trigger_stop(symbol, pos, self.price(symbol), self.now(), prefix="liq")
+    def _trigger_stop(self, symbol: str, pos: _Position, px: float, t: float) -> None:
+        fired = None
+        if self.stop_book is not None:
+            fired = self.stop_book.effective(symbol, Side.BUY if pos.qty > 0 else Side.SELL)
+        self._close_by_venue(symbol, pos, abs(pos.qty), px, t, "stop", "stop", fired)
 
-    def _trigger_stop(self, symbol: str, pos: _Position, px: float, t: float, prefix: str = "stop") -> None:
+    def _close_by_venue(self, symbol: str, pos: _Position, qty: float, px: float, t: float, prefix: str,
+                        closed_by: str, fired: StopOrder | None = None) -> None:
+        """An order the venue itself places: a stop that triggered (`fired`: the stop order it
+        was, which ends with it; other stop orders keep working), a liquidation, an ADL."""
         self._order_seq += 1
         side = Side.SELL if pos.qty > 0 else Side.BUY
         cid = f"{prefix}-{symbol}-{self._order_seq}"
         self._orders[cid] = OrderReport(
             symbol=symbol, client_order_id=cid, venue_order_id=f"sim-{self._order_seq}", side=side,
-            qty=abs(pos.qty), status=OrderStatus.FILLED, filled_qty=abs(pos.qty), avg_price=px,
-            reduce_only=True)
-        pos.qty, pos.stop_price = 0.0, None
-        self._emit(EngineEvent(t, symbol, order=self._orders[cid], closed_by="liquidation" if prefix == "liq"
-                               else "stop"))
+            qty=qty, status=OrderStatus.FILLED, filled_qty=qty, avg_price=px, reduce_only=True)
+        left = abs(pos.qty) - qty
+        pos.qty = 0.0 if left < EPS else (left if pos.qty > 0 else -left)
+        if pos.qty == 0:
+            pos.stop_price = None
+        self._emit(EngineEvent(t, symbol, order=self._orders[cid], closed_by=closed_by))
+        if fired is not None:                            # it placed that order, and is spent
+            fired.status = StopOrderStatus.FINISHED
+            self._emit(EngineEvent(t, symbol, stop_order=fired.report(), stop_status=fired.status))
         self._touch(symbol, pos, at=t)
 
     def _touch(self, symbol: str, pos: _Position, at: float | None = None) -> None:

@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 import struct
+import uuid
 from dataclasses import asdict
 from enum import Enum
 from typing import Any
@@ -33,6 +34,7 @@ from adapters.base import (
     OrderStatus,
     PositionReport,
     Side,
+    StopOrderReport,
     TruePosition,
     TrueState,
     VenueAdapter,
@@ -70,7 +72,11 @@ def _order_report(d: dict[str, Any]) -> OrderReport:
 
 
 def _position_report(d: dict[str, Any]) -> PositionReport:
-    return PositionReport(**{**d, "side": Side(d["side"])})
+    return PositionReport(**{**d, "side": Side(d["side"]), "stop_prices": tuple(d.get("stop_prices") or ())})
+
+
+def _stop_order_report(d: dict[str, Any]) -> StopOrderReport:
+    return StopOrderReport(**{**d, "side": Side(d["side"])})
 
 
 def _true_state(d: dict[str, Any]) -> TrueState:
@@ -165,7 +171,12 @@ class SimVenueServer:
                 r = a["request"]
                 return await ad.create_order(OrderRequest(**{**r, "side": Side(r["side"])}))
             case "set_stop":
-                return await ad.set_stop(a["symbol"], a["stop_price"])
+                side = a.get("position_side")
+                return await ad.set_stop(a["symbol"], a["stop_price"], Side(side) if side else None)
+            case "fetch_stop_orders":
+                return await ad.fetch_stop_orders(a.get("symbol"))
+            case "cancel_stop_order":
+                return await ad.cancel_stop_order(a["symbol"], _stop_order_report(a["order"]))
             case "fetch_order":
                 return await ad.fetch_order(a["symbol"], a["client_order_id"])
             case "fetch_price":
@@ -182,7 +193,41 @@ class SimVenueServer:
             case "add_fault":
                 ad.faults.add(Fault(**{**a["fault"], "kind": FaultKind(a["fault"]["kind"])}))
                 return None
+            case "outside":
+                outside(ad.engine, a["action"], **a.get("args", {}))
+                return None
         raise ValueError(f"unknown op {op!r}")
+
+
+# What someone does to the account outside posguard (tests and benchmarks), by name.
+OUTSIDE_ACTIONS = ("order", "liquidate", "deleverage", "clear_stop", "move_stop", "trigger_stop")
+
+
+def outside(engine: Any, action: str, symbol: str, side: str | None = None, qty: float | None = None,
+            reduce_only: bool = False, price: float | None = None, client_order_id: str | None = None) -> None:
+    """Play one outside action on the engine: an order by hand (a close, a partial close, an
+    increase, a flip), a liquidation or an ADL (all of it or `qty`), a stop cancelled or moved by
+    hand, a stop triggered now."""
+    match action:
+        case "order":
+            if side is None or qty is None:
+                raise ValueError("an order by hand needs a side and a qty")
+            cid = client_order_id or f"hand-{uuid.uuid4().hex[:12]}"
+            engine.create_order(OrderRequest(symbol, Side(side), float(qty), cid, reduce_only=reduce_only), True)
+        case "liquidate":
+            engine.liquidate(symbol, qty)
+        case "deleverage":
+            engine.deleverage(symbol, qty)
+        case "clear_stop":
+            engine.clear_stop(symbol)
+        case "move_stop":
+            if price is None:
+                raise ValueError("a stop moved by hand needs a price")
+            engine.move_stop(symbol, float(price))
+        case "trigger_stop":
+            engine.trigger_stop_now(symbol)
+        case _:
+            raise ValueError(f"unknown outside action {action!r}; one of {', '.join(OUTSIDE_ACTIONS)}")
 
 
 def _same_user(writer: asyncio.StreamWriter) -> bool:
@@ -267,8 +312,18 @@ class RemoteSimAdapter(VenueAdapter):
         return _order_report(await self._call("create_order", request=request))
 
     async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
-        await self._call("set_stop", symbol=symbol, stop_price=stop_price)
+        await self._call("set_stop", symbol=symbol, stop_price=stop_price, position_side=position_side)
         return None
+
+    async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
+        return [_stop_order_report(o) for o in await self._call("fetch_stop_orders", symbol=symbol)]
+
+    async def cancel_stop_order(self, symbol: str, order: StopOrderReport) -> None:
+        await self._call("cancel_stop_order", symbol=symbol, order=order)
+
+    async def outside(self, action: str, **args: Any) -> None:
+        """What someone does to the account outside posguard (tests and benchmarks): see `outside`."""
+        await self._call("outside", action=action, args=args)
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         return _order_report(await self._call("fetch_order", symbol=symbol, client_order_id=client_order_id))

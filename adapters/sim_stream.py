@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.base import OrderReport, OrderStatus, PositionReport, Side
+from adapters.base import OrderReport, OrderStatus, PositionReport, Side, StopOrderReport
 from adapters.sim_engine import EngineEvent, SimEngine
 from adapters.streams import (
     StreamAuthFailed,
@@ -25,6 +25,7 @@ from adapters.streams import (
     StreamItem,
     StreamOrder,
     StreamPosition,
+    StreamStopOrder,
     VenueStream,
 )
 
@@ -61,8 +62,13 @@ class StreamControl:
                 raise ValueError(f"unknown stream fault {kind!r}")
 
 
+ENDED = {"cancelled": "cancelled", "finished": "triggered"}    # an engine stop order's end, as streams say it
+
+
 def items_of(event: EngineEvent) -> list[StreamItem]:
-    """An engine change as the stream says it: an order (with its fill) or a position."""
+    """An engine change as the stream says it: an order (with its fill), a stop order, or a position."""
+    if event.stop_order is not None:
+        return [StreamStopOrder(event.stop_order, event.stop_status == "new", ENDED.get(event.stop_status, ""))]
     if event.order is not None:
         items: list[StreamItem] = [StreamOrder(event.order, event.closed_by)]
         o = event.order
@@ -151,7 +157,8 @@ class SimStream(VenueStream):
 def encode_item(item: StreamItem) -> dict[str, Any]:
     from adapters.sim_server import encode
 
-    kind = {StreamOrder: "order", StreamFill: "fill", StreamPosition: "position"}[type(item)]
+    kind = {StreamOrder: "order", StreamFill: "fill", StreamPosition: "position",
+            StreamStopOrder: "stop_order"}[type(item)]
     return {"kind": kind, "item": encode(item)}
 
 
@@ -166,8 +173,12 @@ def decode_item(data: dict[str, Any]) -> StreamItem:
             return StreamFill(**item)
         case "position":
             p = item["position"]
-            position = None if p is None else PositionReport(**{**p, "side": Side(p["side"])})
-            return StreamPosition(item["symbol"], position)
+            position = None if p is None else PositionReport(**{**p, "side": Side(p["side"]),
+                                                                 "stop_prices": tuple(p.get("stop_prices") or ())})
+            return StreamPosition(item["symbol"], position, item.get("stop_known", True))
+        case "stop_order":
+            o = item["order"]
+            return StreamStopOrder(StopOrderReport(**{**o, "side": Side(o["side"])}), item["open"], item["ended"])
     raise ValueError(f"unknown stream item {data.get('kind')!r}")
 
 

@@ -19,6 +19,7 @@ from adapters.base import (
     OrderStatus,
     PositionReport,
     Side,
+    StopOrderReport,
     TrueState,
     VenueAdapter,
     VenueError,
@@ -28,6 +29,7 @@ from adapters.bounds import Number, Seconds
 from adapters.faults import Fault, FaultKind, FaultPlan
 from adapters.sim_engine import EngineConfig, SimEngine
 from adapters.sim_stream import SimStream, StreamControl
+from adapters.stops import STOP_ID_PREFIX, stop_client_id
 
 T = TypeVar("T")
 
@@ -45,6 +47,8 @@ class SimVenueConfig:
     recv_window_s: Seconds[0.01, 600.0] = 5.0    # a request arriving later than this after it was sent is refused
     faults: tuple[Fault, ...] = ()
     streams: bool = False            # a private stream pushes the engine's changes (adapters/sim_stream.py)
+    # Stops are close-all stop orders that outlive their position (Binance), not a field of it (Bybit).
+    stop_orders: bool = False
 
 
 class SimulatedAdapter(VenueAdapter):
@@ -54,12 +58,12 @@ class SimulatedAdapter(VenueAdapter):
                  sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.config = config
         self._sleep = sleep or _sleep                    # a manual-clock harness passes its own
-        self.engine = SimEngine(config.engine, clock)
+        self.engine = SimEngine(config.engine, clock, stop_orders=config.stop_orders)
         self.faults = FaultPlan(config.faults)
         self.capabilities = Capabilities(
-            venue="simulated", attached_stop=config.attached_stops,
+            venue="simulated", attached_stop=config.attached_stops and not config.stop_orders,
             orders_per_second=config.orders_per_second, reads_per_second=config.reads_per_second,
-            has_truth=True, streams=config.streams)
+            has_truth=True, streams=config.streams, stop_orders=config.stop_orders)
         self.stream_control = StreamControl()
         self._clock = clock
         self._bucket = float(config.orders_per_second)
@@ -80,8 +84,34 @@ class SimulatedAdapter(VenueAdapter):
         return report
 
     async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
-        await self._call("set_stop", symbol, lambda: self.engine.set_stop(symbol, stop_price), is_order=True)
+        if self.engine.stop_book is None:
+            await self._call("set_stop", symbol, lambda: self.engine.set_stop(symbol, stop_price), is_order=True)
+            return None
+        # Stops are orders (as on Binance): the new one first, then the ones of ours it replaces.
+        if position_side is None:
+            raise VenueError(10001, "the position's side is needed to place its closing stop")
+        cid = stop_client_id(symbol, position_side, format(stop_price, ".10g"))
+        try:
+            await self.place_stop_order(symbol, position_side.opposite, stop_price, cid)
+        except VenueError as exc:
+            if exc.code != 110072:                       # that exact stop is working already: what we want
+                raise
+        for order in await self.fetch_stop_orders(symbol):
+            if (order.client_order_id != cid and order.client_order_id.startswith(STOP_ID_PREFIX)
+                    and order.side is position_side.opposite):
+                await self.cancel_stop_order(symbol, order)
         return None
+
+    async def place_stop_order(self, symbol: str, side: Side, trigger: float, client_id: str) -> StopOrderReport:
+        return await self._call("set_stop", symbol,
+                                lambda: self.engine.place_stop_order(symbol, side, trigger, client_id), is_order=True)
+
+    async def cancel_stop_order(self, symbol: str, order: StopOrderReport) -> None:
+        await self._call("cancel_order", symbol, lambda: self.engine.cancel_stop_order(order.client_order_id),
+                         is_order=True)
+
+    async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
+        return await self._call("fetch_stop_orders", symbol, lambda: self.engine.stop_orders(symbol))
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         return await self._call("fetch_order", symbol, lambda: self.engine.fetch_order(client_order_id))
@@ -140,6 +170,9 @@ class SimulatedAdapter(VenueAdapter):
         if fault is not None and fault.kind is FaultKind.MALFORMED:
             # What a real adapter makes of a reply missing a field (adapters/ccxt_base.py).
             raise VenueError(MALFORMED, f"{op}: reply without a field we rely on (executed)")
+        if fault is not None and fault.kind is FaultKind.OMIT and isinstance(result, list):
+            # A list read that silently leaves a position out (seen of Bybit's position list).
+            return [p for p in result if fault.symbol is not None and p.symbol != fault.symbol]  # type: ignore
         return result
 
     def _take_rate_token(self) -> None:

@@ -4,8 +4,26 @@ on venues whose stops are orders (Binance), not a field of the position (Bybit).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
-from adapters.base import PositionReport, Side, StopOrderReport
+from adapters.base import OUR_ORDER_PREFIX, PositionReport, Side, StopOrderReport
+
+STOP_ID_PREFIX = f"{OUR_ORDER_PREFIX}sl-"
+
+
+def stop_client_id(symbol: str, side: Side, price: str) -> str:
+    """The client id of our stop order for a `side` position at `price` (where stops are orders).
+    The same stop always gets the same id, so a re-sent stop after an unknown outcome is refused
+    as a duplicate (already placed) instead of stacking a second order. The id is a function of
+    what the PositionActor journaled before asking for the stop (symbol, side and stop price of
+    its intent), so it is known, and can be asked about, after any crash."""
+    digest = hashlib.sha1(f"{symbol}|{side}|{price}".encode()).hexdigest()[:16]
+    return f"{STOP_ID_PREFIX}{symbol.lower()[:12]}-{digest}"
+
+
+def is_ours(order: StopOrderReport) -> bool:
+    """A stop order posguard placed (every client id it makes starts with its prefix)."""
+    return order.client_order_id.startswith(OUR_ORDER_PREFIX)
 
 
 def protects(order: StopOrderReport, position: PositionReport) -> bool:
@@ -23,6 +41,7 @@ def with_stop_orders(positions: list[PositionReport], orders: list[StopOrderRepo
         if p.stop_price is None:
             prices = [o.stop_price for o in orders if protects(o, p)]
             if prices:
-                p = dataclasses.replace(p, stop_price=max(prices) if p.side is Side.BUY else min(prices))
+                p = dataclasses.replace(p, stop_price=max(prices) if p.side is Side.BUY else min(prices),
+                                        stop_prices=tuple(sorted(prices)))
         out.append(p)
     return out

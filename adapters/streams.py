@@ -25,7 +25,8 @@ from adapters.base import OrderReport, PositionReport, StopOrderReport
 @dataclass(frozen=True, slots=True)
 class StreamOrder:
     """An order's new state. `closed_by` marks the venue's own closing orders: "stop" (a stop
-    loss triggered) or "liquidation"; "" for orders placed by a client (ours or not)."""
+    loss triggered), "liquidation" or "adl" (auto-deleveraging); "" for orders placed by a client
+    (ours or not)."""
 
     report: OrderReport
     closed_by: str = ""
@@ -44,19 +45,23 @@ class StreamFill:
 
 @dataclass(frozen=True, slots=True)
 class StreamPosition:
-    """A symbol's position as the matching engine holds it now; `position` None: flat."""
+    """A symbol's position as the matching engine holds it now; `position` None: flat.
+    `stop_known`: the push says the position's stop (Bybit); Binance's carry none."""
 
     symbol: str
     position: PositionReport | None
+    stop_known: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class StreamStopOrder:
     """A conditional order that can act as a stop changed (Binance algo orders): `open` False
-    once it is cancelled, triggered or expired."""
+    once it is cancelled, triggered or expired; `ended` says which ("cancelled" | "triggered" |
+    "expired"; "" while open, or when the venue did not say)."""
 
     order: StopOrderReport
     open: bool
+    ended: str = ""
 
 
 StreamItem = StreamOrder | StreamFill | StreamPosition | StreamStopOrder
