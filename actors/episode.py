@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from actors.outside import Outside
 from actors.position_states import TimerKind
-from adapters.base import OrderRequest, Side
+from adapters.base import OrderRequest, PositionReport, Side
 
 
 @dataclass(slots=True)
@@ -77,3 +78,17 @@ class Episode:
     probe_cid: str | None = None         # after a restart: the next derived close id, asked for
     probe_until: float = 0.0             # ... until then (monotonic), while the venue says "not found"
     armed_once: set[TimerKind] = field(default_factory=set)   # timers that run from their first cause
+    # What the venue did outside posguard (actors/outside.py): the open quantity after a resize by
+    # someone else (None: what the entry filled), evidence the position went away awaiting the
+    # engine's word, the closing order the stream saw (it names why), and a push that arrived
+    # while busy (judged once PROTECTED).
+    position_qty: float | None = None
+    outside: Outside | None = None
+    cause: Outside | None = None
+    held_push: tuple[PositionReport | None, bool, int] | None = None   # (position, stop known, received_ns)
+    known_ns: int = 0                    # host-monotonic: the venue's latest answer our picture rests on
+
+    @property
+    def open_qty(self) -> float:
+        """What the venue holds of this episode, as far as we know."""
+        return self.position_qty if self.position_qty is not None else self.entry.filled_qty

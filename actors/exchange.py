@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -197,12 +198,12 @@ class ExchangeActor(BridgedActor):
     def _streamed(self, items: list[Any]) -> None:
         """News of one of our own orders goes straight to the PositionActor that placed it (one
         hop less on the entry path); everything else to the StreamActor, which fans it out."""
-        rest = []
+        rest, received = [], time.monotonic_ns()         # what REST answers are compared with (actors/outside.py)
         for item in items:
             owner = None
             if isinstance(item, StreamOrder):
                 owner = self.order_owners.get(item.report.client_order_id)
-                msg: Any = OrderStreamed(item.report, item.closed_by)
+                msg: Any = OrderStreamed(item.report, item.closed_by, received)
             elif isinstance(item, StreamFill):
                 owner = self.order_owners.get(item.client_order_id)
                 msg = FillStreamed(item.symbol, item.client_order_id)
@@ -211,7 +212,7 @@ class ExchangeActor(BridgedActor):
             else:
                 rest.append(item)
         if rest and self.stream_subscriber is not None:
-            self.send(self.stream_subscriber, StreamUpdates(tuple(rest)))
+            self.send(self.stream_subscriber, StreamUpdates(tuple(rest), received_ns=received))
 
     def _reply(self, msg: Any, reply_to: Any, result: Any) -> None:
         if isinstance(result, BaseException):

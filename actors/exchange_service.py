@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from loguru import logger
 
 from actors.messages import (
+    CancelStops,
     ClosuresFetched,
     FetchClosures,
     FetchPositions,
@@ -32,13 +33,14 @@ from actors.messages import (
     QueryOrder,
     SetStop,
     StopOrdersFetched,
+    StopsCancelled,
     StopSet,
     TrueStateReport,
     VenueFailure,
 )
-from adapters.base import VenueAdapter, VenueError
+from adapters.base import StopOrderReport, VenueAdapter, VenueError
 from adapters.errors import Outcome, classify_error
-from adapters.stops import with_stop_orders
+from adapters.stops import is_ours, with_stop_orders
 
 T = TypeVar("T")
 
@@ -132,7 +134,8 @@ class ExchangeService:
                 del self._in_flight[req.client_order_id]
         # When it really left (after any queueing): the caller's "never arrived" window runs
         # from here, so a long queue can never make it give up on an order still in flight.
-        return OrderPlaced(msg.request_id, req.client_order_id, report, failure, sent_at=sent[0] if sent else None)
+        return OrderPlaced(msg.request_id, req.client_order_id, report, failure, sent_at=sent[0] if sent else None,
+                           received_ns=time.monotonic_ns())
 
     async def _query(self, msg: QueryOrder) -> OrderQueried:
         held = self._in_flight.get(msg.client_order_id)
@@ -143,20 +146,58 @@ class ExchangeService:
             await held.wait()
         report, failure = await self._call(self._reads,
                                            lambda: self.adapter.fetch_order(msg.symbol, msg.client_order_id))
-        return OrderQueried(msg.request_id, msg.client_order_id, report, failure)
+        return OrderQueried(msg.request_id, msg.client_order_id, report, failure, received_ns=time.monotonic_ns())
 
     async def _set_stop(self, msg: SetStop) -> StopSet:
         held, failure = await self._call(
             self._orders, lambda: self.adapter.set_stop(msg.symbol, msg.stop_price, msg.position_side), urgent=True)
-        return StopSet(msg.request_id, msg.symbol, held if held is not None else msg.stop_price, failure)
+        return StopSet(msg.request_id, msg.symbol, held if held is not None else msg.stop_price, failure,
+                       received_ns=time.monotonic_ns())
 
     async def _positions(self, msg: FetchPositions) -> PositionsFetched:
         positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
-        if positions and failure is None and self.capabilities.stop_orders:
-            # A stop can be an open conditional order (Binance: always): count it.
+        orders: list[StopOrderReport] | None = []
+        if failure is None and self.capabilities.stop_orders:
+            # A stop can be an open conditional order (Binance: always): count it -- and, on a
+            # flat symbol, see it (a close-all stop outlives its position).
             orders, failure = await self._call(self._reads, self.adapter.fetch_stop_orders)
-            positions = with_stop_orders(positions, orders or [])
-        return PositionsFetched(msg.request_id, tuple(positions or ()), failure)
+            positions = with_stop_orders(positions or [], orders or [])
+        return PositionsFetched(msg.request_id, tuple(positions or ()), failure, tuple(orders or ()))
+
+    async def _cancel_stops(self, msg: CancelStops) -> StopsCancelled:
+        """Cancel stop orders of ours on a symbol (the named ones, else every one), then read again:
+        the reply says what still works, so the caller knows when none of ours is left."""
+        def wanted(orders: list[StopOrderReport]) -> list[StopOrderReport]:
+            return [o for o in orders if is_ours(o) and (not msg.client_order_ids
+                                                         or o.client_order_id in msg.client_order_ids)]
+
+        orders, failure = await self._call(self._reads, lambda: self.adapter.fetch_stop_orders(msg.symbol))
+        if failure is not None:
+            return StopsCancelled(msg.request_id, msg.symbol, failure=failure)
+        targets = wanted(orders or [])
+        if not targets:
+            return StopsCancelled(msg.request_id, msg.symbol)
+        if msg.probe_stop is not None:
+            # Is the position really gone? Our stop set again: harmless if it lives, and the
+            # engine's "no position" is the only answer that lets a cancel go.
+            _, failure = await self._call(self._orders, lambda: self.adapter.set_stop(msg.symbol, msg.probe_stop,
+                                                                                       msg.probe_side), urgent=True)
+            if failure is None or failure.outcome in (Outcome.NOT_MODIFIED, Outcome.REJECTED):
+                return StopsCancelled(msg.request_id, msg.symbol, remaining=tuple(o.client_order_id for o in targets),
+                                      position_lives=True)
+            if failure.outcome is not Outcome.NO_POSITION:
+                return StopsCancelled(msg.request_id, msg.symbol, failure=failure)
+        cancelled: list[str] = []
+        for order in targets:
+            _, failure = await self._call(self._orders, lambda o=order: self.adapter.cancel_stop_order(msg.symbol, o),
+                                          urgent=True)
+            if failure is None or failure.outcome is Outcome.ORDER_NOT_FOUND:   # not found: gone already
+                cancelled.append(order.client_order_id)
+        left, failure = await self._call(self._reads, lambda: self.adapter.fetch_stop_orders(msg.symbol))
+        if failure is not None:
+            return StopsCancelled(msg.request_id, msg.symbol, tuple(cancelled), failure=failure)
+        return StopsCancelled(msg.request_id, msg.symbol, tuple(cancelled),
+                              tuple(o.client_order_id for o in wanted(left or [])))
 
     async def _closures(self, msg: FetchClosures) -> ClosuresFetched:
         closures, failure = await self._call(self._reads, lambda: self.adapter.fetch_closures(msg.symbol))
@@ -210,6 +251,7 @@ ROUTES: dict[type, Route] = {
     FetchPrice: Route(ExchangeService._price, lambda m, f: PriceFetched(m.request_id, m.symbol, None, f)),
     FetchStopOrders: Route(ExchangeService._stop_orders,
                            lambda m, f: StopOrdersFetched(m.request_id, m.symbol, (), f)),
+    CancelStops: Route(ExchangeService._cancel_stops, lambda m, f: StopsCancelled(m.request_id, m.symbol, failure=f)),
 }
 
 

@@ -21,6 +21,7 @@ from actors.messages import (
     EventsCommitted,
     EventsRead,
     EventsReport,
+    JournalCancel,
     JournalDiskFault,
     JournalFailed,
     JournalHealth,
@@ -53,6 +54,7 @@ class JournalActor(BridgedActor):
         # sends here, thespian stopped reading while it drained them, and a heartbeat waited
         # behind them long enough for the watchdog to call the journal hung.
         self.to_place: dict[str, tuple[Any, list[PlaceOrder]]] = {}
+        self.to_forward: list[tuple[Any, Any]] = []   # (to, message): cancels sent on once committed
         self.journaled: dict[str, tuple[Any, list[str]]] = {}
         self.committed: list[Event] = []
 
@@ -67,10 +69,12 @@ class JournalActor(BridgedActor):
     def _flush(self) -> None:
         """In the order they used to go one by one: the orders to the venue, then who journaled them.
         Taken out first: whatever happens while sending, nothing is ever sent twice."""
-        to_place, journaled, committed = self.to_place, self.journaled, self.committed
-        self.to_place, self.journaled, self.committed = {}, {}, []
+        to_place, journaled, committed, to_forward = self.to_place, self.journaled, self.committed, self.to_forward
+        self.to_place, self.journaled, self.committed, self.to_forward = {}, {}, [], []
         for exchange, orders in to_place.values():
             self.send(exchange, orders[0] if len(orders) == 1 else PlaceOrders(tuple(orders)))
+        for to, msg in to_forward:
+            self.send(to, msg)
         for asker, cids in journaled.values():
             self.send(asker, OrderJournaled(cids[0]) if len(cids) == 1 else OrdersJournaled(tuple(cids)))
         if committed:
@@ -109,6 +113,25 @@ class JournalActor(BridgedActor):
             self.to_place.setdefault(str(msg.forward_to), (msg.forward_to, []))[1].append(place)
         self.journaled.setdefault(str(sender), (sender, []))[1].append(cid)
         self._publish(result)
+
+    def receiveMsg_JournalCancel(self, msg: JournalCancel, sender: Any) -> None:  # noqa: N802
+        """Like an order: the reason is committed first, then the cancel goes to the venue."""
+        if self.store is None or self.bridge is None:
+            self.send(sender, JournalFailed(msg.request.request_id, "journal not open"))
+            return
+
+        def committed(result: Any) -> None:
+            if isinstance(result, BaseException):
+                logger.opt(exception=result).error("journal write failed; stop orders of {} not cancelled yet",
+                                                   msg.request.symbol)
+                self.send(sender, JournalFailed(msg.request.request_id, f"{type(result).__name__}: {result}"))
+                self._health(result)
+                return
+            self._health(None)
+            if msg.forward_to is not None:
+                self.to_forward.append((msg.forward_to, msg.request))
+            self._publish(result)
+        self.bridge.submit(self.store.record(msg), committed)
 
     def _record(self, msg: Any, sender: Any) -> None:
         if self.store is None or self.bridge is None:
@@ -175,6 +198,7 @@ class JournalActor(BridgedActor):
     receiveMsg_JournalIntent = _record         # noqa: N815
     receiveMsg_JournalSafeMode = _record       # noqa: N815
     receiveMsg_JournalEvent = _record          # noqa: N815
+    receiveMsg_JournalPosition = _record       # noqa: N815
 
     def _logged(self, msg: Any, result: Any) -> None:
         if isinstance(result, BaseException):

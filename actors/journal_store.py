@@ -18,11 +18,13 @@ from actors.messages import (
     Event,
     EventRecord,
     EventsReport,
+    JournalCancel,
     JournaledOrder,
     JournalEvent,
     JournalIntent,
     JournalOrder,
     JournalOrderUpdate,
+    JournalPosition,
     JournalSafeMode,
     JournalTransition,
     PositionJournal,
@@ -96,6 +98,11 @@ MIGRATIONS: tuple[str, ...] = (
     # it cost a second write in every transition's fsync'd transaction
     """
     DROP TABLE positions;
+    """,
+    # 5: what an episode holds after a change made outside posguard (a resize, a followed stop)
+    """
+    ALTER TABLE intents ADD COLUMN position_qty REAL;
+    ALTER TABLE intents ADD COLUMN current_stop REAL;
     """,
 )
 
@@ -263,6 +270,12 @@ class JournalStore:
                 await self._event(events, at, EventRecord("safe_mode", None, {"on": on, "reason": reason}))
             case JournalEvent(event=record, at=at):
                 await self._event(events, at, record)
+            case JournalCancel(request=request, reason=reason, at=at):
+                await self._event(events, at, EventRecord("cancel_stops", request.symbol, {
+                    "reason": reason, "orders": list(request.client_order_ids) or "every stop order of ours"}))
+            case JournalPosition(intent_id=iid, qty=qty, stop_price=stop):
+                await self.db.execute("UPDATE intents SET position_qty=?, current_stop=? WHERE intent_id=?",
+                                      (qty, stop, iid))
             case _:
                 raise TypeError(f"journal cannot record {type(msg).__name__}")
 
@@ -306,7 +319,8 @@ class JournalStore:
                            o["purpose"], o["status"], o["filled_qty"], o["avg_price"], o["created_at"])
             for o in await self.rows("SELECT * FROM orders WHERE intent_id=? ORDER BY created_at, rowid",
                                      (i["intent_id"],)))
-        return PositionJournal(symbol, intent, _state(last[0]["to_state"]) if last else None, orders)
+        return PositionJournal(symbol, intent, _state(last[0]["to_state"]) if last else None, orders,
+                               position_qty=i["position_qty"], stop_price=i["current_stop"])
 
     async def recent_events(self, symbol: str, limit: int) -> EventsReport:
         rows = await self.rows("SELECT at, from_state, to_state, trigger, detail FROM transitions WHERE symbol=?"

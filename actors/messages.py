@@ -60,6 +60,9 @@ class PositionSettings:
     reply_timeout_s: Seconds[0.1, 300.0] = 15.0        # a request unanswered this long was lost: ask again by id
     reference_max_age_s: Seconds[1.0, 3600.0] = 60.0   # a price older than this is fetched again for limits
     journal_wait_s: Seconds[0.01, 30.0] = 1.0          # a close waits no longer for its journal row: it goes anyway
+    # Our stop moved by hand on the venue: keep the operator's price (within the risk limits) instead
+    # of setting ours again. A stop removed by hand is always set again.
+    follow_stop_moves: bool = False
     failpoints: Internal[tuple[tuple[str, str], ...]] = ()   # crash tests only: ("STATE:trigger", marker)
 
 
@@ -151,6 +154,30 @@ class Reprotect:
     command_id: str = _id_field()
     ts: float = _ts_field()
     venue_history: str = ""              # what the venue's order history says happened (a label only)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionObserved:
+    """ProtectionActor (through the supervisor) to a symbol's PositionActor: what a REST read of
+    the venue's positions shows of a symbol it holds, once settled past the REST lag (None: the
+    list left it out). Judged like a stream push; nothing is cancelled on it alone."""
+
+    symbol: str
+    position: PositionReport | None
+    finding: str                         # missing | resized | flipped | drift
+    command_id: str = _id_field()
+    ts: float = _ts_field()
+
+
+@dataclass(frozen=True, slots=True)
+class CancelLeftovers:
+    """ProtectionActor (through the supervisor) to a symbol's PositionActor: stop orders of ours
+    are working on a symbol that two REST reads, the REST lag apart, show flat; cancel them."""
+
+    symbol: str
+    client_order_ids: tuple[str, ...]
+    command_id: str = _id_field()
+    ts: float = _ts_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +293,7 @@ class OrderPlaced:
     report: OrderReport | None = None
     failure: VenueFailure | None = None
     sent_at: float | None = None         # wall time the request actually left for the venue
+    received_ns: int = 0                 # host-monotonic: when the venue's answer came (stream news is older before it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +314,7 @@ class OrderQueried:
     client_order_id: str
     report: OrderReport | None = None
     failure: VenueFailure | None = None
+    received_ns: int = 0                 # host-monotonic: when the venue's answer came
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +336,7 @@ class StopSet:
     symbol: str
     stop_price: float
     failure: VenueFailure | None = None
+    received_ns: int = 0                 # host-monotonic: when the venue's answer came
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +353,7 @@ class PositionsFetched:
     request_id: str
     positions: tuple[PositionReport, ...] = ()
     failure: VenueFailure | None = None
+    stop_orders: tuple[StopOrderReport, ...] = ()   # where stops are orders: every open one (flat symbols too)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,6 +453,29 @@ class JournalOrder:
     forward_to: Any = None               # the ExchangeActor: sent PlaceOrder only once committed
     reply_to: Any = None                 # who gets the venue's answer (the PositionActor)
     intent: JournalIntent | None = None  # an entry's intent (its stop!), in the same transaction
+
+
+@dataclass(frozen=True, slots=True)
+class JournalCancel:
+    """Record why stop orders are being cancelled, then forward the cancel to the exchange (like
+    an order: nothing is cancelled that the journal does not know of)."""
+
+    request: CancelStops
+    reason: str
+    at: float = _ts_field()
+    forward_to: Any = None               # the ExchangeActor: sent `request` only once committed
+
+
+@dataclass(frozen=True, slots=True)
+class JournalPosition:
+    """What an episode holds now, when it changed without an order of ours (an outside resize, a
+    followed stop): a restart rebuilds it from here, not from the intent's first values."""
+
+    intent_id: str
+    symbol: str
+    qty: float
+    stop_price: float | None
+    at: float = _ts_field()
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,6 +624,8 @@ class PositionJournal:
     intent: JournalIntent | None = None
     last_state: State | None = None
     orders: tuple[JournaledOrder, ...] = ()
+    position_qty: float | None = None    # as last journaled without an order of ours (JournalPosition)
+    stop_price: float | None = None      # ... and the stop then held
 
 
 @dataclass(frozen=True, slots=True)
@@ -965,6 +1021,7 @@ class StreamUpdates:
 
     items: tuple[Any, ...]
     at: float = _ts_field()
+    received_ns: int = field(default_factory=time.monotonic_ns)   # host-monotonic, in the exchange process
 
 
 @dataclass(frozen=True, slots=True)
@@ -996,7 +1053,30 @@ class OrderStreamed:
     """An order's new state, from the stream: treated like a query by client id, for our own ids only."""
 
     report: OrderReport
-    closed_by: str = ""                              # the venue's own close: "stop" | "liquidation"
+    closed_by: str = ""                              # the venue's own close: "stop" | "liquidation" | "adl"
+    received_ns: int = 0                             # host-monotonic: when the exchange process got it
+
+
+@dataclass(frozen=True, slots=True)
+class PositionStreamed:
+    """A symbol's position as the stream pushed it (None: flat), to the symbol's PositionActor:
+    evidence of what was done outside posguard, judged against its episode (actors/outside.py)."""
+
+    symbol: str
+    position: PositionReport | None
+    stop_known: bool                                 # the push says the position's stop (Bybit; not Binance)
+    received_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StopOrderStreamed:
+    """A stop order of the symbol changed, from the stream (Binance algo orders): ours ending
+    while its position lives was cancelled by hand, or triggered."""
+
+    order: StopOrderReport
+    open: bool
+    ended: str = ""                                  # cancelled | triggered | expired
+    received_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -1062,6 +1142,35 @@ class StopOrdersFetched:
     symbol: str
     orders: tuple[StopOrderReport, ...] = ()
     failure: VenueFailure | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelStops:
+    """Cancel stop orders of ours on a symbol that has no position of ours any more: the ones
+    named, or (none named) every working one with our client-id prefix. Sent by the journal once
+    the reason is committed (JournalCancel)."""
+
+    symbol: str
+    client_order_ids: tuple[str, ...] = ()
+    request_id: str = _id_field()
+    reply_to: Any = None                             # an ActorAddress; None = the sender
+    # Not proven flat: before anything is cancelled, this stop is set again for a position of this
+    # side, and only the engine's "no position" lets the cancel go on.
+    probe_stop: float | None = None
+    probe_side: Side | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopsCancelled:
+    """Reply to CancelStops: what was cancelled, and what of ours still works (read again after);
+    `position_lives`: the engine took the probe -- a position is there, nothing was cancelled."""
+
+    request_id: str
+    symbol: str
+    cancelled: tuple[str, ...] = ()
+    remaining: tuple[str, ...] = ()
+    failure: VenueFailure | None = None
+    position_lives: bool = False
 
 
 @dataclass(frozen=True, slots=True)

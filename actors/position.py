@@ -23,7 +23,9 @@ from actors.async_bridge import BridgedActor
 from actors.failpoints import armed, kill_self
 from actors.messages import (
     AdoptPosition,
+    CancelLeftovers,
     ClosePosition,
+    ClosuresFetched,
     Collaborators,
     CommandAccepted,
     CommandDenied,
@@ -31,6 +33,7 @@ from actors.messages import (
     FetchPrice,
     FillStreamed,
     GetPositionState,
+    JournalCancel,
     JournalFailed,
     JournalOrder,
     JournalSync,
@@ -45,14 +48,18 @@ from actors.messages import (
     OrderStreamed,
     PlaceOrder,
     PositionJournals,
+    PositionObserved,
     PositionReady,
     PositionSnapshot,
     PositionSnapshots,
+    PositionStreamed,
     PositionTimer,
     PriceFetched,
     QueryOrder,
     Reprotect,
     SafeModeChanged,
+    StopOrderStreamed,
+    StopsCancelled,
     StopSet,
     StreamGap,
 )
@@ -64,7 +71,7 @@ REFERENCE = "reference-price"
 FAILPOINT = "failpoint"
 ORDERS_KEPT = 20_000                    # client id -> symbol, for replies (oldest forgotten first)
 
-Command = OpenPosition | ClosePosition | AdoptPosition | Reprotect
+Command = OpenPosition | ClosePosition | AdoptPosition | Reprotect | PositionObserved | CancelLeftovers
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -96,6 +103,9 @@ class _Ports:
             # The journal sends the order on once it is committed; answers come straight to us.
             actor.remember(msg.request.client_order_id, self.symbol)
             msg = dataclasses.replace(msg, forward_to=actor.exchange, reply_to=actor.myAddress)
+        elif isinstance(msg, JournalCancel):            # the same for a cancel of stop orders
+            msg = dataclasses.replace(msg, forward_to=actor.exchange,
+                                      request=dataclasses.replace(msg.request, reply_to=actor.myAddress))
         actor.send(actor.journal, msg)
         if isinstance(msg, JournalTransition) and armed(f"{msg.from_state}:{msg.trigger}", self._failpoints):
             # Crash test: die once this edge is durable (the journal answers the sync after it).
@@ -231,6 +241,14 @@ class PositionActor(BridgedActor):
         core = self.cores.get(msg.symbol)
         self._answer(sender, core.close(msg) if core else self._not_here(msg))
 
+    def receiveMsg_PositionObserved(self, msg: PositionObserved, sender: Any) -> None:  # noqa: N802
+        core = self.cores.get(msg.symbol)
+        self._answer(sender, core.observe(msg) if core else self._not_here(msg))
+
+    def receiveMsg_CancelLeftovers(self, msg: CancelLeftovers, sender: Any) -> None:  # noqa: N802
+        core = self.cores.get(msg.symbol)
+        self._answer(sender, core.cancel_leftovers(msg) if core else self._not_here(msg))
+
     def receiveMsg_GetPositionState(self, msg: GetPositionState, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol) if msg.symbol else next(iter(self.cores.values()), None)
         if core is not None:
@@ -281,6 +299,16 @@ class PositionActor(BridgedActor):
         if core is not None:
             core.on_stop_set(msg)
 
+    def receiveMsg_ClosuresFetched(self, msg: ClosuresFetched, sender: Any) -> None:  # noqa: N802
+        core = self.cores.get(msg.symbol)
+        if core is not None:
+            core.on_closures(msg)
+
+    def receiveMsg_StopsCancelled(self, msg: StopsCancelled, sender: Any) -> None:  # noqa: N802
+        core = self.cores.get(msg.symbol)
+        if core is not None:
+            core.on_stops_cancelled(msg)
+
     def receiveMsg_PriceFetched(self, msg: PriceFetched, sender: Any) -> None:  # noqa: N802
         """The warm-up's answer, or the reference price opens were waiting for."""
         core = self.cores.get(msg.symbol)
@@ -304,6 +332,14 @@ class PositionActor(BridgedActor):
     def receiveMsg_FillStreamed(self, msg: FillStreamed, sender: Any) -> None:  # noqa: N802
         if msg.symbol in self.loaded:
             self.cores[msg.symbol].on_fill_streamed(msg)
+
+    def receiveMsg_PositionStreamed(self, msg: PositionStreamed, sender: Any) -> None:  # noqa: N802
+        if msg.symbol in self.loaded:
+            self.cores[msg.symbol].on_position_streamed(msg)
+
+    def receiveMsg_StopOrderStreamed(self, msg: StopOrderStreamed, sender: Any) -> None:  # noqa: N802
+        if msg.order.symbol in self.loaded:
+            self.cores[msg.order.symbol].on_stop_order_streamed(msg)
 
     def receiveMsg_StreamGap(self, msg: StreamGap, sender: Any) -> None:  # noqa: N802
         for symbol in self.loaded:
@@ -332,7 +368,7 @@ class PositionActor(BridgedActor):
     def on_handler_error(self, message: Any, sender: Any, exc: Exception) -> None:
         # A core's state may be half-changed: answer, and ask to be replaced (a new actor rebuilds
         # every core it guards from the journal and the venue).
-        if isinstance(message, OpenPosition | ClosePosition | AdoptPosition | Reprotect):
+        if isinstance(message, Command):
             self.answers = []                            # what the handler queued is not to be trusted
             self.send(sender, CommandDenied(message.command_id, message.symbol, f"internal error: {exc}"))
         super().on_handler_error(message, sender, exc)

@@ -28,16 +28,22 @@ from actors.episode import Episode, OrderLeg, StopLeg
 from actors.fsm import FSM
 from actors.messages import (
     AdoptPosition,
+    CancelLeftovers,
+    CancelStops,
     ClosePosition,
+    ClosuresFetched,
     CommandAccepted,
     CommandDenied,
     EventRecord,
+    FetchClosures,
     FillStreamed,
+    JournalCancel,
     JournalEvent,
     JournalFailed,
     JournalIntent,
     JournalOrder,
     JournalOrderUpdate,
+    JournalPosition,
     JournalTransition,
     OpenPosition,
     OrderJournaled,
@@ -46,24 +52,42 @@ from actors.messages import (
     OrderStreamed,
     PlaceOrder,
     PositionJournal,
+    PositionObserved,
     PositionSettings,
     PositionSnapshot,
+    PositionStreamed,
     PositionTimer,
     QueryOrder,
     Reprotect,
     RiskLimits,
     SetStop,
+    StopOrderStreamed,
+    StopsCancelled,
     StopSet,
     VenueFailure,
     new_id,
 )
-from actors.position_states import CLOSING, RESTING, TRANSITIONS, State, TimerKind, Trigger
-from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest, Side
+from actors.outside import (
+    CLOSED_OUTSIDE,
+    GONE,
+    REASON_OF_CLOSED_BY,
+    REASON_OF_KIND,
+    Change,
+    Outside,
+    changes,
+    describe,
+    moved_to,
+)
+from actors.position_states import CLOSING, RESTING, SETTING_STOP, TRANSITIONS, State, TimerKind, Trigger
+from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest, PositionReport, Side
 from adapters.errors import Outcome
+from adapters.stops import is_ours
 
 # Outcomes after which an order may or may not exist on the venue: ask by client id.
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
 ADOPTION_REFUSED = "adoption refused"        # a limit refused to take over a foreign position: an alert
+# Where outside evidence is taken (judged once PROTECTED): filled or about to be, and not closing.
+HELD_OUTSIDE = frozenset({State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.VERIFYING})
 
 
 class PositionPorts(Protocol):
@@ -105,6 +129,10 @@ class PositionCore:
         self.reference: tuple[float, float] | None = None   # (price, monotonic time seen)
         self.log = logger.bind(symbol=symbol)
         self.episode = Episode()                         # none yet: recover() or a command begins one
+        # Stop orders of ours outlived their position (venues whose stops are orders): cancelling
+        # them. No new episode begins before they are gone -- its stop could be one of them.
+        self.cleanup: CancelStops | None = None
+        self.cleanup_attempts = 0
 
     @property
     def state(self) -> State:
@@ -124,7 +152,12 @@ class PositionCore:
             self._go(Trigger.RECOVERED_FLAT, "journal: nothing open")
             return
         self.episode = ep = Episode(intent_id=intent.intent_id, side=intent.side, requested_qty=intent.qty,
-                                    stop=StopLeg(price=intent.stop_price or None))
+                                    stop=StopLeg(price=journal.stop_price or intent.stop_price or None),
+                                    position_qty=journal.position_qty)
+        if last is State.VERIFYING:
+            # It was asking the venue whether the position went away outside us: ask again.
+            ep.outside = Outside(CLOSED_OUTSIDE, "recovering while asking the venue about an outside change",
+                                 "journal")
         if entry is not None:
             ep.entry = OrderLeg(cid=entry.request.client_order_id, request=entry.request,
                                 sent_at=self._monotonic_of(entry.created_at), filled_qty=entry.filled_qty,
@@ -243,6 +276,8 @@ class PositionCore:
             return f"this actor handles {self.symbol}, not {cmd.symbol}"
         if self.safe_mode is not None:
             return f"safe mode ({self.safe_mode}): new entries are refused"
+        if self.cleanup is not None:
+            return f"{self.symbol}: cancelling the stop orders its last position left; try again in a moment"
         if self.state is not State.IDLE:
             return f"{self.symbol} is {self.state}; only an IDLE symbol accepts an entry"
         if not (math.isfinite(cmd.qty) and cmd.qty > 0):
@@ -299,6 +334,8 @@ class PositionCore:
         """Take over a position nothing of ours opened: protect it, or close it reduce-only."""
         if cmd.symbol != self.symbol or self.state is not State.IDLE:
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; only IDLE adopts")
+        if self.cleanup is not None:                     # the next read judges it again
+            return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol}: cancelling its last position's stops")
         if not cmd.qty > 0 or (cmd.stop_price is not None and not cmd.stop_price > 0):
             return CommandDenied(cmd.command_id, cmd.symbol, "qty and stop must be positive")
         if cmd.stop_price is not None:
@@ -372,6 +409,10 @@ class PositionCore:
             self._mark_sent(msg.client_order_id)
 
     def on_journal_failed(self, msg: JournalFailed) -> None:
+        if self.cleanup is not None and msg.client_order_id == self.cleanup.request_id:
+            self.cleanup_attempts += 1                   # a cancel waits for its journal row: again, later
+            self._arm(TimerKind.CANCEL_STOPS, self._backoff(self.cleanup_attempts - 1))
+            return
         request = self._awaiting_journal.pop(msg.client_order_id or "", None)
         if request is None:
             return
@@ -397,6 +438,8 @@ class PositionCore:
     def on_order_placed(self, msg: OrderPlaced) -> None:
         self._journal_outcome(msg.client_order_id, msg.report, msg.failure)
         leg = self._leg(msg.client_order_id)
+        if leg is not None and msg.report is not None:
+            self._known(msg.received_ns)
         if msg.sent_at is not None and leg is not None:  # the window runs from when it really left
             leg.sent_at = self._monotonic_of(msg.sent_at)
         if leg is self.episode.entry and self.state is State.ENTERING:
@@ -407,6 +450,8 @@ class PositionCore:
     def on_order_queried(self, msg: OrderQueried) -> None:
         if msg.report is not None:
             self._journal_outcome(msg.client_order_id, msg.report, None)
+            if self._leg(msg.client_order_id) is not None:
+                self._known(msg.received_ns)
         ep, cid = self.episode, msg.client_order_id
         if cid == ep.probe_cid and ep.probe_cid != ep.close.cid:
             self._on_probe(msg)
@@ -416,18 +461,219 @@ class PositionCore:
             self._on_close_queried(msg)
 
     def on_order_streamed(self, msg: OrderStreamed) -> None:
-        """The stream is evidence like a query's answer, for our own client ids only. The venue's
-        own close of our position (a stop that triggered, liquidation) is confirmed through REST
-        at once: setting the stop again lets the matching engine say "zero position"."""
+        """The stream is evidence like a query's answer for our own client ids. An order that is
+        not ours -- the venue's own close (a stop that triggered, a liquidation, an ADL), an order
+        by hand -- closing this symbol's position is evidence of an outside change: it names why,
+        and when it closed all we hold, the venue is asked whether the position is gone."""
         report = msg.report
         if report.client_order_id and self._leg(report.client_order_id) is not None:
-            self.on_order_queried(OrderQueried("stream", report.client_order_id, report))
-        elif msg.closed_by and report.filled_qty > 0 and report.symbol == self.symbol and self.state is State.PROTECTED:
-            what = "stop loss triggered" if msg.closed_by == "stop" else "liquidated"
-            label = (f"stream: {what} ({report.side} {report.filled_qty:g} @ {_px(report.avg_price)},"
-                     f" venue order {report.venue_order_id or '?'})")
-            self.reprotect(Reprotect(self.symbol, label, venue_history=label))
-        # Anything else (an id not ours, an order of an episode that is over) never moves a position.
+            self.on_order_queried(OrderQueried("stream", report.client_order_id, report, received_ns=msg.received_ns))
+            return
+        ep = self.episode
+        if (report.symbol != self.symbol or report.filled_qty <= 0 or ep.side is None
+                or report.side is not ep.side.opposite or self.state not in HELD_OUTSIDE):
+            return                                       # never moves a position (an episode that is over...)
+        what = {"stop": "stop loss triggered", "liquidation": "liquidated", "adl": "auto-deleveraged"}.get(
+            msg.closed_by, "closed by an order not ours")
+        label = (f"stream: {what} ({report.side} {report.filled_qty:g} @ {_px(report.avg_price)},"
+                 f" venue order {report.venue_order_id or '?'})")
+        ep.cause = Outside(REASON_OF_CLOSED_BY.get(msg.closed_by, CLOSED_OUTSIDE), label, "stream", labelled=True)
+        if self.state is State.PROTECTED and report.filled_qty >= ep.open_qty - 1e-12:
+            self._outside_gone(ep.cause)
+        elif self.state is State.VERIFYING and ep.outside is not None and not ep.outside.labelled:
+            # The push came first (a stream may reorder its topics): this order says why.
+            ep.outside = dataclasses.replace(ep.outside, reason=ep.cause.reason, labelled=True,
+                                             detail=f"{ep.outside.detail}; {label}")
+
+    # -- what was done outside posguard (actors/outside.py) ---------------------------------
+
+    def on_position_streamed(self, msg: PositionStreamed) -> None:
+        """A push of this symbol's position. One received before the venue's latest answer we
+        acted on says less than that answer did, and is dropped; one arriving while we are busy
+        is kept and judged once PROTECTED."""
+        ep = self.episode
+        if self.state not in HELD_OUTSIDE or msg.received_ns < ep.known_ns:
+            return
+        if self.state is not State.PROTECTED:
+            ep.held_push = (msg.position, msg.stop_known, msg.received_ns)
+            return
+        self._judge(msg.position, "stream", msg.stop_known)
+
+    def observe(self, cmd: PositionObserved) -> CommandAccepted | CommandDenied:
+        """A REST read of the venue, settled past the REST lag (the ProtectionActor's)."""
+        if self.state is not State.PROTECTED:
+            return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; judged when it rests")
+        self._judge(cmd.position, f"rest ({cmd.finding})", True)
+        return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
+
+    def _judge(self, seen: PositionReport | None, source: str, stop_known: bool) -> None:
+        ep = self.episode
+        assert ep.side is not None
+        found = changes(ep.side, ep.open_qty, ep.stop.price, seen, stop_known)
+        gone = next((c for c in found if c in GONE), None)
+        if gone is not None:
+            detail = describe(gone, seen, ep.open_qty, source)
+            cause = ep.cause if ep.cause is not None else Outside(CLOSED_OUTSIDE, detail, source.split()[0])
+            self._outside_gone(Outside(cause.reason, f"{detail}; {cause.detail}" if cause.detail != detail else detail,
+                                       cause.source, gone, cause.labelled))
+            return
+        if seen is None:
+            return
+        for change in found:
+            if change in (Change.REDUCED, Change.INCREASED):
+                self._resized(change, seen.qty, describe(change, seen, ep.open_qty, source))
+        if Change.STOP_REMOVED in found or Change.STOP_MOVED in found:
+            change = Change.STOP_REMOVED if Change.STOP_REMOVED in found else Change.STOP_MOVED
+            self._stop_changed(change, moved_to(ep.side, seen), describe(change, seen, ep.open_qty, source))
+
+    def on_stop_order_streamed(self, msg: StopOrderStreamed) -> None:
+        """Where stops are orders: ours ending while its position lives was cancelled by hand (set
+        it again) or triggered (the position is going: ask the venue)."""
+        ep, order = self.episode, msg.order
+        if (self.state is not State.PROTECTED or msg.open or not is_ours(order) or ep.side is None
+                or ep.stop.price is None or order.side is not ep.side.opposite
+                or abs(order.stop_price - ep.stop.price) > 1e-9 * max(1.0, ep.stop.price)):
+            return                                       # not our standing stop (a replaced one, an operator's)
+        if msg.ended == "triggered":
+            ep.cause = Outside("stop_triggered", f"stream: our stop order {order.client_order_id} triggered", "stream",
+                               labelled=True)
+            self._outside_gone(ep.cause)
+        else:
+            ended = msg.ended or "ended"
+            self._stop_changed(Change.STOP_REMOVED, None,
+                               f"stream: our stop order {order.client_order_id} {ended} outside posguard")
+
+    def _outside_gone(self, evidence: Outside) -> None:
+        """Closed or flipped outside us, the evidence says: nothing is cancelled on it. Our stop is
+        set again, which changes nothing if the position lives; the matching engine's "no position"
+        is what confirms it (a refusal for any other reason -- a flip -- closes reduce-only)."""
+        ep = self.episode
+        ep.outside = evidence
+        self._event("outside", {"change": evidence.change, "source": evidence.source, "detail": evidence.detail,
+                                "reason": evidence.reason, "qty": ep.open_qty})
+        self._go(Trigger.OUTSIDE_SEEN, f"{evidence.detail}: asking the venue (our stop set again) before anything"
+                                       " is cancelled")
+        if evidence.labelled:
+            self._send_stop()
+        else:                                            # the order history names why first (a label only)
+            self._request(FetchClosures(self.symbol, request_id=f"label:{ep.intent_id}"))
+
+    def on_closures(self, msg: ClosuresFetched) -> None:
+        ep = self.episode
+        if self.state is not State.VERIFYING or ep.outside is None or msg.request_id != f"label:{ep.intent_id}":
+            return
+        was = ep.outside
+        if was.labelled:
+            pass                                         # the stream's closing order named it meanwhile
+        elif msg.closures:
+            latest = msg.closures[0]
+            ep.outside = Outside(REASON_OF_KIND[latest.kind], f"{was.detail}; venue history: {latest.describe()}",
+                                 was.source, was.change, labelled=True)
+        else:
+            why = "unreadable" if msg.failure is not None else "shows no closing order"
+            ep.outside = dataclasses.replace(was, detail=f"{was.detail}; venue history {why}", labelled=True)
+        self._send_stop()                                # now the engine's word
+
+    def _resized(self, change: Change, qty: float, detail: str) -> None:
+        """Reduced or increased by someone else: ours now (the stop covers the whole position on
+        every venue posguard runs on: Bybit's Full mode, Binance's closePosition, the simulator's)."""
+        ep = self.episode
+        before, ep.position_qty = ep.open_qty, qty
+        self._event("outside", {"change": change, "source": detail.split(":")[0], "detail": detail,
+                                "before": before, "after": qty})
+        self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, qty, ep.stop.price))
+        self.last_event = detail
+        self.log.warning("{} {}", self.symbol, detail)
+        self.ports.publish(self.snapshot())
+
+    def _stop_changed(self, change: Change, seen_stop: float | None, detail: str) -> None:
+        """Our stop removed or moved by hand while the position lives: set again at our price --
+        or, moved and `follow_stop_moves`, kept at the operator's (within the risk limits)."""
+        ep = self.episode
+        assert ep.side is not None
+        follow = (change is Change.STOP_MOVED and seen_stop is not None and self.settings.follow_stop_moves
+                  and self._stop_acceptable(seen_stop))
+        self._event("outside", {"change": change, "source": detail.split(":")[0], "detail": detail,
+                                "ours": ep.stop.price, "seen": seen_stop, "action": "follow" if follow else "restore"})
+        if follow:
+            assert seen_stop is not None
+            ep.stop.price = seen_stop
+            self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, ep.open_qty, seen_stop))
+            self.reprotect(Reprotect(self.symbol, f"{detail}; following the operator's stop"))
+        else:
+            self.reprotect(Reprotect(self.symbol, f"{detail}; setting ours again"))
+
+    def _stop_acceptable(self, stop: float) -> bool:
+        ep = self.episode
+        assert ep.side is not None
+        if self._reference(None) is None:
+            return True                                  # the venue took it: on the right side of the price
+        return self._deny_risk(ep.side, ep.open_qty, stop, None, entry=False) is None
+
+    def _known(self, received_ns: int) -> None:
+        self.episode.known_ns = max(self.episode.known_ns, received_ns)
+
+    def _event(self, kind: str, data: dict[str, object]) -> None:
+        self.ports.to_journal(JournalEvent(EventRecord(kind, self.symbol, dict(data))))
+
+    # -- stop orders that outlived their position -----------------------------------------
+
+    def cancel_leftovers(self, cmd: CancelLeftovers) -> CommandAccepted | CommandDenied:
+        """The ProtectionActor found stop orders of ours on this symbol, which two REST reads the
+        lag apart show flat: cancel them -- while no episode of ours holds it."""
+        if self.state is not State.IDLE:
+            return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; its stops are its own")
+        if self.cleanup is None:
+            self._cancel_leftovers("stop orders of ours on a flat symbol (two REST reads the lag apart)",
+                                   cmd.client_order_ids)
+        return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
+
+    def _cancel_leftovers(self, reason: str, ids: tuple[str, ...] = (), proven_flat: bool = True) -> None:
+        """Where stops are orders they outlive their position (a close-all stop left working closes
+        the next position at the old trigger): once the venue confirmed the position gone, every
+        stop order of ours on the symbol is cancelled -- journaled first, then sent by the journal.
+        Not proven flat (our close filled all it asked for: someone may have added meanwhile),
+        the exchange asks the matching engine first, by setting our stop again: only "no position"
+        lets the cancel go."""
+        if not self.caps.stop_orders:
+            return                                       # a position's own stop goes with it
+        ep = self.episode
+        probe = not proven_flat and ep.side is not None and ep.stop.price is not None
+        self.cleanup = CancelStops(self.symbol, ids, probe_stop=ep.stop.price if probe else None,
+                                   probe_side=ep.side if probe else None)
+        self.ports.to_journal(JournalCancel(self.cleanup, reason))
+        self._arm(TimerKind.CANCEL_STOPS, self.settings.reply_timeout_s)
+
+    def on_stops_cancelled(self, msg: StopsCancelled) -> None:
+        cleanup = self.cleanup
+        if cleanup is None or msg.request_id != cleanup.request_id:
+            return
+        if msg.failure is not None or (msg.remaining and not msg.position_lives):
+            self.cleanup_attempts += 1
+            why = _describe(msg.failure) if msg.failure is not None else f"still working: {', '.join(msg.remaining)}"
+            self.log.warning("{}: stop orders of ours not all cancelled yet ({}); again", self.symbol, why)
+            self._arm(TimerKind.CANCEL_STOPS, self._backoff(self.cleanup_attempts - 1))
+            return
+        self.cleanup, self.cleanup_attempts = None, 0
+        if msg.position_lives:
+            # A position remains (added outside while we closed): not ours any more -- the scan's
+            # adoption policy takes it, with the stop of ours still working on it.
+            self.last_event = "a position remains after our close (changed outside meanwhile): left to the scan"
+            self._event("outside", {"change": "left_after_close", "source": "engine", "detail": self.last_event})
+            self.log.warning("{} {}", self.symbol, self.last_event)
+            self.ports.publish(self.snapshot())
+        elif msg.cancelled:
+            self.last_event = f"cancelled {len(msg.cancelled)} stop order(s) of ours its position outlived"
+            self._event("stops_cancelled", {"orders": list(msg.cancelled)})
+            self.log.info("{} {}", self.symbol, self.last_event)
+            self.ports.publish(self.snapshot())
+
+    def _cancel_again(self) -> None:
+        cleanup = self.cleanup
+        assert cleanup is not None
+        self.cleanup = None
+        self._cancel_leftovers("stop orders of ours outlived their position (again)", cleanup.client_order_ids,
+                               proven_flat=cleanup.probe_stop is None)
 
     def on_stream_gap(self) -> None:
         """The stream was down: anything it may have missed about our unfinished orders is asked
@@ -448,21 +694,62 @@ class PositionCore:
             self._query_entry()
 
     def on_stop_set(self, msg: StopSet) -> None:
-        stop = self.episode.stop
-        if msg.request_id != stop.request_id or self.state is not State.PROTECTING:
+        ep = self.episode
+        stop = ep.stop
+        if msg.request_id != stop.request_id or self.state not in SETTING_STOP:
             return
         failure = msg.failure
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
             stop.price = msg.stop_price                  # as the venue holds it (rounded to its tick)
+            self._known(msg.received_ns)
+            if self.state is State.VERIFYING:
+                assert ep.outside is not None
+                self.log.warning("{}: {} -- but the venue took our stop again: the position lives", self.symbol,
+                                 ep.outside.detail)
+                ep.outside = ep.cause = None
+                self._go(Trigger.OUTSIDE_UNCONFIRMED, f"the venue still holds the position (our stop {msg.stop_price}"
+                                                      " taken again): nothing was changed")
+                return
             self._mark_protected()
             self._go(Trigger.STOP_CONFIRMED, f"stop {msg.stop_price} confirmed by the venue")
         elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
             # Setting the same stop again is idempotent (34040 = already so), so retry it.
             stop.attempts += 1
             self._arm(TimerKind.RETRY_STOP, self._backoff(stop.attempts - 1))
+        elif failure.outcome is Outcome.NO_POSITION and ep.entry.final and self._gone_evidence() is not None:
+            self._closed_outside(self._gone_evidence())  # type: ignore[arg-type]
         else:
+            evidence = ep.outside
             self._go(Trigger.STOP_FAILED, f"stop refused ({_describe(failure)}): rolling back")
-            self._start_close("stop could not be set")
+            self._start_close(evidence.reason if evidence is not None else "stop could not be set")
+            if evidence is not None:
+                ep.vanish_hint = evidence.detail
+
+    def _gone_evidence(self) -> Outside | None:
+        """What says the position went away outside us, beside the engine's "no position": what
+        made us ask (VERIFYING), or -- a stop being set after a fill -- a push or an order the
+        stream brought meanwhile."""
+        ep = self.episode
+        if ep.outside is not None:
+            return ep.outside
+        if ep.held_push is not None and ep.held_push[0] is None:
+            cause = ep.cause or Outside(CLOSED_OUTSIDE, "stream: the venue showed no position", "stream")
+            return cause
+        if ep.cause is not None:
+            return ep.cause
+        return None
+
+    def _closed_outside(self, evidence: Outside) -> None:
+        """Two sources agree: the evidence, and the matching engine holding no position to protect."""
+        ep = self.episode
+        ep.outside, ep.held_push = evidence, None
+        ep.naked.stop(self.ports.monotonic())
+        ep.close_reason = evidence.reason
+        self._go(Trigger.CLOSED_OUTSIDE, f"closed outside posguard ({evidence.reason}): {evidence.detail}; the venue"
+                                         " confirms it holds no position")
+        for kind in list(self._tokens):
+            self._tokens[kind] += 1                      # every pending timer is now stale
+        self._cancel_leftovers(f"{evidence.reason}: the position is gone")
 
     # -- timers (TIMERS below: when each still applies, and what it does) --------------------
 
@@ -568,7 +855,7 @@ class PositionCore:
             return
         if not ep.entry.final and ep.entry.cid is not None:
             self._query_entry()                          # in every state: "closed" waits for it
-        if state is State.PROTECTING:
+        if state in SETTING_STOP:
             self._send_stop()                            # idempotent: 34040 = already so
         elif state in CLOSING:
             if ep.close.cid is not None:
@@ -677,7 +964,10 @@ class PositionCore:
         for (reduce-only can never open or flip a position)."""
         ep = self.episode
         assert ep.side is not None
-        qty = ep.entry.filled_qty if ep.entry.final else max(ep.entry.filled_qty, ep.requested_qty)
+        # reduce-only: more than is there is clipped, never reversed -- so the larger of what was
+        # filled and what the venue showed since (an outside increase) is always safe
+        held = max(ep.open_qty, ep.entry.filled_qty)
+        qty = held if ep.entry.final else max(held, ep.requested_qty)
         if qty <= 0:
             self._check_flat()
             return
@@ -754,7 +1044,10 @@ class PositionCore:
         if entry.filled_qty <= 0:
             self._closed("the entry never filled")
         elif close.final and close.filled_qty > 0:
-            self._closed(f"close filled {close.filled_qty} (entry filled {entry.filled_qty})")
+            # Flat for sure only when the venue clipped it (reduce-only: there was less than asked);
+            # a close that filled all it asked for may leave what someone added meanwhile.
+            clipped = close.request is not None and close.filled_qty < close.request.qty - 1e-12
+            self._closed(f"close filled {close.filled_qty} (entry filled {entry.filled_qty})", proven_flat=clipped)
         elif close.final and ep.close_after_entry_final:
             self._closed(f"venue holds no position to reduce (entry filled {entry.filled_qty}; closed elsewhere"
                          f"{': ' + ep.vanish_hint if ep.vanish_hint else ''})")
@@ -762,11 +1055,13 @@ class PositionCore:
             # "Nothing to reduce" came before we knew the entry's fill: the fill may be newer.
             self._new_close_order()
 
-    def _closed(self, detail: str) -> None:
+    def _closed(self, detail: str, proven_flat: bool = True) -> None:
         self.episode.naked.stop(self.ports.monotonic())
         self._go(Trigger.CLOSE_CONFIRMED, f"closed ({self.episode.close_reason}): {detail}")
         for kind in list(self._tokens):
             self._tokens[kind] += 1                      # every pending timer is now stale
+        if self.episode.entry.filled_qty > 0:
+            self._cancel_leftovers(f"closed ({self.episode.close_reason})", proven_flat=proven_flat)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -778,6 +1073,11 @@ class PositionCore:
         snap = dataclasses.replace(self.snapshot(), trigger=trigger)
         self.ports.to_journal(JournalTransition(snap, before, trigger, detail, events=self._events_of(trigger, detail)))
         self.ports.publish(snap)
+        held = self.episode.held_push
+        if self.state is State.PROTECTED and held is not None:
+            self.episode.held_push = None                # pushed while we were busy: judged now
+            if held[2] >= self.episode.known_ns:         # unless the venue has told us more since
+                self._judge(held[0], "stream", held[1])
 
     def _events_of(self, trigger: Trigger, detail: str) -> tuple[EventRecord, ...]:
         """What the event stream says beside the transition itself."""
@@ -791,6 +1091,12 @@ class PositionCore:
             self.venue_stop = None
             return (EventRecord("closed", self.symbol, {"reason": ep.close_reason, "detail": detail,
                                                         "closed_qty": ep.close.filled_qty}),)
+        if trigger is Trigger.CLOSED_OUTSIDE:
+            self.venue_stop = None
+            assert ep.outside is not None
+            return (EventRecord("closed", self.symbol, {"reason": ep.outside.reason, "detail": detail,
+                                                        "closed_qty": ep.open_qty, "source": ep.outside.source,
+                                                        "outside": True}),)
         if trigger is Trigger.ENTRY_AMBIGUOUS:
             return (EventRecord("ambiguous", self.symbol, {"client_order_id": ep.entry.cid, "detail": detail}),)
         return ()
@@ -821,7 +1127,7 @@ class PositionCore:
         ep = self.episode
         return PositionSnapshot(
             symbol=self.symbol, state=self.state, side=ep.side, requested_qty=ep.requested_qty,
-            filled_qty=ep.entry.filled_qty, entry_price=ep.entry.avg_price,
+            filled_qty=ep.open_qty, entry_price=ep.entry.avg_price,
             stop_price=ep.stop.price if ep.stop.confirmed else None, intent_id=ep.intent_id,
             naked_seconds=ep.naked.total, last_event=self.last_event, protect_latency_s=ep.stop.latency,
             guarded_latency_s=ep.stop.guarded_latency,
@@ -842,7 +1148,8 @@ TIMERS: dict[TimerKind, tuple[Callable[[PositionCore], bool], Callable[[Position
     TimerKind.POLL_ENTRY: (lambda c: c.state is not State.IDLE and not c.episode.entry.final,
                            PositionCore._query_entry),
     TimerKind.RETRY_ENTRY: (lambda c: c.state is State.ENTERING, PositionCore._retry_entry),
-    TimerKind.RETRY_STOP: (lambda c: c.state is State.PROTECTING, PositionCore._send_stop),
+    TimerKind.RETRY_STOP: (lambda c: c.state in SETTING_STOP, PositionCore._send_stop),
+    TimerKind.CANCEL_STOPS: (lambda c: c.cleanup is not None and c.state is State.IDLE, PositionCore._cancel_again),
     TimerKind.POLL_CLOSE: (lambda c: c.state in CLOSING and bool(c.episode.close.cid), PositionCore._poll_close),
     TimerKind.RETRY_CLOSE: (lambda c: c.state in CLOSING and c.episode.close.request is not None,
                             PositionCore._retry_close),

@@ -14,6 +14,7 @@ class State(StrEnum):
     CONFIRMING_ENTRY = "CONFIRMING_ENTRY"    # entry's final state being learned by client-id query
     PROTECTING = "PROTECTING"                # filled, stop being set directly
     PROTECTED = "PROTECTED"                  # filled and the venue confirmed the stop
+    VERIFYING = "VERIFYING"                  # the venue suggests it changed outside us: asking it, live
     FLATTENING = "FLATTENING"                # reduce-only close in progress
     STUCK = "STUCK"                          # close could not be confirmed: position may be open
 
@@ -37,6 +38,9 @@ class Trigger(StrEnum):
     CLOSE_FOUND = "close_found"              # after a restart: a close sent while the journal could not say so
     CLOSE_CONFIRMED = "close_confirmed"      # venue confirmed entry's final state and the close
     CLOSE_UNCONFIRMED = "close_unconfirmed"  # gave up confirming: alert, keep trying slowly
+    OUTSIDE_SEEN = "outside_seen"            # stream or REST: the position may be gone or flipped outside us
+    OUTSIDE_UNCONFIRMED = "outside_unconfirmed"  # the venue took our stop again: the position lives
+    CLOSED_OUTSIDE = "closed_outside"        # the engine holds no position to protect: it was closed outside us
 
 
 class TimerKind(StrEnum):
@@ -52,6 +56,7 @@ class TimerKind(StrEnum):
     STALLED = "stalled"              # no request sent for a while in a state that awaits a reply
     JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
     PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived close id until surely absent
+    CANCEL_STOPS = "cancel_stops"    # stop orders of ours outlived their position: cancel them (again)
 
 
 S, T = State, Trigger
@@ -89,6 +94,16 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.PROTECTING, T.CLOSE_FOUND): S.FLATTENING,
     # real world: a stop vanished or moved on the venue (or the position did): verify by setting it
     (S.PROTECTED, T.REPROTECT): S.PROTECTING,
+    # real world: closed, liquidated or flipped outside us (by hand, another program, the venue's
+    # engines). Nothing is cancelled on that evidence alone: our stop is set again, and only the
+    # matching engine's "no position" confirms it (a refusal for any other reason closes reduce-only).
+    (S.PROTECTED, T.OUTSIDE_SEEN): S.VERIFYING,
+    (S.VERIFYING, T.OUTSIDE_UNCONFIRMED): S.PROTECTED,
+    (S.VERIFYING, T.CLOSED_OUTSIDE): S.IDLE,
+    (S.VERIFYING, T.STOP_FAILED): S.FLATTENING,
+    (S.VERIFYING, T.CLOSE_REQUESTED): S.FLATTENING,
+    # a stop set right after a fill (or after a restart) finds no position, and the stream said why
+    (S.PROTECTING, T.CLOSED_OUTSIDE): S.IDLE,
 
     (S.FLATTENING, T.CLOSE_CONFIRMED): S.IDLE,
     (S.FLATTENING, T.CLOSE_UNCONFIRMED): S.STUCK,
@@ -101,6 +116,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
 # snapshot's state read back from JSON (a plain string) tests the same way.
 CLOSING = frozenset({S.FLATTENING, S.STUCK})                 # a reduce-only close is under way
 RESTING = frozenset({S.IDLE, S.PROTECTED})                   # no command of ours in progress
-CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED})            # filled: an operator close applies (CLOSE_REQUESTED)
+CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED, S.VERIFYING})   # filled: an operator close applies (CLOSE_REQUESTED)
+SETTING_STOP = frozenset({S.PROTECTING, S.VERIFYING})        # a SetStop of ours is awaited
 # An episode that may hold a position: every state but IDLE and RECOVERING (what a panic closes).
-HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.FLATTENING, S.STUCK})
+HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.VERIFYING, S.FLATTENING, S.STUCK})

@@ -1,12 +1,16 @@
 """ProtectionActor: the last line of defence. It scans the venue's positions periodically and
-finds what nothing protects: foreign positions (opened outside posguard), stops that vanished
-or moved, and journal positions the venue no longer shows.
+finds what nothing protects or what changed outside posguard: foreign positions (opened outside
+posguard), positions of ours the venue shows resized, flipped, with another stop, or not at all,
+and stop orders of ours left working on a symbol that is flat.
 
 It only detects: acting on the venue is the symbol's PositionActor's job (one writer per
-symbol), asked through the supervisor with AdoptPosition or Reprotect. It leaves alone what a
-PositionActor is handling or changed within `grace_s` (>= the venue's REST lag: the incident's
-24 s lag must never make it set a second stop on, or close, a position being opened), and
-anything that could close a position needs two agreeing reads.
+symbol), asked through the supervisor with AdoptPosition, PositionObserved or CancelLeftovers.
+It leaves alone what a PositionActor is handling or changed within `grace_s` (>= the venue's REST
+lag: the incident's 24 s lag must never make it set a second stop on, or close, a position being
+opened). A list read that leaves out a position we hold is only suspect (logged, counted): the
+PositionActor asks the matching engine before anything is closed or cancelled. Anything that
+could close a foreign position needs two agreeing reads, and a leftover stop order is cancelled
+only after two reads the REST lag apart show its symbol flat.
 """
 
 from __future__ import annotations
@@ -22,20 +26,19 @@ from thespian.actors import WakeupMessage
 from actors.async_bridge import BridgedActor
 from actors.messages import (
     AdoptPosition,
-    ClosuresFetched,
+    CancelLeftovers,
     Collaborators,
     CommandAccepted,
     CommandDenied,
     ConfigureProtection,
-    FetchClosures,
     FetchPositions,
     FetchStopOrders,
+    PositionObserved,
     PositionsFetched,
     PositionSnapshot,
     PositionSnapshots,
     ProtectionReady,
     ProtectionSettings,
-    Reprotect,
     ScanDone,
     ScanNow,
     StopOrdersFetched,
@@ -45,11 +48,10 @@ from actors.messages import (
 from actors.position_core import ADOPTION_REFUSED
 from actors.position_states import RESTING, State
 from adapters.base import PositionReport, Side, StopOrderReport
-from adapters.stops import with_stop_orders
+from adapters.stops import is_ours, with_stop_orders
 
 SCAN = "protection-scan"
 REJUDGE = "protection-rejudge"
-HISTORY = "protection-history:"
 MISSING = "PROTECTED here, but the venue view shows no position"
 EPS = 1e-9
 
@@ -59,7 +61,7 @@ class Finding:
     """One thing the scan saw that needs a decision; `key` identifies it across scans."""
 
     symbol: str
-    kind: str                        # foreign | drift | missing
+    kind: str                        # foreign | undeployed | drift | resized | flipped | missing
     detail: str
     position: PositionReport | None = None
 
@@ -89,12 +91,37 @@ def findings(view: list[PositionReport], snapshots: dict[str, PositionSnapshot],
             continue
         elif snap.state == State.IDLE:
             out.append(Finding(p.symbol, "foreign", f"{p.side} {p.qty:g}, stop {p.stop_price or 'NONE'}", p))
-        elif p.stop_price is None or snap.stop_price is None or abs(p.stop_price - snap.stop_price) > EPS:
+        elif snap.side is not None and p.side != snap.side:
+            out.append(Finding(p.symbol, "flipped", f"venue {p.side} {p.qty:g}, ours {snap.side} {snap.filled_qty:g}",
+                               p))
+        elif abs(p.qty - snap.filled_qty) > EPS:
+            out.append(Finding(p.symbol, "resized", f"venue {p.qty:g}, ours {snap.filled_qty:g}", p))
+        elif not _holds_our_stop(p, snap.stop_price):
             out.append(Finding(p.symbol, "drift", f"venue stop {p.stop_price or 'NONE'}, ours {snap.stop_price}", p))
     for symbol, snap in snapshots.items():
         if symbol not in seen and snap.state == State.PROTECTED and settled(snap):
             out.append(Finding(symbol, "missing", MISSING))
     return out
+
+
+def _holds_our_stop(p: PositionReport, ours: float | None) -> bool:
+    prices = p.stop_prices or ((p.stop_price,) if p.stop_price is not None else ())
+    return ours is not None and any(abs(price - ours) <= EPS for price in prices)
+
+
+def leftover_stops(view: list[PositionReport], orders: list[StopOrderReport], snapshots: dict[str, PositionSnapshot],
+                   symbols: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Stop orders of ours working on a symbol the view shows flat and no episode of ours holds:
+    symbol -> their client ids (pure)."""
+    held = {p.symbol for p in view}
+    out: dict[str, list[str]] = {}
+    for order in orders:
+        snap = snapshots.get(order.symbol)
+        busy = snap is not None and snap.state != State.IDLE
+        if is_ours(order) and order.symbol not in held and not busy and (snap is not None or order.symbol
+                                                                        not in symbols):
+            out.setdefault(order.symbol, []).append(order.client_order_id)
+    return {symbol: tuple(sorted(ids)) for symbol, ids in out.items()}
 
 
 def adoption_stop(p: PositionReport, stop_pct: float) -> float | None:
@@ -134,6 +161,8 @@ class ProtectionActor(BridgedActor):
         self.awaiting_stops: dict[str, PositionReport] = {}  # symbol -> foreign position, its stop orders asked
         self.scan_requests: dict[str, Any] = {}              # ScanNow request id -> who asked
         self.rejudge_armed = False
+        # (symbol, leftover client ids) -> when a read first showed them on a flat symbol
+        self.leftovers: dict[tuple[str, tuple[str, ...]], float] = {}
 
     def receiveMsg_ConfigureProtection(self, msg: ConfigureProtection, sender: Any) -> None:  # noqa: N802
         first = self.exchange is None
@@ -196,12 +225,36 @@ class ProtectionActor(BridgedActor):
                            " next scan in {}s", msg.failure.outcome, msg.failure.code, msg.failure.message,
                            self.settings.scan_s)
             return
-        found = findings(list(msg.positions), self.snapshots, time.time(), self.settings.grace_s, self.symbols)
+        now = time.time()
+        found = findings(list(msg.positions), self.snapshots, now, self.settings.grace_s, self.symbols)
         keys = {f.key for f in found}
         self.suspects = {k: n for k, n in self.suspects.items() if k in keys}
         for f in found:
             seen = self.suspects[f.key] = self.suspects.get(f.key, 0) + 1
             self._decide(f, seen)
+        self._sweep(list(msg.positions), list(msg.stop_orders), now)
+
+    def _sweep(self, view: list[PositionReport], orders: list[StopOrderReport], now: float) -> None:
+        """Stop orders of ours on a flat symbol (a close-all stop outlives its position): cancelled
+        once two reads at least `grace_s` (the REST lag) apart both show it flat with them -- and
+        the stream, while trusted, shows no position there either."""
+        found = leftover_stops(view, orders, self.snapshots, self.symbols)
+        if self.trusted:
+            found = {s: ids for s, ids in found.items() if self.stream_view.get(s) is None}
+        current = set(found.items())
+        self.leftovers = {k: t for k, t in self.leftovers.items() if k in current}
+        for key in current:
+            first = self.leftovers.setdefault(key, now)
+            if first == now:
+                logger.warning("protection: stop orders of ours {} work on {}, which the venue shows flat;"
+                               " cancelling them if a read {}s later agrees", ", ".join(key[1]), key[0],
+                               self.settings.grace_s)
+            elif now - first >= self.settings.grace_s:
+                del self.leftovers[key]
+                symbol, ids = key
+                logger.warning("protection: asking {} to cancel stop orders of ours on a flat symbol: {}", symbol,
+                               ", ".join(ids))
+                self.send(self.supervisor, CancelLeftovers(symbol, ids))
 
     def _decide(self, f: Finding, reads: int) -> None:
         policy = self.settings.foreign_policy
@@ -221,34 +274,26 @@ class ProtectionActor(BridgedActor):
                 return
             self._ask(AdoptPosition(f.symbol, p.side, p.qty, stop, reason=f"foreign position ({f.detail})",
                                     reference_price=p.mark_price))
+        elif f.kind in ("missing", "flipped", "resized", "drift"):
+            # A position of ours the read shows otherwise, settled past the REST lag. Never enough
+            # to close or cancel anything: its PositionActor judges it -- a stop is set again
+            # (idempotent), a new size journaled (the next read corrects a wrong one), and only
+            # the matching engine's "no position" confirms that a position is gone.
+            if f.kind == "missing":
+                logger.warning("protection: suspect list read: {} is PROTECTED here, the venue's list leaves it"
+                               " out; asking its PositionActor to ask the venue", f.symbol)
+            self._ask(PositionObserved(f.symbol, f.position, f.kind))
         elif reads < 2:
             logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
         elif foreign and f.position is not None:       # policy close: two agreeing reads
             p = f.position
             self._ask(AdoptPosition(f.symbol, p.side, p.qty, None, reason=f"foreign position ({f.detail})"))
-        elif f.kind == "missing" and self.exchange is not None:
-            # Confirmed by a second read. Ask the order history why, then re-protect: setting the
-            # stop again lets the engine say whether a position exists; the history only labels it.
-            self.send(self.exchange, FetchClosures(f.symbol, request_id=f"{HISTORY}{f.symbol}"))
-        elif f.kind in ("drift", "missing"):
-            self._ask(Reprotect(f.symbol, f"protection scan: {f.detail}"))
 
-    def receiveMsg_ClosuresFetched(self, msg: ClosuresFetched, sender: Any) -> None:  # noqa: N802
-        if msg.failure is not None:
-            history = f"order history unreadable ({msg.failure.outcome} {msg.failure.code})"
-        elif msg.closures:
-            history = f"venue history: {msg.closures[0].describe()}"
-        else:
-            history = "venue history shows no closing order"
-        snap = self.snapshots.get(msg.symbol)
-        if snap is not None and snap.state == State.PROTECTED:
-            self._ask(Reprotect(msg.symbol, f"protection scan: {MISSING}",
-                                venue_history=history))
-
-    def _ask(self, msg: AdoptPosition | Reprotect) -> None:
+    def _ask(self, msg: AdoptPosition | PositionObserved) -> None:
         self.suspects.pop((msg.symbol, "foreign"), None)
         self.suspects.pop((msg.symbol, "undeployed"), None)
-        logger.warning("protection: asking {} to {}: {}", msg.symbol, type(msg).__name__, msg.reason)
+        logger.warning("protection: asking {} to {}: {}", msg.symbol, type(msg).__name__,
+                       msg.reason if isinstance(msg, AdoptPosition) else msg.finding)
         self.send(self.supervisor, msg)
 
     # -- stream evidence -----------------------------------------------------------------------

@@ -2,9 +2,10 @@
 evidence goes. (The socket itself lives in the exchange process, the only one with the keys;
 it relays everything here, actors/stream_runner.py.)
 
-A stream is evidence, never a writer. Orders go to their symbol's PositionActor, which treats
-them like answers to a query by client id for its own ids and ignores the rest; positions and
-stop orders go to the ProtectionActor, which treats them like scan results. Health is explicit:
+A stream is evidence, never a writer. Orders, positions and stop orders go to their symbol's
+PositionActor, which treats its own orders like answers to a query by client id and everything
+else as evidence of what was done outside it (actors/outside.py: judged, never acted on alone);
+positions and stop orders also go to the ProtectionActor, which treats them like scan results. Health is explicit:
 
     down --(connected)--> reconciling --(every PositionActor re-asked by client id, and a REST
                                           scan done)--> up --(lost)--> down
@@ -28,8 +29,10 @@ from actors.messages import (
     FillStreamed,
     OpenStream,
     OrderStreamed,
+    PositionStreamed,
     ScanDone,
     ScanNow,
+    StopOrderStreamed,
     StreamGap,
     StreamHealth,
     StreamReady,
@@ -136,13 +139,15 @@ class StreamActor(BridgedActor):
         for item in msg.items:
             match item:
                 case StreamOrder(report=report, closed_by=closed_by):
-                    self._to_symbol(report.symbol, OrderStreamed(report, closed_by))
+                    self._to_symbol(report.symbol, OrderStreamed(report, closed_by, msg.received_ns))
                 case StreamFill(symbol=symbol, client_order_id=cid):
                     self._to_symbol(symbol, FillStreamed(symbol, cid))
-                case StreamPosition(symbol=symbol, position=position):
+                case StreamPosition(symbol=symbol, position=position, stop_known=stop_known):
                     positions.append((symbol, position))
-                case StreamStopOrder(order=order, open=is_open):
+                    self._to_symbol(symbol, PositionStreamed(symbol, position, stop_known, msg.received_ns))
+                case StreamStopOrder(order=order, open=is_open, ended=ended):
                     stops.append((order, is_open))
+                    self._to_symbol(order.symbol, StopOrderStreamed(order, is_open, ended, msg.received_ns))
         if (positions or stops) and self.protection is not None:
             self.send(self.protection, StreamView(tuple(positions), tuple(stops), msg.at))
 

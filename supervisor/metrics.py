@@ -17,6 +17,8 @@ from actors.position_states import Trigger
 
 ROLLBACK_TRIGGERS = frozenset({Trigger.STOP_FAILED, Trigger.NAKED_DEADLINE})
 PROTECTED_TRIGGERS = frozenset({Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED})
+OUTSIDE_TRIGGERS = {Trigger.OUTSIDE_SEEN: "suspected", Trigger.CLOSED_OUTSIDE: "closed",
+                    Trigger.OUTSIDE_UNCONFIRMED: "refuted"}
 
 
 class _NakedSeconds(Collector):
@@ -41,6 +43,11 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=self.registry)
         self.orphans = Counter("posguard_orphans_found", "Positions the protection scan asked an actor to fix",
                                ["kind"], registry=self.registry)
+        self.list_omissions = Counter(
+            "posguard_position_list_suspect_reads", "REST position reads that left out a position we hold"
+            " (each one suspect: only the matching engine's word closes anything)", ["symbol"], registry=self.registry)
+        self.outside = Counter("posguard_outside_changes", "Changes made to a position outside posguard, as judged",
+                               ["kind"], registry=self.registry)
         self.rollbacks = Counter("posguard_rollbacks", "Rollbacks (stop refused, or naked deadline reached)",
                                  ["symbol"], registry=self.registry)
         self.ambiguous = Counter("posguard_ambiguous_outcomes", "Entries whose outcome had to be queried by id",
@@ -60,6 +67,8 @@ class Metrics:
         self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
     def on_snapshot(self, snap: PositionSnapshot) -> None:
+        if snap.trigger in OUTSIDE_TRIGGERS:
+            self.outside.labels(OUTSIDE_TRIGGERS[snap.trigger]).inc()
         if snap.trigger in ROLLBACK_TRIGGERS:
             self.rollbacks.labels(snap.symbol).inc()
         elif snap.trigger == Trigger.ENTRY_AMBIGUOUS:

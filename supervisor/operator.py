@@ -19,6 +19,7 @@ from loguru import logger
 from actors.messages import (
     Ack,
     AdoptPosition,
+    CancelLeftovers,
     ClosePosition,
     CommandAccepted,
     CommandDenied,
@@ -28,6 +29,7 @@ from actors.messages import (
     GetTrueState,
     JournalSync,
     OpenPosition,
+    PositionObserved,
     PositionSnapshot,
     PositionSnapshots,
     RecentEvents,
@@ -83,15 +85,22 @@ class OperatorMixin:
         self._event(EventRecord("orphan", msg.symbol, {"kind": "foreign", "reason": msg.reason,
                                                        "action": "close" if msg.stop_price is None else "protect",
                                                        "stop_price": msg.stop_price}))
+        self._route_or_start(msg, sender, "adopt a position found on the venue")   # allowed in safe mode
+
+    def receiveMsg_CancelLeftovers(self: Supervisor, msg: CancelLeftovers, sender: Any) -> None:  # noqa: N802
+        self._event(EventRecord("orphan", msg.symbol, {"kind": "leftover_stops", "orders": list(msg.client_order_ids)}))
+        self._route_or_start(msg, sender, "cancel stop orders of ours it found on a flat symbol")
+
+    def _route_or_start(self: Supervisor, msg: AdoptPosition | CancelLeftovers, sender: Any, why: str) -> None:
         if self.deployed and self.capabilities and msg.symbol not in self.by_symbol:
             # A symbol outside the deployment: one writer for it is started on demand.
-            logger.warning("starting a PositionActor for {} to adopt a position found on the venue", msg.symbol)
+            logger.warning("starting a PositionActor for {} to {}", msg.symbol, why)
             child = self._add(ChildSpec(f"position:{msg.symbol}", ChildKind.POSITIONS, PositionActor,
                                         after=(ChildKind.JOURNAL, ChildKind.EXCHANGE), symbols=(msg.symbol,)))
-            self.pending_adoptions[msg.symbol] = (msg, sender)
+            self.pending_commands[msg.symbol] = (msg, sender)
             self._start(child)
             return
-        self._route(msg, sender)                         # protection: allowed in safe mode
+        self._route(msg, sender)
 
     def receiveMsg_Reprotect(self: Supervisor, msg: Reprotect, sender: Any) -> None:  # noqa: N802
         if self.metrics is not None:
@@ -99,7 +108,16 @@ class OperatorMixin:
         self._event(EventRecord("orphan", msg.symbol, {"kind": "drift", "reason": msg.reason}))
         self._route(msg, sender)
 
-    def _route(self: Supervisor, msg: OpenPosition | ClosePosition | AdoptPosition | Reprotect, sender: Any) -> None:
+    def receiveMsg_PositionObserved(self: Supervisor, msg: PositionObserved, sender: Any) -> None:  # noqa: N802
+        if self.metrics is not None:
+            self.metrics.orphans.labels(msg.finding).inc()
+            if msg.finding == "missing":                 # a list read that left out a position we hold
+                self.metrics.list_omissions.labels(msg.symbol).inc()
+        if msg.finding == "drift":
+            self._event(EventRecord("orphan", msg.symbol, {"kind": "drift", "position": msg.position is not None}))
+        self._route(msg, sender)
+
+    def _route(self: Supervisor, msg: Any, sender: Any) -> None:
         child = self.by_symbol.get(msg.symbol)
         target = child.address if child is not None and self.deployed else None
         if target is None:

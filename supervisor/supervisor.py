@@ -31,6 +31,7 @@ from actors.messages import (
     ActorFailed,
     AdoptPosition,
     ApiReady,
+    CancelLeftovers,
     ChildFailed,
     Collaborators,
     ConfigureApi,
@@ -144,7 +145,8 @@ class Supervisor(OperatorMixin, BridgedActor):
         self.heartbeat_seq = 0
         self.reconciliation = ""
         self.metrics: Metrics | None = None
-        self.pending_adoptions: dict[str, tuple[AdoptPosition, Any]] = {}   # symbol -> waiting for its actor
+        # symbol -> a command for a symbol outside the deployment, waiting for its actor (started on demand)
+        self.pending_commands: dict[str, tuple[AdoptPosition | CancelLeftovers, Any]] = {}
         self.lock: DeploymentLock | None = None
         self.watcher_pid: int | None = None
         self.watcher_alerted = False
@@ -340,7 +342,7 @@ class Supervisor(OperatorMixin, BridgedActor):
             if child.symbols_ready >= set(child.spec.symbols):     # every symbol it guards is reconciled
                 self._ready(sender, msg.pid)
         for symbol in msg.symbols:
-            pending = self.pending_adoptions.pop(symbol, None)
+            pending = self.pending_commands.pop(symbol, None)
             if pending is not None:
                 self._route(*pending)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,11 @@ from actors.exchange_service import ExchangeService
 from actors.journal_store import JournalStore
 from actors.messages import (
     AdoptPosition,
+    CancelLeftovers,
     ClosePosition,
+    ClosuresFetched,
     FillStreamed,
+    JournalCancel,
     JournalFailed,
     JournalOrder,
     JournalTransition,
@@ -25,10 +29,14 @@ from actors.messages import (
     OrderQueried,
     OrderStreamed,
     PlaceOrder,
+    PositionObserved,
     PositionSettings,
     PositionSnapshot,
+    PositionStreamed,
     PositionTimer,
     Reprotect,
+    StopOrderStreamed,
+    StopsCancelled,
     StopSet,
 )
 from actors.position_core import PositionCore
@@ -38,7 +46,7 @@ from adapters.faults import Fault
 from adapters.sim_engine import EngineConfig, EngineEvent
 from adapters.sim_stream import items_of
 from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from adapters.streams import StreamFill, StreamOrder
+from adapters.streams import StreamFill, StreamOrder, StreamPosition, StreamStopOrder
 from tests.kit import ManualClock
 
 SYMBOL = "BTCUSDT"
@@ -53,11 +61,13 @@ def fast_settings(**kw) -> PositionSettings:
 
 
 def venue(*faults: Fault, attached: bool = True, lag: float = 24.0, ack_only: bool = False,
-          volatility: float = 0.0) -> SimVenueConfig:
+          volatility: float = 0.0, stop_orders: bool = False) -> SimVenueConfig:
+    """The simulated venue; `stop_orders`: stops are close-all orders that outlive their
+    position (Binance's way; no stop travels with an entry there)."""
     return SimVenueConfig(
         engine=EngineConfig(seed=5, prices={SYMBOL: PRICE}, position_lag_s=lag, volatility=volatility),
-        attached_stops=attached, latency_s=0.0, orders_per_second=1e9, reads_per_second=1e9, ack_only=ack_only,
-        faults=faults)
+        attached_stops=attached and not stop_orders, latency_s=0.0, orders_per_second=1e9, reads_per_second=1e9,
+        ack_only=ack_only, faults=faults, stop_orders=stop_orders)
 
 
 OPEN_HARNESSES: list[Harness] = []          # closed after each test (conftest), so no journal thread lingers
@@ -101,13 +111,18 @@ class Harness:
 
     def _streamed(self, event: EngineEvent) -> None:
         """What the stream tells the core (through the StreamActor), lies by omission included."""
+        received = time.monotonic_ns()                   # as the exchange process stamps it
         for item in items_of(event):
             if isinstance(item, StreamOrder):
-                msg: object = OrderStreamed(item.report, item.closed_by)
+                msg: object = OrderStreamed(item.report, item.closed_by, received)
             elif isinstance(item, StreamFill):
                 msg = FillStreamed(item.symbol, item.client_order_id)
+            elif isinstance(item, StreamPosition):
+                msg = PositionStreamed(item.symbol, item.position, item.stop_known, received)
+            elif isinstance(item, StreamStopOrder):
+                msg = StopOrderStreamed(item.order, item.open, item.ended, received)
             else:
-                continue                                   # positions go to the ProtectionActor
+                continue
             fate = self.stream_fate(msg) if self.stream_fate is not None else "deliver"
             if fate in ("deliver", "twice"):
                 self.inbox.append(msg)
@@ -167,6 +182,11 @@ class Harness:
             else:
                 self.to_exchange(PlaceOrder(msg.request))     # the journal forwards once committed
                 self.inbox.append(OrderJournaled(cid))
+        elif isinstance(msg, JournalCancel):
+            if self.fail_journal:
+                self.inbox.append(JournalFailed(msg.request.request_id, "disk full"))
+            else:
+                self.to_exchange(msg.request)
 
     def publish(self, snapshot: PositionSnapshot) -> None:
         self.published.append(snapshot)
@@ -201,6 +221,25 @@ class Harness:
     def close_position(self):
         return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL)))
 
+    def observe(self, finding: str = "missing", missing: bool = False):
+        """What a settled REST read shows of the symbol, as the ProtectionActor passes it (the
+        lagging view; `missing`: a list read that left it out)."""
+        seen = None if missing else next((p for p in self.adapter.engine.position_view() if p.symbol == SYMBOL), None)
+        return self._guarded(lambda: self.core.observe(PositionObserved(SYMBOL, seen, finding)))
+
+    def cancel_leftovers(self, *ids: str):
+        return self._guarded(lambda: self.core.cancel_leftovers(CancelLeftovers(SYMBOL, ids)))
+
+    def outside(self, action: str, **args) -> None:
+        """Something done to the account outside posguard (adapters/sim_server.outside)."""
+        from adapters.sim_server import outside
+
+        outside(self.adapter.engine, action, SYMBOL, **args)
+
+    def working_stops(self) -> list:
+        """Stop orders working on the venue (where stops are orders)."""
+        return self.adapter.engine.stop_orders(SYMBOL)
+
     def deliver(self, msg: object) -> None:
         if self.drop is not None and self.drop(msg):
             return
@@ -228,6 +267,14 @@ class Harness:
                 self.core.on_order_streamed(msg)
             case FillStreamed():
                 self.core.on_fill_streamed(msg)
+            case PositionStreamed():
+                self.core.on_position_streamed(msg)
+            case StopOrderStreamed():
+                self.core.on_stop_order_streamed(msg)
+            case ClosuresFetched():
+                self.core.on_closures(msg)
+            case StopsCancelled():
+                self.core.on_stops_cancelled(msg)
             case _:
                 raise AssertionError(f"unexpected message {msg!r}")
 
@@ -255,7 +302,8 @@ class Harness:
         return self.adapter.engine.true_state()
 
     def entries_on_venue(self) -> int:
-        return sum(1 for o in self.truth().orders if not o.reduce_only and not o.client_order_id.startswith("stop-"))
+        """Entries of ours (orders by hand, the venue's own closes not counted)."""
+        return sum(1 for o in self.truth().orders if not o.reduce_only and o.client_order_id.startswith("pg"))
 
     def position_reads(self) -> int:
         return sum(1 for op, _ in self.adapter.calls if op == "fetch_positions")

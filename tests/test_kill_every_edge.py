@@ -25,6 +25,7 @@ from actors.messages import (
     JournalSync,
     JournalSynced,
     OpenPosition,
+    PositionObserved,
     PositionSettings,
     PositionSnapshot,
     Reprotect,
@@ -54,6 +55,8 @@ class Case:
     foreign: bool = False                    # the venue starts with a 2.0 position nobody journaled
     adopt_stop: float | None = None          # adopt it (None with foreign: adopt by closing)
     reprotect_when: str | None = None        # ask for a re-protection once in this state
+    observe_when: str | None = None          # once in this state, a REST read says the position is gone
+    closed_by_hand: bool = False             # ... and it is: closed by hand just before our stop is set again
     first_kill: tuple[State, Trigger] | None = None   # reach a recovery edge through an earlier kill
     settings: dict = field(default_factory=dict)
 
@@ -66,7 +69,29 @@ class VenueWithForeignBTC(SimulatedAdapter):
         await self.create_order(OrderRequest(SYMBOL, Side.BUY, 2.0, "manual-1"))
 
 
+class VenueClosedByHand(SimulatedAdapter):
+    """A venue where the position is closed by hand just before our stop is set again (the
+    REST read was right)."""
+
+    async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
+        held = self.engine.true_state().open_positions().get(symbol)
+        if held is not None:
+            side = Side.SELL if held.qty > 0 else Side.BUY
+            self.engine.create_order(OrderRequest(symbol, side, abs(held.qty), f"hand-{len(self.calls)}",
+                                                  reduce_only=True), True)
+        return await super().set_stop(symbol, stop_price, position_side)
+
+
+SLOW_STOP = Fault("set_stop", FaultKind.DELAY, delay_s=0.5)
+REFUSED_STOP = Fault("set_stop", FaultKind.ERROR, code=10001, message="risk limit")
 CASES: dict[tuple[State, Trigger], Case] = {
+    (S.PROTECTED, T.OUTSIDE_SEEN): Case(observe_when="PROTECTED"),
+    (S.VERIFYING, T.OUTSIDE_UNCONFIRMED): Case(observe_when="PROTECTED"),
+    (S.VERIFYING, T.CLOSED_OUTSIDE): Case(observe_when="PROTECTED", closed_by_hand=True),
+    (S.VERIFYING, T.STOP_FAILED): Case((REFUSED_STOP,), observe_when="PROTECTED"),
+    (S.VERIFYING, T.CLOSE_REQUESTED): Case((SLOW_STOP,), observe_when="PROTECTED", close_when="VERIFYING"),
+    (S.PROTECTING, T.CLOSED_OUTSIDE): Case(observe_when="PROTECTED", closed_by_hand=True,
+                                           first_kill=(S.PROTECTED, T.OUTSIDE_SEEN)),
     (S.IDLE, T.ADOPT_PROTECT): Case(foreign=True, adopt_stop=95.0),
     (S.IDLE, T.ADOPT_CLOSE): Case(foreign=True),
     (S.PROTECTED, T.REPROTECT): Case(reprotect_when="PROTECTED"),
@@ -151,7 +176,7 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
                            orders_per_second=1000, faults=case.faults,
                            recv_window_s=0.35)        # scaled with the 0.6 s "never arrived" window
     asys, journal = tcp_system, tmp_path / "journal.sqlite"
-    adapter = VenueWithForeignBTC if case.foreign else SimulatedAdapter
+    adapter = VenueWithForeignBTC if case.foreign else VenueClosedByHand if case.closed_by_hand else SimulatedAdapter
     sup = kit.Deployment(asys, (SYMBOL,), str(journal), functools.partial(adapter, venue), settings=settings,
                          supervision=SupervisionSettings(backoff_s=0.01, heartbeat_s=0.2),
                          protection=None, timeout=10).sup           # reads: none but start-up
@@ -161,6 +186,8 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
         asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 2.0, 95.0), 5)
     if case.reprotect_when and asys.ask(sup, WaitForState(SYMBOL, (case.reprotect_when,)), 10) is not None:
         asys.ask(sup, Reprotect(SYMBOL, "test: verify the stop"), 5)
+    if case.observe_when and asys.ask(sup, WaitForState(SYMBOL, (case.observe_when,)), 10) is not None:
+        asys.ask(sup, PositionObserved(SYMBOL, None, "missing"), 5)
     if case.close_when and asys.ask(sup, WaitForState(SYMBOL, (case.close_when,)), 10) is not None:
         asys.ask(sup, ClosePosition(SYMBOL), 5)
 

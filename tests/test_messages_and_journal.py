@@ -156,7 +156,7 @@ def test_the_journal_tells_a_burst_of_commits_in_one_message_per_receiver():
     )
 
     journal = JournalActor.__new__(JournalActor)           # its bookkeeping, without a system
-    journal.to_place, journal.journaled, journal.committed = {}, {}, []
+    journal.to_place, journal.journaled, journal.committed, journal.to_forward = {}, {}, [], []
     journal.subscribers, journal.failing, journal.supervisor = ["api"], None, None
     sent: list[tuple[Any, Any]] = []
     journal.send = lambda to, msg: sent.append((to, msg))   # type: ignore[method-assign]
@@ -189,7 +189,7 @@ def test_a_send_failing_midway_through_the_journals_flush_never_sends_twice():
     from actors.messages import JournalOrder
 
     journal = JournalActor.__new__(JournalActor)
-    journal.to_place, journal.journaled, journal.committed = {}, {}, []
+    journal.to_place, journal.journaled, journal.committed, journal.to_forward = {}, {}, [], []
     journal.subscribers, journal.failing, journal.supervisor = [], None, None
     sent: list[Any] = []
 

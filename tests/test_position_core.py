@@ -408,7 +408,9 @@ def test_a_stop_trigger_on_the_stream_is_confirmed_through_rest_before_closed():
     h.run()
     assert h.core.state is State.IDLE and "stop loss triggered" in h.core.last_event
     ops = h.venue_ops()
-    assert ops[-2:] == ["set_stop", "create_order"]                   # "zero position", then "nothing to reduce"
+    assert ops[-1] == "set_stop" and ops.count("create_order") == 1   # "zero position" confirms it: no close sent
+    closed = [e for m in h.journal for e in getattr(m, "events", ()) if e.kind == "closed"]
+    assert closed[-1].data["reason"] == "stop_triggered"
     assert h.position_reads() == 0
 
 

@@ -15,6 +15,7 @@ from actors.fsm import FSM, InvalidTransition
 from actors.messages import JournalTransition
 from actors.position_core import TIMERS
 from actors.position_states import CLOSABLE, CLOSING, HELD, TRANSITIONS, State, TimerKind, Trigger
+from adapters.base import Side
 from adapters.faults import Fault, FaultKind
 from tests.harness import SYMBOL, Harness, fast_settings, venue
 
@@ -178,7 +179,59 @@ def s_stop_drift(crash: list[Edge] | None = None) -> Harness:
     return h
 
 
+def s_closed_by_hand(crash: list[Edge] | None = None) -> Harness:
+    h = opened(Harness(venue(), streams=True, crash_after=list(crash or [])))
+    h.outside("order", side="sell", qty=1.0, reduce_only=True)   # closed in the venue's app
+    h.run()
+    return h
+
+
+def s_suspect_list_read(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.observe(missing=True)                              # a list read that left our position out
+    h.run()
+    return h
+
+
+def s_flipped_by_hand(crash: list[Edge] | None = None) -> Harness:
+    # Long 1, then someone sells 2: short 1. Our long's stop cannot go on a short ("should be
+    # greater"): rolled back reduce-only, and the venue says nothing of ours is left to reduce.
+    h = opened(Harness(venue(), streams=True, crash_after=list(crash or [])))
+    h.outside("order", side="sell", qty=2.0)
+    h.run()
+    assert h.core.state is State.IDLE
+    h.adopt(qty=1.0, stop=105.0, side=Side.SELL)         # the new short is foreign: the scan's adoption
+    h.run()
+    return h
+
+
+def s_close_while_verifying(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.observe(missing=True)                              # the venue is being asked (its answer queued) ...
+    h.close_position()                                   # ... when the operator closes
+    h.run()
+    return h
+
+
+def s_closed_while_protecting(crash: list[Edge] | None = None) -> Harness:
+    # The stop is refused "busy" once; meanwhile the position is closed by hand (the stream says
+    # so); the next try finds no position, which the stream's news explains.
+    h = Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10006), attached=False), streams=True,
+                crash_after=list(crash or []))
+    h.open()
+    h.run(until=0.1)
+    h.outside("order", side="sell", qty=1.0, reduce_only=True)
+    h.run()
+    return h
+
+
 SCENARIOS: dict[Edge, Callable[..., Harness]] = {
+    (State.PROTECTED, Trigger.OUTSIDE_SEEN): s_closed_by_hand,
+    (State.VERIFYING, Trigger.CLOSED_OUTSIDE): s_closed_by_hand,
+    (State.VERIFYING, Trigger.OUTSIDE_UNCONFIRMED): s_suspect_list_read,
+    (State.VERIFYING, Trigger.STOP_FAILED): s_flipped_by_hand,
+    (State.VERIFYING, Trigger.CLOSE_REQUESTED): s_close_while_verifying,
+    (State.PROTECTING, Trigger.CLOSED_OUTSIDE): s_closed_while_protecting,
     (State.IDLE, Trigger.ADOPT_PROTECT): s_adopt_protect,
     (State.IDLE, Trigger.ADOPT_CLOSE): s_adopt_close,
     (State.PROTECTED, Trigger.REPROTECT): s_stop_drift,

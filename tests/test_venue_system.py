@@ -170,9 +170,10 @@ def test_a_vanished_position_is_confirmed_by_the_engine_and_closed_with_the_hist
     d.emu.on_loop(act)
     d.wait_state("BTCUSDT", "IDLE")
     event = d.snapshot("BTCUSDT").last_event
-    assert "closed elsewhere" in event and label in event, event
-    assert d.emu.requests("/v5/order/history"), "the order history was asked"
-    assert [o for o in d.emu.requests("/v5/order/create") if o.get("reduceOnly")], "the engine was asked (reduce-only)"
+    assert "closed outside posguard" in event and label in event, event
+    assert d.emu.requests("/v5/order/history"), "the order history was asked (for the label only)"
+    assert d.emu.requests("/v5/position/trading-stop"), "the engine was asked (our stop set again: zero position)"
+    assert not [o for o in d.emu.requests("/v5/order/create") if o.get("reduceOnly")], "nothing closed by us"
     assert d.emu.truth().open_positions() == {}
 
 
