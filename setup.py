@@ -5,8 +5,10 @@ setup(
     version="0.1.0",
     description="Opens and guards perpetual-futures positions: never naked, never closed only in our DB.",
     python_requires=">=3.11",
+    # tests.support ships too: the benchmarks (bench/) drive the same simulated venue, emulators and
+    # deployments as the tests, and import them as a package rather than editing sys.path.
     packages=find_packages(include=["actors", "actors.*", "supervisor", "supervisor.*",
-                                    "adapters", "adapters.*"]),
+                                    "adapters", "adapters.*", "tests", "tests.support"]),
     install_requires=[
         "thespian==4.0.1",
         "ccxt>=4.5.90",                  # the venue adapters rely on its 4.5.90 behaviour (algo orders)
@@ -14,7 +16,7 @@ setup(
         "aiosqlite>=0.20",
         "loguru>=0.7",
         "prometheus-client>=0.20",
-        "pydantic>=2.6,<3",              # the config schemas (supervisor/schema.py)
+        "pydantic>=2.6,<3",              # the config schemas (supervisor/config/schema.py)
         "annotated-types>=0.6",          # the bounds beside each setting (adapters/bounds.py)
         "rich>=13",                      # the status table and live view, imported only to draw them (views.py)
     ],

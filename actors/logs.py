@@ -16,7 +16,7 @@ from typing import Any, Literal
 from loguru import logger
 
 from adapters.bounds import Text
-from adapters.venue_settings import MIN_SECRET_LEN
+from adapters.ccxt.settings import MIN_SECRET_LEN
 
 Level = Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"]
 

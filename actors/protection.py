@@ -38,15 +38,15 @@ from actors.messages import (
     PositionSnapshot,
     PositionSnapshots,
     ProtectionReady,
-    ProtectionSettings,
     ScanDone,
     ScanNow,
     StopOrdersFetched,
     StreamTrust,
     StreamView,
 )
-from actors.position_core import ADOPTION_REFUSED
-from actors.position_states import RESTING, State
+from actors.position.base import ADOPTION_REFUSED
+from actors.position.states import RESTING, State
+from actors.settings import ProtectionSettings
 from adapters.base import PositionReport, Side, StopOrderReport
 from adapters.stops import is_ours, with_stop_orders
 

@@ -1,10 +1,10 @@
 """StreamActor: the owner of a venue's private stream -- its health, its gaps, and where its
 evidence goes. (The socket itself lives in the exchange process, the only one with the keys;
-it relays everything here, actors/stream_runner.py.)
+it relays everything here, actors/exchange/stream_runner.py.)
 
 A stream is evidence, never a writer. Orders, positions and stop orders go to their symbol's
 PositionActor, which treats its own orders like answers to a query by client id and everything
-else as evidence of what was done outside it (actors/outside.py: judged, never acted on alone);
+else as evidence of what was done outside it (actors/position/outside.py: judged, never acted on alone);
 positions and stop orders also go to the ProtectionActor, which treats them like scan results. Health is explicit:
 
     down --(connected)--> reconciling --(every PositionActor re-asked by client id, and a REST
@@ -37,12 +37,12 @@ from actors.messages import (
     StreamHealth,
     StreamReady,
     StreamRoutes,
-    StreamSettings,
     StreamStatus,
     StreamTrust,
     StreamUpdates,
     StreamView,
 )
+from actors.settings import StreamSettings
 from adapters.streams import StreamFill, StreamOrder, StreamPosition, StreamStopOrder
 
 DOWN, RECONCILING, UP = "down", "reconciling", "up"

@@ -1,6 +1,6 @@
 """Bounds written beside the fields they bound, once: `naked_deadline_s: Seconds[0.01, 300.0] = 10.0`.
 
-Settings dataclasses annotate their fields with these; the config schema (supervisor/config.py)
+Settings dataclasses annotate their fields with these; the config schema (supervisor/config/loader.py)
 is built from those annotations, so a default and its bounds are never written twice, and a
 number without an upper bound cannot be declared. At run time they are plain floats and ints.
 """

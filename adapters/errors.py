@@ -59,7 +59,7 @@ BYBIT_RULES: tuple[ErrorRule, ...] = (
     ErrorRule(504, Outcome.UNKNOWN),
 )
 
-# Raised by the adapters themselves (adapters.ccxt_base), the same for every venue.
+# Raised by the adapters themselves (adapters.ccxt.adapter), the same for every venue.
 LOCAL_RULES: tuple[ErrorRule, ...] = (
     ErrorRule("min_qty", Outcome.REJECTED),      # below the market's minimum or step: never sent
     ErrorRule("min_notional", Outcome.REJECTED),

@@ -3,7 +3,7 @@
 A stream is evidence, never a writer and never the only evidence: it says what happened to an
 order or a position as it happens, and it can lie by omission (a drop, a stall, a gap, an
 expired key). Everything here is the venue side; what posguard does with it (health, gaps,
-reconciliation through REST, fan-out by symbol) lives in actors/stream_runner.py and
+reconciliation through REST, fan-out by symbol) lives in actors/exchange/stream_runner.py and
 actors/stream.py.
 
 A `VenueStream` is used by one task at a time:

@@ -18,11 +18,10 @@ class Venue:
 
 
 VENUES: dict[str, Venue] = {
-    "simulated": Venue("simulated", "adapters.simulated:SimulatedAdapter", attached_stop=True),
-    "bybit": Venue("bybit", "adapters.bybit:BybitAdapter", attached_stop=True),
-    "binanceusdm": Venue("binanceusdm", "adapters.binance:BinanceAdapter", attached_stop=False),
+    "simulated": Venue("simulated", "adapters.sim.adapter:SimulatedAdapter", attached_stop=True),
+    "bybit": Venue("bybit", "adapters.bybit.adapter:BybitAdapter", attached_stop=True),
+    "binanceusdm": Venue("binanceusdm", "adapters.binance.adapter:BinanceAdapter", attached_stop=False),
 }
-CCXT_VENUES = tuple(name for name in VENUES if name != "simulated")
 
 
 def build(where: str, *args: Any) -> Any:
@@ -34,5 +33,5 @@ def build(where: str, *args: Any) -> Any:
 def adapter_factory(venue: str, settings: Any, sim_server: str | None = None) -> Callable[[], Any]:
     """A picklable callable that builds the venue's adapter where it is called (the exchange)."""
     if venue == "simulated" and sim_server is not None:
-        return functools.partial(build, "adapters.sim_server:RemoteSimAdapter", sim_server)
+        return functools.partial(build, "adapters.sim.server:RemoteSimAdapter", sim_server)
     return functools.partial(build, VENUES[venue].adapter, settings)

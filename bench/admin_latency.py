@@ -23,25 +23,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
+from thespian.actors import Actor
 
-from loguru import logger  # noqa: E402
-from thespian.actors import Actor  # noqa: E402
-
-from actors.messages import (  # noqa: E402
-    ControlPlane,
-    DeploymentReady,
-    OpenPosition,
-    StartDeployment,
-    StatusRequest,
-    StopDeployment,
-)
-from adapters.base import Side  # noqa: E402
-from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
-from supervisor.client import Client  # noqa: E402
-from supervisor.supervisor import Supervisor  # noqa: E402
-from supervisor.system import bind_loopback_only, forget_system, free_port, start_system  # noqa: E402
+from actors.messages import DeploymentReady, OpenPosition, StartDeployment, StatusRequest, StopDeployment
+from actors.settings import ControlPlane
+from adapters.base import Side
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from supervisor.actor_system.start import bind_loopback_only, forget_system, free_port, start_system
+from supervisor.client import Client
+from supervisor.supervisor import Supervisor
 
 
 class Echo(Actor):

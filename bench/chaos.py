@@ -2,7 +2,7 @@
 
 Each schedule mixes venue faults (ambiguous timeouts after a fill, late arrivals, error
 replies, rate limits, rejections, latency spikes), lost replies and actor crashes with open /
-close / wait steps, and checks the promises after every step and at the end (tests/chaos.py).
+close / wait steps, and checks the promises after every step and at the end (tests/support/chaos.py).
 
     python bench/chaos.py --schedules 10000 --seed 0
 Last line: schedules=<N> violations=<V>
@@ -11,15 +11,11 @@ Last line: schedules=<N> violations=<V>
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from tests.chaos import run_schedule  # noqa: E402
+from tests.support.chaos import run_schedule
 
 
 def main() -> None:

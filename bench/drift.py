@@ -21,28 +21,25 @@ import argparse
 import json
 import math
 import sqlite3
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from actors.messages import PositionSettings, ProtectionSettings, StreamSettings  # noqa: E402
-from adapters.base import Side  # noqa: E402
-from adapters.binance_emulator import BinanceEmulator  # noqa: E402
-from adapters.bybit_emulator import BybitEmulator  # noqa: E402
-from adapters.emulator_base import EmulatorConfig  # noqa: E402
-from adapters.faults import Fault, FaultKind  # noqa: E402
-from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.sim_server import outside  # noqa: E402
-from adapters.simulated import SimVenueConfig  # noqa: E402
-from tests import kit  # noqa: E402
-from tests.emulator import EmulatorThread  # noqa: E402
+from actors.settings import PositionSettings, ProtectionSettings, StreamSettings
+from adapters.base import Side
+from adapters.emulators.base import EmulatorConfig
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from adapters.sim.server import outside
+from tests.support import kit
+from tests.support.emulator import EmulatorThread
 
 PRICE, QTY, STOP = 100.0, 1.0, 95.0
 # action -> (what is done, what the journal says when posguard knows)
@@ -89,7 +86,7 @@ class Venue:
         if self.kind == "sim":
             import functools
 
-            from adapters.sim_server import RemoteSimAdapter
+            from adapters.sim.server import RemoteSimAdapter
 
             if not streams:
                 self.thread.stream_fault("reject_auth", True)      # no stream for this run

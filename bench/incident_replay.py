@@ -26,24 +26,20 @@ import argparse
 import asyncio
 import functools
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from actors.messages import OpenPosition  # noqa: E402
-from adapters.base import OrderRequest, Side, TrueState, VenueAdapter  # noqa: E402
-from adapters.emulator_base import EmulatorConfig  # noqa: E402
-from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
-from tests import kit  # noqa: E402
-from tests.emulator import EmulatorThread  # noqa: E402
+from actors.messages import OpenPosition
+from adapters.base import OrderRequest, Side, TrueState, VenueAdapter
+from adapters.emulators.base import EmulatorConfig
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from tests.support import kit
+from tests.support.emulator import EmulatorThread
 
 SYMBOL, PRICE, QTY = "1000NEIROCTOUSDT", 0.2, 10_000.0
 STOP = PRICE * 0.95

@@ -12,24 +12,20 @@ Last line: `orphan_protected_seconds rest=<x> streams=<y>` (the slower venue of 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from actors.messages import ProtectionSettings  # noqa: E402
-from adapters.base import OrderRequest, Side  # noqa: E402
-from adapters.binance_emulator import BinanceEmulator  # noqa: E402
-from adapters.bybit_emulator import BybitEmulator  # noqa: E402
-from adapters.emulator_base import EmulatorConfig  # noqa: E402
-from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.simulated import SimVenueConfig  # noqa: E402
-from tests import kit  # noqa: E402
-from tests.emulator import EmulatorThread  # noqa: E402
+from actors.settings import ProtectionSettings
+from adapters.base import OrderRequest, Side
+from adapters.emulators.base import EmulatorConfig
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from tests.support import kit
+from tests.support.emulator import EmulatorThread
 
 SYMBOL = "ETHUSDT"
 DIALECTS = {"bybit": BybitEmulator, "binance": BinanceEmulator}

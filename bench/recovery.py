@@ -25,20 +25,17 @@ import json
 import os
 import signal
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from actors.messages import ClosePosition, OpenPosition, PositionSnapshot  # noqa: E402
-from adapters.base import Side  # noqa: E402
-from adapters.sim_server import RemoteSimAdapter  # noqa: E402
-from supervisor.processes import kill_system  # noqa: E402
-from tests import kit  # noqa: E402
+from actors.messages import ClosePosition, OpenPosition, PositionSnapshot
+from adapters.base import Side
+from adapters.sim.server import RemoteSimAdapter
+from supervisor.host.procfs import kill_system
+from tests.support import kit
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
 

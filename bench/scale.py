@@ -23,19 +23,14 @@ import argparse
 import functools
 import os
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from actors.messages import (  # noqa: E402
+from actors.messages import (
     CommandAccepted,
-    ControlPlane,
     DeploymentReady,
     GetTrueState,
     OpenPosition,
@@ -43,17 +38,17 @@ from actors.messages import (  # noqa: E402
     StartDeployment,
     StatusRequest,
     StopDeployment,
-    SupervisionSettings,
     WaitForState,
 )
-from adapters.base import Side  # noqa: E402
-from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.simulated import SimulatedAdapter, SimVenueConfig  # noqa: E402
-from supervisor.client import Client, positions_of  # noqa: E402
-from supervisor.processes import in_sessions, sessions_of, wait_exited  # noqa: E402
-from supervisor.supervisor import Supervisor  # noqa: E402
-from supervisor.system import start_system  # noqa: E402
-from supervisor.views import TABLE_FIELDS  # noqa: E402
+from actors.settings import ControlPlane, SupervisionSettings
+from adapters.base import Side
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from supervisor.actor_system.start import start_system
+from supervisor.cli.views import TABLE_FIELDS
+from supervisor.client import Client, positions_of
+from supervisor.host.procfs import in_sessions, sessions_of, wait_exited
+from supervisor.supervisor import Supervisor
 
 ORDERS_PER_SECOND = 10
 

@@ -22,23 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from loguru import logger
 
-from loguru import logger  # noqa: E402
-
-from actors.messages import ClosePosition, OpenPosition, PositionSettings  # noqa: E402
-from adapters.base import Side  # noqa: E402
-from adapters.bybit import BybitAdapter  # noqa: E402
-from adapters.emulator_base import EmulatorConfig  # noqa: E402
-from adapters.sim_engine import EngineConfig  # noqa: E402
-from adapters.simulated import SimVenueConfig  # noqa: E402
-from tests import kit  # noqa: E402
-from tests.emulator import EmulatorThread  # noqa: E402
+from actors.messages import ClosePosition, OpenPosition
+from actors.settings import PositionSettings
+from adapters.base import Side
+from adapters.bybit.adapter import BybitAdapter
+from adapters.emulators.base import EmulatorConfig
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from tests.support import kit
+from tests.support.emulator import EmulatorThread
 
 SYMBOL, QTY, PRICE = "BTCUSDT", 0.01, 60_000.0
 

@@ -8,7 +8,7 @@ strategy imports to open with a stop, close, read the status and follow the even
         for event in pg.events(since=0):
             print(event["seq"], event["kind"], event.get("to", ""))
 
-It speaks the deployment's Unix socket (JSON lines, see supervisor/api_protocol.py) and
+It speaks the deployment's Unix socket (JSON lines, see supervisor/api/protocol.py) and
 imports nothing but the standard library, so it starts fast. It talks only to a server that
 runs as the same user (the kernel says who is at the other end), and it deserialises nothing
 but JSON.
@@ -26,7 +26,8 @@ import tomllib
 from collections.abc import Iterator
 from typing import Any
 
-PROTOCOL = 1
+from supervisor.api.limits import VERSION
+
 TIMEOUT_S = 10.0
 _PEERCRED = struct.Struct("3i")
 
@@ -88,9 +89,9 @@ class Client:
         if "error" in self.hello:
             self.close()
             _result(self.hello)                              # forbidden, or whatever the server said
-        if self.hello.get("posguard") != "api" or self.hello.get("version") != PROTOCOL:
+        if self.hello.get("posguard") != "api" or self.hello.get("version") != VERSION:
             self.close()
-            raise ClientError("protocol", f"{socket_path} does not speak posguard API version {PROTOCOL}")
+            raise ClientError("protocol", f"{socket_path} does not speak posguard API version {VERSION}")
 
     @classmethod
     def for_config(cls, config_path: str, timeout: float = TIMEOUT_S) -> Client:

@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from actors.messages import PositionSnapshot, StreamStatus
-from actors.position_states import Trigger
+from actors.position.states import Trigger
 
 ROLLBACK_TRIGGERS = frozenset({Trigger.STOP_FAILED, Trigger.NAKED_DEADLINE})
 PROTECTED_TRIGGERS = frozenset({Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED})

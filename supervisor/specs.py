@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from actors.backoff import doubling_delay
-from actors.messages import SupervisionSettings
+from actors.settings import SupervisionSettings
 
 AUTO_PROCESSES = 40                  # symbols_per_process = 0: about this many PositionActor processes
 

@@ -1,5 +1,5 @@
 """Fixtures: the emulators' test keys, quiet logs, and actor systems that tests start and always
-shut down, on free loopback ports. What tests and benchmarks share lives in tests/kit.py."""
+shut down, on free loopback ports. What tests and benchmarks share lives in tests/support/kit.py."""
 
 from __future__ import annotations
 
@@ -11,11 +11,8 @@ from collections.abc import Iterator
 import pytest
 from loguru import logger
 
-from supervisor.processes import in_sessions, proc_stat, sessions_of, wait_exited
-from tests import kit
-from tests.kit import free_port
-
-__all__ = ["free_port"]             # bench/scale.py imports it from here
+from supervisor.host.procfs import in_sessions, proc_stat, sessions_of, wait_exited
+from tests.support import kit
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -35,7 +32,7 @@ def quiet_logs() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def close_harnesses() -> Iterator[None]:
     yield
-    from tests.harness import OPEN_HARNESSES
+    from tests.support.harness import OPEN_HARNESSES
 
     while OPEN_HARNESSES:
         OPEN_HARNESSES.pop().close()
@@ -56,7 +53,7 @@ def simple_system() -> Iterator[object]:
 def tcp_system() -> Iterator[object]:
     """A loopback-only multiprocess system; after shutdown no process of it may remain (any that
     does is killed, and the test fails)."""
-    from supervisor.system import start_system
+    from supervisor.actor_system.start import free_port, start_system
 
     port = free_port()
     asys = start_system(port)

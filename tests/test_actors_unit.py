@@ -7,7 +7,7 @@ from typing import Any
 
 from thespian.actors import Actor, PoisonMessage
 
-from actors.exchange import ExchangeActor
+from actors.exchange.actor import ExchangeActor
 from actors.messages import (
     ActorFailed,
     ClosePosition,
@@ -29,7 +29,7 @@ from actors.messages import (
     PositionSnapshot,
     SafeModeChanged,
 )
-from actors.position import PositionActor
+from actors.position.actor import PositionActor
 from adapters.base import (
     Capabilities,
     OrderReport,
@@ -230,9 +230,9 @@ class HungAdapter(GatedAdapter):
 def test_a_hung_venue_call_times_out_as_an_unknown_outcome():
     import asyncio
 
-    from actors.exchange_service import ExchangeService
+    from actors.exchange.core import ExchangeCore
 
-    service = ExchangeService(HungAdapter(), call_timeout_s=0.05)
+    service = ExchangeCore(HungAdapter(), call_timeout_s=0.05)
     reply = asyncio.run(service.handle(place("BTCUSDT", "hung")))
     assert isinstance(reply, OrderPlaced) and reply.failure is not None
     assert reply.failure.outcome is Outcome.UNKNOWN              # query by client id, never resend
@@ -246,12 +246,12 @@ def test_every_handler_is_named_for_a_message_it_can_receive():
     import thespian.actors
 
     from actors import messages
-    from actors.exchange import ExchangeActor
-    from actors.journal import JournalActor
-    from actors.position import PositionActor
+    from actors.exchange.actor import ExchangeActor
+    from actors.journal.actor import JournalActor
+    from actors.position.actor import PositionActor
     from actors.protection import ProtectionActor
     from actors.stream import StreamActor
-    from supervisor.api import ApiActor
+    from supervisor.api.actor import ApiActor
     from supervisor.supervisor import Supervisor
 
     known = {name for name, value in [*vars(messages).items(), *vars(thespian.actors).items()]

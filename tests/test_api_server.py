@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from actors.messages import Event
-from supervisor import wire_auth
-from supervisor.api_protocol import ApiError, Request
-from supervisor.api_server import MAX_BEHIND, ApiServer
+from supervisor.actor_system import wire_auth
+from supervisor.api.protocol import ApiError, Request
+from supervisor.api.server import MAX_BEHIND, ApiServer
 from supervisor.client import Client, ClientError
-from supervisor.runtime import DeploymentLock, LockHeld, RuntimePaths, UnsafePath, WatcherLock, held_by
+from supervisor.host.runtime import DeploymentLock, LockHeld, RuntimePaths, UnsafePath, WatcherLock, held_by
 
 
 class Journal:

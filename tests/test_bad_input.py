@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 
 from adapters.base import TrueState
-from supervisor.cli import main
-from tests import kit
-from tests.kit import POSGUARD, ROOT, PosguardRun, demo_config, free_port, running
+from supervisor.actor_system.start import free_port
+from supervisor.cli.main import main
+from tests.support import kit
+from tests.support.kit import POSGUARD, ROOT, PosguardRun, demo_config, running
 
 BIG = "1" + "0" * 400                                   # a 401-digit whole number: TOML reads it as an int
 CONFIG_ERROR = "posguard: config error: "
@@ -229,9 +230,10 @@ def test_a_misspelt_command_is_one_line_too(capsys: pytest.CaptureFixture[str]) 
 
 def test_operator_commands_check_arguments_without_pydantic_or_the_config_module(idle_config: Path) -> None:
     # The CLI's fast path: a bad argument is answered without importing the config machinery.
-    probe = ("import sys\nfrom supervisor.cli import main\n"
+    probe = ("import sys\nfrom supervisor.cli.main import main\n"
              f"code = main(['open', 'BTCUSDT', 'buy', 'nan', '--sl', '1%', '--config', {str(idle_config)!r}])\n"
-             "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic' or m == 'supervisor.config')\n"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'"
+             " or m == 'supervisor.config.loader')\n"
              "print(code, heavy)\n")
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.stdout.strip() == "2 []", (proc.stdout, proc.stderr)

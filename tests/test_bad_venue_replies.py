@@ -12,18 +12,15 @@ from typing import Any
 
 import pytest
 
-from actors.messages import (
-    ClosePosition,
-    CommandAccepted,
-    ProtectionSettings,
-)
+from actors.messages import ClosePosition, CommandAccepted
+from actors.settings import ProtectionSettings
 from adapters.base import OrderRequest, Side
-from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit_emulator import BybitEmulator
-from adapters.emulator_base import DROP
-from tests import kit
-from tests.emulator import SETTINGS, EmulatorThread, emulator_config
-from tests.kit import PRICES
+from adapters.emulators.base import DROP
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from tests.support import kit
+from tests.support.emulator import SETTINGS, EmulatorThread, emulator_config
+from tests.support.kit import PRICES
 
 BYBIT_QUERY, BYBIT_POSITIONS = "/v5/order/realtime", "/v5/position/list"
 BINANCE_ORDER, BINANCE_POSITIONS = "/fapi/v1/order", "/fapi/v3/positionRisk"

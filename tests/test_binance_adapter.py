@@ -8,17 +8,17 @@ import dataclasses
 
 import pytest
 
-from actors.exchange_service import ExchangeService
+from actors.exchange.core import ExchangeCore
 from actors.messages import FetchPositions, PositionsFetched
 from adapters.base import OrderRequest, OrderStatus, Side, VenueError
-from adapters.binance import BinanceAdapter, stop_client_id
-from adapters.binance_emulator import BinanceEmulator
-from adapters.emulator_base import EmulatorConfig
+from adapters.binance.adapter import BinanceAdapter, stop_client_id
+from adapters.emulators.base import EmulatorConfig
+from adapters.emulators.binance import BinanceEmulator
 from adapters.errors import Outcome, classify_error
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
-from tests.emulator import EmulatorThread, failure, run_adapter
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from tests.support.emulator import EmulatorThread, failure, run_adapter
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 
@@ -84,7 +84,7 @@ def test_the_scan_sees_the_stop_order_as_the_positions_stop():
             await ad.create_order(entry("pg-entry-3"))
             await ad.create_order(entry("pg-entry-4", symbol="ETHUSDT", qty=0.5))
             await ad.set_stop("BTCUSDT", 58_000.0, Side.BUY)
-            reply = await ExchangeService(ad).handle(FetchPositions())
+            reply = await ExchangeCore(ad).handle(FetchPositions())
             return reply
         reply = run(emu, scenario)
     assert isinstance(reply, PositionsFetched) and reply.failure is None

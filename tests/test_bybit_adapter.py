@@ -10,15 +10,15 @@ import os
 import pytest
 
 from adapters.base import OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
-from adapters.bybit import BybitAdapter
-from adapters.emulator_base import EmulatorConfig
+from adapters.bybit.adapter import BybitAdapter
+from adapters.ccxt.settings import CcxtVenueSettings, MissingKey
+from adapters.emulators.base import EmulatorConfig
 from adapters.errors import Outcome, classify_error
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
-from adapters.venue_settings import CcxtVenueSettings, MissingKey
-from tests.emulator import EmulatorThread, failure, run_adapter
-from tests.kit import KEY, SECRET
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from tests.support.emulator import EmulatorThread, failure, run_adapter
+from tests.support.kit import KEY, SECRET
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 

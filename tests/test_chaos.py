@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chaos import run_schedule
+from tests.support.chaos import run_schedule
 
 SCHEDULES = 200
 

@@ -8,14 +8,35 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from supervisor.cli import main
-from supervisor.processes import alive, listening_sockets, wait_exited
-from tests.kit import ROOT, demo_config, free_port, one_line_error, posguard, running
+from supervisor.actor_system.start import free_port
+from supervisor.cli.main import main
+from supervisor.host.procfs import alive, listening_sockets, wait_exited
+from tests.support.kit import ROOT, demo_config, one_line_error, posguard, running
 
+
+@pytest.fixture(autouse=True)
+def no_stray_processes(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that made a folder: no `posguard` it started (its config is in that
+    folder) is still running."""
+    yield
+    if "tmp_path" not in request.fixturenames:
+        return
+    folder = str(request.getfixturevalue("tmp_path"))
+    stray = set()
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        if "supervisor.cli" in cmd and folder in cmd:
+            stray.add(int(pid))
+    assert not wait_exited(stray, timeout=5.0), f"posguard processes left running: {sorted(stray)}"
 
 def test_run_status_and_clean_stop(tmp_path):
     port = free_port()
@@ -35,7 +56,7 @@ def test_run_status_and_clean_stop(tmp_path):
         table = posguard("status", "--config", str(cfg))
         assert table.returncode == 0 and "SYMBOL" in table.stdout and "ETHUSDT" in table.stdout
         assert "\x1b[" not in table.stdout                # not a terminal: plain text
-        probe = ("import sys\nfrom supervisor.cli import main\n"
+        probe = ("import sys\nfrom supervisor.cli.main import main\n"
                  f"code = main(['status', '--json', '--config', {str(cfg)!r}])\n"
                  "print(code, sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'pydantic'}))\n")
         fast = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20, cwd=ROOT)
@@ -104,25 +125,11 @@ def test_run_refuses_a_port_that_is_already_taken(tmp_path):
 
 
 def test_demo_configs_load():
-    from supervisor.config import load_config
+    from supervisor.config.loader import load_config
 
     for name in ("demo.toml", "demo-separate-stop.toml"):
         cfg = load_config(str(ROOT / "conf" / name))
         assert cfg.simulated is not None and cfg.simulated.engine.position_lag_s == 24.0
-
-
-def test_no_stray_processes_from_the_cli_tests():
-    mine = [p for p in os.listdir("/proc") if p.isdigit()]
-    stray = []
-    for pid in mine:
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                cmd = fh.read().decode(errors="replace")
-        except OSError:
-            continue
-        if "supervisor.cli" in cmd and "pg.toml" in cmd:
-            stray.append(int(pid))
-    assert not wait_exited(set(stray), timeout=5.0)
 
 
 def test_operator_commands_end_to_end(tmp_path):

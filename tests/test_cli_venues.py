@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from supervisor.cli import main
-from tests.kit import (
+from supervisor.cli.main import main
+from tests.support.kit import (
     E2E_KEY,
     E2E_KEY_ENV,
     E2E_SECRET,
@@ -108,7 +108,7 @@ def test_unknown_venue_and_bad_symbols_and_urls(tmp_path, keys, capsys):
 
 
 def test_example_venue_configs_load():
-    from supervisor.config import load_config
+    from supervisor.config.loader import load_config
 
     for name, venue in (("bybit.toml", "bybit"), ("binance.toml", "binanceusdm"), ("bybit-emulator.toml", "bybit")):
         cfg = load_config(str(ROOT / "conf" / name))
@@ -125,5 +125,5 @@ def test_an_unreachable_venue_is_one_clear_line_and_nothing_left_running(tmp_pat
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("posguard: deployment failed to start: exchange: venue adapter failed to start")
     assert "Cannot connect" in last
-    from supervisor.processes import listening_sockets
+    from supervisor.host.procfs import listening_sockets
     assert not [p for _, p in listening_sockets().values() if p == admin]

@@ -25,9 +25,10 @@ from typing import Any
 
 import pytest
 
-from supervisor.processes import alive, kill_sessions, listening_sockets, socket_inodes, unix_peer_pid
-from supervisor.runtime import read_holder
-from tests.kit import POSGUARD, ROOT, PosguardRun, demo_config, free_port, running
+from supervisor.actor_system.start import free_port
+from supervisor.host.procfs import alive, kill_sessions, listening_sockets, socket_inodes, unix_peer_pid
+from supervisor.host.runtime import read_holder
+from tests.support.kit import POSGUARD, ROOT, PosguardRun, demo_config, running
 
 NOBODY = 65534
 BOTH = {"BTCUSDT": "PROTECTED", "ETHUSDT": "PROTECTED"}
@@ -113,7 +114,7 @@ def _listening_ports(pids: set[int]) -> list[int]:
 
 
 def _cli(config: str, *commands: list[str]) -> list[tuple[int, str]]:
-    from supervisor.cli import main
+    from supervisor.cli.main import main
 
     out = []
     for command in commands:
@@ -127,9 +128,9 @@ def _cli(config: str, *commands: list[str]) -> list[tuple[int, str]]:
 def test_another_user_runs_nothing_on_any_socket_and_cannot_drive_the_deployment(shared_dir):
     import encodings.idna  # noqa: F401 - loaded before the fork: the other user cannot read /root
 
-    import supervisor.admin  # noqa: F401
-    import supervisor.views  # noqa: F401
-    from adapters import venue_settings  # noqa: F401
+    import supervisor.cli.commands  # noqa: F401
+    import supervisor.cli.views  # noqa: F401
+    from adapters.ccxt import settings  # noqa: F401
 
     marker = shared_dir / "pwned"
     cfg = demo_config(shared_dir, free_port(), extra=f"[metrics]\nport = {free_port()}\n")
@@ -166,7 +167,7 @@ def test_another_user_runs_nothing_on_any_socket_and_cannot_drive_the_deployment
 def test_the_api_refuses_a_peer_of_another_uid_even_when_it_can_reach_the_socket(tmp_path):
     import asyncio
 
-    from supervisor.api_server import ApiServer
+    from supervisor.api.server import ApiServer
 
     async def never(request: Any) -> Any:
         raise AssertionError("a request of another user was handled")
@@ -236,11 +237,11 @@ def _memory_has(pid: int, needle: bytes) -> bool:
 
 
 def test_keys_live_only_in_the_exchange_process(tmp_path):
-    from adapters.emulator_base import EmulatorConfig
-    from adapters.sim_engine import EngineConfig
-    from adapters.simulated import SimVenueConfig
-    from tests.emulator import EmulatorThread
-    from tests.kit import E2E_KEY_ENV, E2E_SECRET_ENV, bybit_config
+    from adapters.emulators.base import EmulatorConfig
+    from adapters.sim.adapter import SimVenueConfig
+    from adapters.sim.engine import EngineConfig
+    from tests.support.emulator import EmulatorThread
+    from tests.support.kit import E2E_KEY_ENV, E2E_SECRET_ENV, bybit_config
 
     key, secret = "PGKEY-only-in-exchange-5e1f", "PGSECRET-only-in-exchange-93ac70d2"
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 60000.0, "ETHUSDT": 3000.0}, volatility=0.0))
@@ -388,9 +389,9 @@ def test_the_readme_client_example_runs_against_a_demo_deployment(tmp_path, caps
 
 def test_status_in_columns_holds_what_the_objects_hold(tmp_path):
     from actors.messages import PositionSnapshot
-    from supervisor.api_protocol import POSITION_FIELDS
+    from supervisor.api.protocol import POSITION_FIELDS
+    from supervisor.cli.views import TABLE_FIELDS
     from supervisor.client import ClientError, positions_of
-    from supervisor.views import TABLE_FIELDS
 
     cfg = demo_config(tmp_path, free_port())
     with running(cfg) as run:

@@ -6,7 +6,7 @@ import pytest
 
 from adapters.base import VenueError, VenueTimeout
 from adapters.errors import BYBIT_RULES, Outcome, classify_error
-from adapters.sim_engine import ZERO_POSITION
+from adapters.sim.engine import ZERO_POSITION
 
 
 @pytest.mark.parametrize(("error", "outcome"), [
@@ -80,6 +80,6 @@ def test_local_denials_classify_the_same_for_every_venue(dialect, code, outcome)
 def test_a_stop_that_would_trigger_now_takes_the_flatten_edge():
     # -2021 must not be retried as a stop (it can never stand): REJECTED is the "stop refused,
     # roll back" edge of the PositionActor, i.e. flatten now.
-    from actors.position_core import AMBIGUOUS
+    from actors.position.base import AMBIGUOUS
     outcome = classify_error(VenueError(-2021, "Order would immediately trigger."), "binance")
     assert outcome not in AMBIGUOUS and outcome not in (Outcome.RETRY_LATER, Outcome.UNKNOWN, Outcome.NOT_MODIFIED)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from actors.journal_store import MIGRATIONS, SCHEMA_VERSION, JournalStore
+from actors.journal.store import MIGRATIONS, SCHEMA_VERSION, JournalStore
 from actors.messages import (
     ClosePosition,
     CommandAccepted,
@@ -26,16 +26,16 @@ from actors.messages import (
     JournalOrder,
     JournalSynced,
     OpenPosition,
-    PositionSettings,
 )
-from actors.position_core import close_order_id
-from actors.position_states import State
+from actors.position.base import close_order_id
+from actors.position.states import State
+from actors.settings import PositionSettings
 from adapters.base import OrderRequest, Side
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
-from tests import kit
-from tests.harness import Harness, venue
-from tests.kit import SimVenueThread
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from tests.support import kit
+from tests.support.harness import Harness, venue
+from tests.support.kit import SimVenueThread
 
 
 def test_a_close_goes_to_the_venue_reduce_only_when_the_journal_cannot_write():
@@ -53,7 +53,7 @@ def test_a_close_goes_to_the_venue_reduce_only_when_the_journal_cannot_write():
 
 
 def test_the_naked_deadline_rollback_does_not_wait_for_a_dead_journal():
-    from adapters.faults import Fault, FaultKind
+    from adapters.sim.faults import Fault, FaultKind
 
     h = Harness(venue(Fault("set_stop", FaultKind.ERROR, code=10016, message="timeout", times=100),
                       attached=False, lag=24.0))

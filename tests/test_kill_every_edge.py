@@ -26,21 +26,20 @@ from actors.messages import (
     JournalSynced,
     OpenPosition,
     PositionObserved,
-    PositionSettings,
     PositionSnapshot,
     Reprotect,
     StatusReport,
     StatusRequest,
     StopDeployment,
-    SupervisionSettings,
     WaitForState,
 )
-from actors.position_states import TRANSITIONS, State, Trigger
+from actors.position.states import TRANSITIONS, State, Trigger
+from actors.settings import PositionSettings, SupervisionSettings
 from adapters.base import OrderRequest, Side
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from tests import kit
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from tests.support import kit
 
 S, T = State, Trigger
 SYMBOL = "BTCUSDT"

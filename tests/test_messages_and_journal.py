@@ -5,26 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
 import inspect
 import json
 import pickle
+import pkgutil
 import sqlite3
 from typing import Any
 
 import pytest
 
 import actors.messages as messages
-from actors.journal_store import SCHEMA_VERSION, JournalStore
+import actors.settings as settings
+from actors.journal.store import SCHEMA_VERSION, JournalStore
 from actors.messages import JournalIntent, JournalOrder, JournalOrderUpdate, JournalTransition, PositionSnapshot
-from actors.position_states import State, TimerKind, Trigger
+from actors.position.states import State, TimerKind, Trigger
 from adapters.base import OrderRequest, Side
-from supervisor.api import position_json
-from supervisor.api_protocol import encode, event_line
+from supervisor.api.actor import position_json
+from supervisor.api.protocol import encode, event_line
 
 
 def message_classes() -> list[type]:
-    return [c for _, c in inspect.getmembers(messages, inspect.isclass)
-            if dataclasses.is_dataclass(c) and c.__module__ == messages.__name__]
+    """Every message and every setting: the package re-exports each message from one place."""
+    found = [c for module in (messages, settings) for _, c in inspect.getmembers(module, inspect.isclass)
+             if dataclasses.is_dataclass(c) and c.__module__.startswith((messages.__name__, settings.__name__))]
+    defined = {c for module in pkgutil.iter_modules(messages.__path__)
+               for _, c in inspect.getmembers(importlib.import_module(f"{messages.__name__}.{module.name}"),
+                                              inspect.isclass) if c.__module__.startswith(messages.__name__)}
+    missing = sorted(c.__name__ for c in defined - set(found))
+    assert not missing, f"not re-exported by actors.messages: {missing}"
+    return found
 
 
 @pytest.mark.parametrize("cls", message_classes(), ids=lambda c: c.__name__)
@@ -145,7 +155,7 @@ def test_the_journal_tells_a_burst_of_commits_in_one_message_per_receiver():
     # A thousand entries at once: one PlaceOrders to the exchange and one OrdersJournaled per
     # PositionActor, not two thousand sends (thespian stopped reading while it drained them, and
     # the watchdog killed the journal as hung behind them).
-    from actors.journal import JournalActor
+    from actors.journal.actor import JournalActor
     from actors.messages import (
         EventsCommitted,
         JournalOrder,
@@ -185,7 +195,7 @@ def test_the_journal_tells_a_burst_of_commits_in_one_message_per_receiver():
 
 
 def test_a_send_failing_midway_through_the_journals_flush_never_sends_twice():
-    from actors.journal import JournalActor
+    from actors.journal.actor import JournalActor
     from actors.messages import JournalOrder
 
     journal = JournalActor.__new__(JournalActor)
@@ -208,7 +218,7 @@ def test_a_send_failing_midway_through_the_journals_flush_never_sends_twice():
 
 
 def test_an_order_the_exchange_cannot_take_yet_is_refused_to_its_owner_not_the_journal():
-    from actors.exchange import ExchangeActor
+    from actors.exchange.actor import ExchangeActor
     from actors.messages import OrderPlaced, PlaceOrder
 
     exchange = ExchangeActor.__new__(ExchangeActor)

@@ -12,10 +12,17 @@ import dataclasses
 
 import pytest
 
-from actors.messages import CommandAccepted, JournalPosition, JournalTransition, PositionStreamed, SetStop
-from actors.position_states import State, Trigger
+from actors.messages import (
+    CommandAccepted,
+    JournalPosition,
+    JournalTransition,
+    PositionObserved,
+    PositionStreamed,
+    SetStop,
+)
+from actors.position.states import State, Trigger
 from adapters.base import OrderRequest, PositionReport, Side
-from tests.harness import SYMBOL, Harness, fast_settings, venue
+from tests.support.harness import SYMBOL, Harness, fast_settings, venue
 
 KINDS = pytest.mark.parametrize("stop_orders", [False, True], ids=["stop-on-position", "stop-orders"])
 
@@ -216,6 +223,49 @@ def test_a_stop_triggered_while_the_stream_was_down_is_found_through_rest_with_i
     assert h.core.state is State.IDLE
     assert events(h, "closed")[-1]["reason"] == "stop_triggered"
     assert h.working_stops() == []
+
+
+@KINDS
+def test_a_stop_gone_from_a_fresh_stop_list_beside_a_lagging_position_read_is_a_close_not_a_rollback(stop_orders):
+    # The REST position view lags; the stop list does not. Read together just after our stop
+    # triggered, they show the position still open without its stop: it is set again, the engine
+    # answers "no position", and that -- two sources -- ends the episode with the venue's cause,
+    # no close order sent.
+    h = guarded(stop_orders, streams=False)
+    held = next(p for p in h.adapter.engine.position_view() if p.symbol == SYMBOL)
+    h.outside("trigger_stop")
+    stale = dataclasses.replace(held, stop_price=None, stop_prices=())
+    h._guarded(lambda: h.core.observe(PositionObserved(SYMBOL, stale, "drift")))
+    h.run()
+    assert h.core.state is State.IDLE and venue_position(h) is None
+    closed = events(h, "closed")[-1]
+    assert closed["reason"] == "stop_triggered" and closed["source"] == "rest", closed
+    assert Trigger.STOP_FAILED not in triggers(h)
+    assert [o for o in h.truth().orders if o.reduce_only and o.client_order_id.startswith("pg")] == []
+    assert h.working_stops() == []
+
+
+@pytest.mark.parametrize("push_first", [True, False], ids=["push-then-order", "order-then-push"])
+def test_a_reduction_whose_order_and_push_arrive_in_either_order_is_a_reduction_only(push_first):
+    # A stream may deliver the position push before the order that made it: the order must then
+    # not read as a close of all that is left (a needless VERIFYING, found on Binance).
+    from actors.messages import OrderStreamed
+    from adapters.base import OrderReport, OrderStatus
+
+    h = guarded(streams=False)
+    push = PositionStreamed(SYMBOL, PositionReport(SYMBOL, Side.BUY, 0.5, 100.0, 95.0), stop_known=True,
+                            received_ns=10**18)
+    order = OrderStreamed(OrderReport(SYMBOL, "hand-1", "v-1", Side.SELL, 0.5, OrderStatus.FILLED, 0.5, 100.0,
+                                      reduce_only=True), received_ns=10**18)
+    for msg in (push, order) if push_first else (order, push):
+        if isinstance(msg, PositionStreamed):
+            h.core.on_position_streamed(msg)
+        else:
+            h.core.on_order_streamed(msg)
+    h.run()
+    assert h.core.state is State.PROTECTED and h.core.snapshot().filled_qty == 0.5
+    assert "outside_seen" not in triggers(h)
+    assert h.core.episode.resized is None and h.core.episode.reduced_by is None    # matched, nothing left over
 
 
 def test_a_push_older_than_the_venues_latest_answer_is_dropped():

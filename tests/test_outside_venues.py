@@ -17,17 +17,17 @@ from typing import Any
 
 import pytest
 
-from actors.messages import PositionSettings, ProtectionSettings, StreamSettings, SupervisionSettings
+from actors.settings import PositionSettings, ProtectionSettings, StreamSettings, SupervisionSettings
 from adapters.base import Side
-from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit_emulator import BybitEmulator
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.sim_server import outside
-from adapters.simulated import SimVenueConfig
-from tests import kit
-from tests.emulator import SETTINGS, EmulatorThread, emulator_config
-from tests.kit import PRICES, SimVenueThread
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from adapters.sim.server import outside
+from tests.support import kit
+from tests.support.emulator import SETTINGS, EmulatorThread, emulator_config
+from tests.support.kit import PRICES, SimVenueThread
 
 VENUES = ("sim", "bybit", "binance")
 SYMBOL, QTY, STOP = "BTCUSDT", 0.01, 58_800.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from actors.exchange_service import Pacer
-from tests.kit import ManualClock
+from actors.exchange.core import Pacer
+from tests.support.kit import ManualClock
 
 
 def test_entries_leave_a_reserve_that_a_stop_may_use_at_once():
@@ -85,15 +85,15 @@ def test_queued_entries_are_granted_at_least_the_rate_less_the_reserve(monkeypat
 def test_a_query_for_an_order_still_queued_behind_the_rate_limit_waits_until_it_has_gone():
     # A burst of entries waits its turn here; the venue would answer "not found" for the last
     # one, and its caller -- past its window -- would give up on an order still going to be sent.
-    from actors.exchange_service import ExchangeService
+    from actors.exchange.core import ExchangeCore
     from actors.messages import OrderPlaced, OrderQueried, PlaceOrder, QueryOrder
     from adapters.base import OrderRequest, OrderStatus, Side
-    from adapters.sim_engine import EngineConfig
-    from adapters.simulated import SimulatedAdapter, SimVenueConfig
+    from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+    from adapters.sim.engine import EngineConfig
 
     adapter = SimulatedAdapter(SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0),
                                               orders_per_second=5.0))
-    service = ExchangeService(adapter)
+    service = ExchangeCore(adapter)
 
     async def scenario() -> tuple[list[object], object]:
         orders = [asyncio.ensure_future(service.handle(PlaceOrder(OrderRequest("BTCUSDT", Side.BUY, 1.0, f"pg-q{i}"))))

@@ -21,10 +21,10 @@ from actors.messages import (
     QueryOrder,
     StopSet,
 )
-from actors.position_states import State
+from actors.position.states import State
 from adapters.base import OrderStatus, Side
-from adapters.faults import Fault, FaultKind
-from tests.harness import PRICE, SYMBOL, Harness, fast_settings, venue
+from adapters.sim.faults import Fault, FaultKind
+from tests.support.harness import PRICE, SYMBOL, Harness, fast_settings, venue
 
 
 def assert_converged(h: Harness) -> None:

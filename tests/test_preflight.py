@@ -13,26 +13,26 @@ from typing import Any
 
 import pytest
 
-from actors.exchange import START_BACKOFF_CAP_S, start_backoff, start_failure
+from actors.exchange.actor import START_BACKOFF_CAP_S, start_backoff, start_failure
 from actors.messages import (
     DeploymentFailed,
     StartDeployment,
     StopDeployment,
 )
 from adapters.base import VenueError, VenueTimeout
-from adapters.binance import BinanceAdapter
-from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit import BybitAdapter
-from adapters.bybit_emulator import BybitEmulator
-from adapters.emulator_account import EmulatorAccount
-from adapters.emulator_base import EmulatorConfig
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
-from adapters.venue_settings import MissingKey
+from adapters.binance.adapter import BinanceAdapter
+from adapters.bybit.adapter import BybitAdapter
+from adapters.ccxt.settings import MissingKey
+from adapters.emulators.account import EmulatorAccount
+from adapters.emulators.base import EmulatorConfig
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
 from supervisor.supervisor import Supervisor
-from tests import kit
-from tests.emulator import SETTINGS, EmulatorThread, run_adapter
-from tests.kit import (
+from tests.support import kit
+from tests.support.emulator import SETTINGS, EmulatorThread, run_adapter
+from tests.support.kit import (
     E2E_KEY,
     E2E_KEY_ENV,
     E2E_SECRET,
@@ -177,7 +177,7 @@ def test_posguard_run_on_a_hedge_mode_account_exits_2_naming_the_setting(tmp_pat
 
 
 def test_the_emulator_section_takes_the_account_switches(tmp_path):
-    from supervisor.config import ConfigError, load_config
+    from supervisor.config.loader import ConfigError, load_config
 
     cfg = bybit_config(tmp_path, free_port(), free_port())
     cfg.write_text(cfg.read_text().replace("seed = 3", 'seed = 3\nhedge_mode = true\nhalted = ["ETHUSDT"]', 1))
@@ -191,7 +191,7 @@ def test_the_emulator_section_takes_the_account_switches(tmp_path):
 
 def test_an_adapter_that_fails_to_start_with_a_bug_fails_the_deployment_once_not_a_restart_loop():
     # Not the venue's doing (no retry helps): the start fails, with the reason, like a bad config.
-    from actors.exchange import ExchangeActor
+    from actors.exchange.actor import ExchangeActor
     from actors.messages import ActorFailed
 
     exchange = ExchangeActor.__new__(ExchangeActor)

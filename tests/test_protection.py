@@ -4,6 +4,7 @@ position fast and never touches a position its PositionActor is handling under t
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
 import time
 
@@ -11,19 +12,18 @@ from actors.messages import (
     AdoptPosition,
     ConfigureProtection,
     OpenPosition,
-    PositionSettings,
     PositionSnapshot,
     ProtectionReady,
-    ProtectionSettings,
     StreamTrust,
     StreamView,
 )
 from actors.protection import ProtectionActor, findings
+from actors.settings import PositionSettings, ProtectionSettings
 from adapters.base import OrderRequest, PositionReport, Side
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from tests import kit
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from tests.support import kit
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 NOW = 1_000.0
@@ -75,15 +75,18 @@ def deploy(asys, tmp_path, venue: SimVenueConfig, adapter=SimulatedAdapter, **st
                           settings=SETTINGS, timeout=10, **start)
 
 
-def test_a_foreign_position_is_protected_within_the_scan_interval_plus_a_second(tcp_system, tmp_path):
+def test_a_foreign_position_is_protected_by_the_scan(tcp_system, tmp_path):
+    # How fast (scan interval + about a second) is a figure: bench/orphan.py measures it.
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),
                            latency_s=0.01, recv_window_s=0.5)
-    started = time.monotonic()
     d = deploy(tcp_system, tmp_path, venue, VenueWithForeignETH,
                protection=ProtectionSettings(scan_s=0.5, grace_s=0.0))
-    snap_ = d.wait("ETHUSDT", "PROTECTED")
-    assert "adopted foreign position" in snap_.last_event or snap_.state == "PROTECTED"
-    assert time.monotonic() - started < 0.5 + 1.0 + 1.0          # scan interval + 1 s (+ start-up)
+    d.wait("ETHUSDT", "PROTECTED")
+    d.sync("ETHUSDT")
+    with sqlite3.connect(d.journal) as db:
+        found = [json.loads(data) for (data,) in db.execute(
+            "SELECT data FROM events WHERE symbol='ETHUSDT' AND kind='orphan' ORDER BY seq")]
+    assert [(e["kind"], e["action"], e["stop_price"]) for e in found] == [("foreign", "protect", 9.8)]
     truth = d.truth()
     eth = truth.open_positions()["ETHUSDT"]
     assert eth.qty == 3.0 and eth.stop_price == 9.8              # 2 % below its entry
@@ -117,7 +120,7 @@ def test_no_second_stop_nor_close_on_a_position_being_protected_under_the_lag(tc
 def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     import urllib.request
 
-    from supervisor.processes import listening_sockets
+    from supervisor.host.procfs import listening_sockets
 
     port = kit.free_port()
     venue = SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0, "ETHUSDT": 10.0}, volatility=0.0),

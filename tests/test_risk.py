@@ -6,18 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from actors.messages import (
-    AdoptPosition,
-    ClosePosition,
-    CommandAccepted,
-    CommandDenied,
-    OpenPosition,
-    RiskLimits,
-)
-from actors.position_core import ADOPTION_REFUSED
-from actors.position_states import State
+from actors.messages import AdoptPosition, ClosePosition, CommandAccepted, CommandDenied, OpenPosition
+from actors.position.base import ADOPTION_REFUSED
+from actors.position.states import State
+from actors.settings import RiskLimits
 from adapters.base import Side
-from tests.harness import PRICE, SYMBOL, Harness, venue
+from tests.support.harness import PRICE, SYMBOL, Harness, venue
 
 LIMITS = RiskLimits(max_qty=5.0, max_notional=1_000.0, max_stop_distance_pct=10.0)
 
@@ -98,3 +92,17 @@ def test_adoption_with_a_stop_outside_the_limits_is_refused_as_an_alert():
     assert isinstance(within, CommandAccepted)          # an adoption is no entry: qty and notional are not its
     h.run(until=60)
     assert h.core.state is State.PROTECTED and h.truth().open_positions()[SYMBOL].stop_price == 98.0
+
+
+def test_the_limits_are_pure_functions_of_what_they_judge():
+    # No core, no venue: the same refusals from the values alone (actors/position/risk.py).
+    from actors.position import risk
+
+    assert risk.deny_risk(None, SYMBOL, Side.BUY, 1e9, 1.0, None) is None          # no limits: nothing refused
+    assert "max_qty" in risk.deny_risk(LIMITS, SYMBOL, Side.BUY, 6.0, 95.0, PRICE)
+    assert risk.deny_risk(LIMITS, SYMBOL, Side.BUY, 6.0, 95.0, PRICE, entry=False) is None   # a stop alone
+    assert "below the price" in risk.deny_risk(LIMITS, SYMBOL, Side.BUY, 1.0, 101.0, PRICE, entry=False)
+    assert risk.reference_price(None, (100.0, 10.0), now=14.0, max_age_s=5.0) == 100.0
+    assert risk.reference_price(None, (100.0, 10.0), now=16.0, max_age_s=5.0) is None    # too old
+    assert risk.reference_price(-1.0, None, now=0.0, max_age_s=5.0) is None               # unusable: not taken
+    assert "qty must be a positive number" in risk.deny_order_values(float("nan"), 95.0)

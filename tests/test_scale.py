@@ -18,20 +18,19 @@ from actors.messages import (
     DeploymentReady,
     GetTrueState,
     OpenPosition,
-    PositionSettings,
     StartDeployment,
     StatusReport,
     StatusRequest,
     StopDeployment,
-    SupervisionSettings,
     WaitForState,
 )
+from actors.settings import PositionSettings, SupervisionSettings
 from adapters.base import Side
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
 from supervisor.specs import AUTO_PROCESSES, symbols_per_process
 from supervisor.supervisor import Supervisor
-from tests import kit
+from tests.support import kit
 
 
 def deploy(asys: Any, tmp: Any, symbols: int, per_process: int = 1) -> tuple[Any, tuple[str, ...]]:
@@ -144,7 +143,7 @@ def test_a_burst_of_sends_from_one_handler_is_queued_never_dropped(tcp_system):
 
 
 def test_the_thespian_internals_the_descriptor_patches_rely_on_are_there():
-    # supervisor/descriptors.py patches these; thespian is pinned, and a move fails here first.
+    # supervisor/actor_system/descriptors.py patches these; thespian is pinned, and a move fails here first.
     from thespian.system import multiprocCommon, transport, utilis
 
     assert hasattr(multiprocCommon.MultiProcReplicator, "_startChildActor")
@@ -193,7 +192,7 @@ def test_the_system_start_raises_the_open_files_limit_to_the_hard_one():
     import subprocess
     import sys
 
-    probe = ("import resource\nfrom supervisor import descriptors\n"
+    probe = ("import resource\nfrom supervisor.actor_system import descriptors\n"
              "print(descriptors.raise_open_files_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30, cwd=kit.ROOT,
                          preexec_fn=_limited(256, 4096))
@@ -221,8 +220,8 @@ def test_a_child_that_never_answered_is_found_by_the_port_its_address_names(tmp_
     import subprocess
     import sys
 
-    from supervisor.processes import child_listening_on
-    from supervisor.system import free_port
+    from supervisor.actor_system.start import free_port
+    from supervisor.host.procfs import child_listening_on
 
     port = free_port()
     listener = ("import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', int(sys.argv[1])))\n"

@@ -8,10 +8,10 @@ import tempfile
 import pytest
 
 from adapters.base import OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.sim_server import RemoteSimAdapter, SimVenueServer
-from adapters.simulated import SimVenueConfig
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from adapters.sim.server import RemoteSimAdapter, SimVenueServer
 
 
 def config(*faults: Fault) -> SimVenueConfig:

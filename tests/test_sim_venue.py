@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from adapters.base import CloseKind, OrderRequest, OrderStatus, Side, VenueError, VenueTimeout
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import ZERO_POSITION, EngineConfig, SimEngine
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from tests.kit import ManualClock
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import ZERO_POSITION, EngineConfig, SimEngine
+from adapters.sim.faults import Fault, FaultKind
+from tests.support.kit import ManualClock
 
 
 def engine(lag: float = 24.0, volatility: float = 0.0, **kw) -> tuple[SimEngine, ManualClock]:

@@ -21,15 +21,18 @@ import aiohttp
 import pytest
 
 from adapters.base import OrderRequest, OrderStatus, PositionReport, Side
-from adapters.binance import BinanceAdapter
-from adapters.binance_emulator import BinanceEmulator
-from adapters.binance_emulator_ws import ALGO_ID_BASE
-from adapters.bybit import BybitAdapter
-from adapters.ccxt_base import CcxtAdapter
-from adapters.ccxt_streams import BinanceStream, BybitStream, CcxtStream, stream_base
-from adapters.emulator_base import EmulatorConfig
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
+from adapters.binance.adapter import BinanceAdapter
+from adapters.binance.stream import BinanceStream
+from adapters.bybit.adapter import BybitAdapter
+from adapters.bybit.stream import BybitStream
+from adapters.ccxt.adapter import CcxtAdapter
+from adapters.ccxt.settings import CcxtVenueSettings
+from adapters.ccxt.stream import CcxtStream, stream_base
+from adapters.emulators.base import EmulatorConfig
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.binance_ws import ALGO_ID_BASE
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
 from adapters.streams import (
     StreamAuthFailed,
     StreamDown,
@@ -39,9 +42,8 @@ from adapters.streams import (
     StreamPosition,
     StreamStopOrder,
 )
-from adapters.venue_settings import CcxtVenueSettings
-from tests.emulator import EmulatorThread
-from tests.kit import KEY, SECRET, SECRET_ENV
+from tests.support.emulator import EmulatorThread
+from tests.support.kit import KEY, SECRET, SECRET_ENV
 
 PRICES = {"BTCUSDT": 60_000.0, "ETHUSDT": 3_000.0}
 STREAMS: dict[str, type[CcxtStream]] = {"bybit": BybitStream, "binanceusdm": BinanceStream}
@@ -78,7 +80,8 @@ def run(emu: EmulatorThread, scenario: Scenario, keep_alive_s: float = 1.0, stre
         loop = asyncio.get_running_loop()
         errors: list[dict[str, Any]] = []
         loop.set_exception_handler(lambda _loop, context: errors.append(context))
-        stream = STREAMS[emu.venue](emu.settings(**settings), keep_alive_s=keep_alive_s, **(stream_kw or {}))
+        parser = ADAPTERS[emu.venue](emu.settings(**settings))
+        stream = STREAMS[emu.venue](emu.settings(**settings), parser, keep_alive_s=keep_alive_s, **(stream_kw or {}))
         adapter = ADAPTERS[emu.venue](emu.settings(**settings))
         await adapter.start()
         try:
@@ -366,7 +369,8 @@ def test_bybit_refused_auth_is_auth_failed_then_a_new_open_authenticates_afresh(
 
 def test_a_missing_key_is_auth_failed_naming_the_variable(emu):
     async def scenario(stream: CcxtStream, ad: CcxtAdapter):
-        stream = STREAMS[emu.venue](emu.settings(key_env="POSGUARD_TEST_NO_SUCH_KEY"))
+        no_key = emu.settings(key_env="POSGUARD_TEST_NO_SUCH_KEY")
+        stream = STREAMS[emu.venue](no_key, ADAPTERS[emu.venue](no_key))
         with pytest.raises(StreamAuthFailed, match="POSGUARD_TEST_NO_SUCH_KEY is not set"):
             await stream.open()
         await stream.close()

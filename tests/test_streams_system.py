@@ -3,23 +3,17 @@ buy, and that safety holds when they lie by omission -- drops, stalls, refused k
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from actors.messages import (
-    PositionSettings,
-    ProtectionSettings,
-    StreamSettings,
-    SupervisionSettings,
-)
+from actors.settings import PositionSettings, ProtectionSettings, StreamSettings, SupervisionSettings
 from adapters.base import OrderRequest, Side
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimVenueConfig
-from tests import kit
-from tests.kit import SimVenueThread
+from adapters.sim.adapter import SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from tests.support import kit
+from tests.support.kit import SimVenueThread
 
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
 SETTINGS = PositionSettings(naked_deadline_s=5.0, entry_unknown_window_s=1.5, poll_s=0.05, retry_s=0.05,
@@ -97,9 +91,7 @@ def test_a_stream_dropped_mid_entry_still_ends_protected_and_nothing_is_applied_
 def test_a_stall_falls_back_to_rest_and_a_refused_key_recovers_without_a_hang(deploy):
     d = deploy(venue(lag=0.2), ProtectionSettings(scan_s=0.3, grace_s=0.5))
     d.sim.stream_fault("stall")
-    started = time.monotonic()
-    d.until(lambda: d.stream_state() == "down", 5, "the stall detected")
-    assert time.monotonic() - started < 3.0
+    d.until(lambda: d.stream_state() == "down", 5, "the stall detected")    # how soon: bench, not a test
     assert "stalled" in d.status().streams[0].reason
     # Meanwhile a position opened by hand is still found -- by the REST scan.
     d.sim.on_loop(lambda: d.sim.engine.create_order(OrderRequest("ETHUSDT", Side.SELL, 2.0, "by-hand-2"), True))

@@ -8,16 +8,13 @@ from typing import Any
 
 import pytest
 
-from actors.messages import (
-    ProtectionSettings,
-    StreamSettings,
-)
+from actors.settings import ProtectionSettings, StreamSettings
 from adapters.base import OrderRequest, Side
-from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit_emulator import BybitEmulator
-from tests import kit
-from tests.emulator import SETTINGS, EmulatorThread, emulator_config
-from tests.kit import PRICES
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from tests.support import kit
+from tests.support.emulator import SETTINGS, EmulatorThread, emulator_config
+from tests.support.kit import PRICES
 
 VENUES = pytest.mark.parametrize("dialect", [BybitEmulator, BinanceEmulator], ids=["bybit", "binance"])
 

@@ -18,17 +18,16 @@ from actors.messages import (
     JournalSync,
     JournalSynced,
     OpenPosition,
-    PositionSettings,
     SetSafeMode,
     StatusReport,
-    SupervisionSettings,
 )
+from actors.settings import PositionSettings, SupervisionSettings
 from adapters.base import OrderRequest, Side
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
 from supervisor.specs import RestartIntensity, backoff
-from tests import kit
+from tests.support import kit
 
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0}
 SETTINGS = PositionSettings(naked_deadline_s=2.0, entry_unknown_window_s=0.5, poll_s=0.02, retry_s=0.02,

@@ -10,17 +10,15 @@ from typing import Any
 
 import pytest
 
-from actors.journal_store import SCHEMA_VERSION
-from actors.messages import (
-    JournalSynced,
-    PositionSettings,
-)
+from actors.journal.store import SCHEMA_VERSION
+from actors.messages import JournalSynced
+from actors.settings import PositionSettings
 from adapters.base import Side
-from adapters.faults import Fault, FaultKind
-from adapters.sim_engine import EngineConfig
-from adapters.simulated import SimulatedAdapter, SimVenueConfig
-from supervisor.processes import listening_sockets, socket_inodes, system_pids
-from tests import kit
+from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+from adapters.sim.engine import EngineConfig
+from adapters.sim.faults import Fault, FaultKind
+from supervisor.host.procfs import listening_sockets, socket_inodes, system_pids
+from tests.support import kit
 
 LAG = 2.4                                  # the incident's 24 s, scaled by 1/10
 PRICES = {"BTCUSDT": 100.0, "ETHUSDT": 10.0, "SLOWUSDT": 1.0}

@@ -13,11 +13,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from actors.fsm import FSM, InvalidTransition
 from actors.messages import JournalTransition
-from actors.position_core import TIMERS
-from actors.position_states import CLOSABLE, CLOSING, HELD, TRANSITIONS, State, TimerKind, Trigger
+from actors.position.core import TIMERS
+from actors.position.states import CLOSABLE, CLOSING, HELD, TRANSITIONS, State, TimerKind, Trigger
 from adapters.base import Side
-from adapters.faults import Fault, FaultKind
-from tests.harness import SYMBOL, Harness, fast_settings, venue
+from adapters.sim.faults import Fault, FaultKind
+from tests.support.harness import SYMBOL, Harness, fast_settings, venue
 
 HANDLING = {State.RECOVERING, State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.FLATTENING, State.STUCK}
 

@@ -12,23 +12,18 @@ from typing import Any
 
 import pytest
 
-from actors.messages import (
-    DeploymentFailed,
-    DeploymentStopped,
-    ProtectionSettings,
-    StartDeployment,
-    StopDeployment,
-)
+from actors.messages import DeploymentFailed, DeploymentStopped, StartDeployment, StopDeployment
+from actors.settings import ProtectionSettings
 from adapters.base import OrderRequest, Side
-from adapters.binance_emulator import BinanceEmulator
-from adapters.bybit_emulator import BybitEmulator
-from adapters.emulator_base import EmulatorBase, EmulatorConfig
-from adapters.faults import Fault, FaultKind
+from adapters.emulators.base import EmulatorBase, EmulatorConfig
+from adapters.emulators.binance import BinanceEmulator
+from adapters.emulators.bybit import BybitEmulator
+from adapters.sim.faults import Fault, FaultKind
 from supervisor.supervisor import Supervisor
-from tests import kit
-from tests.emulator import SETTINGS, EmulatorThread
-from tests.emulator import emulator_config as venue
-from tests.kit import BAD_SECRET_ENV, KEY, PRICES, SECRET
+from tests.support import kit
+from tests.support.emulator import SETTINGS, EmulatorThread
+from tests.support.emulator import emulator_config as venue
+from tests.support.kit import BAD_SECRET_ENV, KEY, PRICES, SECRET
 
 LAG = 24.0
 

@@ -7,11 +7,11 @@ import ccxt
 import pytest
 
 from adapters.base import PositionReport, Side, StopOrderReport, VenueError, VenueTimeout
-from adapters.binance import BinanceAdapter, stop_client_id
-from adapters.bybit import BybitAdapter
+from adapters.binance.adapter import BinanceAdapter, stop_client_id
+from adapters.bybit.adapter import BybitAdapter
+from adapters.ccxt.settings import CcxtVenueSettings, unified_symbol, venue_symbol
 from adapters.errors import Outcome, classify_error
 from adapters.stops import with_stop_orders
-from adapters.venue_settings import CcxtVenueSettings, unified_symbol, venue_symbol
 
 SETTINGS = CcxtVenueSettings("bybit", key_env="K", secret_env="S")
 

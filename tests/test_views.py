@@ -7,7 +7,7 @@ import io
 import time
 from typing import Any
 
-from supervisor.views import LIVE_ROWS, LiveView, print_status
+from supervisor.cli.views import LIVE_ROWS, LiveView, print_status
 
 
 def status(n: int, odd: dict[int, dict[str, Any]]) -> dict[str, Any]:
