@@ -33,5 +33,5 @@ def build(where: str, *args: Any) -> Any:
 def adapter_factory(venue: str, settings: Any, sim_server: str | None = None) -> Callable[[], Any]:
     """A picklable callable that builds the venue's adapter where it is called (the exchange)."""
     if venue == "simulated" and sim_server is not None:
-        return functools.partial(build, "adapters.sim.server:RemoteSimAdapter", sim_server)
+        return functools.partial(build, "adapters.sim.remote:RemoteSimAdapter", sim_server)
     return functools.partial(build, VENUES[venue].adapter, settings)

@@ -37,7 +37,7 @@ from adapters.emulators.bybit import BybitEmulator
 from adapters.sim.adapter import SimVenueConfig
 from adapters.sim.engine import EngineConfig
 from adapters.sim.faults import Fault, FaultKind
-from adapters.sim.server import outside
+from adapters.sim.outside import outside
 from tests.support import kit
 from tests.support.emulator import EmulatorThread
 
@@ -86,7 +86,7 @@ class Venue:
         if self.kind == "sim":
             import functools
 
-            from adapters.sim.server import RemoteSimAdapter
+            from adapters.sim.remote import RemoteSimAdapter
 
             if not streams:
                 self.thread.stream_fault("reject_auth", True)      # no stream for this run

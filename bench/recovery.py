@@ -33,7 +33,7 @@ from loguru import logger
 
 from actors.messages import ClosePosition, OpenPosition, PositionSnapshot
 from adapters.base import Side
-from adapters.sim.server import RemoteSimAdapter
+from adapters.sim.remote import RemoteSimAdapter
 from supervisor.host.procfs import kill_system
 from tests.support import kit
 

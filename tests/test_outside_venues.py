@@ -24,7 +24,7 @@ from adapters.emulators.bybit import BybitEmulator
 from adapters.sim.adapter import SimVenueConfig
 from adapters.sim.engine import EngineConfig
 from adapters.sim.faults import Fault, FaultKind
-from adapters.sim.server import outside
+from adapters.sim.outside import outside
 from tests.support import kit
 from tests.support.emulator import SETTINGS, EmulatorThread, emulator_config
 from tests.support.kit import PRICES, SimVenueThread

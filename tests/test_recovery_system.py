@@ -19,7 +19,7 @@ import pytest
 
 from actors.settings import PositionSettings, SupervisionSettings
 from adapters.base import Side
-from adapters.sim.server import RemoteSimAdapter
+from adapters.sim.remote import RemoteSimAdapter
 from supervisor.host.procfs import kill_system, wait_exited
 from tests.support import kit
 

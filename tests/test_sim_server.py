@@ -11,7 +11,8 @@ from adapters.base import OrderRequest, OrderStatus, Side, VenueError, VenueTime
 from adapters.sim.adapter import SimVenueConfig
 from adapters.sim.engine import EngineConfig
 from adapters.sim.faults import Fault, FaultKind
-from adapters.sim.server import RemoteSimAdapter, SimVenueServer
+from adapters.sim.remote import RemoteSimAdapter
+from adapters.sim.server import SimVenueServer
 
 
 def config(*faults: Fault) -> SimVenueConfig:

@@ -13,7 +13,8 @@ import pytest
 from adapters.base import OrderRequest, Side
 from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
 from adapters.sim.engine import EngineConfig
-from adapters.sim.server import RemoteSimAdapter, SimVenueServer
+from adapters.sim.remote import RemoteSimAdapter
+from adapters.sim.server import SimVenueServer
 from adapters.sim.stream import STALL_S
 from adapters.streams import StreamAuthFailed, StreamDown, StreamFill, StreamOrder, StreamPosition
 

@@ -8,7 +8,7 @@ duplicate client ids, recv window, rate limit and injected faults mean the same 
 
 `/emulator/*` is the side door (truth, faults, and what happens to the account outside posguard:
 `/emulator/outside` with `{"action": "order" | "liquidate" | "deleverage" | "clear_stop" |
-"move_stop" | "trigger_stop", "symbol": ..., ...}`, see adapters/sim/server.outside); it needs no
+"move_stop" | "trigger_stop", "symbol": ..., ...}`, see adapters/sim/outside.py); it needs no
 signature and exists only because the server binds to loopback alone.
 """
 
@@ -32,7 +32,8 @@ from adapters.emulators.ws import StreamServer
 from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
 from adapters.sim.engine import EngineEvent
 from adapters.sim.faults import Fault, FaultKind
-from adapters.sim.server import LOOPBACK, encode, outside
+from adapters.sim.outside import outside
+from adapters.sim.wire import LOOPBACK, encode
 
 MIN_NOTIONAL = 5.0                   # USDT, like both venues' linear perpetuals
 

@@ -24,7 +24,6 @@ import random
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from adapters.base import (
     ClosureReport,
@@ -39,65 +38,12 @@ from adapters.base import (
     VenueError,
     closure_kind,
 )
-from adapters.bounds import Count, Number, Price, Seconds
+from adapters.sim.records import EngineConfig, EngineEvent, Episode, Position, closed_by_engine
 from adapters.sim.stops import StopBook, StopOrder, StopOrderStatus
 
 ZERO_POSITION = "can not set tp/sl/ts for zero position"
 NOTHING_TO_REDUCE = "current position is zero, cannot fix reduce-only order qty"
 EPS = 1e-12
-# The engine's own closing orders, by the prefix of the client id it gives them: what closed a position.
-CLOSED_BY = {"stop-": "stop", "liq-": "liquidation", "adl-": "adl"}
-
-
-def closed_by_engine(client_order_id: str) -> str:
-    """"stop" | "liquidation" | "adl" for the engine's own closing orders, "" for a client's."""
-    return next((why for prefix, why in CLOSED_BY.items() if client_order_id.startswith(prefix)), "")
-
-
-@dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """How the simulated market behaves."""
-
-    seed: Count[0, 2**31 - 1] = 1
-    prices: dict[str, Price] = field(default_factory=lambda: {"BTCUSDT": 60_000.0})
-    position_lag_s: Seconds[0.0, 3600.0] = 0.0
-    tick_s: Seconds[0.001, 60.0] = 0.05
-    volatility: Number[0.0, 0.5] = 0.0002    # relative standard deviation of one tick's move
-
-
-@dataclass(slots=True)
-class _Position:
-    qty: float = 0.0                 # signed
-    entry_price: float = 0.0
-    stop_price: float | None = None
-    episode: int | None = None       # index into SimEngine._episodes while open
-
-
-@dataclass(slots=True)
-class _Episode:
-    symbol: str
-    qty: float
-    entry_price: float
-    stop_price: float | None
-    opened_at: float
-    closed_at: float | None = None
-    naked_total: float = 0.0
-    naked_since: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EngineEvent:
-    """What the engine's private stream says, as it happens (no lag): an order's new state, or a
-    symbol's position (None: flat). The stream emulators and the simulated venue's stream carry
-    these; `closed_by` marks the venue's own closing orders (a stop that triggered, liquidation)."""
-
-    at: float
-    symbol: str
-    order: OrderReport | None = None
-    position: PositionReport | None = None
-    closed_by: str = ""                  # "" | "stop" | "liquidation" | "adl"
-    stop_order: StopOrderReport | None = None   # a stop order placed, cancelled or finished (`stop_status`)
-    stop_status: str = ""
 
 
 class SimEngine:
@@ -112,13 +58,13 @@ class SimEngine:
         self._t0 = clock()
         self._walks: dict[str, list[float]] = {}
         self._rngs: dict[str, random.Random] = {}
-        self._positions: dict[str, _Position] = {s: _Position() for s in config.prices}
+        self._positions: dict[str, Position] = {s: Position() for s in config.prices}
         # (time, view) snapshots per symbol; reads pick the newest one older than the lag.
         self._history: dict[str, list[tuple[float, PositionReport | None]]] = {
             s: [(0.0, None)] for s in config.prices}
         self._orders: dict[str, OrderReport] = {}
         self._order_seq = 0
-        self._episodes: list[_Episode] = []
+        self._episodes: list[Episode] = []
         self._advanced_to = 0.0
         self._scheduled: list[tuple[float, int, Callable[[], object]]] = []
         self._frozen_at: float | None = None
@@ -414,7 +360,7 @@ class SimEngine:
         self._emit(EngineEvent(self.now(), req.symbol, order=report))
         return report
 
-    def _fill(self, symbol: str, pos: _Position, signed: float, px: float, stop: float | None) -> None:
+    def _fill(self, symbol: str, pos: Position, signed: float, px: float, stop: float | None) -> None:
         old = pos.qty
         new = old + signed
         if abs(new) < EPS:
@@ -441,13 +387,13 @@ class SimEngine:
         size = abs(pos.qty) if qty is None else min(qty, abs(pos.qty))
         self._close_by_venue(symbol, pos, size, self.price(symbol), self.now(), prefix, closed_by)
 
-    def _trigger_stop(self, symbol: str, pos: _Position, px: float, t: float) -> None:
+    def _trigger_stop(self, symbol: str, pos: Position, px: float, t: float) -> None:
         fired = None
         if self.stop_book is not None:
             fired = self.stop_book.effective(symbol, Side.BUY if pos.qty > 0 else Side.SELL)
         self._close_by_venue(symbol, pos, abs(pos.qty), px, t, "stop", "stop", fired)
 
-    def _close_by_venue(self, symbol: str, pos: _Position, qty: float, px: float, t: float, prefix: str,
+    def _close_by_venue(self, symbol: str, pos: Position, qty: float, px: float, t: float, prefix: str,
                         closed_by: str, fired: StopOrder | None = None) -> None:
         """An order the venue itself places: a stop that triggered (`fired`: the stop order it
         was, which ends with it; other stop orders keep working), a liquidation, an ADL."""
@@ -467,7 +413,7 @@ class SimEngine:
             self._emit(EngineEvent(t, symbol, stop_order=fired.report(), stop_status=fired.status))
         self._touch(symbol, pos, at=t)
 
-    def _touch(self, symbol: str, pos: _Position, at: float | None = None) -> None:
+    def _touch(self, symbol: str, pos: Position, at: float | None = None) -> None:
         """Record the new state: history for lagged reads, episode and naked-time accounting."""
         now = self.now() if at is None else at
         view = None if pos.qty == 0 else PositionReport(
@@ -477,7 +423,7 @@ class SimEngine:
         self._emit(EngineEvent(now, symbol, position=view))
         if pos.qty != 0 and pos.episode is None:
             pos.episode = len(self._episodes)
-            self._episodes.append(_Episode(symbol, pos.qty, pos.entry_price, pos.stop_price, opened_at=now))
+            self._episodes.append(Episode(symbol, pos.qty, pos.entry_price, pos.stop_price, opened_at=now))
         if pos.episode is None:
             return
         ep = self._episodes[pos.episode]
@@ -491,7 +437,7 @@ class SimEngine:
         if pos.qty == 0:
             self._close_episode(pos, at=now)
 
-    def _close_episode(self, pos: _Position, at: float | None = None) -> None:
+    def _close_episode(self, pos: Position, at: float | None = None) -> None:
         if pos.episode is None:
             return
         ep = self._episodes[pos.episode]

@@ -155,7 +155,7 @@ class SimStream(VenueStream):
 
 
 def encode_item(item: StreamItem) -> dict[str, Any]:
-    from adapters.sim.server import encode
+    from adapters.sim.wire import encode
 
     kind = {StreamOrder: "order", StreamFill: "fill", StreamPosition: "position",
             StreamStopOrder: "stop_order"}[type(item)]

@@ -26,9 +26,8 @@ from typing import Any, Protocol
 from loguru import logger
 
 from actors.messages import Event
+from supervisor.api.limits import MAX_LINE, VERSION
 from supervisor.api.protocol import (
-    MAX_LINE,
-    VERSION,
     ApiError,
     Request,
     encode,

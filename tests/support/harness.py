@@ -231,8 +231,8 @@ class Harness:
         return self._guarded(lambda: self.core.cancel_leftovers(CancelLeftovers(SYMBOL, ids)))
 
     def outside(self, action: str, **args) -> None:
-        """Something done to the account outside posguard (adapters/sim/server.outside)."""
-        from adapters.sim.server import outside
+        """Something done to the account outside posguard (adapters/sim/outside.py)."""
+        from adapters.sim.outside import outside
 
         outside(self.adapter.engine, action, SYMBOL, **args)
 

@@ -12,7 +12,7 @@ def venue_truth(path: str | Path) -> Any:
     """The TrueState of the simulated venue serving the Unix socket `path`."""
     import asyncio
 
-    from adapters.sim.server import RemoteSimAdapter
+    from adapters.sim.remote import RemoteSimAdapter
 
     async def ask() -> Any:
         venue = RemoteSimAdapter(str(path))
@@ -72,6 +72,6 @@ class SimVenueThread:
     def factory(self) -> Any:
         import functools
 
-        from adapters.sim.server import RemoteSimAdapter
+        from adapters.sim.remote import RemoteSimAdapter
 
         return functools.partial(RemoteSimAdapter, self.path)
