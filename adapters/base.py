@@ -7,7 +7,7 @@ module sees only the frozen reports below and `VenueError` / `VenueTimeout`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -40,9 +40,8 @@ class Capabilities:
     venue: str
     attached_stop: bool              # a stop loss can travel with the entry order
     orders_per_second: float         # account order limit the client must pace itself to
+    dialect: str                     # whose error codes VenueError carries (adapters.errors tables)
     reads_per_second: float = 50.0
-    has_truth: bool = False          # simulated venues expose their true state
-    dialect: str = "bybit"           # whose error codes VenueError carries (adapters.errors tables)
     stop_orders: bool = False        # stops may live as open conditional orders: the scan reads them
     streams: bool = False            # a private stream pushes orders and positions (adapters/streams.py)
 
@@ -146,40 +145,6 @@ def closure_kind(client_order_id: str, closed_by: str = "") -> CloseKind:
 
 
 @dataclass(frozen=True, slots=True)
-class TruePosition:
-    """The matching engine's truth about one position episode (simulated venues only)."""
-
-    symbol: str
-    qty: float                       # signed: > 0 long, < 0 short, 0 closed
-    entry_price: float
-    stop_price: float | None
-    opened_at: float
-    closed_at: float | None
-    naked_seconds: float             # time this position spent open with no stop
-
-
-@dataclass(frozen=True, slots=True)
-class TrueState:
-    """Everything a test or benchmark may know that no client of a real venue could."""
-
-    now: float
-    prices: dict[str, float]
-    positions: tuple[TruePosition, ...]          # every episode, open and closed, oldest first
-    orders: tuple[OrderReport, ...] = field(default=())
-    calls: tuple[tuple[str, int], ...] = field(default=())     # (operation, count) as the venue saw them
-
-    def call_count(self, op: str) -> int:
-        return dict(self.calls).get(op, 0)
-
-    def open_positions(self) -> dict[str, TruePosition]:
-        return {p.symbol: p for p in self.positions if p.closed_at is None}
-
-    def max_naked_seconds(self, symbol: str | None = None) -> float:
-        return max((p.naked_seconds for p in self.positions
-                    if symbol is None or p.symbol == symbol), default=0.0)
-
-
-@dataclass(frozen=True, slots=True)
 class Preflight:
     """What the venue's account says before any entry: problems (each names the setting to
     change) refuse the deployment; warnings are shown."""
@@ -260,10 +225,6 @@ class VenueAdapter(ABC):
         """Orders that reduced or closed the symbol's position, newest first (order history).
         Used only to tell *why* a position is gone; never to decide that it is."""
         return []
-
-    async def true_state(self) -> TrueState | None:
-        """Simulated venues only."""
-        return None
 
     async def preflight(self, symbols: tuple[str, ...]) -> Preflight:
         """Is this account fit for posguard on these symbols (one-way position mode, symbols

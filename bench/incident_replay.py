@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from loguru import logger
 
 from actors.messages import OpenPosition
-from adapters.base import OrderRequest, Side, TrueState, VenueAdapter
+from adapters.base import OrderRequest, Side, VenueAdapter
 from adapters.emulators.base import EmulatorConfig
 from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
 from adapters.sim.engine import EngineConfig
+from adapters.sim.truth import TrueState
 from tests.support import kit
 from tests.support.emulator import EmulatorThread
 

@@ -42,7 +42,8 @@ from adapters.base import (
 )
 from adapters.errors import Outcome
 
-CAPS = Capabilities(venue="fake", attached_stop=True, orders_per_second=1000.0, reads_per_second=1000.0)
+CAPS = Capabilities(venue="fake", attached_stop=True, orders_per_second=1000.0, dialect="bybit",
+                    reads_per_second=1000.0)
 
 
 class Recorder(Actor):

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from adapters.base import TrueState
+from adapters.sim.truth import TrueState
 from supervisor.actor_system.start import free_port
 from supervisor.cli.main import main
 from tests.support import kit

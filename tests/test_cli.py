@@ -23,10 +23,10 @@ from tests.support.kit import ROOT, demo_config, one_line_error, posguard, runni
 def no_stray_processes(request: pytest.FixtureRequest) -> Iterator[None]:
     """After each test that made a folder: no `posguard` it started (its config is in that
     folder) is still running."""
+    folder = str(request.getfixturevalue("tmp_path")) if "tmp_path" in request.fixturenames else None
     yield
-    if "tmp_path" not in request.fixturenames:
+    if folder is None:
         return
-    folder = str(request.getfixturevalue("tmp_path"))
     stray = set()
     for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         try:

@@ -69,7 +69,7 @@ def _sample(annotation: str):
         return True
     if "Capabilities" in text:
         from adapters.base import Capabilities
-        return Capabilities("sim", True, 10.0)
+        return Capabilities("sim", True, 10.0, "bybit")
     if "Outcome" in text:
         from adapters.errors import Outcome
         return Outcome.UNKNOWN

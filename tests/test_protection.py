@@ -83,7 +83,7 @@ def test_a_foreign_position_is_protected_by_the_scan(tcp_system, tmp_path):
                protection=ProtectionSettings(scan_s=0.5, grace_s=0.0))
     d.wait("ETHUSDT", "PROTECTED")
     d.sync("ETHUSDT")
-    with sqlite3.connect(d.journal) as db:
+    with sqlite3.connect(tmp_path / "j.sqlite") as db:
         found = [json.loads(data) for (data,) in db.execute(
             "SELECT data FROM events WHERE symbol='ETHUSDT' AND kind='orphan' ORDER BY seq")]
     assert [(e["kind"], e["action"], e["stop_price"]) for e in found] == [("foreign", "protect", 9.8)]

@@ -101,8 +101,10 @@ def test_kill_9_of_the_whole_program_mid_entry_with_a_24s_lag_then_restart_conve
     killed_at = time.monotonic()
 
     with kit.running(cfg, duration=60) as second:             # a failure half-way leaves nothing behind
-        # The restarted job asks to open BTCUSDT again: refused, the journal and the venue say it is open.
-        second.read_until("not opened: BTCUSDT is PROTECTED")
+        # The restarted job asks to open BTCUSDT again: refused, the journal says it is held (the
+        # venue, asked by client id, then says how far it got: PROTECTED below).
+        second.read_until("not opened: BTCUSDT", "only an IDLE symbol accepts an entry")
+        second.read_until("PROTECTED")
         status = kit.posguard("status", "--config", str(cfg), "--json")
         (btc,) = json.loads(status.stdout)["positions"]
         assert btc["state"] == "PROTECTED" and btc["filled_qty"] == 2.0

@@ -13,6 +13,7 @@ from adapters.sim.engine import EngineConfig
 from adapters.sim.faults import Fault, FaultKind
 from adapters.sim.remote import RemoteSimAdapter
 from adapters.sim.server import SimVenueServer
+from adapters.sim.truth import TruthSource
 
 
 def config(*faults: Fault) -> SimVenueConfig:
@@ -41,7 +42,7 @@ async def _with_client(path: str, body):
 
 def test_orders_stops_queries_and_truth_over_the_wire():
     async def body(venue: RemoteSimAdapter):
-        assert venue.capabilities.attached_stop is False and venue.capabilities.has_truth
+        assert venue.capabilities.attached_stop is False and isinstance(venue, TruthSource)
         report = await venue.create_order(OrderRequest("BTCUSDT", Side.BUY, 2.0, "pge1"))
         assert report.status is OrderStatus.FILLED and report.side is Side.BUY
         await venue.set_stop("BTCUSDT", 95.0)

@@ -40,6 +40,7 @@ from actors.messages import (
 )
 from adapters.base import StopOrderReport, VenueAdapter, VenueError
 from adapters.errors import Outcome, classify_error
+from adapters.sim.truth import TruthSource
 from adapters.stops import is_ours, with_stop_orders
 
 T = TypeVar("T")
@@ -204,7 +205,9 @@ class ExchangeCore:
         return ClosuresFetched(msg.request_id, msg.symbol, tuple(closures or ()), failure)
 
     async def _truth(self, msg: GetTrueState) -> TrueStateReport:
-        return TrueStateReport(await self.adapter.true_state(), msg.request_id)
+        # Only the simulated venue knows its truth (adapters/sim/truth.py); a real one answers None.
+        state = await self.adapter.true_state() if isinstance(self.adapter, TruthSource) else None
+        return TrueStateReport(state, msg.request_id)
 
     async def _price(self, msg: FetchPrice) -> PriceFetched:
         price, failure = await self._call(self._reads, lambda: self.adapter.fetch_price(msg.symbol))

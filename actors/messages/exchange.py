@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.messages.base import VenueFailure, id_field, ts_field
-from adapters.base import ClosureReport, OrderReport, OrderRequest, PositionReport, Side, StopOrderReport, TrueState
+from adapters.base import ClosureReport, OrderReport, OrderRequest, PositionReport, Side, StopOrderReport
+from adapters.sim.truth import TrueState
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,6 @@ from adapters.base import (
     PositionReport,
     Side,
     StopOrderReport,
-    TrueState,
     VenueAdapter,
     VenueError,
     VenueTimeout,
@@ -29,6 +28,7 @@ from adapters.bounds import Number, Seconds
 from adapters.sim.engine import EngineConfig, SimEngine
 from adapters.sim.faults import Fault, FaultKind, FaultPlan
 from adapters.sim.stream import SimStream, StreamControl
+from adapters.sim.truth import TrueState
 from adapters.stops import STOP_ID_PREFIX, stop_client_id
 
 T = TypeVar("T")
@@ -63,7 +63,7 @@ class SimulatedAdapter(VenueAdapter):
         self.capabilities = Capabilities(
             venue="simulated", attached_stop=config.attached_stops and not config.stop_orders,
             orders_per_second=config.orders_per_second, reads_per_second=config.reads_per_second,
-            has_truth=True, streams=config.streams, stop_orders=config.stop_orders)
+            dialect="bybit", streams=config.streams, stop_orders=config.stop_orders)   # Bybit's retCodes
         self.stream_control = StreamControl()
         self._clock = clock
         self._bucket = float(config.orders_per_second)

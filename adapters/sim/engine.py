@@ -33,13 +33,12 @@ from adapters.base import (
     PositionReport,
     Side,
     StopOrderReport,
-    TruePosition,
-    TrueState,
     VenueError,
     closure_kind,
 )
 from adapters.sim.records import EngineConfig, EngineEvent, Episode, Position, closed_by_engine
 from adapters.sim.stops import StopBook, StopOrder, StopOrderStatus
+from adapters.sim.truth import TruePosition, TrueState
 
 ZERO_POSITION = "can not set tp/sl/ts for zero position"
 NOTHING_TO_REDUCE = "current position is zero, cannot fix reduce-only order qty"

@@ -18,13 +18,13 @@ from adapters.base import (
     PositionReport,
     Side,
     StopOrderReport,
-    TrueState,
     VenueAdapter,
     VenueError,
     VenueTimeout,
 )
 from adapters.sim.faults import Fault
 from adapters.sim.stream import RemoteSimStream
+from adapters.sim.truth import TrueState
 from adapters.sim.wire import encode_args, order_report, position_report, stop_order_report, true_state_of
 
 

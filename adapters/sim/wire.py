@@ -7,15 +7,8 @@ from dataclasses import asdict
 from enum import Enum
 from typing import Any
 
-from adapters.base import (
-    OrderReport,
-    OrderStatus,
-    PositionReport,
-    Side,
-    StopOrderReport,
-    TruePosition,
-    TrueState,
-)
+from adapters.base import OrderReport, OrderStatus, PositionReport, Side, StopOrderReport
+from adapters.sim.truth import TruePosition, TrueState
 
 LOOPBACK = "127.0.0.1"
 

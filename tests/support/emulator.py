@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from actors.settings import PositionSettings
-from adapters.base import TrueState, VenueError, VenueTimeout
+from adapters.base import VenueError, VenueTimeout
 from adapters.ccxt.settings import CcxtVenueSettings
 from adapters.emulators.base import DROP, EmulatorBase, EmulatorConfig
 from adapters.emulators.binance import BinanceEmulator
@@ -19,6 +19,7 @@ from adapters.emulators.bybit import BybitEmulator
 from adapters.sim.adapter import SimVenueConfig
 from adapters.sim.engine import EngineConfig
 from adapters.sim.faults import Fault
+from adapters.sim.truth import TrueState
 from tests.support.kit import KEY, KEY_ENV, PRICES, SECRET, SECRET_ENV
 
 T = TypeVar("T")

@@ -41,11 +41,12 @@ from actors.messages import (
 from actors.position.core import PositionCore
 from actors.position.states import State, Trigger
 from actors.settings import PositionSettings
-from adapters.base import Side, TrueState
+from adapters.base import Side
 from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
 from adapters.sim.engine import EngineConfig, EngineEvent
 from adapters.sim.faults import Fault
 from adapters.sim.stream import items_of
+from adapters.sim.truth import TrueState
 from adapters.streams import StreamFill, StreamOrder, StreamPosition, StreamStopOrder
 from tests.support.kit import ManualClock
 
