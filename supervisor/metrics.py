@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from actors.messages import PositionSnapshot, StreamStatus
+from actors.messages import AdoptPosition, PositionObserved, PositionSnapshot, Reprotect, StreamStatus
 from actors.position.states import Trigger
 
 ROLLBACK_TRIGGERS = frozenset({Trigger.STOP_FAILED, Trigger.NAKED_DEADLINE})
@@ -65,6 +65,17 @@ class Metrics:
         self.stream_gap = Histogram("posguard_stream_gap_seconds", "How long the private stream was down",
                                     ["stream"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=self.registry)
         self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def on_finding(self, msg: AdoptPosition | Reprotect | PositionObserved) -> None:
+        """What the protection scan asked an actor to fix, by kind."""
+        if isinstance(msg, AdoptPosition):
+            self.orphans.labels("foreign").inc()
+        elif isinstance(msg, Reprotect):
+            self.orphans.labels("drift").inc()
+        else:
+            self.orphans.labels(msg.finding).inc()
+            if msg.finding == "missing":                 # a list read that left out a position we hold
+                self.list_omissions.labels(msg.symbol).inc()
 
     def on_snapshot(self, snap: PositionSnapshot) -> None:
         if snap.trigger in OUTSIDE_TRIGGERS:

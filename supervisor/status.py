@@ -1,34 +1,86 @@
-"""What the Supervisor reports: the status an operator (and the API) reads, and the start-up
-reconciliation line -- built from the Supervisor's state, as plain functions."""
+"""What the Supervisor reports: the health its children tell it of (streams, the journal, the
+venue while it starts, the start-up reconciliation) and the status an operator and the API
+read, built from it -- plain data and functions; the actor only feeds them messages."""
 
 from __future__ import annotations
 
-from actors.messages import PositionsFetched, PositionSnapshot, StatusReport, StreamStatus
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from actors.messages import (
+    EventRecord,
+    ExchangeReady,
+    ExchangeStarting,
+    JournalHealth,
+    PositionsFetched,
+    PositionSnapshot,
+    StatusReport,
+    StreamStatus,
+)
 from actors.position.states import State
 from supervisor.children import Children
 
 
+@dataclass(slots=True)
+class Health:
+    streams: dict[str, StreamStatus] = field(default_factory=dict)
+    journal_error: str = ""
+    venue_status: str = ""                   # while the venue cannot be reached: why, and the next try
+    venue_warnings: tuple[str, ...] = ()
+    exchange_dumpable: bool | None = None
+    reconciliation: str = ""
+
+    def on_stream(self, msg: StreamStatus) -> tuple[StreamStatus | None, EventRecord | None]:
+        """The previous status of that stream, and the event to journal when its state changed."""
+        before = self.streams.get(msg.stream)
+        self.streams[msg.stream] = msg
+        if before is not None and before.state == msg.state:
+            return before, None
+        return before, EventRecord("stream", None, {"stream": msg.stream, "state": msg.state, "reason": msg.reason,
+                                                    "gap_s": round(msg.gap_s, 3), "reconnects": msg.reconnects})
+
+    def on_exchange_ready(self, msg: ExchangeReady) -> None:
+        self.exchange_dumpable = msg.dumpable
+        self.venue_status, self.venue_warnings = "", msg.warnings
+
+    def on_exchange_starting(self, msg: ExchangeStarting) -> None:
+        self.venue_status = (f"venue not ready ({msg.kind}): {msg.reason}; attempt {msg.attempt},"
+                             f" next in {msg.retry_in_s:.0f}s")
+
+    def on_journal(self, msg: JournalHealth) -> None:
+        if msg.ok:
+            logger.warning("journal writes work again (was: {}); safe mode stays until `posguard resume`",
+                           self.journal_error)
+            self.journal_error = ""
+        else:
+            self.journal_error = msg.error
+            logger.critical("ALERT journal cannot write ({}): closes go to the venue anyway, under ids derived from"
+                            " what it holds; no new entry until it can", msg.error)
+
+    def on_reconciled(self, snapshots: dict[str, PositionSnapshot], msg: PositionsFetched) -> None:
+        """Reconciliation itself reads no position; this one read at the end only reports what
+        else the venue shows (positions opened outside posguard), for an operator to see."""
+        lines = [f"{s} {snap.state} ({snap.last_event})" for s, snap in sorted(snapshots.items())]
+        if msg.failure is not None:
+            lines.append(f"venue positions could not be read ({msg.failure.code}): foreign positions unknown")
+        else:
+            foreign = [p for p in msg.positions if p.symbol not in snapshots or snapshots[p.symbol].state == State.IDLE]
+            lines += [f"FOREIGN {p.symbol} {p.side} {p.qty:g} stop {p.stop_price or 'NONE'}"
+                      f" (not in our journal; the venue view may lag)" for p in foreign]
+        self.reconciliation = "; ".join(lines)
+        level = "WARNING" if "FOREIGN" in self.reconciliation else "INFO"
+        logger.log(level, "startup reconciliation: {}", self.reconciliation)
+
+
 def status_report(request_id: str, positions: tuple[PositionSnapshot, ...], *, venue: str, started_at: float,
-                  safe_mode: bool, safe_reason: str, children: Children, reconciliation: str, watcher_pid: int | None,
-                  exchange_dumpable: bool | None, streams: dict[str, StreamStatus], journal_error: str,
-                  venue_status: str, venue_warnings: tuple[str, ...], stopping: str) -> StatusReport:
+                  safe_mode: bool, safe_reason: str, children: Children, health: Health, watcher_pid: int | None,
+                  stopping: str) -> StatusReport:
     return StatusReport(
         positions, venue=venue, started_at=started_at,
         safe_mode=safe_mode, safe_reason=safe_reason, restarts=children.intensity.recent,
         children=tuple((c.id, c.pid, c.address is not None) for c in children.all),
-        reconciliation=reconciliation, request_id=request_id, watcher_pid=watcher_pid,
-        exchange_dumpable=exchange_dumpable, streams=tuple(streams.values()),
-        journal_error=journal_error, venue_status=venue_status, venue_warnings=venue_warnings, stopping=stopping)
-
-
-def reconciliation(snapshots: dict[str, PositionSnapshot], msg: PositionsFetched) -> str:
-    """Reconciliation itself reads no position; this one read at the end only reports what else
-    the venue shows (positions opened outside posguard), for an operator to see."""
-    lines = [f"{s} {snap.state} ({snap.last_event})" for s, snap in sorted(snapshots.items())]
-    if msg.failure is not None:
-        lines.append(f"venue positions could not be read ({msg.failure.code}): foreign positions unknown")
-    else:
-        foreign = [p for p in msg.positions if p.symbol not in snapshots or snapshots[p.symbol].state == State.IDLE]
-        lines += [f"FOREIGN {p.symbol} {p.side} {p.qty:g} stop {p.stop_price or 'NONE'}"
-                  f" (not in our journal; the venue view may lag)" for p in foreign]
-    return "; ".join(lines)
+        reconciliation=health.reconciliation, request_id=request_id, watcher_pid=watcher_pid,
+        exchange_dumpable=health.exchange_dumpable, streams=tuple(health.streams.values()),
+        journal_error=health.journal_error, venue_status=health.venue_status, venue_warnings=health.venue_warnings,
+        stopping=stopping)

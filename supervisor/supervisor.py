@@ -80,7 +80,15 @@ from actors.messages import (
 from actors.stream import StreamActor
 from adapters.base import Capabilities
 from supervisor.children import HEARTBEAT_SLICES, ROUTED, Child, Children
-from supervisor.commands import FLATTEN_DEADLINE_S, STOP_DEADLINE, Commands, OperatorStop, all_flat, not_flat
+from supervisor.commands import (
+    FLATTEN_DEADLINE_S,
+    STOP_DEADLINE,
+    Commands,
+    OperatorStop,
+    all_flat,
+    finding_event,
+    not_flat,
+)
 from supervisor.configure import Context, configure, deployment_specs, on_demand_spec
 from supervisor.host.procfs import child_listening_on
 from supervisor.metrics import Metrics
@@ -92,7 +100,7 @@ from supervisor.specs import (
     Restart,
     RestartIntensity,
 )
-from supervisor.status import reconciliation, status_report
+from supervisor.status import Health, status_report
 
 HEARTBEAT = "heartbeat"
 RECONCILE = "startup-reconciliation"
@@ -114,14 +122,9 @@ class Supervisor(BridgedActor):
         self.stop_requester: Any = None
         self.started_at = 0.0
         self.safe = SafeMode(self.children, self.send, self._tell_api, lambda: self.metrics)
-        self.reconciliation = ""
         self.metrics: Metrics | None = None
         self.owner = Ownership()
-        self.exchange_dumpable: bool | None = None
-        self.streams: dict[str, StreamStatus] = {}
-        self.journal_error = ""
-        self.venue_status = ""
-        self.venue_warnings: tuple[str, ...] = ()
+        self.health = Health()
 
     # -- start-up: the specs, each started once what it needs is ready ------------------------
 
@@ -183,8 +186,7 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_ExchangeReady(self, msg: ExchangeReady, sender: Any) -> None:  # noqa: N802
         self.capabilities = msg.capabilities
-        self.exchange_dumpable = msg.dumpable
-        self.venue_status, self.venue_warnings = "", msg.warnings
+        self.health.on_exchange_ready(msg)
         if msg.problems and not self.deployed:
             # The account is not fit (hedge mode, a read-only key, a symbol not trading): say which
             # setting to change, before any entry.
@@ -240,13 +242,11 @@ class Supervisor(BridgedActor):
                                            self.children.routes()))
 
     def receiveMsg_StreamStatus(self, msg: StreamStatus, sender: Any) -> None:  # noqa: N802
-        before = self.streams.get(msg.stream)
-        self.streams[msg.stream] = msg
+        before, event = self.health.on_stream(msg)
         if self.metrics is not None:
             self.metrics.on_stream(msg, before)
-        if before is None or before.state != msg.state:
-            self._event(EventRecord("stream", None, {"stream": msg.stream, "state": msg.state, "reason": msg.reason,
-                                                     "gap_s": round(msg.gap_s, 3), "reconnects": msg.reconnects}))
+        if event is not None:
+            self._event(event)
         self._tell_api()
 
     def _maybe_deployed(self) -> None:
@@ -267,19 +267,11 @@ class Supervisor(BridgedActor):
     def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
         if msg.request_id != RECONCILE:
             return
-        self.reconciliation = reconciliation(self.snapshots, msg)
-        level = "WARNING" if "FOREIGN" in self.reconciliation else "INFO"
-        logger.log(level, "startup reconciliation: {}", self.reconciliation)
+        self.health.on_reconciled(self.snapshots, msg)
 
     def receiveMsg_JournalHealth(self, msg: JournalHealth, sender: Any) -> None:  # noqa: N802
-        if msg.ok:
-            logger.warning("journal writes work again (was: {}); safe mode stays until `posguard resume`",
-                           self.journal_error)
-            self.journal_error = ""
-        else:
-            self.journal_error = msg.error
-            logger.critical("ALERT journal cannot write ({}): closes go to the venue anyway, under ids derived from"
-                            " what it holds; no new entry until it can", msg.error)
+        self.health.on_journal(msg)
+        if not msg.ok:
             if self.metrics is not None:
                 self.metrics.journal_failures.inc()
             self.safe.enter_once(f"journal cannot write: {msg.error}")
@@ -292,8 +284,7 @@ class Supervisor(BridgedActor):
         self.commands.answer(msg.tag or "", msg)
 
     def receiveMsg_ExchangeStarting(self, msg: ExchangeStarting, sender: Any) -> None:  # noqa: N802
-        self.venue_status = (f"venue not ready ({msg.kind}): {msg.reason}; attempt {msg.attempt},"
-                             f" next in {msg.retry_in_s:.0f}s")
+        self.health.on_exchange_starting(msg)
         if self.metrics is not None:
             self.metrics.venue_start_failures.labels(msg.kind).inc()
         child = self.children.by_address(sender)
@@ -488,15 +479,11 @@ class Supervisor(BridgedActor):
         self._route(msg, sender)
 
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
-        if self.metrics is not None:
-            self.metrics.orphans.labels("foreign").inc()
-        self._event(EventRecord("orphan", msg.symbol, {"kind": "foreign", "reason": msg.reason,
-                                                       "action": "close" if msg.stop_price is None else "protect",
-                                                       "stop_price": msg.stop_price}))
+        self._found(msg)
         self._route_or_start(msg, sender, "adopt a position found on the venue")   # allowed in safe mode
 
     def receiveMsg_CancelLeftovers(self, msg: CancelLeftovers, sender: Any) -> None:  # noqa: N802
-        self._event(EventRecord("orphan", msg.symbol, {"kind": "leftover_stops", "orders": list(msg.client_order_ids)}))
+        self._found(msg)
         self._route_or_start(msg, sender, "cancel stop orders of ours it found on a flat symbol")
 
     def _route_or_start(self, msg: AdoptPosition | CancelLeftovers, sender: Any, why: str) -> None:
@@ -510,19 +497,19 @@ class Supervisor(BridgedActor):
         self._route(msg, sender)
 
     def receiveMsg_Reprotect(self, msg: Reprotect, sender: Any) -> None:  # noqa: N802
-        if self.metrics is not None:
-            self.metrics.orphans.labels("drift").inc()
-        self._event(EventRecord("orphan", msg.symbol, {"kind": "drift", "reason": msg.reason}))
+        self._found(msg)
         self._route(msg, sender)
 
     def receiveMsg_PositionObserved(self, msg: PositionObserved, sender: Any) -> None:  # noqa: N802
-        if self.metrics is not None:
-            self.metrics.orphans.labels(msg.finding).inc()
-            if msg.finding == "missing":                 # a list read that left out a position we hold
-                self.metrics.list_omissions.labels(msg.symbol).inc()
-        if msg.finding == "drift":
-            self._event(EventRecord("orphan", msg.symbol, {"kind": "drift", "position": msg.position is not None}))
+        self._found(msg)
         self._route(msg, sender)
+
+    def _found(self, msg: AdoptPosition | CancelLeftovers | Reprotect | PositionObserved) -> None:
+        """What the protection scan found: counted and journaled before it is routed."""
+        if self.metrics is not None and not isinstance(msg, CancelLeftovers):
+            self.metrics.on_finding(msg)
+        if (event := finding_event(msg)) is not None:
+            self._event(event)
 
     def _route(self, msg: Any, sender: Any) -> None:
         target = self.commands.target(msg, sender, self.deployed)
@@ -582,9 +569,7 @@ class Supervisor(BridgedActor):
         return status_report(
             request_id, positions, venue=self.capabilities.venue if self.capabilities else "",
             started_at=self.started_at, safe_mode=self.safe.on, safe_reason=self.safe.reason,
-            children=self.children, reconciliation=self.reconciliation, watcher_pid=self.owner.watcher_pid,
-            exchange_dumpable=self.exchange_dumpable, streams=self.streams, journal_error=self.journal_error,
-            venue_status=self.venue_status, venue_warnings=self.venue_warnings,
+            children=self.children, health=self.health, watcher_pid=self.owner.watcher_pid,
             stopping=("flattening, then stopping" if stop is not None and self.stopping is None
                       else "stopping" if self.stopping is not None else ""))
 
