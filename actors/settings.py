@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from adapters.bounds import Count, Fraction, Internal, Percent, Price, Quantity, Seconds
+from adapters.bounds import Count, Fraction, Internal, Number, Percent, Price, Quantity, Seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,9 @@ class PositionSettings:
     # Our stop moved by hand on the venue: keep the operator's price (within the risk limits) instead
     # of setting ours again. A stop removed by hand is always set again.
     follow_stop_moves: bool = False
+    # A stop moved to break-even sits this far beyond the entry price (percent of it), so that a
+    # fill there pays both sides' taker fees (Bybit and Binance: 0.055 % and 0.05 % a side).
+    breakeven_fees_pct: Number[0.0, 5.0] = 0.11
     failpoints: Internal[tuple[tuple[str, str], ...]] = ()   # crash tests only: ("STATE:trigger", marker)
 
 

@@ -142,6 +142,11 @@ class Client:
     def close_position(self, symbol: str) -> dict[str, Any]:
         return self.request("close", symbol=symbol)
 
+    def amend(self, symbol: str, sl: float | None = None, breakeven: bool = False) -> dict[str, Any]:
+        """Move a PROTECTED position's stop: to `sl`, or to break-even (the entry plus fees). The
+        old stop stands until the venue has taken the new one; a refused move leaves it."""
+        return self.request("amend", symbol=symbol, **({"breakeven": True} if breakeven else {"sl": sl}))
+
     def pause(self) -> dict[str, Any]:
         return self.request("pause")
 

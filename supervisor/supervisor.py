@@ -28,6 +28,7 @@ from actors.messages import (
     Ack,
     ActorFailed,
     AdoptPosition,
+    AmendPosition,
     ApiReady,
     CancelLeftovers,
     ChildFailed,
@@ -477,6 +478,9 @@ class Supervisor(BridgedActor):
 
     def receiveMsg_ClosePosition(self, msg: ClosePosition, sender: Any) -> None:  # noqa: N802
         self._route(msg, sender)
+
+    def receiveMsg_AmendPosition(self, msg: AmendPosition, sender: Any) -> None:  # noqa: N802
+        self._route(msg, sender)                         # in safe mode too: a stop move opens nothing
 
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
         self._found(msg)

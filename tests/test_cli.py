@@ -156,6 +156,16 @@ def test_operator_commands_end_to_end(tmp_path):
         assert [e["to"] for e in inspect["events"]][-2:] == ["ENTERING", "PROTECTED"]
         assert "journal events" in pg("inspect", "BTC/USDT:USDT").stdout          # unified symbol form
 
+        stop = inspect["position"]["stop_price"]
+        moved = pg("amend", "BTCUSDT", "--sl", f"{stop * 0.99:.1f}", "--json")     # a little farther
+        assert moved.returncode == 0 and json.loads(moved.stdout)["ok"] is True, moved.stderr
+        for _ in range(100):
+            snap = json.loads(pg("inspect", "BTCUSDT", "--json").stdout)["position"]
+            if snap["state"] == "PROTECTED" and snap["stop_price"] == round(stop * 0.99, 1):
+                break
+        else:
+            raise AssertionError(f"the stop never moved: {snap}")
+
         closed = pg("close", "BTCUSDT", "--json")
         assert closed.returncode == 0 and json.loads(closed.stdout)["ok"] is True
         wait_state("BTCUSDT", "IDLE")

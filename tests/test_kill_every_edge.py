@@ -19,6 +19,7 @@ import pytest
 
 from actors.messages import (
     AdoptPosition,
+    AmendPosition,
     ClosePosition,
     GetTrueState,
     JournalDiskFault,
@@ -56,6 +57,8 @@ class Case:
     reprotect_when: str | None = None        # ask for a re-protection once in this state
     observe_when: str | None = None          # once in this state, a REST read says the position is gone
     closed_by_hand: bool = False             # ... and it is: closed by hand just before our stop is set again
+    amend_when: str | None = None            # once in this state, move the stop to `amend_to`
+    amend_to: float = 97.0
     first_kill: tuple[State, Trigger] | None = None   # reach a recovery edge through an earlier kill
     settings: dict = field(default_factory=dict)
 
@@ -84,6 +87,10 @@ class VenueClosedByHand(SimulatedAdapter):
 SLOW_STOP = Fault("set_stop", FaultKind.DELAY, delay_s=0.5)
 REFUSED_STOP = Fault("set_stop", FaultKind.ERROR, code=10001, message="risk limit")
 CASES: dict[tuple[State, Trigger], Case] = {
+    (S.PROTECTED, T.MOVE_STOP): Case(amend_when="PROTECTED"),
+    (S.MOVING_STOP, T.STOP_CONFIRMED): Case(amend_when="PROTECTED"),
+    (S.MOVING_STOP, T.MOVE_REFUSED): Case(amend_when="PROTECTED", amend_to=101.0),   # above the price: refused
+    (S.MOVING_STOP, T.CLOSE_REQUESTED): Case((SLOW_STOP,), amend_when="PROTECTED", close_when="MOVING_STOP"),
     (S.PROTECTED, T.OUTSIDE_SEEN): Case(observe_when="PROTECTED"),
     (S.VERIFYING, T.OUTSIDE_UNCONFIRMED): Case(observe_when="PROTECTED"),
     (S.VERIFYING, T.CLOSED_OUTSIDE): Case(observe_when="PROTECTED", closed_by_hand=True),
@@ -185,6 +192,8 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
         asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 2.0, 95.0), 5)
     if case.reprotect_when and asys.ask(sup, WaitForState(SYMBOL, (case.reprotect_when,)), 10) is not None:
         asys.ask(sup, Reprotect(SYMBOL, "test: verify the stop"), 5)
+    if case.amend_when and asys.ask(sup, WaitForState(SYMBOL, (case.amend_when,)), 10) is not None:
+        asys.ask(sup, AmendPosition(SYMBOL, case.amend_to), 5)
     if case.observe_when and asys.ask(sup, WaitForState(SYMBOL, (case.observe_when,)), 10) is not None:
         asys.ask(sup, PositionObserved(SYMBOL, None, "missing"), 5)
     if case.close_when and asys.ask(sup, WaitForState(SYMBOL, (case.close_when,)), 10) is not None:

@@ -17,7 +17,7 @@ from actors.position.core import TIMERS
 from actors.position.states import CLOSABLE, CLOSING, HELD, TRANSITIONS, State, TimerKind, Trigger
 from adapters.base import Side
 from adapters.sim.faults import Fault, FaultKind
-from tests.support.harness import SYMBOL, Harness, fast_settings, venue
+from tests.support.harness import PRICE, SYMBOL, Harness, fast_settings, venue
 
 HANDLING = {State.RECOVERING, State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.FLATTENING, State.STUCK}
 
@@ -225,7 +225,33 @@ def s_closed_while_protecting(crash: list[Edge] | None = None) -> Harness:
     return h
 
 
+def s_stop_moved(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.amend(stop=97.0)
+    h.run()
+    return h
+
+
+def s_stop_move_refused(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.amend(stop=PRICE + 1.0)                            # a buy's stop above the price: refused, the old stands
+    h.run()
+    return h
+
+
+def s_close_while_moving(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.amend(stop=97.0)                                   # the venue's answer queued ...
+    h.close_position()                                   # ... when the operator closes
+    h.run()
+    return h
+
+
 SCENARIOS: dict[Edge, Callable[..., Harness]] = {
+    (State.PROTECTED, Trigger.MOVE_STOP): s_stop_moved,
+    (State.MOVING_STOP, Trigger.STOP_CONFIRMED): s_stop_moved,
+    (State.MOVING_STOP, Trigger.MOVE_REFUSED): s_stop_move_refused,
+    (State.MOVING_STOP, Trigger.CLOSE_REQUESTED): s_close_while_moving,
     (State.PROTECTED, Trigger.OUTSIDE_SEEN): s_closed_by_hand,
     (State.VERIFYING, Trigger.CLOSED_OUTSIDE): s_closed_by_hand,
     (State.VERIFYING, Trigger.OUTSIDE_UNCONFIRMED): s_suspect_list_read,

@@ -11,6 +11,7 @@ from actors.messages.base import (
 )
 from actors.messages.commands import (
     AdoptPosition,
+    AmendPosition,
     CancelLeftovers,
     ClosePosition,
     GetPositionState,
@@ -125,6 +126,7 @@ from actors.messages.streams import (
 )
 
 __all__ = [
+    "AmendPosition",
     "Ack",
     "CommandAccepted",
     "CommandDenied",

@@ -61,6 +61,19 @@ class Reprotect:
 
 
 @dataclass(frozen=True, slots=True)
+class AmendPosition:
+    """Move the stop of a PROTECTED position: to `stop_price`, or (`breakeven`) to the entry
+    price plus both sides' fees. The risk limits apply as to an entry's stop."""
+
+    symbol: str
+    stop_price: float | None = None
+    breakeven: bool = False
+    command_id: str = id_field()
+    ts: float = ts_field()
+    reference_price: float | None = None  # the price the caller judged the stop from, if it fetched one
+
+
+@dataclass(frozen=True, slots=True)
 class PositionObserved:
     """ProtectionActor (through the supervisor) to a symbol's PositionActor: what a REST read of
     the venue's positions shows of a symbol it holds, once settled past the REST lag (None: the

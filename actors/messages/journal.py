@@ -71,7 +71,8 @@ class JournalCancel:
 @dataclass(frozen=True, slots=True)
 class JournalPosition:
     """What an episode holds now, when it changed without an order of ours (an outside resize, a
-    followed stop): a restart rebuilds it from here, not from the intent's first values."""
+    followed stop, a stop moved by a command): a restart rebuilds it from here, not from the
+    intent's first values."""
 
     intent_id: str
     symbol: str

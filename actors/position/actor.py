@@ -23,6 +23,7 @@ from actors.async_bridge import BridgedActor
 from actors.failpoints import armed, kill_self
 from actors.messages import (
     AdoptPosition,
+    AmendPosition,
     CancelLeftovers,
     ClosePosition,
     ClosuresFetched,
@@ -222,12 +223,22 @@ class PositionActor(BridgedActor):
         if core is not None and core.needs_reference(msg):
             # The limits need a price we have not seen lately: one read first (the common paths --
             # a stop given in percent, a fresh fill or warm-up -- never wait here).
-            waiting = self.awaiting_price.setdefault(msg.symbol, [])
-            waiting.append((msg, sender))
-            if len(waiting) == 1:
-                self.send(self.exchange, FetchPrice(msg.symbol, request_id=REFERENCE))
+            self._await_price(msg, sender)
             return
         self._answer(sender, core.open(msg) if core else self._not_here(msg))
+
+    def _await_price(self, msg: OpenPosition | AmendPosition, sender: Any) -> None:
+        waiting = self.awaiting_price.setdefault(msg.symbol, [])
+        waiting.append((msg, sender))
+        if len(waiting) == 1:
+            self.send(self.exchange, FetchPrice(msg.symbol, request_id=REFERENCE))
+
+    def receiveMsg_AmendPosition(self, msg: AmendPosition, sender: Any) -> None:  # noqa: N802
+        core = self.cores.get(msg.symbol)
+        if core is not None and core.needs_reference(msg):
+            self._await_price(msg, sender)               # the limits judge the new stop from a price too
+            return
+        self._answer(sender, core.amend(msg) if core else self._not_here(msg))
 
     def receiveMsg_AdoptPosition(self, msg: AdoptPosition, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol)
@@ -317,7 +328,8 @@ class PositionActor(BridgedActor):
         core.note_price(msg.price)
         if msg.request_id == REFERENCE:
             for cmd, asker in self.awaiting_price.pop(msg.symbol, []):
-                self._answer(asker, core.open(cmd))      # without a price, it says so itself
+                # without a price, each says so itself
+                self._answer(asker, core.open(cmd) if isinstance(cmd, OpenPosition) else core.amend(cmd))
 
     def _by_order(self, client_order_id: str) -> PositionCore | None:
         symbol = self.orders.get(client_order_id)

@@ -34,7 +34,8 @@ from adapters.errors import Outcome
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
 ADOPTION_REFUSED = "adoption refused"        # a limit refused to take over a foreign position: an alert
 # Where outside evidence is taken (judged once PROTECTED): filled or about to be, and not closing.
-HELD_OUTSIDE = frozenset({State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.VERIFYING})
+HELD_OUTSIDE = frozenset({State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.VERIFYING,
+                          State.MOVING_STOP})
 
 
 class PositionPorts(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from actors.messages import (
     AdoptPosition,
+    AmendPosition,
     ClosePosition,
     CommandAccepted,
     CommandDenied,
@@ -118,3 +119,30 @@ class Commands(CoreBase):
         self._go(Trigger.CLOSE_REQUESTED, "operator asked to close")
         self._start_close("operator close")
         return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
+
+    def amend(self, cmd: AmendPosition) -> CommandAccepted | CommandDenied:
+        """Move the stop of a PROTECTED position (the old one stands until the venue takes the new)."""
+        if cmd.symbol != self.symbol:
+            return CommandDenied(cmd.command_id, cmd.symbol, f"this actor handles {self.symbol}, not {cmd.symbol}")
+        ep = self.episode
+        if self.state is not State.PROTECTED or ep.side is None:
+            return CommandDenied(cmd.command_id, self.symbol,
+                                 f"{self.symbol} is {self.state}; only a PROTECTED position's stop can be moved")
+        if cmd.breakeven:
+            if ep.entry.avg_price is None:
+                return CommandDenied(cmd.command_id, self.symbol, f"{self.symbol}: the entry price is not known")
+            target = risk.breakeven(ep.side, ep.entry.avg_price, self.settings.breakeven_fees_pct)
+        elif cmd.stop_price is not None:
+            target = cmd.stop_price
+        else:
+            return CommandDenied(cmd.command_id, self.symbol, "say where the stop goes: a price, or breakeven")
+        denial = (risk.deny_order_values(ep.open_qty, target)
+                  or self._deny_risk(ep.side, ep.open_qty, target, cmd.reference_price, entry=False))
+        if denial:
+            return CommandDenied(cmd.command_id, self.symbol, denial)
+        if ep.stop.price is not None and abs(target - ep.stop.price) <= 1e-9 * max(1.0, ep.stop.price):
+            return CommandDenied(cmd.command_id, self.symbol, f"the stop is already at {px(target)}")
+        ep.moving_to, ep.moved_by = target, "breakeven" if cmd.breakeven else "operator"
+        self._go(Trigger.MOVE_STOP, f"moving the stop from {px(ep.stop.price)} to {px(target)} ({ep.moved_by})")
+        self._send_stop()
+        return CommandAccepted(cmd.command_id, self.symbol, ep.intent_id)

@@ -78,6 +78,8 @@ class Episode:
     # Our stop went missing (seen by REST or the stream) and is being set again: if the engine now
     # holds no position, the stop most likely went with it -- a REST view older than the stop list.
     stop_vanished: str = ""
+    moving_to: float | None = None       # MOVING_STOP: the stop being set (the old one stands until it is)
+    moved_by: str = ""                   # who asked: "operator" | "breakeven"
     probe_cid: str | None = None         # after a restart: the next derived close id, asked for
     probe_until: float = 0.0             # ... until then (monotonic), while the venue says "not found"
     armed_once: set[TimerKind] = field(default_factory=set)   # timers that run from their first cause

@@ -11,6 +11,7 @@ from actors.messages import (
     JournalFailed,
     JournalIntent,
     JournalOrder,
+    JournalPosition,
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
@@ -161,6 +162,9 @@ class Orders(CoreBase):
         if msg.request_id != stop.request_id or self.state not in SETTING_STOP:
             return
         failure = msg.failure
+        if self.state is State.MOVING_STOP:
+            self._on_stop_moved(msg)
+            return
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
             stop.price = msg.stop_price                  # as the venue holds it (rounded to its tick)
             self._known(msg.received_ns)
@@ -335,8 +339,9 @@ class Orders(CoreBase):
     def _send_stop(self) -> None:
         ep = self.episode
         assert ep.stop.price is not None
+        price = ep.moving_to if self.state is State.MOVING_STOP and ep.moving_to is not None else ep.stop.price
         ep.stop.request_id = new_id()
-        self._request(SetStop(self.symbol, ep.stop.price, request_id=ep.stop.request_id, position_side=ep.side))
+        self._request(SetStop(self.symbol, price, request_id=ep.stop.request_id, position_side=ep.side))
 
     def _mark_protected(self) -> None:
         ep = self.episode
@@ -346,3 +351,30 @@ class Orders(CoreBase):
             ep.stop.guarded_latency = ep.stop.latency
         ep.naked.stop(self.ports.monotonic())
         ep.stop_vanished = ""
+
+    # -- a stop move ----------------------------------------------------------------------
+
+    def _on_stop_moved(self, msg: StopSet) -> None:
+        """The venue's answer to the new stop. Taken: it replaced the old one (Bybit's trading-stop
+        in place; where stops are orders, the new one was placed before the old was cancelled).
+        Refused: the old stop still stands, and the position stays as it was."""
+        ep, failure = self.episode, msg.failure
+        before, after = ep.stop.price, ep.moving_to
+        if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
+            ep.stop.price, ep.moving_to = msg.stop_price, None
+            self._known(msg.received_ns)
+            self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, ep.open_qty, msg.stop_price))
+            self._event("stop_moved", {"before": before, "after": msg.stop_price, "by": ep.moved_by})
+            self._go(Trigger.STOP_CONFIRMED, f"stop moved from {px(before)} to {px(msg.stop_price)} ({ep.moved_by})")
+        elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
+            ep.stop.attempts += 1                        # the same stop again: idempotent
+            self._arm(TimerKind.RETRY_STOP, self._backoff(ep.stop.attempts - 1))
+        else:
+            ep.moving_to = None
+            why = describe_failure(failure)
+            self._event("stop_move_refused", {"stop": before, "asked": after, "reason": why})
+            self._go(Trigger.MOVE_REFUSED, f"stop move to {px(after)} refused ({why}); stop {px(before)} stands")
+            if failure.outcome is Outcome.NO_POSITION and ep.entry.final:
+                # No position to move the stop of: the venue's word that it is gone, to be confirmed.
+                self._outside_gone(Outside(CLOSED_OUTSIDE, f"engine: no position to move the stop of ({why})",
+                                           "engine"))

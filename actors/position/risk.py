@@ -55,3 +55,8 @@ def deny_risk(limits: RiskLimits | None, symbol: str, side: Side, qty: float, st
         return (f"stop {stop:g} is {distance:.1f}% from the price {price:g}; at most"
                 f" {limits.max_stop_distance_pct:g}% is accepted (risk limits)")
     return None
+
+
+def breakeven(side: Side, entry_price: float, fees_pct: float) -> float:
+    """Where a stop pays back the entry and both sides' fees: beyond the entry, on the profit side."""
+    return entry_price * (1 + fees_pct / 100) if side is Side.BUY else entry_price * (1 - fees_pct / 100)

@@ -14,6 +14,7 @@ class State(StrEnum):
     CONFIRMING_ENTRY = "CONFIRMING_ENTRY"    # entry's final state being learned by client-id query
     PROTECTING = "PROTECTING"                # filled, stop being set directly
     PROTECTED = "PROTECTED"                  # filled and the venue confirmed the stop
+    MOVING_STOP = "MOVING_STOP"              # an operator's stop move is being set; the old stop stands until then
     VERIFYING = "VERIFYING"                  # the venue suggests it changed outside us: asking it, live
     FLATTENING = "FLATTENING"                # reduce-only close in progress
     STUCK = "STUCK"                          # close could not be confirmed: position may be open
@@ -41,6 +42,8 @@ class Trigger(StrEnum):
     OUTSIDE_SEEN = "outside_seen"            # stream or REST: the position may be gone or flipped outside us
     OUTSIDE_UNCONFIRMED = "outside_unconfirmed"  # the venue took our stop again: the position lives
     CLOSED_OUTSIDE = "closed_outside"        # the engine holds no position to protect: it was closed outside us
+    MOVE_STOP = "move_stop"                  # an operator (or strategy) moves the stop: a price, or break-even
+    MOVE_REFUSED = "move_refused"            # the venue refused the new stop: the old one still stands
 
 
 class TimerKind(StrEnum):
@@ -104,6 +107,12 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.VERIFYING, T.CLOSE_REQUESTED): S.FLATTENING,
     # a stop set right after a fill (or after a restart) finds no position, and the stream said why
     (S.PROTECTING, T.CLOSED_OUTSIDE): S.IDLE,
+    # a stop move: the new stop replaces the old on the venue (in place, or placed before the old
+    # one is cancelled), so the whole position is covered at every instant; refused, the old stands
+    (S.PROTECTED, T.MOVE_STOP): S.MOVING_STOP,
+    (S.MOVING_STOP, T.STOP_CONFIRMED): S.PROTECTED,
+    (S.MOVING_STOP, T.MOVE_REFUSED): S.PROTECTED,
+    (S.MOVING_STOP, T.CLOSE_REQUESTED): S.FLATTENING,
 
     (S.FLATTENING, T.CLOSE_CONFIRMED): S.IDLE,
     (S.FLATTENING, T.CLOSE_UNCONFIRMED): S.STUCK,
@@ -116,7 +125,8 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
 # snapshot's state read back from JSON (a plain string) tests the same way.
 CLOSING = frozenset({S.FLATTENING, S.STUCK})                 # a reduce-only close is under way
 RESTING = frozenset({S.IDLE, S.PROTECTED})                   # no command of ours in progress
-CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED, S.VERIFYING})   # filled: an operator close applies (CLOSE_REQUESTED)
-SETTING_STOP = frozenset({S.PROTECTING, S.VERIFYING})        # a SetStop of ours is awaited
+CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED, S.VERIFYING, S.MOVING_STOP})   # filled: a close applies
+SETTING_STOP = frozenset({S.PROTECTING, S.VERIFYING, S.MOVING_STOP})   # a SetStop of ours is awaited
 # An episode that may hold a position: every state but IDLE and RECOVERING (what a panic closes).
-HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.VERIFYING, S.FLATTENING, S.STUCK})
+HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.VERIFYING, S.MOVING_STOP,
+                  S.FLATTENING, S.STUCK})

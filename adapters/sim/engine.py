@@ -36,7 +36,7 @@ from adapters.base import (
     VenueError,
     closure_kind,
 )
-from adapters.sim.records import EngineConfig, EngineEvent, Episode, Position, closed_by_engine
+from adapters.sim.records import EngineConfig, EngineEvent, Episode, Position, check_stop_side, closed_by_engine
 from adapters.sim.stops import StopBook, StopOrder, StopOrderStatus
 from adapters.sim.truth import TruePosition, TrueState
 
@@ -92,6 +92,17 @@ class SimEngine:
         while len(walk) <= index:
             walk.append(walk[-1] * (1.0 + rng.gauss(0.0, self.config.volatility)))
         return walk[index]
+
+    def move_price(self, symbol: str, price: float) -> None:
+        """The market moved to `price` (tests, benchmarks): the walk goes on from there, and any stop
+        it crossed triggers."""
+        self._check_symbol(symbol)
+        now = self.now()
+        self.price_at(symbol, now)
+        walk = self._walks[symbol]
+        del walk[int(now / self.config.tick_s):]
+        walk.append(price)
+        self.advance()
 
     def price(self, symbol: str) -> float:
         self._check_symbol(symbol)
@@ -151,7 +162,7 @@ class SimEngine:
             qty = min(qty, abs(pos.qty))
             signed = qty if signed > 0 else -qty
         if req.stop_price is not None:
-            self._check_stop_side(req.side, req.stop_price, px)
+            check_stop_side(req.side, req.stop_price, px)
         if pos.qty != 0 and (pos.qty > 0) != (signed > 0):
             self._reducing.add(req.client_order_id)        # it closed (some of) a position
         self._fill(req.symbol, pos, signed, px, req.stop_price)
@@ -168,7 +179,7 @@ class SimEngine:
         if pos.stop_price is not None and abs(pos.stop_price - stop_price) < EPS:
             raise VenueError(34040, "not modified")
         side = Side.BUY if pos.qty > 0 else Side.SELL
-        self._check_stop_side(side, stop_price, self.price(symbol))
+        check_stop_side(side, stop_price, self.price(symbol))
         pos.stop_price = stop_price
         self._touch(symbol, pos)
 
@@ -189,7 +200,7 @@ class SimEngine:
             raise VenueError(110017, NOTHING_TO_REDUCE)    # it would close nothing that is there
         if book.find(client_id) is not None:
             raise VenueError(110072, "OrderLinkedID is duplicate")
-        self._check_stop_side(held, trigger, self.price(symbol))
+        check_stop_side(held, trigger, self.price(symbol))
         self._order_seq += 1
         order = StopOrder(self._order_seq, client_id, symbol, side, trigger)
         book.add(order)
@@ -256,7 +267,7 @@ class SimEngine:
         if pos.qty == 0:
             raise VenueError(10001, ZERO_POSITION)
         held = Side.BUY if pos.qty > 0 else Side.SELL
-        self._check_stop_side(held, stop_price, self.price(symbol))
+        check_stop_side(held, stop_price, self.price(symbol))
         if self.stop_book is None:
             pos.stop_price = stop_price
             self._touch(symbol, pos)
@@ -339,15 +350,6 @@ class SimEngine:
     def _check_symbol(self, symbol: str) -> None:
         if symbol not in self._positions:
             raise VenueError(10001, f"symbol invalid: {symbol}")
-
-    @staticmethod
-    def _check_stop_side(position_side: Side, stop: float, price: float) -> None:
-        if stop <= 0:
-            raise VenueError(10001, "stop loss price must be positive")
-        if position_side is Side.BUY and stop >= price:
-            raise VenueError(10001, f"StopLoss:{stop} set for Buy position should lower than base_price:{price}")
-        if position_side is Side.SELL and stop <= price:
-            raise VenueError(10001, f"StopLoss:{stop} set for Sell position should greater than base_price:{price}")
 
     def _record_order(self, req: OrderRequest, status: OrderStatus, filled: float, px: float) -> OrderReport:
         self._order_seq += 1

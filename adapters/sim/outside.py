@@ -13,14 +13,14 @@ from adapters.base import (
 )
 
 # What someone does to the account outside posguard (tests and benchmarks), by name.
-OUTSIDE_ACTIONS = ("order", "liquidate", "deleverage", "clear_stop", "move_stop", "trigger_stop")
+OUTSIDE_ACTIONS = ("order", "liquidate", "deleverage", "clear_stop", "move_stop", "trigger_stop", "price")
 
 
 def outside(engine: Any, action: str, symbol: str, side: str | None = None, qty: float | None = None,
             reduce_only: bool = False, price: float | None = None, client_order_id: str | None = None) -> None:
     """Play one outside action on the engine: an order by hand (a close, a partial close, an
     increase, a flip), a liquidation or an ADL (all of it or `qty`), a stop cancelled or moved by
-    hand, a stop triggered now."""
+    hand, a stop triggered now, the market moved to `price`."""
     match action:
         case "order":
             if side is None or qty is None:
@@ -39,5 +39,9 @@ def outside(engine: Any, action: str, symbol: str, side: str | None = None, qty:
             engine.move_stop(symbol, float(price))
         case "trigger_stop":
             engine.trigger_stop_now(symbol)
+        case "price":
+            if price is None:
+                raise ValueError("a market move needs a price")
+            engine.move_price(symbol, float(price))
         case _:
             raise ValueError(f"unknown outside action {action!r}; one of {', '.join(OUTSIDE_ACTIONS)}")

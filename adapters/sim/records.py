@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from adapters.base import OrderReport, PositionReport, StopOrderReport
+from adapters.base import OrderReport, PositionReport, Side, StopOrderReport, VenueError
 from adapters.bounds import Count, Number, Price, Seconds
 
 # The engine's own closing orders, by the prefix of the client id it gives them: what closed a position.
@@ -62,3 +62,13 @@ class EngineEvent:
     closed_by: str = ""                  # "" | "stop" | "liquidation" | "adl"
     stop_order: StopOrderReport | None = None   # a stop order placed, cancelled or finished (`stop_status`)
     stop_status: str = ""
+
+
+def check_stop_side(position_side: Side, stop: float, price: float) -> None:
+    """A stop on the wrong side of the price would close at once: refused, as Bybit words it."""
+    if stop <= 0:
+        raise VenueError(10001, "stop loss price must be positive")
+    if position_side is Side.BUY and stop >= price:
+        raise VenueError(10001, f"StopLoss:{stop} set for Buy position should lower than base_price:{price}")
+    if position_side is Side.SELL and stop <= price:
+        raise VenueError(10001, f"StopLoss:{stop} set for Sell position should greater than base_price:{price}")

@@ -24,6 +24,7 @@ from actors.async_bridge import AsyncBridge, BridgedActor
 from actors.messages import (
     Ack,
     ActorFailed,
+    AmendPosition,
     ApiReady,
     ClosePosition,
     Collaborators,
@@ -211,6 +212,12 @@ class ApiActor(BridgedActor):
                 return await self._open(a["symbol"], Side(a["side"]), a["qty"], a["sl"], a["sl_pct"])
             case "close":
                 return _command(await self._command(ClosePosition(self._known(a["symbol"]))))
+            case "amend":
+                if (a["sl"] is None) == (not a["breakeven"]):
+                    raise ApiError("bad_request", "amend moves the stop to args.sl (a price) or to args.breakeven:"
+                                                  " one of them")
+                msg = AmendPosition(self._known(a["symbol"]), a["sl"], a["breakeven"])
+                return {**_command(await self._command(msg)), "stop_price": a["sl"], "breakeven": a["breakeven"]}
             case "pause" | "resume":
                 on = request.op == "pause"
                 rid = new_id()
@@ -318,7 +325,7 @@ class ApiActor(BridgedActor):
         result = _command(await self._command(OpenPosition(symbol, side, qty, sl)))
         return {**result, "side": str(side), "qty": qty, "stop_price": sl}
 
-    async def _command(self, msg: OpenPosition | ClosePosition) -> CommandAccepted | CommandDenied:
+    async def _command(self, msg: OpenPosition | ClosePosition | AmendPosition) -> CommandAccepted | CommandDenied:
         return await self.ask(False, msg, msg.command_id)
 
     async def _panic(self) -> dict[str, Any]:

@@ -124,6 +124,7 @@ OPS: dict[str, dict[str, tuple[Check, bool, Any]]] = {
     "open": {"symbol": (_symbol, True, None), "side": (_side, True, None), "qty": (QTY, True, None),
              "sl": (PRICE, False, None), "sl_pct": (PCT, False, None)},
     "close": {"symbol": (_symbol, True, None)},
+    "amend": {"symbol": (_symbol, True, None), "sl": (PRICE, False, None), "breakeven": (_bool, False, False)},
     "pause": {},
     "resume": {},
     "panic": {},

@@ -5,6 +5,7 @@ system, and they import only what they use, so `posguard status` answers in a bl
 
     posguard status | inspect SYMBOL | events [--since N] [--follow]
     posguard open SYMBOL SIDE QTY --sl PRICE|PCT%     posguard close SYMBOL
+    posguard amend SYMBOL --sl PRICE|breakeven
     posguard pause | resume | panic [--yes] | stop [--flatten]
 """
 
@@ -202,6 +203,25 @@ def cmd_close(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_amend(args: argparse.Namespace) -> int:
+    breakeven = args.sl.strip().lower() == "breakeven"
+    price = None
+    if not breakeven:
+        price, _ = parse_stop(args.sl)
+        if price is None:
+            raise UserError(f"--sl of amend is a price or breakeven (a percentage is for open), got {args.sl!r}",
+                            EXIT_USAGE)
+    symbol = deployed(normalise_symbol(args.symbol), args.config)
+    with connect(args.config) as pg:
+        try:
+            result = pg.amend(symbol, sl=price, breakeven=breakeven)
+        except ClientError as exc:
+            return _refused(args, symbol, exc)
+    where = "break-even" if breakeven else f"{price:g}"
+    emit(args, {"ok": True, **result}, f"posguard: moving {symbol}'s stop to {where} (the old one stands until then)")
+    return EXIT_OK
+
+
 def cmd_safe_mode(args: argparse.Namespace, on: bool) -> int:
     with connect(args.config) as pg:
         result = _ask(pg, "pause" if on else "resume")
@@ -315,6 +335,10 @@ def add_commands(sub: Any, default_config: str) -> None:
     p = parser("close", "close a symbol's position reduce-only")
     p.add_argument("symbol")
     p.set_defaults(handler=cmd_close)
+    p = parser("amend", "move a PROTECTED position's stop (the old one stands until the venue takes the new)")
+    p.add_argument("symbol")
+    p.add_argument("--sl", required=True, metavar="PRICE|breakeven")
+    p.set_defaults(handler=cmd_amend)
     p = parser("inspect", "a symbol's full state and its last journal events")
     p.add_argument("symbol")
     p.add_argument("--events", type=int, default=20)

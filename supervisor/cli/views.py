@@ -26,8 +26,9 @@ LIVE_ROWS = 40                       # the live view's rows at most: 1 000 of th
 # What the table shows of a position: what to ask `status` for (`fields`) to draw it.
 TABLE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price",
                 "naked_since", "naked_now", "last_event")
-STATE_STYLES = {"PROTECTED": "green", "IDLE": "dim", "RECOVERING": "yellow", "ENTERING": "yellow",
-                "CONFIRMING_ENTRY": "yellow", "PROTECTING": "yellow", "FLATTENING": "yellow", "STUCK": "bold red"}
+STATE_STYLES = {"PROTECTED": "green", "MOVING_STOP": "green", "IDLE": "dim", "RECOVERING": "yellow",
+                "ENTERING": "yellow", "CONFIRMING_ENTRY": "yellow", "PROTECTING": "yellow", "VERIFYING": "yellow",
+                "FLATTENING": "yellow", "STUCK": "bold red"}
 NAKED = "bold red"                   # a position without a stop, or seconds spent so
 
 

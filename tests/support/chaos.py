@@ -248,14 +248,19 @@ def run_schedule(seed: int) -> Outcome:
     out = Outcome(seed, steps)
     try:
         for _ in range(rng.randint(3, 14)):
-            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie", "disk", "outside"],
-                                 [4, 2, 4, 2, 1.5, 1, 1 if streams else 0, 1, 2])[0]
+            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie", "disk", "outside", "amend"],
+                                 [4, 2, 4, 2, 1.5, 1, 1 if streams else 0, 1, 2, 1.5])[0]
             if action == "open":
                 h.open(qty=rng.choice([0.5, 1.0, 3.0]), stop=90.0)
                 h.run(until=0.0)
             elif action == "close":
                 h.close_position()
                 h.run(until=0.0)
+            elif action == "amend":                      # a stop move: a price (120: refused, above it) or break-even
+                to = rng.choice([85.0, 93.0, 97.0, 120.0, None])
+                h.amend(stop=to, breakeven=to is None)
+                h.run(until=0.0)
+                action = f"amend {to or 'breakeven'}"
             elif action == "wait":
                 seconds = rng.choice([0.05, 0.3, 1.0, 3.0, 8.0, 30.0])
                 advance(h, scanner, watch, seconds)

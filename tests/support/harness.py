@@ -222,6 +222,11 @@ class Harness:
     def close_position(self):
         return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL)))
 
+    def amend(self, stop: float | None = None, breakeven: bool = False):
+        from actors.messages import AmendPosition
+
+        return self._guarded(lambda: self.core.amend(AmendPosition(SYMBOL, stop, breakeven)))
+
     def observe(self, finding: str = "missing", missing: bool = False):
         """What a settled REST read shows of the symbol, as the ProtectionActor passes it (the
         lagging view; `missing`: a list read that left it out)."""
