@@ -14,11 +14,6 @@ from tests.support.kit import ROOT
 
 PACKAGES = ("adapters", "actors", "supervisor")
 MAX_LINES = 450
-# The one module allowed past it, and why: thespian dispatches a message to a method named for
-# its class, so the Supervisor's shell holds one handler per message it receives (44); every
-# decision is in the plain objects beside it (children, commands, configure, safe_mode,
-# ownership, status). Its bound keeps it from growing back.
-LONGER = {"supervisor/supervisor.py": 660}
 
 
 def modules() -> dict[str, Path]:
@@ -111,7 +106,7 @@ def test_no_module_is_longer_than_one_reading_holds():
     for path in modules().values():
         rel = path.relative_to(ROOT).as_posix()
         lines = len(path.read_text().splitlines())
-        if lines > LONGER.get(rel, MAX_LINES):
+        if lines > MAX_LINES:
             long[rel] = lines
     assert long == {}, f"split these by concern (at most {MAX_LINES} lines): {long}"
 

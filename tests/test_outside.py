@@ -147,6 +147,24 @@ def test_flipped_outside_ends_the_episode_and_leaves_the_new_position_to_the_ado
             and o.filled_qty > 0] == []                     # and nothing of the new short was closed
 
 
+def test_a_flip_while_the_journal_cannot_write_is_protected_before_the_old_stop_is_cancelled():
+    # Long 1 flipped to short 1.5 by hand while the journal fails: the long's stop order must be
+    # cancelled (journaled first, so it waits for the journal), and the short must not wait for
+    # that -- its stop is on the other side, which the cleanup never touches.
+    h = guarded(True)
+    h.fail_journal = True
+    h.outside("order", side="sell", qty=2.5)
+    h.run()
+    assert h.core.state is State.IDLE and h.core.cleanup is not None and h.core.cleanup.side is Side.SELL
+    assert isinstance(h.adopt(qty=1.5, stop=110.0, side=Side.SELL), CommandAccepted)
+    h.run()
+    assert h.core.state is State.PROTECTED and venue_position(h).stop_price == 110.0
+    h.fail_journal = False                                   # the journal writes again: the cleanup goes on
+    h.advance(30.0)
+    assert [(o.side, o.stop_price) for o in h.working_stops()] == [(Side.BUY, 110.0)]
+    assert h.core.cleanup is None and h.core.state is State.PROTECTED
+
+
 @KINDS
 def test_our_stop_cancelled_by_hand_is_set_again_and_the_event_says_so(stop_orders):
     h = guarded(stop_orders)

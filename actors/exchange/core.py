@@ -169,8 +169,8 @@ class ExchangeCore:
         """Cancel stop orders of ours on a symbol (the named ones, else every one), then read again:
         the reply says what still works, so the caller knows when none of ours is left."""
         def wanted(orders: list[StopOrderReport]) -> list[StopOrderReport]:
-            return [o for o in orders if is_ours(o) and (not msg.client_order_ids
-                                                         or o.client_order_id in msg.client_order_ids)]
+            return [o for o in orders if is_ours(o) and (msg.side is None or o.side is msg.side)
+                    and (not msg.client_order_ids or o.client_order_id in msg.client_order_ids)]
 
         orders, failure = await self._call(self._reads, lambda: self.adapter.fetch_stop_orders(msg.symbol))
         if failure is not None:

@@ -184,6 +184,9 @@ class CancelStops:
     # side, and only the engine's "no position" lets the cancel go on.
     probe_stop: float | None = None
     probe_side: Side | None = None
+    # Only stop orders of this side (the ended position's closing side): a stop of ours on the
+    # other side protects a position adopted meanwhile (a flip), and is not a leftover.
+    side: Side | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,9 @@ class Commands(CoreBase):
         """Take over a position nothing of ours opened: protect it, or close it reduce-only."""
         if cmd.symbol != self.symbol or self.state is not State.IDLE:
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; only IDLE adopts")
-        if self.cleanup is not None:                     # the next read judges it again
+        if self.cleanup is not None and (self.cleanup.side is None or self.cleanup.side is cmd.side.opposite):
+            # Its stop would be one the cleanup cancels: the next read judges it again. A position of
+            # the other side (a flip) is protected now -- never left naked behind a cleanup.
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol}: cancelling its last position's stops")
         if not cmd.qty > 0 or (cmd.stop_price is not None and not cmd.stop_price > 0):
             return CommandDenied(cmd.command_id, cmd.symbol, "qty and stop must be positive")

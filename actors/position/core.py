@@ -49,7 +49,10 @@ TIMERS: dict[TimerKind, tuple[Callable[[PositionCore], bool], Callable[[Position
                            PositionCore._query_entry),
     TimerKind.RETRY_ENTRY: (lambda c: c.state is State.ENTERING, PositionCore._retry_entry),
     TimerKind.RETRY_STOP: (lambda c: c.state in SETTING_STOP, PositionCore._send_stop),
-    TimerKind.CANCEL_STOPS: (lambda c: c.cleanup is not None and c.state is State.IDLE, PositionCore._cancel_again),
+    # Stop orders a position outlived: cancelled (again) while the symbol rests, or alongside an
+    # adopted position of the other side.
+    TimerKind.CANCEL_STOPS: (lambda c: c.cleanup is not None and (c.state is State.IDLE or c.cleanup_spares_episode()),
+                             PositionCore._cancel_again),
     TimerKind.POLL_CLOSE: (lambda c: c.state in CLOSING and bool(c.episode.close.cid), PositionCore._poll_close),
     TimerKind.RETRY_CLOSE: (lambda c: c.state in CLOSING and c.episode.close.request is not None,
                             PositionCore._retry_close),

@@ -188,7 +188,8 @@ class Watch(CoreBase):
         ep = self.episode
         probe = not proven_flat and ep.side is not None and ep.stop.price is not None
         self.cleanup = CancelStops(self.symbol, ids, probe_stop=ep.stop.price if probe else None,
-                                   probe_side=ep.side if probe else None)
+                                   probe_side=ep.side if probe else None,
+                                   side=ep.side.opposite if ep.side is not None else None)
         self.ports.to_journal(JournalCancel(self.cleanup, reason))
         self._arm(TimerKind.CANCEL_STOPS, self.settings.reply_timeout_s)
 
@@ -217,12 +218,20 @@ class Watch(CoreBase):
             self.log.info("{} {}", self.symbol, self.last_event)
             self.ports.publish(self.snapshot())
 
+    def cleanup_spares_episode(self) -> bool:
+        """The pending cleanup cancels only another side's stops than the current episode's."""
+        cleanup, side = self.cleanup, self.episode.side
+        return (cleanup is not None and cleanup.side is not None and side is not None
+                and cleanup.side is not side.opposite)
+
     def _cancel_again(self) -> None:
         cleanup = self.cleanup
         assert cleanup is not None
         self.cleanup = None
-        self._cancel_leftovers("stop orders of ours outlived their position (again)", cleanup.client_order_ids,
-                               proven_flat=cleanup.probe_stop is None)
+        self.cleanup = CancelStops(self.symbol, cleanup.client_order_ids, probe_stop=cleanup.probe_stop,
+                                   probe_side=cleanup.probe_side, side=cleanup.side)
+        self.ports.to_journal(JournalCancel(self.cleanup, "stop orders of ours outlived their position (again)"))
+        self._arm(TimerKind.CANCEL_STOPS, self.settings.reply_timeout_s)
 
     def _gone_evidence(self) -> Outside | None:
         """What says the position went away outside us, beside the engine's "no position": what

@@ -70,7 +70,7 @@ class Scanner:
             from actors.messages import PositionObserved
 
             h._guarded(lambda: h.core.observe(PositionObserved(SYMBOL, seen, "scan")))
-        elif h.core.state is State.IDLE and seen is not None and h.core.cleanup is None:
+        elif h.core.state is State.IDLE and seen is not None:           # the core refuses it mid-cleanup
             stop = round(seen.entry_price * (0.9 if seen.side is Side.BUY else 1.1), 8) if seen.entry_price else None
             h.adopt(qty=seen.qty, stop=seen.stop_price or stop, side=seen.side)
         self.sweep(seen)
@@ -150,6 +150,7 @@ class Watch:
     reads_before: int = 0                            # position reads the scans made (allowed)
     outside: bool = False                            # something was done outside posguard in this schedule
     idle_since: float | None = None
+    journal_back_at: float = -1.0                    # when the journal could write again (a cleanup waits for it)
 
 
 def check(h: Harness, final: bool = False, watch: Watch | None = None) -> None:
@@ -183,7 +184,8 @@ def check(h: Harness, final: bool = False, watch: Watch | None = None) -> None:
         watch.flat_since = (watch.flat_since if watch.flat_since is not None else now) if pos is None else None
         ours = [w for w in book.working(SYMBOL) if w.client_id.startswith("pg")]
         window = CONFIRM_WINDOW_S + 2 * h.settings.reply_timeout_s
-        if (ours and watch.flat_since is not None and now - watch.flat_since > window
+        since = max(watch.flat_since, watch.journal_back_at) if watch.flat_since is not None else None
+        if (ours and since is not None and now - since > window
                 and not h.fail_journal and state is State.IDLE):
             raise Violation(f"stop orders of ours {[w.client_id for w in ours]} working on a flat symbol")
     if final:
@@ -280,6 +282,7 @@ def run_schedule(seed: int) -> Outcome:
             elif action == "disk":                       # the journal cannot write (disk full), or can again
                 h.fail_journal = not h.fail_journal
                 action = "journal fails" if h.fail_journal else "journal writes again"
+                watch.journal_back_at = h.clock.t if not h.fail_journal else watch.journal_back_at
             elif action == "lie":
                 # The stream claims our position's stop fired (it did not): only REST may say so.
                 claim = OrderReport(SYMBOL, f"stop-lie-{rng.random()}", "v-lie", Side.SELL, 1.0, OrderStatus.FILLED,
@@ -295,7 +298,8 @@ def run_schedule(seed: int) -> Outcome:
             watch.reads_before = h.position_reads()
             check(h, watch=watch)
         h.drop = None
-        h.fail_journal = False
+        if h.fail_journal:
+            h.fail_journal, watch.journal_back_at = False, h.clock.t
         advance(h, scanner, watch, 600.0)
         watch.reads_before = h.position_reads()
         check(h, final=True, watch=watch)
