@@ -145,3 +145,32 @@ def test_a_crash_while_moving_keeps_one_stop_of_ours_and_the_position_protected(
     assert venue_stop(h) in (95.0, 97.0) and h.core.snapshot().stop_price == venue_stop(h)
     if stop_orders:
         assert len(h.working_stops()) == 1
+
+
+@KINDS
+def test_a_position_closed_by_hand_while_its_stop_moves_ends_closed_outside(stop_orders):
+    # Closed by hand, the stream's news still on its way, when the move is asked: the venue answers
+    # "no position" for the new stop while the push waits (held, judged once PROTECTED) -- one
+    # verification, not two, and the episode ends with the venue's cause.
+    h = guarded(stop_orders)
+    h.outside("order", side="sell", qty=1.0, reduce_only=True)
+    assert isinstance(h.amend(stop=97.0), CommandAccepted)
+    h.run()
+    assert h.core.state is State.IDLE and h.truth().open_positions() == {}
+    assert events(h, "closed")[-1]["reason"] == "closed_outside"
+    assert [o for o in h.truth().orders if o.reduce_only and o.client_order_id.startswith("pg")] == []
+    assert h.working_stops() == []
+
+
+def test_a_refused_move_sets_the_old_stop_again_if_it_went_meanwhile():
+    # Stops as orders, no stream: our stop is cancelled by hand while a move is under way, and the
+    # venue refuses the move. Going back to PROTECTED on "the old one stands" would leave the
+    # position naked until the next scan: the old stop is set again first.
+    h = Harness(venue(stop_orders=True), streams=False)
+    h.open(qty=1.0, stop=95.0)
+    h.run()
+    h.amend(stop=PRICE + 1.0)                               # refused: above the price
+    h.outside("clear_stop")
+    h.run()
+    assert h.core.state is State.PROTECTED and venue_stop(h) == 95.0
+    assert [o.stop_price for o in h.working_stops()] == [95.0]

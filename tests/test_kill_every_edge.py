@@ -88,7 +88,7 @@ SLOW_STOP = Fault("set_stop", FaultKind.DELAY, delay_s=0.5)
 REFUSED_STOP = Fault("set_stop", FaultKind.ERROR, code=10001, message="risk limit")
 CASES: dict[tuple[State, Trigger], Case] = {
     (S.PROTECTED, T.MOVE_STOP): Case(amend_when="PROTECTED"),
-    (S.MOVING_STOP, T.STOP_CONFIRMED): Case(amend_when="PROTECTED"),
+    (S.MOVING_STOP, T.STOP_MOVED): Case(amend_when="PROTECTED"),
     (S.MOVING_STOP, T.MOVE_REFUSED): Case(amend_when="PROTECTED", amend_to=101.0),   # above the price: refused
     (S.MOVING_STOP, T.CLOSE_REQUESTED): Case((SLOW_STOP,), amend_when="PROTECTED", close_when="MOVING_STOP"),
     (S.PROTECTED, T.OUTSIDE_SEEN): Case(observe_when="PROTECTED"),

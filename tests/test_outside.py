@@ -337,3 +337,35 @@ def test_our_own_close_on_a_stop_order_venue_cancels_the_stop_it_leaves():
     h.close_position()
     h.run()
     assert h.core.state is State.IDLE and h.working_stops() == []
+
+
+def test_a_flip_then_a_close_while_the_journal_fails_leaves_no_stop_of_ours_on_either_side():
+    h = guarded(True)
+    h.fail_journal = True
+    h.outside("order", side="sell", qty=2.5)                # long 1 -> short 1.5: the long's SELL stop is a leftover
+    h.run()
+    h.adopt(qty=1.5, stop=110.0, side=Side.SELL)
+    h.run()
+    h.close_position()                                      # the short closed too: its BUY stop a leftover as well
+    h.run()
+    h.fail_journal = False
+    h.advance(60.0)
+    assert h.core.state is State.IDLE and venue_position(h) is None
+    assert h.working_stops() == [] and h.core.cleanup is None
+
+
+def test_the_scans_cancel_of_leftovers_takes_them_whatever_their_side():
+    h = Harness(venue(stop_orders=True), streams=True)
+    h.open(qty=1.0, stop=105.0, side=Side.SELL)
+    h.run()
+    h.close_position()
+    h.run()
+    assert h.core.state is State.IDLE and h.working_stops() == []
+    engine = h.adapter.engine                                # a long's stop of ours left working on the flat symbol
+    engine.create_order(OrderRequest(SYMBOL, Side.BUY, 1.0, "hand-long"), True)
+    engine.place_stop_order(SYMBOL, Side.SELL, 95.0, "pgsl-old-long")
+    h.outside("order", side="sell", qty=1.0, reduce_only=True)
+    assert [o.client_order_id for o in h.working_stops()] == ["pgsl-old-long"]
+    assert isinstance(h.cancel_leftovers("pgsl-old-long"), CommandAccepted)
+    h.run()
+    assert h.working_stops() == []

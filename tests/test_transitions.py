@@ -249,7 +249,7 @@ def s_close_while_moving(crash: list[Edge] | None = None) -> Harness:
 
 SCENARIOS: dict[Edge, Callable[..., Harness]] = {
     (State.PROTECTED, Trigger.MOVE_STOP): s_stop_moved,
-    (State.MOVING_STOP, Trigger.STOP_CONFIRMED): s_stop_moved,
+    (State.MOVING_STOP, Trigger.STOP_MOVED): s_stop_moved,
     (State.MOVING_STOP, Trigger.MOVE_REFUSED): s_stop_move_refused,
     (State.MOVING_STOP, Trigger.CLOSE_REQUESTED): s_close_while_moving,
     (State.PROTECTED, Trigger.OUTSIDE_SEEN): s_closed_by_hand,

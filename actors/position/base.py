@@ -117,7 +117,7 @@ class CoreBase:
     def _events_of(self, trigger: Trigger, detail: str) -> tuple[EventRecord, ...]:
         """What the event stream says beside the transition itself."""
         ep = self.episode
-        if trigger in (Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED):
+        if trigger in (Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED, Trigger.STOP_MOVED):
             previous, self.venue_stop = self.venue_stop, ep.stop.price
             moved = previous is not None and ep.stop.price is not None and abs(previous - ep.stop.price) > 1e-12
             return (EventRecord("stop", self.symbol, {"stop_price": ep.stop.price, "previous": previous,

@@ -145,6 +145,7 @@ class Commands(CoreBase):
         if ep.stop.price is not None and abs(target - ep.stop.price) <= 1e-9 * max(1.0, ep.stop.price):
             return CommandDenied(cmd.command_id, self.symbol, f"the stop is already at {px(target)}")
         ep.moving_to, ep.moved_by = target, "breakeven" if cmd.breakeven else "operator"
+        ep.stop.attempts = 0
         self._go(Trigger.MOVE_STOP, f"moving the stop from {px(ep.stop.price)} to {px(target)} ({ep.moved_by})")
         self._send_stop()
         return CommandAccepted(cmd.command_id, self.symbol, ep.intent_id)

@@ -18,16 +18,19 @@ from actors.messages import (
     OrderStreamed,
     PlaceOrder,
     QueryOrder,
+    Reprotect,
     SetStop,
     StopSet,
     new_id,
 )
-from actors.position.base import HELD_OUTSIDE, CoreBase, describe_failure, px
+from actors.position.base import AMBIGUOUS, HELD_OUTSIDE, CoreBase, describe_failure, px
 from actors.position.episode import OrderLeg, same_qty
 from actors.position.outside import CLOSED_OUTSIDE, REASON_OF_CLOSED_BY, Outside
 from actors.position.states import CLOSING, RESTING, SETTING_STOP, State, TimerKind, Trigger
 from adapters.base import OrderReport, OrderRequest
 from adapters.errors import Outcome
+
+MOVE_TRIES = 5                       # answers that may have executed, asked again before the old stop is set again
 
 
 class Orders(CoreBase):
@@ -145,6 +148,7 @@ class Orders(CoreBase):
         if self.state is State.ENTERING or self.state is State.IDLE:
             return
         ep = self.episode
+        ep.resized = ep.reduced_by = None                # what they waited to be matched with may be lost
         if not ep.entry.final and ep.entry.cid is not None:
             self._query_entry()
         if self.state in CLOSING and ep.close.cid is not None:
@@ -357,7 +361,10 @@ class Orders(CoreBase):
     def _on_stop_moved(self, msg: StopSet) -> None:
         """The venue's answer to the new stop. Taken: it replaced the old one (Bybit's trading-stop
         in place; where stops are orders, the new one was placed before the old was cancelled).
-        Refused: the old stop still stands, and the position stays as it was."""
+        Refused: the old stop is set again (it should still stand, but it may have been cancelled
+        by hand meanwhile -- news a stop-order venue's stream gave while we were moving), and the
+        position stays as it was. An outcome that may have executed is asked again: the same
+        stop, idempotent -- a few times, then the old one is set again."""
         ep, failure = self.episode, msg.failure
         before, after = ep.stop.price, ep.moving_to
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
@@ -365,8 +372,8 @@ class Orders(CoreBase):
             self._known(msg.received_ns)
             self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, ep.open_qty, msg.stop_price))
             self._event("stop_moved", {"before": before, "after": msg.stop_price, "by": ep.moved_by})
-            self._go(Trigger.STOP_CONFIRMED, f"stop moved from {px(before)} to {px(msg.stop_price)} ({ep.moved_by})")
-        elif failure.outcome in (Outcome.RETRY_LATER, Outcome.UNKNOWN):
+            self._go(Trigger.STOP_MOVED, f"stop moved from {px(before)} to {px(msg.stop_price)} ({ep.moved_by})")
+        elif (failure.outcome in AMBIGUOUS or failure.outcome is Outcome.RETRY_LATER) and ep.stop.attempts < MOVE_TRIES:
             ep.stop.attempts += 1                        # the same stop again: idempotent
             self._arm(TimerKind.RETRY_STOP, self._backoff(ep.stop.attempts - 1))
         else:
@@ -374,7 +381,11 @@ class Orders(CoreBase):
             why = describe_failure(failure)
             self._event("stop_move_refused", {"stop": before, "asked": after, "reason": why})
             self._go(Trigger.MOVE_REFUSED, f"stop move to {px(after)} refused ({why}); stop {px(before)} stands")
+            if self.state is not State.PROTECTED:
+                return                                   # a push held while moving is being judged
             if failure.outcome is Outcome.NO_POSITION and ep.entry.final:
                 # No position to move the stop of: the venue's word that it is gone, to be confirmed.
                 self._outside_gone(Outside(CLOSED_OUTSIDE, f"engine: no position to move the stop of ({why})",
                                            "engine"))
+            else:
+                self.reprotect(Reprotect(self.symbol, f"stop move refused ({why}): the old stop set again"))

@@ -43,7 +43,8 @@ class Trigger(StrEnum):
     OUTSIDE_UNCONFIRMED = "outside_unconfirmed"  # the venue took our stop again: the position lives
     CLOSED_OUTSIDE = "closed_outside"        # the engine holds no position to protect: it was closed outside us
     MOVE_STOP = "move_stop"                  # an operator (or strategy) moves the stop: a price, or break-even
-    MOVE_REFUSED = "move_refused"            # the venue refused the new stop: the old one still stands
+    MOVE_REFUSED = "move_refused"            # the venue refused the new stop: the old one is set again
+    STOP_MOVED = "stop_moved"                # the venue took the new stop
 
 
 class TimerKind(StrEnum):
@@ -110,7 +111,7 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     # a stop move: the new stop replaces the old on the venue (in place, or placed before the old
     # one is cancelled), so the whole position is covered at every instant; refused, the old stands
     (S.PROTECTED, T.MOVE_STOP): S.MOVING_STOP,
-    (S.MOVING_STOP, T.STOP_CONFIRMED): S.PROTECTED,
+    (S.MOVING_STOP, T.STOP_MOVED): S.PROTECTED,
     (S.MOVING_STOP, T.MOVE_REFUSED): S.PROTECTED,
     (S.MOVING_STOP, T.CLOSE_REQUESTED): S.FLATTENING,
 

@@ -173,10 +173,11 @@ class Watch(CoreBase):
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; its stops are its own")
         if self.cleanup is None:
             self._cancel_leftovers("stop orders of ours on a flat symbol (two REST reads the lag apart)",
-                                   cmd.client_order_ids)
+                                   cmd.client_order_ids, any_side=True)
         return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
 
-    def _cancel_leftovers(self, reason: str, ids: tuple[str, ...] = (), proven_flat: bool = True) -> None:
+    def _cancel_leftovers(self, reason: str, ids: tuple[str, ...] = (), proven_flat: bool = True,
+                          any_side: bool = False) -> None:
         """Where stops are orders they outlive their position (a close-all stop left working closes
         the next position at the old trigger): once the venue confirmed the position gone, every
         stop order of ours on the symbol is cancelled -- journaled first, then sent by the journal.
@@ -187,9 +188,16 @@ class Watch(CoreBase):
             return                                       # a position's own stop goes with it
         ep = self.episode
         probe = not proven_flat and ep.side is not None and ep.stop.price is not None
-        self.cleanup = CancelStops(self.symbol, ids, probe_stop=ep.stop.price if probe else None,
-                                   probe_side=ep.side if probe else None,
-                                   side=ep.side.opposite if ep.side is not None else None)
+        # The ended position's closing side only (a flip's new position may be adopted meanwhile);
+        # every side when the scan saw the symbol flat twice, or when a cleanup of the other side
+        # is still pending (it is merged into this one, not dropped).
+        side = ep.side.opposite if ep.side is not None and not any_side else None
+        pending = self.cleanup
+        if pending is not None and pending.side is not side:
+            side = None
+        self.cleanup = CancelStops(self.symbol, ids if pending is None else (),
+                                   probe_stop=ep.stop.price if probe else None,
+                                   probe_side=ep.side if probe else None, side=side)
         self.ports.to_journal(JournalCancel(self.cleanup, reason))
         self._arm(TimerKind.CANCEL_STOPS, self.settings.reply_timeout_s)
 

@@ -10,6 +10,7 @@ position's stop from those open stop orders (`fetch_stop_orders`).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from loguru import logger
@@ -30,6 +31,9 @@ from adapters.ccxt.settings import unified_symbol
 from adapters.stops import STOP_ID_PREFIX, stop_client_id
 
 DUPLICATE_ID = -4116
+
+
+CANCEL_TRIES = 3                     # cancels of the stops a new one replaced, before the scan is left to it
 
 
 class BinanceAdapter(CcxtAdapter):
@@ -101,13 +105,19 @@ class BinanceAdapter(CcxtAdapter):
     async def _cancel_other_stops(self, symbol: str, position_side: Side, keep: str) -> None:
         """After the new stop stands, remove the ones of ours it replaces (never before: never
         naked). A stop someone else placed is theirs to keep."""
-        try:
-            for stop in await self.fetch_stop_orders(symbol):
-                if (stop.client_order_id != keep and stop.client_order_id.startswith(STOP_ID_PREFIX)
-                        and stop.side is position_side.opposite):
-                    await self.cancel_stop_order(symbol, stop)
-        except VenueError as exc:
-            logger.warning("{}: replaced stop orders not cancelled yet ({}); the scan will see them", symbol, exc)
+        for attempt in range(CANCEL_TRIES):
+            try:
+                for stop in await self.fetch_stop_orders(symbol):
+                    if (stop.client_order_id != keep and stop.client_order_id.startswith(STOP_ID_PREFIX)
+                            and stop.side is position_side.opposite):
+                        await self.cancel_stop_order(symbol, stop)
+                return
+            except VenueError as exc:
+                if attempt + 1 == CANCEL_TRIES:
+                    logger.warning("{}: replaced stop orders not cancelled yet ({}); the scan will see them",
+                                   symbol, exc)
+                else:
+                    await asyncio.sleep(0.2 * (attempt + 1))   # a replaced stop left working triggers first
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         order = await self._call(self.ex.fetch_order, None, unified_symbol(symbol),
