@@ -16,6 +16,7 @@ only after two reads the REST lag apart show its symbol flat.
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -160,6 +161,10 @@ class ProtectionActor(BridgedActor):
         self.stream_suspects: dict[tuple[str, str], int] = {}
         self.awaiting_stops: dict[str, PositionReport] = {}  # symbol -> foreign position, its stop orders asked
         self.scan_requests: dict[str, Any] = {}              # ScanNow request id -> who asked
+        # request id -> when each read in flight was asked (host-monotonic ns, oldest first): what a
+        # read shows is no newer than that, however late its answer is judged.
+        self.asked_ns: dict[str, deque[int]] = {}
+        self.read_ns = 0
         self.rejudge_armed = False
         # (symbol, leftover client ids) -> when a read first showed them on a flat symbol
         self.leftovers: dict[tuple[str, tuple[str, ...]], float] = {}
@@ -201,14 +206,18 @@ class ProtectionActor(BridgedActor):
             return
         self.wakeupAfter(timedelta(seconds=self.settings.scan_s), SCAN)   # re-arm first: a failure never stops scans
         if self.exchange is not None:
-            self.send(self.exchange, FetchPositions(request_id=SCAN))
+            self._fetch(SCAN)
 
     def receiveMsg_ScanNow(self, msg: ScanNow, sender: Any) -> None:  # noqa: N802
         if self.exchange is None:
             self.send(sender, ScanDone(msg.request_id, "exchange not known yet"))
             return
         self.scan_requests[msg.request_id] = sender
-        self.send(self.exchange, FetchPositions(request_id=msg.request_id))
+        self._fetch(msg.request_id)
+
+    def _fetch(self, request_id: str) -> None:
+        self.asked_ns.setdefault(request_id, deque()).append(time.monotonic_ns())
+        self.send(self.exchange, FetchPositions(request_id=request_id))
 
     def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
         asker = self.scan_requests.pop(msg.request_id, None)
@@ -220,6 +229,10 @@ class ProtectionActor(BridgedActor):
                 self.send(asker, ScanDone(msg.request_id, failure))
 
     def _scanned(self, msg: PositionsFetched) -> None:
+        asked = self.asked_ns.get(msg.request_id)
+        self.read_ns = asked.popleft() if asked else 0
+        if asked is not None and not asked:
+            del self.asked_ns[msg.request_id]
         if msg.failure is not None:
             logger.warning("protection scan: venue positions unreadable ({} {}: {}); observation refused,"
                            " next scan in {}s", msg.failure.outcome, msg.failure.code, msg.failure.message,
@@ -282,7 +295,7 @@ class ProtectionActor(BridgedActor):
             if f.kind == "missing":
                 logger.warning("protection: suspect list read: {} is PROTECTED here, the venue's list leaves it"
                                " out; asking its PositionActor to ask the venue", f.symbol)
-            self._ask(PositionObserved(f.symbol, f.position, f.kind))
+            self._ask(PositionObserved(f.symbol, f.position, f.kind, read_ns=self.read_ns))
         elif reads < 2:
             logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
         elif foreign and f.position is not None:       # policy close: two agreeing reads

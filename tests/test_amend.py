@@ -174,3 +174,23 @@ def test_a_refused_move_sets_the_old_stop_again_if_it_went_meanwhile():
     h.run()
     assert h.core.state is State.PROTECTED and venue_stop(h) == 95.0
     assert [o.stop_price for o in h.working_stops()] == [95.0]
+
+
+def test_a_read_asked_before_the_move_cannot_undo_it_even_following_the_operator():
+    # With follow_stop_moves, a REST read asked before the move (still showing the old stop) and
+    # judged after it would look like an operator's move back: it is older than the venue's last
+    # word, and dropped.
+    from actors.messages import PositionObserved
+    from adapters.base import PositionReport
+    from tests.support.harness import fast_settings
+
+    h = Harness(venue(), settings=fast_settings(follow_stop_moves=True), streams=True)
+    h.open(qty=1.0, stop=95.0)
+    h.run()
+    h.amend(stop=97.0)
+    h.run()
+    stale = PositionReport(SYMBOL, Side.BUY, 1.0, 100.0, 95.0)
+    reply = h._guarded(lambda: h.core.observe(PositionObserved(SYMBOL, stale, "drift", read_ns=1)))
+    assert isinstance(reply, CommandDenied) and "older than the venue's last word" in reply.reason
+    h.run()
+    assert h.core.snapshot().stop_price == 97.0 and venue_stop(h) == 97.0

@@ -84,6 +84,7 @@ class PositionObserved:
     finding: str                         # missing | resized | flipped | drift
     command_id: str = id_field()
     ts: float = ts_field()
+    read_ns: int = 0                     # host-monotonic: when the read was asked (0: unknown)
 
 
 @dataclass(frozen=True, slots=True)

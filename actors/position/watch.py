@@ -47,6 +47,10 @@ class Watch(CoreBase):
         """A REST read of the venue, settled past the REST lag (the ProtectionActor's)."""
         if self.state is not State.PROTECTED:
             return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol} is {self.state}; judged when it rests")
+        if cmd.read_ns and cmd.read_ns < self.episode.known_ns:
+            # Asked before the venue's latest answer (a stop just set or moved): it can only show
+            # the older picture, however late it was judged.
+            return CommandDenied(cmd.command_id, cmd.symbol, f"{self.symbol}: a read older than the venue's last word")
         self._judge(cmd.position, f"rest ({cmd.finding})", True)
         return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
 
