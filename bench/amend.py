@@ -31,6 +31,7 @@ from actors.messages import AmendPosition, CommandAccepted
 from actors.settings import ProtectionSettings, StreamSettings
 from adapters.base import Side
 from tests.support import kit
+from tests.support.coverage import uncovered_qty
 
 SYMBOL = "S0USDT"
 
@@ -46,16 +47,7 @@ class Meter:
         now = self.engine.now()
         if self.at is not None:
             self.total += self.open_uncovered * (now - self.at)
-        self.at, self.open_uncovered = now, self.uncovered()
-
-    def uncovered(self) -> float:
-        held = self.engine.true_state().open_positions().get(SYMBOL)
-        if held is None or held.qty == 0:
-            return 0.0
-        side = Side.BUY if held.qty > 0 else Side.SELL
-        book = self.engine.stop_book
-        covered = book.effective(SYMBOL, side) is not None if book is not None else held.stop_price is not None
-        return 0.0 if covered else abs(held.qty)
+        self.at, self.open_uncovered = now, uncovered_qty(self.engine, SYMBOL)
 
 
 @dataclass

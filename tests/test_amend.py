@@ -12,6 +12,7 @@ from actors.messages import CommandAccepted, CommandDenied, JournalPosition, Set
 from actors.position.states import State, Trigger
 from actors.settings import RiskLimits
 from adapters.base import Side
+from tests.support.coverage import uncovered_qty
 from tests.support.harness import PRICE, SYMBOL, Harness, venue
 
 KINDS = pytest.mark.parametrize("stop_orders", [False, True], ids=["stop-on-position", "stop-orders"])
@@ -34,13 +35,7 @@ class Coverage:
 
     def check(self, _event: object) -> None:
         engine = self.h.adapter.engine
-        held = engine.true_state().open_positions().get(SYMBOL)
-        if held is None or held.qty == 0:
-            return
-        side = Side.BUY if held.qty > 0 else Side.SELL
-        covered = (engine.stop_book.effective(SYMBOL, side) is not None if engine.stop_book is not None
-                   else held.stop_price is not None)
-        if not covered:
+        if uncovered_qty(engine, SYMBOL) > 0:
             self.uncovered.append(engine.now())
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from actors.messages import AmendPosition, CommandAccepted
-from adapters.base import Side
+from tests.support.coverage import uncovered_qty
 from tests.test_outside_venues import STOP, SYMBOL, VENUES, events, guarded  # noqa: F401 -- guarded: the fixture
 
 
@@ -20,12 +20,7 @@ def watch_coverage(v: Any) -> list[float]:
     engine = v.engine
 
     def check(_event: object) -> None:
-        held = engine.true_state().open_positions().get(SYMBOL)
-        if held is None or held.qty == 0:
-            return
-        side = Side.BUY if held.qty > 0 else Side.SELL
-        book = engine.stop_book
-        if (book.effective(SYMBOL, side) is None) if book is not None else held.stop_price is None:
+        if uncovered_qty(engine, SYMBOL) > 0:
             uncovered.append(engine.now())
 
     v.thread.on_loop(lambda: engine.listeners.append(check))
