@@ -89,8 +89,6 @@ class Orders(CoreBase):
     def on_order_placed(self, msg: OrderPlaced) -> None:
         self._journal_outcome(msg.client_order_id, msg.report, msg.failure)
         leg = self._leg(msg.client_order_id)
-        if leg is not None and msg.report is not None:
-            self._known(msg.received_ns)
         if msg.sent_at is not None and leg is not None:  # the window runs from when it really left
             leg.sent_at = self._monotonic_of(msg.sent_at)
         if leg is self.episode.entry and self.state is State.ENTERING:
@@ -100,9 +98,9 @@ class Orders(CoreBase):
 
     def on_order_queried(self, msg: OrderQueried) -> None:
         if msg.report is not None:
+            # An order's answer says nothing of the position's stop, and may come back (REST)
+            # after stream news that is newer than what it says: it never makes a push "older".
             self._journal_outcome(msg.client_order_id, msg.report, None)
-            if self._leg(msg.client_order_id) is not None:
-                self._known(msg.received_ns)
         ep, cid = self.episode, msg.client_order_id
         if cid == ep.probe_cid and ep.probe_cid != ep.close.cid:
             self._on_probe(msg)

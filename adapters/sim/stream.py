@@ -30,7 +30,9 @@ from adapters.streams import (
 )
 
 HEARTBEAT_S = 0.1
-STALL_S = 1.0
+# Tolerant of a loaded host: a 2-core machine running the whole suite held the venue's thread or
+# the exchange process past 1 s now and then, and the stream read as stalled (a false drop).
+STALL_S = 2.5
 
 
 @dataclass(slots=True)
