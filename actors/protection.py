@@ -16,7 +16,6 @@ only after two reads the REST lag apart show its symbol flat.
 from __future__ import annotations
 
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -52,6 +51,7 @@ from adapters.base import PositionReport, Side, StopOrderReport
 from adapters.stops import is_ours, with_stop_orders
 
 SCAN = "protection-scan"
+ASKED_KEPT = 16                      # reads in flight remembered (their answers may be lost)
 REJUDGE = "protection-rejudge"
 MISSING = "PROTECTED here, but the venue view shows no position"
 EPS = 1e-9
@@ -161,10 +161,11 @@ class ProtectionActor(BridgedActor):
         self.stream_suspects: dict[tuple[str, str], int] = {}
         self.awaiting_stops: dict[str, PositionReport] = {}  # symbol -> foreign position, its stop orders asked
         self.scan_requests: dict[str, Any] = {}              # ScanNow request id -> who asked
-        # request id -> when each read in flight was asked (host-monotonic ns, oldest first): what a
-        # read shows is no newer than that, however late its answer is judged.
-        self.asked_ns: dict[str, deque[int]] = {}
-        self.read_ns = 0
+        # request id -> when the read was asked (host-monotonic ns): what it shows is no newer than
+        # that, however late its answer is judged. Each read has its own id, so a lost answer never
+        # dates the next one; at most ASKED_KEPT are remembered.
+        self.asked_ns: dict[str, int] = {}
+        self.reads = 0
         self.rejudge_armed = False
         # (symbol, leftover client ids) -> when a read first showed them on a flat symbol
         self.leftovers: dict[tuple[str, tuple[str, ...]], float] = {}
@@ -206,7 +207,8 @@ class ProtectionActor(BridgedActor):
             return
         self.wakeupAfter(timedelta(seconds=self.settings.scan_s), SCAN)   # re-arm first: a failure never stops scans
         if self.exchange is not None:
-            self._fetch(SCAN)
+            self.reads += 1
+            self._fetch(f"{SCAN}:{self.reads}")
 
     def receiveMsg_ScanNow(self, msg: ScanNow, sender: Any) -> None:  # noqa: N802
         if self.exchange is None:
@@ -216,7 +218,9 @@ class ProtectionActor(BridgedActor):
         self._fetch(msg.request_id)
 
     def _fetch(self, request_id: str) -> None:
-        self.asked_ns.setdefault(request_id, deque()).append(time.monotonic_ns())
+        self.asked_ns[request_id] = time.monotonic_ns()
+        while len(self.asked_ns) > ASKED_KEPT:               # answers lost (an exchange restarted)
+            del self.asked_ns[next(iter(self.asked_ns))]
         self.send(self.exchange, FetchPositions(request_id=request_id))
 
     def receiveMsg_PositionsFetched(self, msg: PositionsFetched, sender: Any) -> None:  # noqa: N802
@@ -229,10 +233,7 @@ class ProtectionActor(BridgedActor):
                 self.send(asker, ScanDone(msg.request_id, failure))
 
     def _scanned(self, msg: PositionsFetched) -> None:
-        asked = self.asked_ns.get(msg.request_id)
-        self.read_ns = asked.popleft() if asked else 0
-        if asked is not None and not asked:
-            del self.asked_ns[msg.request_id]
+        read_ns = self.asked_ns.pop(msg.request_id, 0)
         if msg.failure is not None:
             logger.warning("protection scan: venue positions unreadable ({} {}: {}); observation refused,"
                            " next scan in {}s", msg.failure.outcome, msg.failure.code, msg.failure.message,
@@ -244,7 +245,7 @@ class ProtectionActor(BridgedActor):
         self.suspects = {k: n for k, n in self.suspects.items() if k in keys}
         for f in found:
             seen = self.suspects[f.key] = self.suspects.get(f.key, 0) + 1
-            self._decide(f, seen)
+            self._decide(f, seen, read_ns)
         self._sweep(list(msg.positions), list(msg.stop_orders), now)
 
     def _sweep(self, view: list[PositionReport], orders: list[StopOrderReport], now: float) -> None:
@@ -269,7 +270,7 @@ class ProtectionActor(BridgedActor):
                                ", ".join(ids))
                 self.send(self.supervisor, CancelLeftovers(symbol, ids))
 
-    def _decide(self, f: Finding, reads: int) -> None:
+    def _decide(self, f: Finding, reads: int, read_ns: int = 0) -> None:
         policy = self.settings.foreign_policy
         foreign = f.kind in ("foreign", "undeployed")     # an undeployed symbol gets an actor on demand
         if foreign and policy == "alert":
@@ -295,7 +296,7 @@ class ProtectionActor(BridgedActor):
             if f.kind == "missing":
                 logger.warning("protection: suspect list read: {} is PROTECTED here, the venue's list leaves it"
                                " out; asking its PositionActor to ask the venue", f.symbol)
-            self._ask(PositionObserved(f.symbol, f.position, f.kind, read_ns=self.read_ns))
+            self._ask(PositionObserved(f.symbol, f.position, f.kind, read_ns=read_ns))
         elif reads < 2:
             logger.warning("protection: {} {} ({}); acting if the next read agrees", f.symbol, f.kind, f.detail)
         elif foreign and f.position is not None:       # policy close: two agreeing reads

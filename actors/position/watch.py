@@ -19,6 +19,7 @@ from actors.messages import (
     Reprotect,
     StopOrderStreamed,
     StopsCancelled,
+    new_id,
 )
 from actors.position.base import HELD_OUTSIDE, CoreBase, describe_failure
 from actors.position.episode import same_qty
@@ -237,11 +238,9 @@ class Watch(CoreBase):
                 and cleanup.side is not side.opposite)
 
     def _cancel_again(self) -> None:
-        cleanup = self.cleanup
-        assert cleanup is not None
-        self.cleanup = None
-        self.cleanup = CancelStops(self.symbol, cleanup.client_order_ids, probe_stop=cleanup.probe_stop,
-                                   probe_side=cleanup.probe_side, side=cleanup.side)
+        assert self.cleanup is not None
+        # The same cleanup under a new request id (a late answer to the old one is then ignored).
+        self.cleanup = dataclasses.replace(self.cleanup, request_id=new_id())
         self.ports.to_journal(JournalCancel(self.cleanup, "stop orders of ours outlived their position (again)"))
         self._arm(TimerKind.CANCEL_STOPS, self.settings.reply_timeout_s)
 
