@@ -44,6 +44,10 @@ class Capabilities:
     reads_per_second: float = 50.0
     stop_orders: bool = False        # stops may live as open conditional orders: the scan reads them
     streams: bool = False            # a private stream pushes orders and positions (adapters/streams.py)
+    take_profit: bool = False        # a take-profit can stand beside the stop (with the entry where attached_stop)
+    # A trailing stop the venue itself holds (never one the bot trails): the callback bounds in % of
+    # the price, or None where the venue has none (refused with that reason).
+    trail_bounds_pct: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +60,7 @@ class OrderRequest:
     client_order_id: str
     reduce_only: bool = False
     stop_price: float | None = None  # attached stop loss (only where Capabilities.attached_stop)
+    take_profit: float | None = None  # attached take-profit, beside the stop (the same venues)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,7 @@ class OrderReport:
     reduce_only: bool = False
     stop_price: float | None = None
     fill_known: bool = True          # False: an acknowledgement that says nothing about the fill
+    take_profit: float | None = None  # the take-profit the venue took with the order
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,8 @@ class PositionReport:
     # Where stops are orders: the trigger of every stop order that protects it (`stop_price`: the
     # one that triggers first), so that ours is found among an operator's.
     stop_prices: tuple[float, ...] = ()
+    take_profit: float | None = None    # where it lives on the position (Bybit)
+    trail: float | None = None          # the position's trailing distance, a price (Bybit's trailingStop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,12 +109,21 @@ class StopOrderReport:
     reduce_only: bool
     client_order_id: str = ""
     venue_order_id: str = ""
+    kind: str = "stop"               # stop | take_profit | trailing: only a "stop" is counted as protection
+
+
+class ExitKind(StrEnum):
+    """What stands beside the stop loss on the venue: closes with a profit, or trails the price."""
+
+    TAKE_PROFIT = "take_profit"
+    TRAILING = "trailing"
 
 
 class CloseKind(StrEnum):
     """Why a position went away, as the venue's order history tells it."""
 
     STOP = "stop loss triggered"
+    TAKE_PROFIT = "take-profit triggered"
     LIQUIDATION = "liquidated"
     ADL = "auto-deleveraged"
     MANUAL = "closed by an order that is not ours (by hand?)"
@@ -134,11 +151,13 @@ OUR_ORDER_PREFIX = "pg"              # every client order id posguard makes star
 
 
 # What closed a position, as the venues' streams and histories mark their own closing orders.
-CLOSED_BY_KIND = {"stop": CloseKind.STOP, "liquidation": CloseKind.LIQUIDATION, "adl": CloseKind.ADL}
+CLOSED_BY_KIND = {"stop": CloseKind.STOP, "take_profit": CloseKind.TAKE_PROFIT, "liquidation": CloseKind.LIQUIDATION,
+                  "adl": CloseKind.ADL}
 
 
 def closure_kind(client_order_id: str, closed_by: str = "") -> CloseKind:
-    """`closed_by`: "stop" | "liquidation" | "adl" for the venue's own closing orders, "" for a client's."""
+    """`closed_by`: "stop" | "take_profit" | "liquidation" | "adl" for the venue's own closing
+    orders, "" for a client's."""
     if closed_by:
         return CLOSED_BY_KIND[closed_by]
     return CloseKind.OURS if client_order_id.startswith(OUR_ORDER_PREFIX) else CloseKind.MANUAL
@@ -198,6 +217,15 @@ class VenueAdapter(ABC):
         returns the price the venue holds when it rounds it (None: exactly as asked).
         `position_side` is what the caller knows of the position; venues whose stop is a
         closing order (Binance) need it, venues with a position-level stop (Bybit) ignore it."""
+
+    async def set_exit(self, symbol: str, kind: ExitKind, value: float, position_side: Side, qty: float,
+                       reference_price: float | None = None) -> float:
+        """Set (or move) the take-profit (`value`: its price) or the venue's trailing stop (`value`:
+        its callback in % of the price) of the symbol's position, beside its stop, without a lookup
+        first; `qty` is what is open, for venues whose trail is a reduce-only order of a size.
+        Where a venue can only replace one, the new one is placed before the old is cancelled.
+        Returns the value the venue holds (its tick). Venues without one refuse with the reason."""
+        raise VenueError(10001, f"{self.capabilities.venue} has no venue-held {kind.replace('_', '-')}")
 
     @abstractmethod
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:

@@ -9,6 +9,7 @@ import hashlib
 from adapters.base import OUR_ORDER_PREFIX, PositionReport, Side, StopOrderReport
 
 STOP_ID_PREFIX = f"{OUR_ORDER_PREFIX}sl-"
+EXIT_ID_PREFIX = {"take_profit": f"{OUR_ORDER_PREFIX}tp-", "trailing": f"{OUR_ORDER_PREFIX}ts-"}
 
 
 def stop_client_id(symbol: str, side: Side, price: str) -> str:
@@ -21,6 +22,14 @@ def stop_client_id(symbol: str, side: Side, price: str) -> str:
     return f"{STOP_ID_PREFIX}{symbol.lower()[:12]}-{digest}"
 
 
+def exit_client_id(symbol: str, side: Side, kind: str, value: str, qty: str = "") -> str:
+    """Our take-profit or trailing order's id, as `stop_client_id`: the same exit always gets the
+    same id (a re-send after an unknown outcome is "already placed"), a function of what was
+    journaled before it was asked for."""
+    digest = hashlib.sha1(f"{symbol}|{side}|{kind}|{value}|{qty}".encode()).hexdigest()[:16]
+    return f"{EXIT_ID_PREFIX[kind]}{symbol.lower()[:12]}-{digest}"
+
+
 def is_ours(order: StopOrderReport) -> bool:
     """A stop order posguard placed (every client id it makes starts with its prefix)."""
     return order.client_order_id.startswith(OUR_ORDER_PREFIX)
@@ -28,9 +37,10 @@ def is_ours(order: StopOrderReport) -> bool:
 
 def protects(order: StopOrderReport, position: PositionReport) -> bool:
     """A stop order protects a position when triggering it would close all of it and nothing
-    more: the opposite side, reduce-only (or close-all), covering the whole quantity."""
-    return (order.symbol == position.symbol and order.side is position.side.opposite and order.reduce_only
-            and (order.qty is None or order.qty >= position.qty - 1e-12))
+    more: a stop loss (never a take-profit, nor a trail that may not be armed yet), the opposite
+    side, reduce-only (or close-all), covering the whole quantity."""
+    return (order.kind == "stop" and order.symbol == position.symbol and order.side is position.side.opposite
+            and order.reduce_only and (order.qty is None or order.qty >= position.qty - 1e-12))
 
 
 def with_stop_orders(positions: list[PositionReport], orders: list[StopOrderReport]) -> list[PositionReport]:

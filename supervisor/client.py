@@ -132,20 +132,28 @@ class Client:
     def inspect(self, symbol: str, events: int = 20) -> dict[str, Any]:
         return self.request("inspect", symbol=symbol, events=events)
 
-    def open(self, symbol: str, side: str, qty: float, sl: float | None = None,
-             sl_pct: float | None = None) -> dict[str, Any]:
-        """Open a market position with its stop: `sl` a price, or `sl_pct` percent from the price."""
+    def open(self, symbol: str, side: str, qty: float, sl: float | None = None, sl_pct: float | None = None,
+             tp: float | None = None, tp_pct: float | None = None, trail_pct: float | None = None) -> dict[str, Any]:
+        """Open a market position with its stop: `sl` a price, or `sl_pct` percent from the price;
+        beside it a take-profit (`tp` a price, or `tp_pct` percent) and a venue-held trailing stop
+        (`trail_pct`, its callback). On a symbol already open on the same side: an add."""
         args: dict[str, Any] = {"symbol": symbol, "side": side, "qty": qty}
         args.update({"sl": sl} if sl is not None else {"sl_pct": sl_pct})
+        args.update({k: v for k, v in (("tp", tp), ("tp_pct", tp_pct), ("trail_pct", trail_pct)) if v is not None})
         return self.request("open", **args)
 
-    def close_position(self, symbol: str) -> dict[str, Any]:
-        return self.request("close", symbol=symbol)
+    def close_position(self, symbol: str, qty: float | None = None) -> dict[str, Any]:
+        """Close reduce-only: all of it, or `qty` of it (the stop keeps covering what stays)."""
+        return self.request("close", symbol=symbol, **({"qty": qty} if qty is not None else {}))
 
-    def amend(self, symbol: str, sl: float | None = None, breakeven: bool = False) -> dict[str, Any]:
-        """Move a PROTECTED position's stop: to `sl`, or to break-even (the entry plus fees). The
-        old stop stands until the venue has taken the new one; a refused move leaves it."""
-        return self.request("amend", symbol=symbol, **({"breakeven": True} if breakeven else {"sl": sl}))
+    def amend(self, symbol: str, sl: float | None = None, breakeven: bool = False, tp: float | None = None,
+              trail_pct: float | None = None) -> dict[str, Any]:
+        """Change one exit of a PROTECTED position: move its stop (to `sl`, or to break-even: the
+        entry plus fees; the old stop stands until the venue has taken the new one), set or move
+        its take-profit (`tp`), or its venue-held trailing stop (`trail_pct`)."""
+        given = {"sl": sl, "tp": tp, "trail_pct": trail_pct}
+        args = {"breakeven": True} if breakeven else {k: v for k, v in given.items() if v is not None}
+        return self.request("amend", symbol=symbol, **args)
 
     def pause(self) -> dict[str, Any]:
         return self.request("pause")

@@ -59,6 +59,10 @@ class Case:
     closed_by_hand: bool = False             # ... and it is: closed by hand just before our stop is set again
     amend_when: str | None = None            # once in this state, move the stop to `amend_to`
     amend_to: float = 97.0
+    exit_when: str | None = None             # once in this state, set a take-profit at `tp`
+    tp: float = 105.0
+    reduce_when: str | None = None           # once in this state, close 0.8 of the 2.0
+    add_when: str | None = None              # once in this state, add 0.5
     first_kill: tuple[State, Trigger] | None = None   # reach a recovery edge through an earlier kill
     settings: dict = field(default_factory=dict)
 
@@ -85,8 +89,26 @@ class VenueClosedByHand(SimulatedAdapter):
 
 
 SLOW_STOP = Fault("set_stop", FaultKind.DELAY, delay_s=0.5)
+SLOW_EXIT = Fault("set_exit", FaultKind.DELAY, delay_s=0.5)
+SLOW_REDUCE = Fault("create_order", FaultKind.DELAY, delay_s=0.5, reduce_only=True)
+SLOW_ADD = Fault("create_order", FaultKind.DELAY, delay_s=0.5, reduce_only=False, skip=1)   # the entry goes
 REFUSED_STOP = Fault("set_stop", FaultKind.ERROR, code=10001, message="risk limit")
 CASES: dict[tuple[State, Trigger], Case] = {
+    (S.PROTECTED, T.SET_EXIT): Case(exit_when="PROTECTED"),
+    (S.SETTING_EXIT, T.EXIT_SET): Case(exit_when="PROTECTED"),
+    (S.SETTING_EXIT, T.EXIT_REFUSED): Case((Fault("set_exit", FaultKind.ERROR, code=10001, message="params"),),
+                                           exit_when="PROTECTED"),
+    (S.SETTING_EXIT, T.CLOSE_REQUESTED): Case((SLOW_EXIT,), exit_when="PROTECTED", close_when="SETTING_EXIT"),
+    (S.PROTECTED, T.REDUCE): Case(reduce_when="PROTECTED"),
+    (S.REDUCING, T.REDUCED): Case(reduce_when="PROTECTED"),
+    (S.REDUCING, T.REDUCE_REFUSED): Case((Fault("create_order", FaultKind.ERROR, code=10001, message="params",
+                                                reduce_only=True),), reduce_when="PROTECTED"),
+    (S.REDUCING, T.CLOSE_REQUESTED): Case((SLOW_REDUCE,), reduce_when="PROTECTED", close_when="REDUCING"),
+    (S.PROTECTED, T.ADD): Case(add_when="PROTECTED"),
+    (S.ADDING, T.ADDED): Case(add_when="PROTECTED"),
+    (S.ADDING, T.ADD_REFUSED): Case((Fault("create_order", FaultKind.ERROR, code=110007, message="no balance",
+                                           reduce_only=False, skip=1),), add_when="PROTECTED"),
+    (S.ADDING, T.CLOSE_REQUESTED): Case((SLOW_ADD,), add_when="PROTECTED", close_when="ADDING"),
     (S.PROTECTED, T.MOVE_STOP): Case(amend_when="PROTECTED"),
     (S.MOVING_STOP, T.STOP_MOVED): Case(amend_when="PROTECTED"),
     (S.MOVING_STOP, T.MOVE_REFUSED): Case(amend_when="PROTECTED", amend_to=101.0),   # above the price: refused
@@ -194,6 +216,12 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
         asys.ask(sup, Reprotect(SYMBOL, "test: verify the stop"), 5)
     if case.amend_when and asys.ask(sup, WaitForState(SYMBOL, (case.amend_when,)), 10) is not None:
         asys.ask(sup, AmendPosition(SYMBOL, case.amend_to), 5)
+    if case.exit_when and asys.ask(sup, WaitForState(SYMBOL, (case.exit_when,)), 10) is not None:
+        asys.ask(sup, AmendPosition(SYMBOL, take_profit=case.tp), 5)
+    if case.reduce_when and asys.ask(sup, WaitForState(SYMBOL, (case.reduce_when,)), 10) is not None:
+        asys.ask(sup, ClosePosition(SYMBOL, qty=0.8), 5)
+    if case.add_when and asys.ask(sup, WaitForState(SYMBOL, (case.add_when,)), 10) is not None:
+        asys.ask(sup, OpenPosition(SYMBOL, Side.BUY, 0.5, 95.0), 5)
     if case.observe_when and asys.ask(sup, WaitForState(SYMBOL, (case.observe_when,)), 10) is not None:
         asys.ask(sup, PositionObserved(SYMBOL, None, "missing"), 5)
     if case.close_when and asys.ask(sup, WaitForState(SYMBOL, (case.close_when,)), 10) is not None:
@@ -219,8 +247,10 @@ def test_kill_9_at_every_edge_converges(edge, tcp_system, tmp_path):
 
     truth = asys.ask(sup, GetTrueState(), 5).state
     pos = truth.open_positions().get(SYMBOL)
-    entries = [o for o in truth.orders if not o.reduce_only and o.client_order_id.startswith("pg")]
+    entries = [o for o in truth.orders if not o.reduce_only and o.client_order_id.startswith("pge")]
     assert len(entries) <= 1
+    adds = [o for o in truth.orders if o.client_order_id.startswith("pga")]
+    assert len(adds) <= 1                                 # an add is never sent twice either
     assert truth.call_count("fetch_positions") <= 1       # the start-up report only
     if snap.state == "IDLE":
         assert pos is None, f"believed flat after the kill at {edge}, but the venue holds {pos}"

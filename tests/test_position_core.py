@@ -270,13 +270,14 @@ def test_bad_open_is_denied_before_anything_is_journaled(qty, stop):
     assert h.journal == before and h.venue_ops() == []
 
 
-def test_second_open_is_denied_while_a_position_is_held():
+def test_a_second_open_of_the_other_side_is_denied_while_a_position_is_held():
+    # (one of the same side is an add: tests/test_changes.py)
     h = Harness(venue())
     h.open()
     h.run()
-    reply = h.open()
-    assert isinstance(reply, CommandDenied) and "PROTECTED" in reply.reason
-    assert h.entries_on_venue() == 1
+    reply = h.open(side=Side.SELL)
+    assert isinstance(reply, CommandDenied) and "same side" in reply.reason
+    assert h.entries_on_venue() == 1 and h.core.state is State.PROTECTED
 
 
 def test_close_when_idle_is_denied():

@@ -247,7 +247,90 @@ def s_close_while_moving(crash: list[Edge] | None = None) -> Harness:
     return h
 
 
+def s_tp_set(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.core.note_price(PRICE)
+    h.amend(tp=PRICE + 5.0)
+    h.run()
+    return h
+
+
+def s_tp_refused(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.adapter.faults.add(Fault("set_exit", FaultKind.ERROR, code=10001, message="params error"))
+    h.amend(trail=1.0)                                   # the venue refuses it: the stop stands
+    h.run()
+    return h
+
+
+def s_close_while_setting_exit(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.core.note_price(PRICE)
+    h.amend(tp=PRICE + 5.0)                              # the venue's answer queued ...
+    h.close_position()                                   # ... when the operator closes
+    h.run()
+    return h
+
+
+def s_reduce(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.close_position(qty=0.4)
+    h.run()
+    return h
+
+
+def s_reduce_refused(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.adapter.faults.add(Fault("create_order", FaultKind.ERROR, code=10001, message="params", reduce_only=True))
+    h.close_position(qty=0.4)
+    h.run()
+    return h
+
+
+def s_close_while_reducing(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.close_position(qty=0.4)                            # its answer queued ...
+    h.close_position()                                   # ... when the operator closes all
+    h.run()
+    return h
+
+
+def s_add(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.open(qty=0.5)
+    h.run()
+    return h
+
+
+def s_add_refused(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.adapter.faults.add(Fault("create_order", FaultKind.ERROR, code=110007, message="no balance", reduce_only=False))
+    h.open(qty=0.5)
+    h.run()
+    return h
+
+
+def s_close_while_adding(crash: list[Edge] | None = None) -> Harness:
+    h = s_attached(crash)
+    h.open(qty=0.5)                                      # its answer queued ...
+    h.close_position()                                   # ... when the operator closes all
+    h.run()
+    return h
+
+
 SCENARIOS: dict[Edge, Callable[..., Harness]] = {
+    (State.PROTECTED, Trigger.SET_EXIT): s_tp_set,
+    (State.SETTING_EXIT, Trigger.EXIT_SET): s_tp_set,
+    (State.SETTING_EXIT, Trigger.EXIT_REFUSED): s_tp_refused,
+    (State.SETTING_EXIT, Trigger.CLOSE_REQUESTED): s_close_while_setting_exit,
+    (State.PROTECTED, Trigger.REDUCE): s_reduce,
+    (State.REDUCING, Trigger.REDUCED): s_reduce,
+    (State.REDUCING, Trigger.REDUCE_REFUSED): s_reduce_refused,
+    (State.REDUCING, Trigger.CLOSE_REQUESTED): s_close_while_reducing,
+    (State.PROTECTED, Trigger.ADD): s_add,
+    (State.ADDING, Trigger.ADDED): s_add,
+    (State.ADDING, Trigger.ADD_REFUSED): s_add_refused,
+    (State.ADDING, Trigger.CLOSE_REQUESTED): s_close_while_adding,
     (State.PROTECTED, Trigger.MOVE_STOP): s_stop_moved,
     (State.MOVING_STOP, Trigger.STOP_MOVED): s_stop_moved,
     (State.MOVING_STOP, Trigger.MOVE_REFUSED): s_stop_move_refused,

@@ -20,6 +20,7 @@ from loguru import logger
 from actors.messages import (
     CancelStops,
     ClosuresFetched,
+    ExitSet,
     FetchClosures,
     FetchPositions,
     FetchPrice,
@@ -31,6 +32,7 @@ from actors.messages import (
     PositionsFetched,
     PriceFetched,
     QueryOrder,
+    SetExit,
     SetStop,
     StopOrdersFetched,
     StopsCancelled,
@@ -155,6 +157,12 @@ class ExchangeCore:
         return StopSet(msg.request_id, msg.symbol, held if held is not None else msg.stop_price, failure,
                        received_ns=time.monotonic_ns())
 
+    async def _set_exit(self, msg: SetExit) -> ExitSet:
+        held, failure = await self._call(self._orders, lambda: self.adapter.set_exit(
+            msg.symbol, msg.kind, msg.value, msg.position_side, msg.qty, msg.reference_price))
+        return ExitSet(msg.request_id, msg.symbol, msg.kind, held if held is not None else msg.value, failure,
+                       received_ns=time.monotonic_ns())
+
     async def _positions(self, msg: FetchPositions) -> PositionsFetched:
         positions, failure = await self._call(self._reads, self.adapter.fetch_positions)
         orders: list[StopOrderReport] | None = []
@@ -248,6 +256,7 @@ ROUTES: dict[type, Route] = {
                       lambda m, f: OrderPlaced(m.request_id, m.request.client_order_id, None, f)),
     QueryOrder: Route(ExchangeCore._query, lambda m, f: OrderQueried(m.request_id, m.client_order_id, None, f)),
     SetStop: Route(ExchangeCore._set_stop, lambda m, f: StopSet(m.request_id, m.symbol, m.stop_price, f)),
+    SetExit: Route(ExchangeCore._set_exit, lambda m, f: ExitSet(m.request_id, m.symbol, m.kind, m.value, f)),
     FetchPositions: Route(ExchangeCore._positions, lambda m, f: PositionsFetched(m.request_id, (), f)),
     FetchClosures: Route(ExchangeCore._closures, lambda m, f: ClosuresFetched(m.request_id, m.symbol, (), f)),
     GetTrueState: Route(ExchangeCore._truth, lambda m, f: TrueStateReport(None, m.request_id)),

@@ -23,6 +23,7 @@ from actors.messages import (
     EventsReport,
     JournalCancel,
     JournalDiskFault,
+    JournalExit,
     JournalFailed,
     JournalHealth,
     JournalOrder,
@@ -116,15 +117,23 @@ class JournalActor(BridgedActor):
 
     def receiveMsg_JournalCancel(self, msg: JournalCancel, sender: Any) -> None:  # noqa: N802
         """Like an order: the reason is committed first, then the cancel goes to the venue."""
+        self._commit_then_forward(msg, sender, msg.request.request_id,
+                                  f"stop orders of {msg.request.symbol} not cancelled yet")
+
+    def receiveMsg_JournalExit(self, msg: JournalExit, sender: Any) -> None:  # noqa: N802
+        """Like an order: the exit asked for is committed first, then it goes to the venue."""
+        request = msg.request
+        self._commit_then_forward(msg, sender, request.request_id, f"{request.kind} of {request.symbol} not sent")
+
+    def _commit_then_forward(self, msg: JournalCancel | JournalExit, sender: Any, request_id: str, unsent: str) -> None:
         if self.store is None or self.bridge is None:
-            self.send(sender, JournalFailed(msg.request.request_id, "journal not open"))
+            self.send(sender, JournalFailed(request_id, "journal not open"))
             return
 
         def committed(result: Any) -> None:
             if isinstance(result, BaseException):
-                logger.opt(exception=result).error("journal write failed; stop orders of {} not cancelled yet",
-                                                   msg.request.symbol)
-                self.send(sender, JournalFailed(msg.request.request_id, f"{type(result).__name__}: {result}"))
+                logger.opt(exception=result).error("journal write failed; {}", unsent)
+                self.send(sender, JournalFailed(request_id, f"{type(result).__name__}: {result}"))
                 self._health(result)
                 return
             self._health(None)

@@ -21,6 +21,7 @@ from actors.messages import (
     JournalCancel,
     JournaledOrder,
     JournalEvent,
+    JournalExit,
     JournalIntent,
     JournalOrder,
     JournalOrderUpdate,
@@ -103,6 +104,13 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE intents ADD COLUMN position_qty REAL;
     ALTER TABLE intents ADD COLUMN current_stop REAL;
+    """,
+    # 6: a take-profit and a venue-held trail beside the stop, and the one being asked for
+    """
+    ALTER TABLE intents ADD COLUMN take_profit REAL;
+    ALTER TABLE intents ADD COLUMN trail_pct REAL;
+    ALTER TABLE intents ADD COLUMN pending_exit TEXT;
+    ALTER TABLE intents ADD COLUMN applied_change TEXT;
     """,
 )
 
@@ -251,9 +259,11 @@ class JournalStore:
                     "UPDATE orders SET status=?, filled_qty=MAX(filled_qty, ?), avg_price=COALESCE(?, avg_price),"
                     " venue_order_id=COALESCE(?, venue_order_id), updated_at=? WHERE client_order_id=?",
                     (status, filled, px, vid, at, cid))
-            case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at, kind=kind):
-                await self.db.execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at, kind)"
-                                      " VALUES (?,?,?,?,?,?,?)", (iid, symbol, str(side), qty, stop, at, kind))
+            case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at, kind=kind,
+                               take_profit=tp, trail_pct=trail):
+                await self.db.execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at, kind,"
+                                      " take_profit, trail_pct) VALUES (?,?,?,?,?,?,?,?,?)",
+                                      (iid, symbol, str(side), qty, stop, at, kind, tp, trail))
             case JournalTransition(snapshot=snap, from_state=before, trigger=trigger, detail=detail, at=at,
                                    events=extra):
                 await self.db.execute(
@@ -273,9 +283,16 @@ class JournalStore:
             case JournalCancel(request=request, reason=reason, at=at):
                 await self._event(events, at, EventRecord("cancel_stops", request.symbol, {
                     "reason": reason, "orders": list(request.client_order_ids) or "every stop order of ours"}))
-            case JournalPosition(intent_id=iid, qty=qty, stop_price=stop):
-                await self.db.execute("UPDATE intents SET position_qty=?, current_stop=? WHERE intent_id=?",
-                                      (qty, stop, iid))
+            case JournalPosition(intent_id=iid, qty=qty, stop_price=stop, take_profit=tp, trail_pct=trail,
+                                 applied_change=applied):
+                await self.db.execute("UPDATE intents SET position_qty=?, current_stop=?, take_profit=?, trail_pct=?,"
+                                      " pending_exit=NULL, applied_change=? WHERE intent_id=?",
+                                      (qty, stop, tp, trail, applied, iid))
+            case JournalExit(intent_id=iid, request=request, at=at):
+                await self.db.execute("UPDATE intents SET pending_exit=? WHERE intent_id=?",
+                                      (json.dumps([str(request.kind), request.value]), iid))
+                await self._event(events, at, EventRecord("exit_asked", request.symbol, {
+                    "kind": str(request.kind), "value": request.value}))
             case _:
                 raise TypeError(f"journal cannot record {type(msg).__name__}")
 
@@ -319,8 +336,12 @@ class JournalStore:
                            o["purpose"], o["status"], o["filled_qty"], o["avg_price"], o["created_at"])
             for o in await self.rows("SELECT * FROM orders WHERE intent_id=? ORDER BY created_at, rowid",
                                      (i["intent_id"],)))
+        pending = json.loads(i["pending_exit"]) if i["pending_exit"] else None
         return PositionJournal(symbol, intent, _state(last[0]["to_state"]) if last else None, orders,
-                               position_qty=i["position_qty"], stop_price=i["current_stop"])
+                               position_qty=i["position_qty"], stop_price=i["current_stop"],
+                               take_profit=i["take_profit"], trail_pct=i["trail_pct"],
+                               applied_change=i["applied_change"],
+                               pending_exit=(pending[0], float(pending[1])) if pending else None)
 
     async def recent_events(self, symbol: str, limit: int) -> EventsReport:
         rows = await self.rows("SELECT at, from_state, to_state, trigger, detail FROM transitions WHERE symbol=?"

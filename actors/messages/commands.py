@@ -22,15 +22,19 @@ class OpenPosition:
     command_id: str = id_field()
     ts: float = ts_field()
     reference_price: float | None = None  # the price the caller placed the stop from, if it fetched one
+    take_profit: float | None = None     # beside the stop: with the entry where the venue takes it, else after
+    trail_pct: float | None = None       # a venue-held trailing stop (callback, % of the price), once protected
 
 
 @dataclass(frozen=True, slots=True)
 class ClosePosition:
-    """Flatten the symbol's position reduce-only."""
+    """Flatten the symbol's position reduce-only; with `qty`, close that much of it (a partial
+    close: the stop keeps covering what stays)."""
 
     symbol: str
     command_id: str = id_field()
     ts: float = ts_field()
+    qty: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +66,9 @@ class Reprotect:
 
 @dataclass(frozen=True, slots=True)
 class AmendPosition:
-    """Move the stop of a PROTECTED position: to `stop_price`, or (`breakeven`) to the entry
-    price plus both sides' fees. The risk limits apply as to an entry's stop."""
+    """Change a PROTECTED position's exits, one at a time: move the stop to `stop_price`, or
+    (`breakeven`) to the entry price plus both sides' fees (the risk limits apply as to an entry's
+    stop); set or move the take-profit; set or change the venue-held trailing stop."""
 
     symbol: str
     stop_price: float | None = None
@@ -71,6 +76,8 @@ class AmendPosition:
     command_id: str = id_field()
     ts: float = ts_field()
     reference_price: float | None = None  # the price the caller judged the stop from, if it fetched one
+    take_profit: float | None = None
+    trail_pct: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,8 @@ class PositionSnapshot:
     entry_price: float | None = None
     stop_price: float | None = None
     intent_id: str | None = None
+    take_profit: float | None = None     # as the venue holds it, beside the stop
+    trail_pct: float | None = None       # the venue-held trailing stop's callback, % of the price
     naked_seconds: float = 0.0           # accumulated time filled without confirmed protection
     naked_since: float | None = None     # wall time the current naked stretch began
     protect_latency_s: float | None = None  # from taking the open command to protection confirmed

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors.messages.base import VenueFailure, id_field, ts_field
-from adapters.base import ClosureReport, OrderReport, OrderRequest, PositionReport, Side, StopOrderReport
+from adapters.base import ClosureReport, ExitKind, OrderReport, OrderRequest, PositionReport, Side, StopOrderReport
 from adapters.sim.truth import TrueState
 
 
@@ -81,6 +81,34 @@ class StopSet:
     stop_price: float
     failure: VenueFailure | None = None
     received_ns: int = 0                 # host-monotonic: when the venue's answer came
+
+
+@dataclass(frozen=True, slots=True)
+class SetExit:
+    """Set or move the take-profit (`value`: a price) or the venue's trailing stop (`value`: its
+    callback, % of the price) beside the stop -- no lookup first; sent by the journal once the
+    exit is committed (JournalExit)."""
+
+    symbol: str
+    kind: ExitKind
+    value: float
+    position_side: Side
+    qty: float                           # what is open: a trail that is a reduce-only order covers this
+    request_id: str = id_field()
+    reference_price: float | None = None  # turns a % trail into a distance where the venue wants one
+    reply_to: Any = None                 # an ActorAddress; None = the sender
+
+
+@dataclass(frozen=True, slots=True)
+class ExitSet:
+    """Reply to SetExit; failure None means the venue holds it (`value` as it holds it)."""
+
+    request_id: str
+    symbol: str
+    kind: ExitKind
+    value: float
+    failure: VenueFailure | None = None
+    received_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 from actors.messages.base import id_field, ts_field
 from actors.messages.commands import PositionSnapshot
-from actors.messages.exchange import CancelStops
+from actors.messages.exchange import CancelStops, SetExit
 from actors.position.states import State, Trigger
 from adapters.base import OrderRequest, Side
 
@@ -24,6 +24,8 @@ class JournalIntent:
     stop_price: float                    # 0.0: no stop (an adopted position being closed)
     at: float = ts_field()
     kind: str = "entry"                  # entry: we open it | adopt: it was there, we took it over
+    take_profit: float | None = None     # asked with the entry (attached where the venue takes it)
+    trail_pct: float | None = None       # a venue-held trailing stop, set once protected
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,17 @@ class JournalCancel:
 
 
 @dataclass(frozen=True, slots=True)
+class JournalExit:
+    """Record the take-profit or trail being asked for (a restart asks for it again: the same
+    value, so the same order id -- "already placed"), then forward it to the exchange."""
+
+    intent_id: str
+    request: SetExit
+    at: float = ts_field()
+    forward_to: Any = None
+
+
+@dataclass(frozen=True, slots=True)
 class JournalPosition:
     """What an episode holds now, when it changed without an order of ours (an outside resize, a
     followed stop, a stop moved by a command): a restart rebuilds it from here, not from the
@@ -79,6 +92,9 @@ class JournalPosition:
     qty: float
     stop_price: float | None
     at: float = ts_field()
+    take_profit: float | None = None     # the exits the venue holds beside the stop (always all of them)
+    trail_pct: float | None = None
+    applied_change: str | None = None    # the last partial close or add this size includes (its client id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +245,10 @@ class PositionJournal:
     orders: tuple[JournaledOrder, ...] = ()
     position_qty: float | None = None    # as last journaled without an order of ours (JournalPosition)
     stop_price: float | None = None      # ... and the stop then held
+    take_profit: float | None = None     # ... and the exits beside it
+    trail_pct: float | None = None
+    pending_exit: tuple[str, float] | None = None   # (kind, value) asked and not yet confirmed
+    applied_change: str | None = None    # the last partial close or add `position_qty` includes
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,10 +31,12 @@ from actors.messages import (
     CommandAccepted,
     CommandDenied,
     ConfigurePosition,
+    ExitSet,
     FetchPrice,
     FillStreamed,
     GetPositionState,
     JournalCancel,
+    JournalExit,
     JournalFailed,
     JournalOrder,
     JournalSync,
@@ -104,7 +106,9 @@ class _Ports:
             # The journal sends the order on once it is committed; answers come straight to us.
             actor.remember(msg.request.client_order_id, self.symbol)
             msg = dataclasses.replace(msg, forward_to=actor.exchange, reply_to=actor.myAddress)
-        elif isinstance(msg, JournalCancel):            # the same for a cancel of stop orders
+        elif isinstance(msg, JournalCancel | JournalExit):   # the same for a cancel of stop orders, an exit
+            if isinstance(msg, JournalExit):
+                actor.remember(msg.request.request_id, self.symbol)   # a journal failure finds its symbol
             msg = dataclasses.replace(msg, forward_to=actor.exchange,
                                       request=dataclasses.replace(msg.request, reply_to=actor.myAddress))
         actor.send(actor.journal, msg)
@@ -304,6 +308,11 @@ class PositionActor(BridgedActor):
         core = self._by_order(msg.client_order_id)
         if core is not None:
             core.on_order_queried(msg)
+
+    def receiveMsg_ExitSet(self, msg: ExitSet, sender: Any) -> None:  # noqa: N802
+        core = self.cores.get(msg.symbol)
+        if core is not None:
+            core.on_exit_set(msg)
 
     def receiveMsg_StopSet(self, msg: StopSet, sender: Any) -> None:  # noqa: N802
         core = self.cores.get(msg.symbol)

@@ -19,13 +19,15 @@ from actors.messages import (
     EventRecord,
     JournalEvent,
     JournalOrderUpdate,
+    JournalPosition,
     JournalTransition,
     PositionSnapshot,
     PositionTimer,
     VenueFailure,
 )
 from actors.position.episode import Episode
-from actors.position.states import TRANSITIONS, State, TimerKind, Trigger
+from actors.position.outside import EXIT_OF_REASON
+from actors.position.states import CHANGING, TRANSITIONS, State, TimerKind, Trigger
 from actors.settings import PositionSettings, RiskLimits
 from adapters.base import OUR_ORDER_PREFIX, Capabilities, OrderReport, OrderRequest
 from adapters.errors import Outcome
@@ -34,8 +36,8 @@ from adapters.errors import Outcome
 AMBIGUOUS = frozenset({Outcome.UNKNOWN, Outcome.BUG, Outcome.ORDER_NOT_FOUND, Outcome.NOT_MODIFIED})
 ADOPTION_REFUSED = "adoption refused"        # a limit refused to take over a foreign position: an alert
 # Where outside evidence is taken (judged once PROTECTED): filled or about to be, and not closing.
-HELD_OUTSIDE = frozenset({State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED, State.VERIFYING,
-                          State.MOVING_STOP})
+HELD_OUTSIDE = frozenset({State.ENTERING, State.CONFIRMING_ENTRY, State.PROTECTING, State.PROTECTED,
+                          State.VERIFYING}) | CHANGING
 
 
 class PositionPorts(Protocol):
@@ -113,6 +115,8 @@ class CoreBase:
             self.episode.held_push = None                # pushed while we were busy: judged now
             if held[2] >= self.episode.known_ns:         # unless the venue has told us more since
                 self._judge(held[0], "stream", held[1])
+        if self.state is State.PROTECTED and self.episode.exits_wanted:
+            self._next_exit()                            # the stop first, then what stands beside it
 
     def _events_of(self, trigger: Trigger, detail: str) -> tuple[EventRecord, ...]:
         """What the event stream says beside the transition itself."""
@@ -131,10 +135,19 @@ class CoreBase:
             assert ep.outside is not None
             return (EventRecord("closed", self.symbol, {"reason": ep.outside.reason, "detail": detail,
                                                         "closed_qty": ep.open_qty, "source": ep.outside.source,
-                                                        "outside": True}),)
+                                                        "outside": True,
+                                                        "exit": EXIT_OF_REASON.get(ep.outside.reason, "")}),)
         if trigger is Trigger.ENTRY_AMBIGUOUS:
             return (EventRecord("ambiguous", self.symbol, {"client_order_id": ep.entry.cid, "detail": detail}),)
         return ()
+
+    def _journal_position(self, stop: float | None = None) -> None:
+        """What the episode holds now (its size, stop and exits), for a restart to start from."""
+        ep = self.episode
+        self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, ep.open_qty,
+                                              stop if stop is not None else ep.stop.price,
+                                              take_profit=ep.take_profit, trail_pct=ep.trail_pct,
+                                              applied_change=ep.change.cid if ep.change.final else None))
 
     def _journal_outcome(self, cid: str, report: OrderReport | None, failure: VenueFailure | None) -> None:
         if report is not None:
@@ -164,6 +177,7 @@ class CoreBase:
             symbol=self.symbol, state=self.state, side=ep.side, requested_qty=ep.requested_qty,
             filled_qty=ep.open_qty, entry_price=ep.entry.avg_price,
             stop_price=ep.stop.price if ep.stop.confirmed else None, intent_id=ep.intent_id,
+            take_profit=ep.take_profit, trail_pct=ep.trail_pct,
             naked_seconds=ep.naked.total, last_event=self.last_event, protect_latency_s=ep.stop.latency,
             guarded_latency_s=ep.stop.guarded_latency,
             naked_since=None if ep.naked.since is None

@@ -63,7 +63,8 @@ class Closing(CoreBase):
         assert ep.side is not None
         # reduce-only: more than is there is clipped, never reversed -- so the larger of what was
         # filled and what the venue showed since (an outside increase) is always safe
-        held = max(ep.open_qty, ep.entry.filled_qty)
+        # an add still in flight may yet fill: covered too (reduce-only clips what is not there)
+        held = max(ep.open_qty, ep.entry.filled_qty) + self.change_pending_add()  # type: ignore[attr-defined]
         qty = held if ep.entry.final else max(held, ep.requested_qty)
         if qty <= 0:
             self._check_flat()
@@ -138,12 +139,18 @@ class Closing(CoreBase):
         entry, close = ep.entry, ep.close
         if self.state not in CLOSING or not entry.final:
             return
+        if self.change_pending_add():  # type: ignore[attr-defined]
+            self._arm(TimerKind.POLL_CHANGE, 0.0)        # "closed" waits for the add's final state too
+            return
         if entry.filled_qty <= 0:
             self._closed("the entry never filled")
         elif close.final and close.filled_qty > 0:
             # Flat for sure only when the venue clipped it (reduce-only: there was less than asked);
             # a close that filled all it asked for may leave what someone added meanwhile.
             clipped = close.request is not None and close.filled_qty < close.request.qty - 1e-12
+            if not clipped and close.filled_qty < ep.open_qty - 1e-9:
+                self._new_close_order()                  # an add filled after this close went out: the rest
+                return
             self._closed(f"close filled {close.filled_qty} (entry filled {entry.filled_qty})", proven_flat=clipped)
         elif close.final and ep.close_after_entry_final:
             self._closed(f"venue holds no position to reduce (entry filled {entry.filled_qty}; closed elsewhere"

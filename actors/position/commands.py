@@ -18,13 +18,15 @@ from actors.position import risk
 from actors.position.base import ADOPTION_REFUSED, CoreBase, client_order_id, px
 from actors.position.episode import Episode, OrderLeg, StopLeg
 from actors.position.states import State, TimerKind, Trigger
-from adapters.base import Side
+from adapters.base import ExitKind, Side
 
 
 class Commands(CoreBase):
     """open, adopt, reprotect, close."""
 
     def open(self, cmd: OpenPosition) -> CommandAccepted | CommandDenied:
+        if cmd.symbol == self.symbol and self.state is State.PROTECTED and self.cleanup is None:
+            return self.add(cmd)  # type: ignore[attr-defined]   # open on an open symbol: an add
         denial = self._deny_open(cmd)
         if denial:
             return CommandDenied(cmd.command_id, self.symbol, denial)
@@ -32,10 +34,17 @@ class Commands(CoreBase):
         self.episode = ep = Episode(intent_id=intent_id, side=cmd.side, requested_qty=cmd.qty,
                                     opened_at=self.ports.monotonic(), entry=OrderLeg(cid=client_order_id("e")),
                                     stop=StopLeg(price=cmd.stop_price))
-        ep.entry.request = self._entry_request()
+        ep.entry.request = self._entry_request(cmd.take_profit)
+        # What stands beside the stop, set once it is confirmed (a take-profit that travels with the
+        # entry is taken off this list when the fill shows it).
+        if cmd.take_profit is not None:
+            ep.exits_wanted.append((ExitKind.TAKE_PROFIT, cmd.take_profit))
+        if cmd.trail_pct is not None:
+            ep.exits_wanted.append((ExitKind.TRAILING, cmd.trail_pct))
         # The intent (with the stop a restart would need) shares the entry's journal transaction.
         self._send_new_order(ep.entry.request, "entry",
-                             JournalIntent(intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price))
+                             JournalIntent(intent_id, self.symbol, cmd.side, cmd.qty, cmd.stop_price,
+                                           take_profit=cmd.take_profit, trail_pct=cmd.trail_pct))
         how = "attached to the entry" if self.caps.attached_stop else "set directly after the fill"
         self._go(Trigger.OPEN, f"{cmd.side} {cmd.qty} {self.symbol}, stop {cmd.stop_price} {how}")
         return CommandAccepted(cmd.command_id, self.symbol, intent_id)
@@ -50,16 +59,31 @@ class Commands(CoreBase):
         if self.state is not State.IDLE:
             return f"{self.symbol} is {self.state}; only an IDLE symbol accepts an entry"
         return (risk.deny_order_values(cmd.qty, cmd.stop_price)
-                or self._deny_risk(cmd.side, cmd.qty, cmd.stop_price, cmd.reference_price))
+                or self._deny_risk(cmd.side, cmd.qty, cmd.stop_price, cmd.reference_price)
+                or self._deny_open_exits(cmd))
+
+    def _deny_open_exits(self, cmd: OpenPosition) -> str | None:
+        if cmd.take_profit is not None:
+            if not self.caps.take_profit:
+                return f"{self.caps.venue} holds no take-profit beside the stop"
+            denial = risk.deny_take_profit(cmd.side, cmd.take_profit, self._reference(cmd.reference_price),
+                                           cmd.stop_price)
+            if denial:
+                return denial
+        if cmd.trail_pct is not None:
+            return risk.deny_trail(cmd.trail_pct, self.caps.trail_bounds_pct, self.caps.venue)
+        return None
 
     def note_price(self, price: float | None) -> None:
         """A price of this symbol just seen (a fetch, a fill): the reference risk checks use."""
         if price is not None and risk.usable_price(price):
             self.reference = (price, self.ports.monotonic())
 
-    def needs_reference(self, cmd: OpenPosition) -> bool:
-        """True when the limits need a price that we have not seen recently enough."""
-        return (self.risk is not None and cmd.reference_price is None
+    def needs_reference(self, cmd: OpenPosition | AmendPosition) -> bool:
+        """True when the limits (or a take-profit, judged against the price whatever the limits)
+        need a price that we have not seen recently enough."""
+        judged = self.risk is not None or getattr(cmd, "take_profit", None) is not None
+        return (judged and cmd.reference_price is None
                 and risk.reference_price(None, self.reference, self.ports.monotonic(),
                                          self.settings.reference_max_age_s) is None)
 
@@ -115,6 +139,9 @@ class Commands(CoreBase):
         return CommandAccepted(cmd.command_id, self.symbol, ep.intent_id)
 
     def close(self, cmd: ClosePosition) -> CommandAccepted | CommandDenied:
+        ep = self.episode
+        if cmd.qty is not None and not (self.state is State.PROTECTED and abs(cmd.qty - ep.open_qty) <= 1e-9):
+            return self.reduce(cmd)  # type: ignore[attr-defined]   # a partial close (all of it: a close)
         if not self.fsm.can(Trigger.CLOSE_REQUESTED):
             return CommandDenied(cmd.command_id, self.symbol,
                                  f"{self.symbol} is {self.state}; close applies to a filled position")
@@ -123,9 +150,12 @@ class Commands(CoreBase):
         return CommandAccepted(cmd.command_id, self.symbol, self.episode.intent_id)
 
     def amend(self, cmd: AmendPosition) -> CommandAccepted | CommandDenied:
-        """Move the stop of a PROTECTED position (the old one stands until the venue takes the new)."""
+        """Move the stop of a PROTECTED position (the old one stands until the venue takes the new),
+        or set what stands beside it (actors/position/changes.py)."""
         if cmd.symbol != self.symbol:
             return CommandDenied(cmd.command_id, cmd.symbol, f"this actor handles {self.symbol}, not {cmd.symbol}")
+        if cmd.take_profit is not None or cmd.trail_pct is not None:
+            return self.amend_exit(cmd)  # type: ignore[attr-defined]
         ep = self.episode
         if self.state is not State.PROTECTED or ep.side is None:
             return CommandDenied(cmd.command_id, self.symbol,

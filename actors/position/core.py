@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from actors.messages import PositionTimer
+from actors.position.changes import Changes
 from actors.position.closing import Closing
 from actors.position.commands import Commands
 from actors.position.orders import Orders
@@ -24,8 +25,10 @@ from actors.position.recovery import Recovery
 from actors.position.states import CLOSING, RESTING, SETTING_STOP, State, TimerKind
 from actors.position.watch import Watch
 
+CHANGE_ORDERS = (State.REDUCING, State.ADDING)
 
-class PositionCore(Recovery, Commands, Orders, Watch, Closing):
+
+class PositionCore(Recovery, Commands, Changes, Orders, Watch, Closing):
     """One symbol's entry, stop and rollback (the parts: see actors/position/base.py)."""
 
     def on_timer(self, timer: PositionTimer) -> None:
@@ -57,6 +60,11 @@ TIMERS: dict[TimerKind, tuple[Callable[[PositionCore], bool], Callable[[Position
     TimerKind.RETRY_CLOSE: (lambda c: c.state in CLOSING and c.episode.close.request is not None,
                             PositionCore._retry_close),
     TimerKind.NEW_CLOSE: (lambda c: c.state in CLOSING, PositionCore._new_close_order),
+    # A partial close or an add: asked (again) until final, wherever it was left (a restart, a close).
+    TimerKind.POLL_CHANGE: (lambda c: c.state is not State.IDLE and not c.episode.change.final,
+                            PositionCore._poll_change),
+    TimerKind.RETRY_CHANGE: (lambda c: c.state in CHANGE_ORDERS, PositionCore._retry_change),
+    TimerKind.RETRY_EXIT: (lambda c: c.state is State.SETTING_EXIT, PositionCore._retry_exit),
     TimerKind.PROBE_CLOSE: (lambda c: c.state is not State.IDLE and c.episode.probe_cid is not None,
                             PositionCore._probe_close),
 }

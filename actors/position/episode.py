@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from actors.position.outside import Outside
 from actors.position.states import TimerKind
-from adapters.base import OrderRequest, PositionReport, Side
+from adapters.base import ExitKind, OrderRequest, PositionReport, Side
 
 
 @dataclass(slots=True)
@@ -80,6 +80,19 @@ class Episode:
     stop_vanished: str = ""
     moving_to: float | None = None       # MOVING_STOP: the stop being set (the old one stands until it is)
     moved_by: str = ""                   # who asked: "operator" | "breakeven"
+    # Beside the stop (actors/position/changes.py): the take-profit and the venue-held trail as the
+    # venue holds them, the one being set, and those still to set once PROTECTED (with the open, a
+    # restart, a resize of a trail that is an order of a size).
+    take_profit: float | None = None
+    trail_pct: float | None = None
+    exit_asked: tuple[ExitKind, float] | None = None
+    exit_request_id: str | None = None
+    exit_attempts: int = 0
+    exits_wanted: list[tuple[ExitKind, float]] = field(default_factory=list)
+    # A partial close ("reduce") or an add: an order of ours like the entry, learnt by client id.
+    change: OrderLeg = field(default_factory=OrderLeg)
+    change_kind: str = ""
+    change_recovering: bool = False      # in flight when we stopped: its answer is applied wherever we are
     probe_cid: str | None = None         # after a restart: the next derived close id, asked for
     probe_until: float = 0.0             # ... until then (monotonic), while the venue says "not found"
     armed_once: set[TimerKind] = field(default_factory=set)   # timers that run from their first cause

@@ -11,7 +11,6 @@ from actors.messages import (
     JournalFailed,
     JournalIntent,
     JournalOrder,
-    JournalPosition,
     OrderJournaled,
     OrderPlaced,
     OrderQueried,
@@ -27,7 +26,7 @@ from actors.position.base import AMBIGUOUS, HELD_OUTSIDE, CoreBase, describe_fai
 from actors.position.episode import OrderLeg, same_qty
 from actors.position.outside import CLOSED_OUTSIDE, REASON_OF_CLOSED_BY, Outside
 from actors.position.states import CLOSING, RESTING, SETTING_STOP, State, TimerKind, Trigger
-from adapters.base import OrderReport, OrderRequest
+from adapters.base import ExitKind, OrderReport, OrderRequest
 from adapters.errors import Outcome
 
 MOVE_TRIES = 5                       # answers that may have executed, asked again before the old stop is set again
@@ -52,8 +51,11 @@ class Orders(CoreBase):
             leg.sent_at = self.ports.monotonic()
 
     def _leg(self, cid: str) -> OrderLeg | None:
-        """The entry or the close of this episode by client order id (None: not ours, or over)."""
+        """The entry, the close, or a partial close or add of this episode by client order id
+        (None: not ours, or over)."""
         ep = self.episode
+        if cid == ep.change.cid:
+            return ep.change
         return ep.entry if cid == ep.entry.cid else ep.close if cid == ep.close.cid else None
 
     def on_journaled(self, msg: OrderJournaled) -> None:
@@ -62,6 +64,9 @@ class Orders(CoreBase):
             self._mark_sent(msg.client_order_id)
 
     def on_journal_failed(self, msg: JournalFailed) -> None:
+        if msg.client_order_id is not None and msg.client_order_id == self.episode.exit_request_id:
+            self.on_exit_unjournaled(msg.error)  # type: ignore[attr-defined]
+            return
         if self.cleanup is not None and msg.client_order_id == self.cleanup.request_id:
             self.cleanup_attempts += 1                   # a cancel waits for its journal row: again, later
             self._arm(TimerKind.CANCEL_STOPS, self._backoff(self.cleanup_attempts - 1))
@@ -76,6 +81,8 @@ class Orders(CoreBase):
             self._go(Trigger.ENTRY_REJECTED, f"journal failed, entry not sent: {msg.error}")
         elif leg is self.episode.close:
             self._close_unjournaled(request, msg.error)
+        elif leg is self.episode.change:
+            self._change_refused(f"not sent: the journal cannot record it ({msg.error})")  # type: ignore[attr-defined]
 
     def _close_unjournaled(self, request: OrderRequest, why: str) -> None:
         """Closing never waits for a journal that cannot write: the close goes out reduce-only
@@ -95,6 +102,8 @@ class Orders(CoreBase):
             self._on_entry_placed(msg)
         elif leg is self.episode.close and self.state in CLOSING:
             self._on_close_placed(msg)
+        elif leg is self.episode.change and not leg.final:
+            self.on_change_placed(msg)  # type: ignore[attr-defined]
 
     def on_order_queried(self, msg: OrderQueried) -> None:
         if msg.report is not None:
@@ -108,6 +117,8 @@ class Orders(CoreBase):
             self._on_entry_queried(msg)
         elif cid == ep.close.cid and self.state in CLOSING:
             self._on_close_queried(msg)
+        elif cid == ep.change.cid and not ep.change.final and self.state is not State.IDLE:
+            self.on_change_queried(msg)  # type: ignore[attr-defined]
 
     def on_order_streamed(self, msg: OrderStreamed) -> None:
         """The stream is evidence like a query's answer for our own client ids. An order that is
@@ -125,7 +136,8 @@ class Orders(CoreBase):
         if ep.resized is not None and same_qty(report.filled_qty, ep.resized):
             ep.resized = None                            # the push came first: this order is the reduction it showed
             return
-        what = {"stop": "stop loss triggered", "liquidation": "liquidated", "adl": "auto-deleveraged"}.get(
+        what = {"stop": "stop loss triggered", "take_profit": "take-profit triggered", "liquidation": "liquidated",
+                "adl": "auto-deleveraged"}.get(
             msg.closed_by, "closed by an order not ours")
         label = (f"stream: {what} ({report.side} {report.filled_qty:g} @ {px(report.avg_price)},"
                  f" venue order {report.venue_order_id or '?'})")
@@ -202,11 +214,12 @@ class Orders(CoreBase):
             if evidence is not None:
                 ep.vanish_hint = evidence.detail
 
-    def _entry_request(self) -> OrderRequest:
+    def _entry_request(self, take_profit: float | None = None) -> OrderRequest:
         ep = self.episode
         assert ep.side is not None and ep.entry.cid is not None and ep.stop.price is not None
         attached = ep.stop.price if self.caps.attached_stop else None
-        return OrderRequest(self.symbol, ep.side, ep.requested_qty, ep.entry.cid, stop_price=attached)
+        tp = take_profit if attached is not None and self.caps.take_profit else None
+        return OrderRequest(self.symbol, ep.side, ep.requested_qty, ep.entry.cid, stop_price=attached, take_profit=tp)
 
     def _on_entry_placed(self, msg: OrderPlaced) -> None:
         ep = self.episode
@@ -258,6 +271,10 @@ class Orders(CoreBase):
             return
         if not ep.entry.final and ep.entry.cid is not None:
             self._query_entry()                          # in every state: "closed" waits for it
+        if not ep.change.final and ep.change.cid is not None:
+            self._arm(TimerKind.POLL_CHANGE, 0.0)        # a partial close or add: ask, never resend
+        if state is State.SETTING_EXIT and ep.exit_asked is not None:
+            self._send_exit()  # type: ignore[attr-defined]  # idempotent: the same order id / not modified
         if state in SETTING_STOP:
             self._send_stop()                            # idempotent: 34040 = already so
         elif state in CLOSING:
@@ -329,6 +346,10 @@ class Orders(CoreBase):
         ep = self.episode
         ep.naked.start(self.ports.monotonic())
         filled = f"entry filled {ep.entry.filled_qty:g} {self.symbol} @ {px(ep.entry.avg_price)}"
+        attached_tp = ep.entry.request.take_profit if ep.entry.request is not None else None
+        if attached_tp is not None and report.take_profit is not None:
+            ep.take_profit = report.take_profit          # it travelled with the entry
+            ep.exits_wanted = [w for w in ep.exits_wanted if w[0] is not ExitKind.TAKE_PROFIT]
         if report.stop_price is not None:
             ep.stop.price = report.stop_price            # as the venue holds it (rounded to its tick)
             self._mark_protected()
@@ -368,7 +389,7 @@ class Orders(CoreBase):
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
             ep.stop.price, ep.moving_to = msg.stop_price, None
             self._known(msg.received_ns)
-            self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, ep.open_qty, msg.stop_price))
+            self._journal_position()
             self._event("stop_moved", {"before": before, "after": msg.stop_price, "by": ep.moved_by})
             self._go(Trigger.STOP_MOVED, f"stop moved from {px(before)} to {px(msg.stop_price)} ({ep.moved_by})")
         elif (failure.outcome in AMBIGUOUS or failure.outcome is Outcome.RETRY_LATER) and ep.stop.attempts < MOVE_TRIES:

@@ -33,9 +33,13 @@ GONE = frozenset({Change.CLOSED, Change.FLIPPED})
 
 # Why a position went away, as the closed event names it: the venue's own closing orders (a stream's
 # `closed_by`, an order history's kind) or anything else done outside posguard.
-REASON_OF_CLOSED_BY = {"stop": "stop_triggered", "liquidation": "liquidated", "adl": "adl", "": "closed_outside"}
-REASON_OF_KIND = {CloseKind.STOP: "stop_triggered", CloseKind.LIQUIDATION: "liquidated", CloseKind.ADL: "adl",
+REASON_OF_CLOSED_BY = {"stop": "stop_triggered", "take_profit": "take_profit", "liquidation": "liquidated",
+                       "adl": "adl", "": "closed_outside"}
+REASON_OF_KIND = {CloseKind.STOP: "stop_triggered", CloseKind.TAKE_PROFIT: "take_profit",
+                  CloseKind.LIQUIDATION: "liquidated", CloseKind.ADL: "adl",
                   CloseKind.MANUAL: "closed_outside", CloseKind.OURS: "closed_outside"}
+# Which of our exits closed it, as the closed event says (`exit`): the stop or the take-profit.
+EXIT_OF_REASON = {"stop_triggered": "stop", "take_profit": "take_profit"}
 CLOSED_OUTSIDE = "closed_outside"
 
 

@@ -8,7 +8,7 @@ from actors.position.base import CoreBase, close_order_id, px
 from actors.position.episode import Episode, OrderLeg, StopLeg
 from actors.position.outside import CLOSED_OUTSIDE, Outside
 from actors.position.states import CLOSING, State, TimerKind, Trigger
-from adapters.base import OrderRequest
+from adapters.base import ExitKind, OrderRequest
 from adapters.errors import Outcome
 
 
@@ -37,6 +37,24 @@ class Recovery(CoreBase):
             ep.entry = OrderLeg(cid=entry.request.client_order_id, request=entry.request,
                                 sent_at=self._monotonic_of(entry.created_at), filled_qty=entry.filled_qty,
                                 avg_price=entry.avg_price)
+        ep.take_profit, ep.trail_pct = journal.take_profit, journal.trail_pct
+        # What stood (or was being set) beside the stop is asked for again once protected: the same
+        # value is the same order id ("already placed") or "not modified" -- resolved, never doubled.
+        wanted = [(ExitKind.TAKE_PROFIT, journal.take_profit), (ExitKind.TRAILING, journal.trail_pct)]
+        if journal.pending_exit is not None:
+            kind, value = ExitKind(journal.pending_exit[0]), journal.pending_exit[1]
+            wanted = [w for w in wanted if w[0] is not kind] + [(kind, value)]
+        ep.exits_wanted = [(k, v) for k, v in wanted if v is not None]
+        ep.take_profit = ep.trail_pct = None             # shown once the venue confirms them again
+        changes = [o for o in journal.orders if o.purpose in ("add", "reduce")]
+        if changes and changes[-1].request.client_order_id != journal.applied_change:
+            # A partial close or add was out when we stopped: what it did is asked by its id, in
+            # parallel; its fill changes the size wherever the episode is by then.
+            c = changes[-1]
+            ep.change = OrderLeg(cid=c.request.client_order_id, request=c.request,
+                                 sent_at=self._monotonic_of(c.created_at))
+            ep.change_kind, ep.change_recovering = c.purpose, True
+            self._request(QueryOrder(self.symbol, c.request.client_order_id))
         closes = [o for o in journal.orders if o.purpose == "close"]
         if closes:
             ep.close = OrderLeg(cid=closes[-1].request.client_order_id, request=closes[-1].request,

@@ -60,3 +60,33 @@ def deny_risk(limits: RiskLimits | None, symbol: str, side: Side, qty: float, st
 def breakeven(side: Side, entry_price: float, fees_pct: float) -> float:
     """Where a stop pays back the entry and both sides' fees: beyond the entry, on the profit side."""
     return entry_price * (1 + fees_pct / 100) if side is Side.BUY else entry_price * (1 - fees_pct / 100)
+
+
+def deny_take_profit(side: Side, tp: float, price: float | None, stop: float | None) -> str | None:
+    """A take-profit closes with a profit: beyond the price on the position's winning side (a
+    wrong-side one would fill at once), and never on the stop's side of it."""
+    if not (math.isfinite(tp) and tp > 0):
+        return f"take-profit must be a positive number, got {tp}"
+    if stop is not None and (tp <= stop if side is Side.BUY else tp >= stop):
+        where = "above" if side is Side.BUY else "below"
+        return f"a {side}'s take-profit must be {where} its stop {stop:g}; {tp:g} is not"
+    if price is None:
+        return "no recent price: the take-profit cannot be checked; try again"
+    if side is Side.BUY and tp <= price:
+        return f"a buy's take-profit must be above the price {price:g}; {tp:g} is not (it would close at once)"
+    if side is Side.SELL and tp >= price:
+        return f"a sell's take-profit must be below the price {price:g}; {tp:g} is not (it would close at once)"
+    return None
+
+
+def deny_trail(pct: float, bounds: tuple[float, float] | None, venue: str) -> str | None:
+    """A trailing stop the venue holds, within the venue's own callback bounds; none is ever
+    trailed by the bot and presented as the venue's."""
+    if bounds is None:
+        return f"{venue} holds no trailing stop of its own (posguard never trails one itself); use a stop move"
+    if not math.isfinite(pct):
+        return f"trail must be a number (% of the price), got {pct}"
+    low, high = bounds
+    if not low <= pct <= high:
+        return f"trail {pct:g}% is outside {venue}'s bounds [{low:g}, {high:g}]%"
+    return None

@@ -15,6 +15,9 @@ class State(StrEnum):
     PROTECTING = "PROTECTING"                # filled, stop being set directly
     PROTECTED = "PROTECTED"                  # filled and the venue confirmed the stop
     MOVING_STOP = "MOVING_STOP"              # an operator's stop move is being set; the old stop stands until then
+    SETTING_EXIT = "SETTING_EXIT"            # a take-profit or venue-held trail is being set beside the stop
+    REDUCING = "REDUCING"                    # a partial close (reduce-only) is out; the stop covers what stays
+    ADDING = "ADDING"                        # an add to the position is out; the whole-position stop covers it
     VERIFYING = "VERIFYING"                  # the venue suggests it changed outside us: asking it, live
     FLATTENING = "FLATTENING"                # reduce-only close in progress
     STUCK = "STUCK"                          # close could not be confirmed: position may be open
@@ -45,6 +48,15 @@ class Trigger(StrEnum):
     MOVE_STOP = "move_stop"                  # an operator (or strategy) moves the stop: a price, or break-even
     MOVE_REFUSED = "move_refused"            # the venue refused the new stop: the old one is set again
     STOP_MOVED = "stop_moved"                # the venue took the new stop
+    SET_EXIT = "set_exit"                    # a take-profit or trail asked for (an operator, the open, a resize)
+    EXIT_SET = "exit_set"                    # the venue holds it
+    EXIT_REFUSED = "exit_refused"            # refused: the stop stands, the old exit too
+    REDUCE = "reduce"                        # a partial close asked for
+    REDUCED = "reduced"                      # the venue filled it (all or part): the position is smaller
+    REDUCE_REFUSED = "reduce_refused"        # nothing of it filled
+    ADD = "add"                              # an add on the same side asked for
+    ADDED = "added"                          # the venue filled it: the position is larger, the stop covers it
+    ADD_REFUSED = "add_refused"              # nothing of it filled
 
 
 class TimerKind(StrEnum):
@@ -61,6 +73,9 @@ class TimerKind(StrEnum):
     JOURNAL_WAIT = "journal_wait"    # a close waits this long for its journal row, then goes anyway
     PROBE_CLOSE = "probe_close"      # after a restart: ask for the next derived close id until surely absent
     CANCEL_STOPS = "cancel_stops"    # stop orders of ours outlived their position: cancel them (again)
+    POLL_CHANGE = "poll_change"      # ask a partial close's or an add's state again
+    RETRY_CHANGE = "retry_change"    # resend the same partial close or add (retry-later: not processed)
+    RETRY_EXIT = "retry_exit"        # set the same take-profit or trail again (idempotent)
 
 
 S, T = State, Trigger
@@ -114,6 +129,22 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
     (S.MOVING_STOP, T.STOP_MOVED): S.PROTECTED,
     (S.MOVING_STOP, T.MOVE_REFUSED): S.PROTECTED,
     (S.MOVING_STOP, T.CLOSE_REQUESTED): S.FLATTENING,
+    # a take-profit or a venue-held trail beside the stop (which stands, untouched, meanwhile)
+    (S.PROTECTED, T.SET_EXIT): S.SETTING_EXIT,
+    (S.SETTING_EXIT, T.EXIT_SET): S.PROTECTED,
+    (S.SETTING_EXIT, T.EXIT_REFUSED): S.PROTECTED,
+    (S.SETTING_EXIT, T.CLOSE_REQUESTED): S.FLATTENING,
+    # a partial close and an add: the stop is a whole-position one on every venue we drive (Bybit's
+    # Full mode, Binance's closePosition, the simulated venue), so it covers the new quantity at
+    # every instant; only a trail that is an order of a size (Binance) is replaced afterwards
+    (S.PROTECTED, T.REDUCE): S.REDUCING,
+    (S.REDUCING, T.REDUCED): S.PROTECTED,
+    (S.REDUCING, T.REDUCE_REFUSED): S.PROTECTED,
+    (S.REDUCING, T.CLOSE_REQUESTED): S.FLATTENING,
+    (S.PROTECTED, T.ADD): S.ADDING,
+    (S.ADDING, T.ADDED): S.PROTECTED,
+    (S.ADDING, T.ADD_REFUSED): S.PROTECTED,
+    (S.ADDING, T.CLOSE_REQUESTED): S.FLATTENING,
 
     (S.FLATTENING, T.CLOSE_CONFIRMED): S.IDLE,
     (S.FLATTENING, T.CLOSE_UNCONFIRMED): S.STUCK,
@@ -126,8 +157,10 @@ TRANSITIONS: dict[tuple[State, Trigger], State] = {
 # snapshot's state read back from JSON (a plain string) tests the same way.
 CLOSING = frozenset({S.FLATTENING, S.STUCK})                 # a reduce-only close is under way
 RESTING = frozenset({S.IDLE, S.PROTECTED})                   # no command of ours in progress
-CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED, S.VERIFYING, S.MOVING_STOP})   # filled: a close applies
+# a command changes a PROTECTED position: its stop stands throughout
+CHANGING = frozenset({S.MOVING_STOP, S.SETTING_EXIT, S.REDUCING, S.ADDING})
+CLOSABLE = frozenset({S.PROTECTING, S.PROTECTED, S.VERIFYING}) | CHANGING   # filled: a close applies
 SETTING_STOP = frozenset({S.PROTECTING, S.VERIFYING, S.MOVING_STOP})   # a SetStop of ours is awaited
 # An episode that may hold a position: every state but IDLE and RECOVERING (what a panic closes).
-HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.VERIFYING, S.MOVING_STOP,
-                  S.FLATTENING, S.STUCK})
+HELD = frozenset({S.ENTERING, S.CONFIRMING_ENTRY, S.PROTECTING, S.PROTECTED, S.VERIFYING, S.FLATTENING,
+                  S.STUCK}) | CHANGING

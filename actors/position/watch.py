@@ -13,7 +13,6 @@ from actors.messages import (
     CommandDenied,
     FetchClosures,
     JournalCancel,
-    JournalPosition,
     PositionObserved,
     PositionStreamed,
     Reprotect,
@@ -140,7 +139,7 @@ class Watch(CoreBase):
                 ep.resized = (before, qty)
         self._event("outside", {"change": change, "source": detail.split(":")[0], "detail": detail,
                                 "before": before, "after": qty})
-        self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, qty, ep.stop.price))
+        self._journal_position()
         self.last_event = detail
         self.log.warning("{} {}", self.symbol, detail)
         self.ports.publish(self.snapshot())
@@ -157,7 +156,7 @@ class Watch(CoreBase):
         if follow:
             assert seen_stop is not None
             ep.stop.price = seen_stop
-            self.ports.to_journal(JournalPosition(ep.intent_id or "", self.symbol, ep.open_qty, seen_stop))
+            self._journal_position(seen_stop)
             self.reprotect(Reprotect(self.symbol, f"{detail}; following the operator's stop"))
         else:
             self.reprotect(Reprotect(self.symbol, f"{detail}; setting ours again"))

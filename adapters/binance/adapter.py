@@ -17,6 +17,7 @@ from loguru import logger
 
 from adapters.base import (
     ClosureReport,
+    ExitKind,
     OrderReport,
     OrderRequest,
     PositionReport,
@@ -28,7 +29,7 @@ from adapters.base import (
 from adapters.binance.stream import BinanceStream
 from adapters.ccxt.adapter import CcxtAdapter
 from adapters.ccxt.settings import unified_symbol
-from adapters.stops import STOP_ID_PREFIX, stop_client_id
+from adapters.stops import EXIT_ID_PREFIX, STOP_ID_PREFIX, exit_client_id, stop_client_id
 
 DUPLICATE_ID = -4116
 
@@ -36,9 +37,15 @@ DUPLICATE_ID = -4116
 CANCEL_TRIES = 3                     # cancels of the stops a new one replaced, before the scan is left to it
 
 
+TRAIL_BOUNDS_PCT = (0.1, 10.0)        # TRAILING_STOP_MARKET's callbackRate bounds
+ALGO_TYPE = {ExitKind.TAKE_PROFIT: "TAKE_PROFIT_MARKET", ExitKind.TRAILING: "TRAILING_STOP_MARKET"}
+
+
 class BinanceAdapter(CcxtAdapter):
     dialect = "binance"
     stream_class = BinanceStream
+    take_profit = True
+    trail_bounds_pct = TRAIL_BOUNDS_PCT
     code_key = "code"
     message_key = "msg"
     not_found_code = -2013
@@ -95,20 +102,55 @@ class BinanceAdapter(CcxtAdapter):
             if exc.code != DUPLICATE_ID:
                 raise
             # That exact stop is already open: what we wanted.
-        await self._cancel_other_stops(symbol, position_side, keep=cid)
+        await self._cancel_replaced(symbol, position_side, cid, STOP_ID_PREFIX)
         return float(price)
 
     def _is_stop(self, order: dict[str, Any]) -> bool:
         info = order.get("info") or {}
         return str(info.get("orderType") or info.get("type") or "").upper() in ("STOP_MARKET", "STOP")
 
-    async def _cancel_other_stops(self, symbol: str, position_side: Side, keep: str) -> None:
-        """After the new stop stands, remove the ones of ours it replaces (never before: never
-        naked). A stop someone else placed is theirs to keep."""
+    def exit_kind(self, order: dict[str, Any]) -> str:
+        info = order.get("info") or {}
+        kind = str(info.get("orderType") or info.get("type") or "").upper()
+        return {"TAKE_PROFIT_MARKET": "take_profit", "TAKE_PROFIT": "take_profit",
+                "TRAILING_STOP_MARKET": "trailing"}.get(kind, "")
+
+    async def set_exit(self, symbol: str, kind: ExitKind, value: float, position_side: Side, qty: float,
+                       reference_price: float | None = None) -> float:
+        """A TAKE_PROFIT_MARKET closePosition algo order, or a reduce-only TRAILING_STOP_MARKET of
+        the open quantity (Binance's trail cannot close all); the new one first, then the ones of
+        ours of its kind it replaces (never before: a trail is replaced with the stop under it)."""
+        market = self._market(symbol)
+        params: dict[str, Any] = {"workingType": "CONTRACT_PRICE"}
+        if kind is ExitKind.TAKE_PROFIT:
+            price = self._price(symbol, value)
+            cid = exit_client_id(symbol, position_side, str(kind), price)
+            params.update(triggerPrice=price, closePosition=True, clientOrderId=cid)
+            amount, held = None, float(price)
+        else:
+            low, high = TRAIL_BOUNDS_PCT
+            if not low <= value <= high:
+                raise VenueError(-1102, f"callbackRate {value:g} outside [{low:g}, {high:g}]")
+            amount = self._amount(symbol, qty, True, None)
+            cid = exit_client_id(symbol, position_side, str(kind), format(value, ".10g"), format(amount, ".10g"))
+            params.update(callbackRate=format(value, ".10g"), reduceOnly=True, clientOrderId=cid)
+            held = value
+        try:
+            await self._call(self.ex.create_order, market["symbol"], ALGO_TYPE[kind], position_side.opposite.value,
+                             amount, None, params)
+        except VenueError as exc:
+            if exc.code != DUPLICATE_ID:
+                raise
+        await self._cancel_replaced(symbol, position_side, cid, EXIT_ID_PREFIX[kind])
+        return held
+
+    async def _cancel_replaced(self, symbol: str, position_side: Side, keep: str, prefix: str) -> None:
+        """After the new stop (or exit) stands, remove the ones of ours it replaces (never before:
+        never naked). One someone else placed is theirs to keep."""
         for attempt in range(CANCEL_TRIES):
             try:
                 for stop in await self.fetch_stop_orders(symbol):
-                    if (stop.client_order_id != keep and stop.client_order_id.startswith(STOP_ID_PREFIX)
+                    if (stop.client_order_id != keep and stop.client_order_id.startswith(prefix)
                             and stop.side is position_side.opposite):
                         await self.cancel_stop_order(symbol, stop)
                 return
@@ -135,7 +177,9 @@ class BinanceAdapter(CcxtAdapter):
             return "adl"
         if cid.startswith("autoclose-") or info.get("type") == "LIQUIDATION":
             return "liquidation"
-        return "stop" if str(info.get("origType")) in ("STOP_MARKET", "STOP") else ""
+        if str(info.get("origType")) in ("TAKE_PROFIT_MARKET", "TAKE_PROFIT"):
+            return "take_profit"
+        return "stop" if str(info.get("origType")) in ("STOP_MARKET", "STOP", "TRAILING_STOP_MARKET") else ""
 
     async def preflight(self, symbols: tuple[str, ...]) -> Preflight:
         problems, warnings = self._trading(symbols)

@@ -13,6 +13,7 @@ from typing import Any
 
 from adapters.base import (
     ClosureReport,
+    ExitKind,
     OrderReport,
     OrderRequest,
     OrderStatus,
@@ -26,10 +27,16 @@ from adapters.bybit.stream import BybitStream
 from adapters.ccxt.adapter import PREFLIGHT_SYMBOLS, CcxtAdapter
 from adapters.ccxt.settings import unified_symbol
 
+# posguard's bounds for Bybit's trailing distance, in % of the price (Bybit takes a distance; these
+# keep it a trail, not a second stop far away nor one that triggers on noise), as Binance's.
+TRAIL_BOUNDS_PCT = (0.1, 10.0)
+
 
 class BybitAdapter(CcxtAdapter):
     dialect = "bybit"
     stream_class = BybitStream
+    take_profit = True
+    trail_bounds_pct = TRAIL_BOUNDS_PCT
 
     def make_client(self, ccxt_async: Any, key: str, secret: str) -> Any:
         s = self.settings
@@ -62,12 +69,15 @@ class BybitAdapter(CcxtAdapter):
             stop = float(self._price(request.symbol, request.stop_price))
             params.update(stopLoss=self._price(request.symbol, request.stop_price), slTriggerBy="LastPrice",
                           tpslMode="Full")
+        tp = float(self._price(request.symbol, request.take_profit)) if request.take_profit is not None else None
+        if tp is not None:                               # beside the stop, on the whole position too
+            params.update(takeProfit=self._price(request.symbol, tp), tpTriggerBy="LastPrice", tpslMode="Full")
         order = await self._call(self.ex.create_order, sym, "market", request.side.value, qty, None, params)
         # v5 acknowledges with ids only; the fill is learnt by querying the orderLinkId.
         return OrderReport(
             symbol=request.symbol, client_order_id=request.client_order_id, venue_order_id=str(order.get("id") or ""),
             side=request.side, qty=qty, status=OrderStatus.NEW, reduce_only=request.reduce_only, stop_price=stop,
-            fill_known=False)
+            fill_known=False, take_profit=tp)
 
     async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float:
         market = self._market(symbol)
@@ -76,6 +86,26 @@ class BybitAdapter(CcxtAdapter):
             "category": "linear", "symbol": market["id"], "stopLoss": price,
             "tpslMode": "Full", "slTriggerBy": "LastPrice", "positionIdx": 0})
         return float(price)
+
+    async def set_exit(self, symbol: str, kind: ExitKind, value: float, position_side: Side, qty: float,
+                       reference_price: float | None = None) -> float:
+        """trading-stop again, in place, on the whole position (Full mode): `takeProfit`, or
+        `trailingStop` -- a price distance, so the % is taken of the reference price -- which
+        Bybit holds and trails itself; the stop loss stays as it is (omitted fields are kept)."""
+        market = self._market(symbol)
+        body: dict[str, Any] = {"category": "linear", "symbol": market["id"], "tpslMode": "Full", "positionIdx": 0}
+        if kind is ExitKind.TAKE_PROFIT:
+            body.update(takeProfit=self._price(symbol, value), tpTriggerBy="LastPrice")
+            held = float(body["takeProfit"])
+        else:
+            low, high = TRAIL_BOUNDS_PCT
+            if not low <= value <= high:
+                raise VenueError(10001, f"trailing stop {value:g}% outside [{low:g}, {high:g}]%")
+            reference = reference_price or await self.fetch_price(symbol)
+            body.update(trailingStop=self._price(symbol, reference * value / 100))
+            held = value
+        await self._call(self.ex.private_post_v5_position_trading_stop, body)
+        return held
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> OrderReport:
         # An id of None would be sent as orderId and win over orderLinkId (-> not found).
@@ -115,6 +145,8 @@ class BybitAdapter(CcxtAdapter):
             return "adl"
         if create in ("CreateByLiq", "CreateByTakeOver_PassThrough"):
             return "liquidation"
+        if create in ("CreateByTakeProfit", "CreateByPartialTakeProfit") or info.get("stopOrderType") == "TakeProfit":
+            return "take_profit"
         if create in ("CreateByStopLoss", "CreateByTrailingStop") or info.get("stopOrderType") == "StopLoss":
             return "stop"
         return ""

@@ -99,12 +99,15 @@ class CcxtAdapter(VenueAdapter):
     dialect = "bybit"
     stream_class: Any = None               # its VenueStream class (beside the venue's adapter), None: none
 
+    take_profit = False              # which exits beside the stop this venue holds (the subclasses say)
+    trail_bounds_pct: tuple[float, float] | None = None
+
     def __init__(self, settings: CcxtVenueSettings) -> None:
         self.settings = settings
         self.capabilities = Capabilities(
             venue=settings.name, attached_stop=self._attached_stop(), orders_per_second=settings.orders_per_second,
             reads_per_second=settings.reads_per_second, dialect=self.dialect, stop_orders=True,
-            streams=settings.streams)
+            streams=settings.streams, take_profit=self.take_profit, trail_bounds_pct=self.trail_bounds_pct)
         self.ex: Any = None
         self._secrets: tuple[str, ...] = ()
         self._keys: tuple[str, str] | None = None
@@ -279,7 +282,8 @@ class CcxtAdapter(VenueAdapter):
             qty=qty, status=status, filled_qty=filled,
             avg_price=_number(order.get("average"), None, "average", symbol) or None,
             reduce_only=bool(order.get("reduceOnly")),
-            stop_price=_number(order.get("stopLossPrice"), None, "stopLossPrice", symbol) or None)
+            stop_price=_number(order.get("stopLossPrice"), None, "stopLossPrice", symbol) or None,
+            take_profit=_number(order.get("takeProfitPrice"), None, "takeProfitPrice", symbol) or None)
 
     def parse_position(self, p: dict[str, Any]) -> PositionReport | None:
         """A position as the venue's view shows it (None: flat). Without a side it cannot be
@@ -320,13 +324,20 @@ class CcxtAdapter(VenueAdapter):
         """A loss-side trigger order (never a take-profit). Each venue names them its own way."""
         return True
 
+    def exit_kind(self, order: dict[str, Any]) -> str:
+        """A trigger order that is not a stop loss: "take_profit" | "trailing" (ours, to list and
+        cancel with the stops), or "" (not one the scan counts)."""
+        return ""
+
     def parse_stop_orders(self, rows: list[dict[str, Any]]) -> list[StopOrderReport]:
         """ccxt trigger orders -> the stop orders the scan may count."""
         out = []
         for o in rows:
             info = o.get("info") or {}
-            trigger = o.get("triggerPrice") or o.get("stopPrice") or o.get("stopLossPrice")
-            if not trigger or not o.get("side") or not self._is_stop(o):
+            trigger = (o.get("triggerPrice") or o.get("stopPrice") or o.get("stopLossPrice")
+                       or o.get("takeProfitPrice") or info.get("activatePrice") or info.get("triggerPrice"))
+            kind = "stop" if self._is_stop(o) else self.exit_kind(o)
+            if not trigger or not o.get("side") or not kind:
                 continue
             close_all = str(info.get("closePosition", "")).lower() == "true"
             amount = float(o.get("amount") or 0.0)
@@ -334,7 +345,8 @@ class CcxtAdapter(VenueAdapter):
                 symbol=info.get("symbol") or self.ex.market(o["symbol"])["id"], side=Side(o["side"]),
                 stop_price=float(trigger), qty=None if close_all or amount == 0 else amount,
                 reduce_only=close_all or bool(o.get("reduceOnly")) or bool(info.get("closeOnTrigger")),
-                client_order_id=str(o.get("clientOrderId") or ""), venue_order_id=str(o.get("id") or "")))
+                client_order_id=str(o.get("clientOrderId") or ""), venue_order_id=str(o.get("id") or ""),
+                kind=kind))
         return out
 
     async def cancel_stop_order(self, symbol: str, order: StopOrderReport) -> None:

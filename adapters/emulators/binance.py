@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from adapters.base import OrderReport, OrderRequest, OrderStatus, Side, VenueError
+from adapters.base import ExitKind, OrderReport, OrderRequest, OrderStatus, Side, VenueError
 from adapters.emulators.base import EmulatorBase, EmulatorConfig, Instrument, num, order_time
 from adapters.emulators.binance_ws import BinanceStreams, algo_id
 from adapters.sim.engine import ZERO_POSITION, EngineEvent
@@ -49,6 +49,11 @@ _STATUS = {OrderStatus.NEW: "NEW", OrderStatus.PARTIALLY_FILLED: "PARTIALLY_FILL
 
 # An engine stop order's status, as the algo endpoint says it.
 ALGO_STATUS = {StopOrderStatus.NEW: "NEW", StopOrderStatus.CANCELLED: "CANCELED", StopOrderStatus.FINISHED: "FINISHED"}
+ALGO_KINDS = {"STOP_MARKET": None, "TAKE_PROFIT_MARKET": ExitKind.TAKE_PROFIT,
+              "TRAILING_STOP_MARKET": ExitKind.TRAILING}
+ORDER_TYPE = {"stop": "STOP_MARKET", "take_profit": "TAKE_PROFIT_MARKET", "trailing": "TRAILING_STOP_MARKET"}
+# The engine's own closing orders (by client id prefix), as Binance's history types them.
+ORIG_TYPE = {"stop-": "STOP_MARKET", "tp-": "TAKE_PROFIT_MARKET", "trail-": "TRAILING_STOP_MARKET"}
 
 
 class BinanceEmulator(EmulatorBase):
@@ -130,7 +135,8 @@ class BinanceEmulator(EmulatorBase):
                 "marginAsset": "USDT", "pricePrecision": 2, "quantityPrecision": 3, "baseAssetPrecision": 8,
                 "quotePrecision": 8, "underlyingType": "COIN", "settlePlan": 0, "triggerProtect": "0.0500",
                 "liquidationFee": "0.012500", "marketTakeBound": "0.05", "maxMoveOrderLimit": 10000,
-                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
+                "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
+                               "TRAILING_STOP_MARKET"],
                 "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
                 "filters": [
                     {"filterType": "PRICE_FILTER", "minPrice": num(i.tick_size), "maxPrice": "4529764",
@@ -186,7 +192,8 @@ class BinanceEmulator(EmulatorBase):
 
     @staticmethod
     def _order_json(o: OrderReport) -> dict[str, Any]:
-        by_stop, by_liq = o.client_order_id.startswith("stop-"), o.client_order_id.startswith("liq-")
+        orig = next((t for prefix, t in ORIG_TYPE.items() if o.client_order_id.startswith(prefix)), "MARKET")
+        by_stop, by_liq = orig != "MARKET", o.client_order_id.startswith("liq-")
         if by_liq:                                           # Binance names these itself
             o = dataclasses.replace(o, client_order_id=f"autoclose-{o.venue_order_id}")
         elif o.client_order_id.startswith("adl-"):
@@ -196,8 +203,8 @@ class BinanceEmulator(EmulatorBase):
             "clientOrderId": o.client_order_id, "price": "0", "avgPrice": num(o.avg_price or 0.0),
             "origQty": num(o.qty), "executedQty": num(o.filled_qty),
             "cumQuote": num(o.filled_qty * (o.avg_price or 0.0)), "timeInForce": "GTC",
-            "type": "LIQUIDATION" if by_liq else "MARKET", "origType": "STOP_MARKET" if by_stop else "MARKET",
-            "reduceOnly": o.reduce_only, "closePosition": by_stop,
+            "type": "LIQUIDATION" if by_liq else "MARKET", "origType": orig,
+            "reduceOnly": o.reduce_only, "closePosition": by_stop and orig != "TRAILING_STOP_MARKET",
             "side": o.side.value.upper(), "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
             "priceProtect": False,
             "time": order_time(o), "updateTime": order_time(o), "priceMatch": "NONE", "selfTradePreventionMode": "NONE"}
@@ -214,14 +221,24 @@ class BinanceEmulator(EmulatorBase):
 
     async def _new_algo(self, p: dict[str, Any]) -> web.Response:
         ins = self.instrument(p.get("symbol"))
-        if p.get("algoType") != "CONDITIONAL" or p.get("type") != "STOP_MARKET":
-            raise VenueError(-1102, "this emulator takes CONDITIONAL STOP_MARKET algo orders")
-        if p.get("closePosition") != "true":
-            raise VenueError(-1102, "this emulator takes closePosition=true stops only")
+        kind = p.get("type")
+        if p.get("algoType") != "CONDITIONAL" or kind not in ALGO_KINDS:
+            raise VenueError(-1102, f"this emulator takes CONDITIONAL {', '.join(ALGO_KINDS)} algo orders")
+        if kind != "TRAILING_STOP_MARKET" and p.get("closePosition") != "true":
+            raise VenueError(-1102, "this emulator takes closePosition=true stops and take-profits only")
         side = Side(p["side"].lower())
         cid = p.get("clientAlgoId") or f"emu-algo-{len(self.book.orders) + 1}"
         # no position to close -> -2022; duplicate among working ones -> -4116; wrong side -> -2021; faults
-        report = await self.adapter.place_stop_order(ins.symbol, side, float(p["triggerPrice"]), cid)
+        if kind == "STOP_MARKET":
+            report = await self.adapter.place_stop_order(ins.symbol, side, float(p["triggerPrice"]), cid)
+        else:
+            if kind == "TRAILING_STOP_MARKET" and (p.get("reduceOnly") != "true" or not p.get("quantity")):
+                raise VenueError(-1102, "TRAILING_STOP_MARKET needs reduceOnly=true and a quantity here")
+            activation = float(p["activatePrice"]) if p.get("activatePrice") else None
+            report = await self.adapter.place_exit_order(
+                ins.symbol, side, ALGO_KINDS[kind], cid, trigger=float(p["triggerPrice"]) if p.get("triggerPrice")
+                else None, qty=float(p["quantity"]) if p.get("quantity") else None,
+                callback_pct=float(p["callbackRate"]) if p.get("callbackRate") else None, activation=activation)
         order = self.book.find(report.client_order_id)
         assert order is not None
         return web.json_response(self._algo_json(order))
@@ -271,19 +288,26 @@ class BinanceEmulator(EmulatorBase):
 
     def _firing(self, event: EngineEvent) -> StopOrder | None:
         """The stop order whose trigger placed this order (the engine ends it right after)."""
-        if event.closed_by != "stop" or event.order is None:
+        if event.closed_by not in ("stop", "take_profit") or event.order is None:
             return None
+        if event.closed_by == "take_profit" or event.order.client_order_id.startswith("trail-"):
+            kind = "take_profit" if event.closed_by == "take_profit" else "trailing"
+            return next((o for o in self.book.working(event.symbol) if o.kind == kind
+                         and o.side is event.order.side), None)
         return self.book.effective(event.symbol, event.order.side.opposite)   # a SELL closed a long
 
     @staticmethod
     def _algo_json(a: StopOrder) -> dict[str, Any]:
+        trail = a.trail
         return {
             "algoId": algo_id(a), "clientAlgoId": a.client_id, "algoType": "CONDITIONAL",
-            "orderType": "STOP_MARKET", "symbol": a.symbol, "side": a.side.value.upper(), "positionSide": "BOTH",
-            "timeInForce": "GTC", "quantity": "0", "algoStatus": ALGO_STATUS[a.status], "triggerPrice": num(a.trigger),
+            "orderType": ORDER_TYPE[a.kind], "symbol": a.symbol, "side": a.side.value.upper(), "positionSide": "BOTH",
+            "timeInForce": "GTC", "quantity": num(a.qty) or "0", "algoStatus": ALGO_STATUS[a.status],
+            "triggerPrice": num(a.trigger),
             "price": "0", "icebergQuantity": None, "selfTradePreventionMode": "NONE", "workingType": "CONTRACT_PRICE",
-            "priceMatch": "NONE", "closePosition": True, "priceProtect": False, "reduceOnly": True,
-            "activatePrice": "", "callbackRate": "", "createTime": 1_700_000_000_000 + a.seq,
+            "priceMatch": "NONE", "closePosition": a.qty is None, "priceProtect": False, "reduceOnly": True,
+            "activatePrice": num(trail.activation) if trail else "",
+            "callbackRate": num(trail.pct) if trail else "", "createTime": 1_700_000_000_000 + a.seq,
             "updateTime": 1_700_000_000_000 + a.seq,
             "triggerTime": 0, "goodTillDate": 0}
 

@@ -128,14 +128,15 @@ class BybitEmulator(EmulatorBase):
         reduce_only = bool(p.get("reduceOnly", False))
         self.check_qty(ins, qty, reduce_only)
         stop = float(p["stopLoss"]) if p.get("stopLoss") not in (None, "") else None
-        if stop is not None and p.get("tpslMode", "Full") != "Full":
+        tp = float(p["takeProfit"]) if p.get("takeProfit") not in (None, "") else None
+        if (stop is not None or tp is not None) and p.get("tpslMode", "Full") != "Full":
             raise VenueError(10001, "params error: only tpslMode Full is emulated")
         link_id = str(p.get("orderLinkId") or f"emu-{len(self._by_venue_id) + 1}")
         if len(link_id) > 36:
             raise VenueError(10001, "params error: orderLinkId too long (max 36)")
         report = await self.adapter.create_order(OrderRequest(
             symbol=ins.symbol, side=Side(str(p["side"]).lower()), qty=qty, client_order_id=link_id,
-            reduce_only=reduce_only, stop_price=stop))
+            reduce_only=reduce_only, stop_price=stop, take_profit=tp))
         self._by_venue_id[report.venue_order_id] = link_id
         self._accepted_at[link_id] = time.monotonic()
         return self._reply({"orderId": report.venue_order_id, "orderLinkId": link_id})
@@ -172,13 +173,18 @@ class BybitEmulator(EmulatorBase):
     async def _trading_stop(self, p: dict[str, Any]) -> web.Response:
         ins = self._linear(p)
         self._position_idx(p)
-        stop = str(p.get("stopLoss", ""))
-        if stop == "":
-            raise VenueError(10001, "params error: stopLoss is required here")
-        if float(stop) == 0:                               # "0" cancels the stop on Bybit
+        stop, tp, trail = (str(p.get(k, "")) for k in ("stopLoss", "takeProfit", "trailingStop"))
+        if stop == tp == trail == "":
+            raise VenueError(10001, "params error: stopLoss, takeProfit or trailingStop is required")
+        if stop != "" and float(stop) == 0:                # "0" cancels it on Bybit
             self.engine.clear_stop(ins.symbol)
-        else:
+        elif stop != "":
             await self.adapter.set_stop(ins.symbol, float(stop))
+        if tp != "":                                       # omitted ones are left as they are
+            self.engine.set_take_profit(ins.symbol, float(tp))
+        if trail != "":
+            active = float(p["activePrice"]) if p.get("activePrice") not in (None, "", "0") else None
+            self.engine.set_trailing(ins.symbol, float(trail), active)
         return self._reply({})
 
     def _position_idx(self, p: dict[str, Any]) -> None:
@@ -220,7 +226,8 @@ class BybitEmulator(EmulatorBase):
                 "size": num(pos.qty), "avgPrice": num(pos.entry_price), "markPrice": num(px),
                 "positionValue": num(pos.qty * pos.entry_price), "leverage": "10", "tradeMode": 0,
                 "positionStatus": "Normal", "autoAddMargin": 0, "tpslMode": "Full", "riskId": 1,
-                "stopLoss": num(pos.stop_price) or "0", "takeProfit": "0", "trailingStop": "0",
+                "stopLoss": num(pos.stop_price) or "0", "takeProfit": num(pos.take_profit) or "0",
+                "trailingStop": num(pos.trail) or "0",
                 "unrealisedPnl": "0", "cumRealisedPnl": "0", "liqPrice": "", "bustPrice": "",
                 "positionIM": "0", "positionMM": "0", "createdTime": "0", "updatedTime": "0", "seq": 0})
         return self._reply({"category": "linear", "list": rows, "nextPageCursor": ""})
@@ -230,11 +237,13 @@ class BybitEmulator(EmulatorBase):
         status = {OrderStatus.NEW: "New", OrderStatus.PARTIALLY_FILLED: "PartiallyFilled",
                   OrderStatus.FILLED: "Filled", OrderStatus.CANCELLED: "Cancelled",
                   OrderStatus.REJECTED: "Rejected"}[o.status]
-        by_stop = o.client_order_id.startswith("stop-")    # the engine's own stop-loss execution
+        by_stop = o.client_order_id.startswith(("stop-", "trail-"))   # the engine's own stop-loss execution
+        by_tp = o.client_order_id.startswith("tp-")        # its take-profit's
         by_liq = o.client_order_id.startswith("liq-")      # the liquidation engine's
         by_adl = o.client_order_id.startswith("adl-")      # auto-deleveraging
-        create = ("CreateByStopLoss" if by_stop else "CreateByLiq" if by_liq
+        create = ("CreateByStopLoss" if by_stop else "CreateByTakeProfit" if by_tp else "CreateByLiq" if by_liq
                   else "CreateByAdl_PassThrough" if by_adl else "CreateByUser")
+        by_stop = by_stop or by_tp                         # a venue-placed closing order either way
         return {
             "orderId": o.venue_order_id, "orderLinkId": "" if by_stop or by_liq or by_adl else o.client_order_id,
             "symbol": o.symbol, "side": "Buy" if o.side is Side.BUY else "Sell", "orderType": "Market",
@@ -243,9 +252,9 @@ class BybitEmulator(EmulatorBase):
             "avgPrice": num(o.avg_price), "cumExecValue": num(o.filled_qty * (o.avg_price or 0.0)),
             "cumExecFee": "0", "orderStatus": status, "timeInForce": "IOC", "positionIdx": 0,
             "reduceOnly": o.reduce_only, "closeOnTrigger": by_stop,
-            "stopOrderType": "StopLoss" if by_stop else "",
+            "stopOrderType": "TakeProfit" if by_tp else "StopLoss" if by_stop else "",
             "createType": create,
-            "stopLoss": num(o.stop_price), "takeProfit": "", "triggerPrice": "",
+            "stopLoss": num(o.stop_price), "takeProfit": num(o.take_profit), "triggerPrice": "",
             "slTriggerBy": "LastPrice" if o.stop_price else "", "tpslMode": "Full" if o.stop_price else "",
             "rejectReason": "EC_NoError",
             "createdTime": str(order_time(o)), "updatedTime": str(order_time(o)), "isLeverage": "",

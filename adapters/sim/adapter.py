@@ -8,12 +8,13 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from adapters.base import (
     MALFORMED,
     Capabilities,
     ClosureReport,
+    ExitKind,
     OrderReport,
     OrderRequest,
     OrderStatus,
@@ -26,10 +27,11 @@ from adapters.base import (
 )
 from adapters.bounds import Number, Seconds
 from adapters.sim.engine import EngineConfig, SimEngine
+from adapters.sim.exits import TRAIL_BOUNDS_PCT
 from adapters.sim.faults import Fault, FaultKind, FaultPlan
 from adapters.sim.stream import SimStream, StreamControl
 from adapters.sim.truth import TrueState
-from adapters.stops import STOP_ID_PREFIX, stop_client_id
+from adapters.stops import EXIT_ID_PREFIX, STOP_ID_PREFIX, exit_client_id, stop_client_id
 
 T = TypeVar("T")
 
@@ -63,7 +65,8 @@ class SimulatedAdapter(VenueAdapter):
         self.capabilities = Capabilities(
             venue="simulated", attached_stop=config.attached_stops and not config.stop_orders,
             orders_per_second=config.orders_per_second, reads_per_second=config.reads_per_second,
-            dialect="bybit", streams=config.streams, stop_orders=config.stop_orders)   # Bybit's retCodes
+            dialect="bybit", streams=config.streams, stop_orders=config.stop_orders,   # Bybit's retCodes
+            take_profit=True, trail_bounds_pct=TRAIL_BOUNDS_PCT)
         self.stream_control = StreamControl()
         self._clock = clock
         self._bucket = float(config.orders_per_second)
@@ -101,6 +104,42 @@ class SimulatedAdapter(VenueAdapter):
                     and order.side is position_side.opposite):
                 await self.cancel_stop_order(symbol, order)
         return None
+
+    async def set_exit(self, symbol: str, kind: ExitKind, value: float, position_side: Side, qty: float,
+                       reference_price: float | None = None) -> float:
+        low, high = TRAIL_BOUNDS_PCT
+        if kind is ExitKind.TRAILING and not low <= value <= high:
+            raise VenueError(10001, f"trailing callback {value:g}% outside [{low:g}, {high:g}]%")
+        engine = self.engine
+        if engine.stop_book is None:                     # on the position, in place (Bybit's trading-stop)
+            if kind is ExitKind.TAKE_PROFIT:
+                execute = lambda: engine.set_take_profit(symbol, value)   # noqa: E731
+            else:
+                distance = (reference_price or engine.price(symbol)) * value / 100
+                execute = lambda: engine.set_trailing(symbol, distance)   # noqa: E731
+            await self._call("set_exit", symbol, execute, is_order=True)
+            return value
+        # As orders (Binance): the new one first, then the ones of ours of its kind it replaces.
+        trail = kind is ExitKind.TRAILING
+        size = format(qty, ".10g") if trail else ""      # a trail of another size is another order
+        cid = exit_client_id(symbol, position_side, str(kind), format(value, ".10g"), size)
+        try:
+            await self.place_exit_order(symbol, position_side.opposite, kind, cid, trigger=None if trail else value,
+                                        qty=qty if trail else None, callback_pct=value if trail else None)
+        except VenueError as exc:
+            if exc.code != 110072:                       # that exact one is working already
+                raise
+        for order in await self.fetch_stop_orders(symbol):
+            if order.client_order_id != cid and order.client_order_id.startswith(EXIT_ID_PREFIX[kind]):
+                await self.cancel_stop_order(symbol, order)
+        return value
+
+    async def place_exit_order(self, symbol: str, side: Side, kind: ExitKind, client_id: str, **order: Any
+                               ) -> StopOrderReport:
+        """A take-profit or trailing order (where stops are orders): adapters/sim/exits.py."""
+        return await self._call("set_exit", symbol,
+                                lambda: self.engine.place_exit_order(symbol, side, kind, client_id, **order),
+                                is_order=True)
 
     async def place_stop_order(self, symbol: str, side: Side, trigger: float, client_id: str) -> StopOrderReport:
         return await self._call("set_stop", symbol,

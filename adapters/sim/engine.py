@@ -36,17 +36,28 @@ from adapters.base import (
     VenueError,
     closure_kind,
 )
-from adapters.sim.records import EngineConfig, EngineEvent, Episode, Position, check_stop_side, closed_by_engine
+from adapters.sim.exits import EngineExits, end_exits
+from adapters.sim.outside import EngineOutside
+from adapters.sim.records import (
+    ZERO_POSITION,
+    EngineConfig,
+    EngineEvent,
+    Episode,
+    Position,
+    check_stop_side,
+    check_tp_side,
+    closed_by_engine,
+)
 from adapters.sim.stops import StopBook, StopOrder, StopOrderStatus
 from adapters.sim.truth import TruePosition, TrueState
 
-ZERO_POSITION = "can not set tp/sl/ts for zero position"
 NOTHING_TO_REDUCE = "current position is zero, cannot fix reduce-only order qty"
 EPS = 1e-12
 
 
-class SimEngine:
-    """Matching engine, position book and true-state recorder. Not thread-safe by design:
+class SimEngine(EngineExits, EngineOutside):
+    """Matching engine, position book and true-state recorder (take-profits and trailing stops:
+    adapters/sim/exits.py; what is done outside posguard: adapters/sim/outside.py). Not thread-safe by design:
     it lives inside one event loop."""
 
     def __init__(self, config: EngineConfig, clock: Callable[[], float] = time.monotonic,
@@ -126,15 +137,19 @@ class SimEngine:
         now = self.now()
         tick = self.config.tick_s
         for symbol, pos in self._positions.items():
-            if pos.qty == 0 or pos.stop_price is None:
+            if pos.qty == 0 or not self._guarded(symbol, pos):
                 continue
-            t = self._advanced_to
-            while t <= now:
+            # Every tick the price path took since the last call, by index (the tick `now` falls in
+            # included: a sum of float steps may stop just short of it).
+            for index in range(int(self._advanced_to / tick), int(now / tick) + 1):
+                t = max(self._advanced_to, index * tick)
                 px = self.price_at(symbol, t)
-                if (pos.qty > 0 and px <= pos.stop_price) or (pos.qty < 0 and px >= pos.stop_price):
+                stop = pos.stop_price
+                if stop is not None and ((pos.qty > 0 and px <= stop) or (pos.qty < 0 and px >= stop)):
                     self._trigger_stop(symbol, pos, px, t)
                     break
-                t += tick
+                if self._exit_fires(symbol, pos, px, t):
+                    break
         self._advanced_to = now
 
     # -- orders ----------------------------------------------------------------------
@@ -147,9 +162,9 @@ class SimEngine:
             raise VenueError(10001, "qty must be positive")
         if req.client_order_id in self._orders:
             raise VenueError(110072, "OrderLinkedID is duplicate")
-        if req.stop_price is not None:
+        if req.stop_price is not None or req.take_profit is not None:
             if not attached_stops or self.stop_book is not None:
-                raise VenueError(10001, "stopLoss is not supported on order create here")
+                raise VenueError(10001, "stopLoss/takeProfit is not supported on order create here")
             if req.reduce_only:
                 raise VenueError(10001, "reduce-only orders cannot carry tp/sl")
         pos = self._positions[req.symbol]
@@ -163,9 +178,11 @@ class SimEngine:
             signed = qty if signed > 0 else -qty
         if req.stop_price is not None:
             check_stop_side(req.side, req.stop_price, px)
+        if req.take_profit is not None:
+            check_tp_side(req.side, req.take_profit, px)
         if pos.qty != 0 and (pos.qty > 0) != (signed > 0):
             self._reducing.add(req.client_order_id)        # it closed (some of) a position
-        self._fill(req.symbol, pos, signed, px, req.stop_price)
+        self._fill(req.symbol, pos, signed, px, req.stop_price, req.take_profit)
         report = self._record_order(req, OrderStatus.FILLED, qty, px)
         return report
 
@@ -246,53 +263,6 @@ class SimEngine:
             pos.stop_price = stop
             self._touch(symbol, pos)
 
-    # -- what happens outside posguard (by hand, the venue's own engines) -----------------
-
-    def clear_stop(self, symbol: str) -> None:
-        """Someone removed the position's stop by hand (every stop order of the symbol, where
-        stops are orders)."""
-        self.advance()
-        if self.stop_book is not None:
-            for order in self.stop_book.working(symbol):
-                self._end_stop_order(order, StopOrderStatus.CANCELLED)
-        pos = self._positions[symbol]
-        pos.stop_price = None
-        self._touch(symbol, pos)
-
-    def move_stop(self, symbol: str, stop_price: float) -> None:
-        """Someone moved the position's stop by hand (where stops are orders: cancelled every
-        working one and placed their own at the new price)."""
-        self.advance()
-        pos = self._positions[symbol]
-        if pos.qty == 0:
-            raise VenueError(10001, ZERO_POSITION)
-        held = Side.BUY if pos.qty > 0 else Side.SELL
-        check_stop_side(held, stop_price, self.price(symbol))
-        if self.stop_book is None:
-            pos.stop_price = stop_price
-            self._touch(symbol, pos)
-            return
-        for order in self.stop_book.working(symbol):
-            self._end_stop_order(order, StopOrderStatus.CANCELLED)
-        self.place_stop_order(symbol, held.opposite, stop_price, f"hand-sl-{self._order_seq + 1}")
-
-    def trigger_stop_now(self, symbol: str) -> None:
-        """The price touched the stop between two ticks (tests): the stop executes now."""
-        self.advance()
-        pos = self._positions[symbol]
-        if pos.qty != 0 and pos.stop_price is not None:
-            self._trigger_stop(symbol, pos, self.price(symbol), self.now())
-
-    def liquidate(self, symbol: str, qty: float | None = None) -> None:
-        """The venue's liquidation engine takes the position over, all of it or `qty` of it."""
-        self.advance()
-        self._venue_close(symbol, qty, "liq", "liquidation")
-
-    def deleverage(self, symbol: str, qty: float | None = None) -> None:
-        """Auto-deleveraging: the venue closes (part of) the position against a bankrupt one."""
-        self.advance()
-        self._venue_close(symbol, qty, "adl", "adl")
-
     def closures(self, symbol: str) -> list[ClosureReport]:
         """Orders that reduced or closed the symbol's position, newest first (order history)."""
         self.advance()
@@ -356,12 +326,13 @@ class SimEngine:
         report = OrderReport(
             symbol=req.symbol, client_order_id=req.client_order_id, venue_order_id=f"sim-{self._order_seq}",
             side=req.side, qty=req.qty, status=status, filled_qty=filled, avg_price=px,
-            reduce_only=req.reduce_only, stop_price=req.stop_price)
+            reduce_only=req.reduce_only, stop_price=req.stop_price, take_profit=req.take_profit)
         self._orders[req.client_order_id] = report
         self._emit(EngineEvent(self.now(), req.symbol, order=report))
         return report
 
-    def _fill(self, symbol: str, pos: Position, signed: float, px: float, stop: float | None) -> None:
+    def _fill(self, symbol: str, pos: Position, signed: float, px: float, stop: float | None,
+              tp: float | None = None) -> None:
         old = pos.qty
         new = old + signed
         if abs(new) < EPS:
@@ -370,9 +341,12 @@ class SimEngine:
             pos.entry_price = px if old == 0 else (pos.entry_price * abs(old) + px * abs(signed)) / abs(new)
             if stop is not None:
                 pos.stop_price = stop
+            if tp is not None:
+                pos.take_profit = tp
         elif new != 0 and (new > 0) != (old > 0):            # flip: a fresh position
             self._close_episode(pos)
-            pos.entry_price, pos.stop_price = px, stop
+            end_exits(pos)
+            pos.entry_price, pos.stop_price, pos.take_profit = px, stop, tp
         pos.qty = new
         if new == 0:
             pos.stop_price = None                            # Bybit clears tp/sl with the position
@@ -380,13 +354,6 @@ class SimEngine:
             effective = self.stop_book.effective(symbol, Side.BUY if new > 0 else Side.SELL)
             pos.stop_price = effective.trigger if effective is not None else None
         self._touch(symbol, pos)
-
-    def _venue_close(self, symbol: str, qty: float | None, prefix: str, closed_by: str) -> None:
-        pos = self._positions[symbol]
-        if pos.qty == 0:
-            return
-        size = abs(pos.qty) if qty is None else min(qty, abs(pos.qty))
-        self._close_by_venue(symbol, pos, size, self.price(symbol), self.now(), prefix, closed_by)
 
     def _trigger_stop(self, symbol: str, pos: Position, px: float, t: float) -> None:
         fired = None
@@ -417,9 +384,12 @@ class SimEngine:
     def _touch(self, symbol: str, pos: Position, at: float | None = None) -> None:
         """Record the new state: history for lagged reads, episode and naked-time accounting."""
         now = self.now() if at is None else at
+        if pos.qty == 0:
+            end_exits(pos)
         view = None if pos.qty == 0 else PositionReport(
             symbol=symbol, side=Side.BUY if pos.qty > 0 else Side.SELL, qty=abs(pos.qty),
-            entry_price=pos.entry_price, stop_price=pos.stop_price)
+            entry_price=pos.entry_price, stop_price=pos.stop_price, take_profit=pos.take_profit,
+            trail=pos.trail.distance if pos.trail is not None else None)
         self._history[symbol].append((now, view))
         self._emit(EngineEvent(now, symbol, position=view))
         if pos.qty != 0 and pos.episode is None:

@@ -23,8 +23,8 @@ class FaultKind(StrEnum):
 class Fault:
     """Affects `times` calls of `op` (after letting `skip` matching calls through)."""
 
-    op: Literal["create_order", "set_stop", "fetch_order", "fetch_positions", "fetch_stop_orders", "cancel_order",
-                "*"]
+    op: Literal["create_order", "set_stop", "set_exit", "fetch_order", "fetch_positions", "fetch_stop_orders",
+                "cancel_order", "*"]
     kind: FaultKind
     times: Count[1, 1_000_000] = 1
     skip: Count[0, 1_000_000] = 0

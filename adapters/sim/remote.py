@@ -13,6 +13,7 @@ from adapters.base import (
     Capabilities,
     CloseKind,
     ClosureReport,
+    ExitKind,
     OrderReport,
     OrderRequest,
     PositionReport,
@@ -42,7 +43,8 @@ class RemoteSimAdapter(VenueAdapter):
     async def start(self) -> None:
         await self._connect()
         caps = await self._call("capabilities")
-        self.capabilities = Capabilities(**caps)
+        bounds = caps.get("trail_bounds_pct")
+        self.capabilities = Capabilities(**{**caps, "trail_bounds_pct": tuple(bounds) if bounds else None})
 
     async def _connect(self) -> None:
         try:
@@ -106,6 +108,11 @@ class RemoteSimAdapter(VenueAdapter):
     async def set_stop(self, symbol: str, stop_price: float, position_side: Side | None = None) -> float | None:
         await self._call("set_stop", symbol=symbol, stop_price=stop_price, position_side=position_side)
         return None
+
+    async def set_exit(self, symbol: str, kind: ExitKind, value: float, position_side: Side, qty: float,
+                       reference_price: float | None = None) -> float:
+        return float(await self._call("set_exit", symbol=symbol, kind=kind, value=value, position_side=position_side,
+                                      qty=qty, reference_price=reference_price))
 
     async def fetch_stop_orders(self, symbol: str | None = None) -> list[StopOrderReport]:
         return [stop_order_report(o) for o in await self._call("fetch_stop_orders", symbol=symbol)]

@@ -21,6 +21,7 @@ import struct
 from typing import Any
 
 from adapters.base import (
+    ExitKind,
     OrderRequest,
     Side,
     VenueError,
@@ -121,6 +122,9 @@ class SimVenueServer:
             case "set_stop":
                 side = a.get("position_side")
                 return await ad.set_stop(a["symbol"], a["stop_price"], Side(side) if side else None)
+            case "set_exit":
+                return await ad.set_exit(a["symbol"], ExitKind(a["kind"]), a["value"], Side(a["position_side"]),
+                                         a["qty"], a.get("reference_price"))
             case "fetch_stop_orders":
                 return await ad.fetch_stop_orders(a.get("symbol"))
             case "cancel_stop_order":

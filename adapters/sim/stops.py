@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from adapters.base import Side, StopOrderReport
+from adapters.sim.records import Trail
 
 
 class StopOrderStatus(StrEnum):
@@ -23,24 +24,33 @@ class StopOrderStatus(StrEnum):
 
 @dataclass(slots=True)
 class StopOrder:
-    """One close-all stop order: `side` is the order's side (SELL closes a long)."""
+    """One conditional closing order: `side` is the order's side (SELL closes a long). A stop
+    loss or a take-profit closes all (closePosition); a trailing stop reduces `qty` (Binance's
+    TRAILING_STOP_MARKET cannot close all)."""
 
     seq: int                         # the venue's order number (its algo id derives from it)
     client_id: str
     symbol: str
     side: Side
-    trigger: float
+    trigger: float                   # a trail's: where it would trigger now (its activation until armed)
     status: StopOrderStatus = StopOrderStatus.NEW
+    kind: str = "stop"               # stop | take_profit | trailing
+    qty: float | None = None         # None: closes the whole position
+    trail: Trail | None = None
 
     @property
     def working(self) -> bool:
         return self.status is StopOrderStatus.NEW
 
     def protects(self, position_side: Side) -> bool:
+        return self.kind == "stop" and self.working and self.side is position_side.opposite
+
+    def closes(self, position_side: Side) -> bool:
         return self.working and self.side is position_side.opposite
 
     def report(self) -> StopOrderReport:
-        return StopOrderReport(self.symbol, self.side, self.trigger, None, True, self.client_id, f"sim-{self.seq}")
+        return StopOrderReport(self.symbol, self.side, self.trigger, self.qty, True, self.client_id, f"sim-{self.seq}",
+                               self.kind)
 
 
 class StopBook:

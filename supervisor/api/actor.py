@@ -209,15 +209,16 @@ class ApiActor(BridgedActor):
             case "inspect":
                 return await self._inspect(a["symbol"], a["events"])
             case "open":
-                return await self._open(a["symbol"], Side(a["side"]), a["qty"], a["sl"], a["sl_pct"])
+                return await self._open(a["symbol"], Side(a["side"]), a["qty"], a["sl"], a["sl_pct"],
+                                        (a["tp"], a["tp_pct"], a["trail_pct"]))
             case "close":
-                return _command(await self._command(ClosePosition(self._known(a["symbol"]))))
+                reply = _command(await self._command(ClosePosition(self._known(a["symbol"]), qty=a["qty"])))
+                return {**reply, "qty": a["qty"]} if a["qty"] is not None else reply
             case "amend":
-                if (a["sl"] is None) == (not a["breakeven"]):
-                    raise ApiError("bad_request", "amend moves the stop to args.sl (a price) or to args.breakeven:"
-                                                  " one of them")
-                msg = AmendPosition(self._known(a["symbol"]), a["sl"], a["breakeven"])
-                return {**_command(await self._command(msg)), "stop_price": a["sl"], "breakeven": a["breakeven"]}
+                msg = AmendPosition(self._known(a["symbol"]), a["sl"], a["breakeven"], take_profit=a["tp"],
+                                    trail_pct=a["trail_pct"])
+                return {**_command(await self._command(msg)), "stop_price": a["sl"], "breakeven": a["breakeven"],
+                        "take_profit": a["tp"], "trail_pct": a["trail_pct"]}
             case "pause" | "resume":
                 on = request.op == "pause"
                 rid = new_id()
@@ -312,18 +313,28 @@ class ApiActor(BridgedActor):
         events = [dict(zip(("at", "from", "to", "trigger", "detail"), e, strict=True)) for e in report.events]
         return {"position": position, "events": events}
 
-    async def _open(self, symbol: str, side: Side, qty: float, sl: float | None, sl_pct: float | None) -> Any:
+    async def _open(self, symbol: str, side: Side, qty: float, sl: float | None, sl_pct: float | None,
+                    exits: tuple[float | None, float | None, float | None]) -> Any:
         self._known(symbol)
-        if sl is None:
-            assert sl_pct is not None
+        tp, tp_pct, trail_pct = exits
+        price = None
+        if sl is None or tp_pct is not None:
             rid = new_id()
             fetched: PriceFetched = await self.ask(False, FetchPrice(symbol, request_id=rid), rid)
             if fetched.price is None:
                 why = fetched.failure.message if fetched.failure else "no price"
-                raise ApiError("unavailable", f"no price for {symbol} to place a {sl_pct:g}% stop from: {why}")
-            sl = round(fetched.price * (1 - sl_pct / 100 if side is Side.BUY else 1 + sl_pct / 100), 8)
-        result = _command(await self._command(OpenPosition(symbol, side, qty, sl)))
-        return {**result, "side": str(side), "qty": qty, "stop_price": sl}
+                raise ApiError("unavailable", f"no price for {symbol} to place a stop or take-profit in % from: {why}")
+            price = fetched.price
+        up = 1 if side is Side.BUY else -1                # a stop below a long's price, a take-profit above
+        if sl is None:
+            assert sl_pct is not None and price is not None
+            sl = round(price * (1 - up * sl_pct / 100), 8)
+        if tp_pct is not None:
+            assert price is not None
+            tp = round(price * (1 + up * tp_pct / 100), 8)
+        msg = OpenPosition(symbol, side, qty, sl, reference_price=price, take_profit=tp, trail_pct=trail_pct)
+        result = _command(await self._command(msg))
+        return {**result, "side": str(side), "qty": qty, "stop_price": sl, "take_profit": tp, "trail_pct": trail_pct}
 
     async def _command(self, msg: OpenPosition | ClosePosition | AmendPosition) -> CommandAccepted | CommandDenied:
         return await self.ask(False, msg, msg.command_id)

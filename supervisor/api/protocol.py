@@ -80,8 +80,8 @@ def _integer(lo: int, hi: int) -> Check:
 
 # A position's fields, as `status` shows them (PositionSnapshot's, and naked_now computed at the answer).
 POSITION_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price",
-                   "intent_id", "naked_seconds", "naked_since", "protect_latency_s", "guarded_latency_s",
-                   "trigger", "last_event", "updated_at", "naked_now")
+                   "intent_id", "take_profit", "trail_pct", "naked_seconds", "naked_since", "protect_latency_s",
+                   "guarded_latency_s", "trigger", "last_event", "updated_at", "naked_now")
 
 
 def _fields(name: str, value: Any) -> tuple[str, ...] | None:
@@ -122,9 +122,11 @@ OPS: dict[str, dict[str, tuple[Check, bool, Any]]] = {
     "status": {"truth": (_bool, False, False), "columns": (_bool, False, False), "fields": (_fields, False, None)},
     "inspect": {"symbol": (_symbol, True, None), "events": (_integer(0, 1000), False, 20)},
     "open": {"symbol": (_symbol, True, None), "side": (_side, True, None), "qty": (QTY, True, None),
-             "sl": (PRICE, False, None), "sl_pct": (PCT, False, None)},
-    "close": {"symbol": (_symbol, True, None)},
-    "amend": {"symbol": (_symbol, True, None), "sl": (PRICE, False, None), "breakeven": (_bool, False, False)},
+             "sl": (PRICE, False, None), "sl_pct": (PCT, False, None), "tp": (PRICE, False, None),
+             "tp_pct": (PCT, False, None), "trail_pct": (PCT, False, None)},
+    "close": {"symbol": (_symbol, True, None), "qty": (QTY, False, None)},
+    "amend": {"symbol": (_symbol, True, None), "sl": (PRICE, False, None), "breakeven": (_bool, False, False),
+              "tp": (PRICE, False, None), "trail_pct": (PCT, False, None)},
     "pause": {},
     "resume": {},
     "panic": {},
@@ -190,6 +192,13 @@ def parse_request(line: bytes) -> Request:
     if op == "open" and (checked["sl"] is None) == (checked["sl_pct"] is None):
         raise ApiError("bad_request", "open: give exactly one of args.sl (a price) or args.sl_pct (percent"
                                       " from the current price)", id=rid)
+    if op == "open" and checked["tp"] is not None and checked["tp_pct"] is not None:
+        raise ApiError("bad_request", "open: give at most one of args.tp (a price) or args.tp_pct (percent"
+                                      " from the current price)", id=rid)
+    if op == "amend" and sum((checked["sl"] is not None, checked["breakeven"], checked["tp"] is not None,
+                              checked["trail_pct"] is not None)) != 1:
+        raise ApiError("bad_request", "amend changes one thing: args.sl (a price), args.breakeven, args.tp (a"
+                                      " price) or args.trail_pct (the venue's trailing stop, % of the price)", id=rid)
     return Request(rid, op, checked)
 
 

@@ -4,8 +4,8 @@ running deployment exits 1 with its reason. None of them starts anything or join
 system, and they import only what they use, so `posguard status` answers in a blink.
 
     posguard status | inspect SYMBOL | events [--since N] [--follow]
-    posguard open SYMBOL SIDE QTY --sl PRICE|PCT%     posguard close SYMBOL
-    posguard amend SYMBOL --sl PRICE|breakeven
+    posguard open SYMBOL SIDE QTY --sl PRICE|PCT% [--tp PRICE|PCT%] [--trail PCT%]
+    posguard close SYMBOL [--qty Q]    posguard amend SYMBOL --sl PRICE|breakeven | --tp PRICE | --trail PCT%
     posguard pause | resume | panic [--yes] | stop [--flatten]
 """
 
@@ -51,7 +51,7 @@ def parse_qty(text: str) -> float:
     return qty
 
 
-def parse_stop(text: str) -> tuple[float | None, float | None]:
+def parse_stop(text: str, flag: str = "--sl") -> tuple[float | None, float | None]:
     """`--sl 58000` (a price) or `--sl 2%` (distance from the current price): (price, pct)."""
     try:
         if text.endswith("%"):
@@ -64,8 +64,19 @@ def parse_stop(text: str) -> tuple[float | None, float | None]:
             raise ValueError
         return price, None
     except ValueError:
-        raise UserError(f"--sl must be a positive price (at most {MAX_NUMBER:g}) or a percentage above 0 and at"
+        raise UserError(f"{flag} must be a positive price (at most {MAX_NUMBER:g}) or a percentage above 0 and at"
                         f" most {MAX_PCT:g} like 2%, got {text!r}", EXIT_USAGE) from None
+
+
+def parse_trail(text: str) -> float:
+    """`--trail 1%` (or 1): the venue-held trailing stop's callback, percent of the price."""
+    try:
+        pct = float(text.strip().rstrip("%"))
+        if not (math.isfinite(pct) and 0 < pct <= MAX_PCT):
+            raise ValueError
+        return pct
+    except ValueError:
+        raise UserError(f"--trail must be a percentage above 0 like 1%, got {text!r}", EXIT_USAGE) from None
 
 
 def parse_side(text: str) -> str:
@@ -182,43 +193,66 @@ def cmd_open(args: argparse.Namespace) -> int:
     side = parse_side(args.side)
     qty = parse_qty(args.qty)
     price, pct = parse_stop(args.sl)
+    tp, tp_pct = parse_stop(args.tp, "--tp") if args.tp is not None else (None, None)
+    trail = parse_trail(args.trail) if args.trail is not None else None
     deployed(symbol, args.config)
     with connect(args.config) as pg:
         try:
-            result = pg.open(symbol, side, qty, sl=price, sl_pct=pct)
+            result = pg.open(symbol, side, qty, sl=price, sl_pct=pct, tp=tp, tp_pct=tp_pct, trail_pct=trail)
         except ClientError as exc:
             return _refused(args, symbol, exc)
-    emit(args, {"ok": True, **result}, f"posguard: opening {side} {qty:g} {symbol}, stop {result['stop_price']:g}")
+    beside = "".join((f", take-profit {result['take_profit']:g}" if result.get("take_profit") else "",
+                      f", trailing stop {trail:g}%" if trail is not None else ""))
+    emit(args, {"ok": True, **result},
+         f"posguard: opening {side} {qty:g} {symbol}, stop {result['stop_price']:g}{beside}"
+         " (on an open symbol of that side: an add)")
     return EXIT_OK
 
 
 def cmd_close(args: argparse.Namespace) -> int:
+    qty = parse_qty(args.qty) if args.qty is not None else None
     symbol = deployed(normalise_symbol(args.symbol), args.config)
     with connect(args.config) as pg:
         try:
-            result = pg.close_position(symbol)
+            result = pg.close_position(symbol, qty=qty)
         except ClientError as exc:
             return _refused(args, symbol, exc)
-    emit(args, {"ok": True, **result}, f"posguard: closing {symbol} reduce-only")
+    what = f"{qty:g} of {symbol}" if qty is not None else symbol
+    emit(args, {"ok": True, **result}, f"posguard: closing {what} reduce-only")
     return EXIT_OK
 
 
 def cmd_amend(args: argparse.Namespace) -> int:
-    breakeven = args.sl.strip().lower() == "breakeven"
-    price = None
-    if not breakeven:
+    given = [flag for flag, value in (("--sl", args.sl), ("--tp", args.tp), ("--trail", args.trail)) if value]
+    if len(given) != 1:
+        raise UserError("amend changes one thing: --sl PRICE|breakeven, --tp PRICE or --trail PCT%", EXIT_USAGE)
+    breakeven = bool(args.sl) and args.sl.strip().lower() == "breakeven"
+    price = tp = trail = None
+    if args.sl and not breakeven:
         price, _ = parse_stop(args.sl)
         if price is None:
             raise UserError(f"--sl of amend is a price or breakeven (a percentage is for open), got {args.sl!r}",
                             EXIT_USAGE)
+    if args.tp:
+        tp, _ = parse_stop(args.tp, "--tp")
+        if tp is None:
+            raise UserError(f"--tp of amend is a price (a percentage is for open), got {args.tp!r}", EXIT_USAGE)
+    if args.trail:
+        trail = parse_trail(args.trail)
     symbol = deployed(normalise_symbol(args.symbol), args.config)
     with connect(args.config) as pg:
         try:
-            result = pg.amend(symbol, sl=price, breakeven=breakeven)
+            result = pg.amend(symbol, sl=price, breakeven=breakeven, tp=tp, trail_pct=trail)
         except ClientError as exc:
             return _refused(args, symbol, exc)
-    where = "break-even" if breakeven else f"{price:g}"
-    emit(args, {"ok": True, **result}, f"posguard: moving {symbol}'s stop to {where} (the old one stands until then)")
+    if tp is not None:
+        text = f"posguard: setting {symbol}'s take-profit to {tp:g} beside its stop"
+    elif trail is not None:
+        text = f"posguard: setting {symbol}'s venue-held trailing stop to {trail:g}% (the stop stays under it)"
+    else:
+        where = "break-even" if breakeven else f"{price:g}"
+        text = f"posguard: moving {symbol}'s stop to {where} (the old one stands until then)"
+    emit(args, {"ok": True, **result}, text)
     return EXIT_OK
 
 
@@ -326,18 +360,25 @@ def add_commands(sub: Any, default_config: str) -> None:
         return p
 
     parser("status", "every position's state, from the running deployment").set_defaults(handler=cmd_status)
-    p = parser("open", "open a position with a stop loss (PRICE or PCT%% from the current price)")
+    p = parser("open", "open a position with a stop loss (PRICE or PCT%% from the current price); on a symbol"
+                       " open on the same side, add to it")
     p.add_argument("symbol")
     p.add_argument("side", help="buy | sell")
     p.add_argument("qty")
     p.add_argument("--sl", required=True, metavar="PRICE|PCT%")
+    p.add_argument("--tp", metavar="PRICE|PCT%", help="a take-profit beside the stop")
+    p.add_argument("--trail", metavar="PCT%", help="a trailing stop held by the venue (its callback)")
     p.set_defaults(handler=cmd_open)
-    p = parser("close", "close a symbol's position reduce-only")
+    p = parser("close", "close a symbol's position reduce-only (all of it, or --qty of it)")
     p.add_argument("symbol")
+    p.add_argument("--qty", help="a partial close: the stop keeps covering what stays")
     p.set_defaults(handler=cmd_close)
-    p = parser("amend", "move a PROTECTED position's stop (the old one stands until the venue takes the new)")
+    p = parser("amend", "change one exit of a PROTECTED position: move its stop (the old one stands until the"
+                        " venue takes the new), set its take-profit or its venue-held trailing stop")
     p.add_argument("symbol")
-    p.add_argument("--sl", required=True, metavar="PRICE|breakeven")
+    p.add_argument("--sl", metavar="PRICE|breakeven")
+    p.add_argument("--tp", metavar="PRICE")
+    p.add_argument("--trail", metavar="PCT%")
     p.set_defaults(handler=cmd_amend)
     p = parser("inspect", "a symbol's full state and its last journal events")
     p.add_argument("symbol")

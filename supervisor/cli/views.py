@@ -25,8 +25,9 @@ PLAIN_WIDTH = 200                    # columns of a table printed where no termi
 LIVE_ROWS = 40                       # the live view's rows at most: 1 000 of them took 0.8 s of CPU a redraw
 # What the table shows of a position: what to ask `status` for (`fields`) to draw it.
 TABLE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price",
-                "naked_since", "naked_now", "last_event")
-STATE_STYLES = {"PROTECTED": "green", "MOVING_STOP": "green", "IDLE": "dim", "RECOVERING": "yellow",
+                "take_profit", "trail_pct", "naked_since", "naked_now", "last_event")
+STATE_STYLES = {"PROTECTED": "green", "MOVING_STOP": "green", "SETTING_EXIT": "green", "REDUCING": "green",
+                "ADDING": "green", "IDLE": "dim", "RECOVERING": "yellow",
                 "ENTERING": "yellow", "CONFIRMING_ENTRY": "yellow", "PROTECTING": "yellow", "VERIFYING": "yellow",
                 "FLATTENING": "yellow", "STUCK": "bold red"}
 NAKED = "bold red"                   # a position without a stop, or seconds spent so
@@ -123,8 +124,8 @@ def positions_table(status: dict[str, Any], fit: bool = True) -> RenderableType:
     # `fit`: as wide as the terminal, every column as wide as its content, LAST EVENT what is left
     # (cut short with an ellipsis on a narrow one). A row is one line, always.
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold", expand=fit)
-    for name in ("SYMBOL", "STATE", "SIDE", "QTY", "ENTRY", "STOP", "NAKED_S"):
-        table.add_column(name, no_wrap=True, justify="right" if name in ("QTY", "ENTRY", "STOP", "NAKED_S") else "left")
+    for name in ("SYMBOL", "STATE", "SIDE", "QTY", "ENTRY", "STOP", "TP", "TRAIL", "NAKED_S"):
+        table.add_column(name, no_wrap=True, justify="left" if name in ("SYMBOL", "STATE", "SIDE") else "right")
     if truth is not None:
         table.add_column("VENUE QTY", no_wrap=True, justify="right")
         table.add_column("VENUE STOP", no_wrap=True, justify="right")
@@ -138,6 +139,7 @@ def positions_table(status: dict[str, Any], fit: bool = True) -> RenderableType:
         state_style = NAKED if unprotected else STATE_STYLES.get(p["state"], "")
         row = [Text(p["symbol"], style="bold"), Text(p["state"], style=state_style), p["side"] or "-",
                _num(p["filled_qty"] or p["requested_qty"]), _num(p["entry_price"]), _num(p["stop_price"]),
+               _num(p.get("take_profit")), f"{p['trail_pct']:g}%" if p.get("trail_pct") else "-",
                Text(f"{naked:.2f}", style=NAKED if naked > 0 else "")]
         if truth is not None:
             row += _venue_cells(venue, venue_qty, held, p["stop_price"])

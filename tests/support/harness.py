@@ -18,8 +18,10 @@ from actors.messages import (
     CancelLeftovers,
     ClosePosition,
     ClosuresFetched,
+    ExitSet,
     FillStreamed,
     JournalCancel,
+    JournalExit,
     JournalFailed,
     JournalOrder,
     JournalTransition,
@@ -183,7 +185,7 @@ class Harness:
             else:
                 self.to_exchange(PlaceOrder(msg.request))     # the journal forwards once committed
                 self.inbox.append(OrderJournaled(cid))
-        elif isinstance(msg, JournalCancel):
+        elif isinstance(msg, JournalCancel | JournalExit):
             if self.fail_journal:
                 self.inbox.append(JournalFailed(msg.request.request_id, "disk full"))
             else:
@@ -204,8 +206,10 @@ class Harness:
 
     # -- driving -------------------------------------------------------------------------
 
-    def open(self, qty: float = 1.0, stop: float = 95.0, side: Side = Side.BUY):
-        return self._guarded(lambda: self.core.open(OpenPosition(SYMBOL, side, qty, stop)))
+    def open(self, qty: float = 1.0, stop: float = 95.0, side: Side = Side.BUY, tp: float | None = None,
+             trail: float | None = None):
+        return self._guarded(lambda: self.core.open(OpenPosition(SYMBOL, side, qty, stop, take_profit=tp,
+                                                                 trail_pct=trail)))
 
     def adopt(self, qty: float = 1.0, stop: float | None = 95.0, side: Side = Side.BUY):
         return self._guarded(lambda: self.core.adopt(AdoptPosition(SYMBOL, side, qty, stop)))
@@ -219,13 +223,15 @@ class Harness:
 
         self.adapter.engine.create_order(OrderRequest(SYMBOL, side, qty, f"manual-{self._seq}"), attached_stops=True)
 
-    def close_position(self):
-        return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL)))
+    def close_position(self, qty: float | None = None):
+        return self._guarded(lambda: self.core.close(ClosePosition(SYMBOL, qty=qty)))
 
-    def amend(self, stop: float | None = None, breakeven: bool = False):
+    def amend(self, stop: float | None = None, breakeven: bool = False, tp: float | None = None,
+              trail: float | None = None):
         from actors.messages import AmendPosition
 
-        return self._guarded(lambda: self.core.amend(AmendPosition(SYMBOL, stop, breakeven)))
+        return self._guarded(lambda: self.core.amend(AmendPosition(SYMBOL, stop, breakeven, take_profit=tp,
+                                                                   trail_pct=trail)))
 
     def observe(self, finding: str = "missing", missing: bool = False):
         """What a settled REST read shows of the symbol, as the ProtectionActor passes it (the
@@ -267,6 +273,8 @@ class Harness:
                 self.core.on_order_queried(msg)
             case StopSet():
                 self.core.on_stop_set(msg)
+            case ExitSet():
+                self.core.on_exit_set(msg)
             case PositionTimer():
                 self.core.on_timer(msg)
             case OrderStreamed():
@@ -308,8 +316,9 @@ class Harness:
         return self.adapter.engine.true_state()
 
     def entries_on_venue(self) -> int:
-        """Entries of ours (orders by hand, the venue's own closes not counted)."""
-        return sum(1 for o in self.truth().orders if not o.reduce_only and o.client_order_id.startswith("pg"))
+        """Entries of ours (orders by hand, the venue's own closes and our adds not counted)."""
+        return sum(1 for o in self.truth().orders if not o.reduce_only and o.client_order_id.startswith("pg")
+                   and not o.client_order_id.startswith("pga"))
 
     def position_reads(self) -> int:
         return sum(1 for op, _ in self.adapter.calls if op == "fetch_positions")
