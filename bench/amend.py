@@ -1,6 +1,7 @@
-"""Moving a guarded position's stop: how long the venue sees any of the position uncovered, and
-what the move costs -- on the simulated venue and both emulators through real ccxt (50 ms of
-venue latency), posguard's way beside the peers' cancel-then-place in the same run.
+"""Changing a guarded position -- moving its stop, then a take-profit set and moved, a venue-held
+trail, a partial close and an add: how long the venue sees any of the position uncovered, and
+what each change costs -- on the simulated venue and both emulators through real ccxt (50 ms of
+venue latency), posguard's stop moves beside the peers' cancel-then-place in the same run.
 
 - uncovered_qty_s: the integral over the venue's time of the open quantity no working stop
   covers, measured on the venue's own thread at every change it makes (goal 0);
@@ -12,6 +13,7 @@ the venue itself (the most favourable cancel there can be: it costs no round tri
 one placed through the same adapter posguard uses.
 
     python bench/amend.py [--moves 5] [--venues sim,bybit,binance]
+posguard_qty_s covers the whole run: the moves and the changes beside the stop.
 Last line: `amend uncovered_qty_s posguard=<x> cancel_then_place=<y> round_trips_max=<n>`.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 from drift import PRICE, QTY, SETTINGS, STOP, Venue  # the same venues as bench/drift.py (run from bench/)
 from loguru import logger
 
-from actors.messages import AmendPosition, CommandAccepted
+from actors.messages import AmendPosition, ClosePosition, CommandAccepted, OpenPosition
 from actors.settings import ProtectionSettings, StreamSettings
 from adapters.base import Side
 from tests.support import kit
@@ -57,6 +59,17 @@ class Row:
     peers: float = 0.0
     latencies: list[float] = field(default_factory=list)
     round_trips: list[int] = field(default_factory=list)
+    changes: dict[str, tuple[float, int]] = field(default_factory=dict)   # change -> (latency_s, round trips)
+
+
+# The changes beside the stop, in order: (name, command, the snapshot that says it is done).
+CHANGES = (
+    ("tp_set", AmendPosition(SYMBOL, take_profit=PRICE * 1.02), lambda s: s.take_profit == PRICE * 1.02),
+    ("tp_moved", AmendPosition(SYMBOL, take_profit=PRICE * 1.03), lambda s: s.take_profit == PRICE * 1.03),
+    ("trail_set", AmendPosition(SYMBOL, trail_pct=1.0), lambda s: s.trail_pct == 1.0),
+    ("added", OpenPosition(SYMBOL, Side.BUY, QTY, STOP), lambda s: abs(s.filled_qty - 2 * QTY) < 1e-12),
+    ("reduced", ClosePosition(SYMBOL, qty=QTY), lambda s: abs(s.filled_qty - QTY) < 1e-12),   # (the lot size)
+)
 
 
 def calls(venue: Venue) -> int:
@@ -85,6 +98,12 @@ def run(kind: str, moves: int) -> Row:
                         30, "the stop moved")
                 row.latencies.append(time.monotonic() - began)
                 row.round_trips.append(calls(venue) - before)
+            for name, command, done in CHANGES:
+                before, began = calls(venue), time.monotonic()
+                reply = d.ask(command)
+                assert isinstance(reply, CommandAccepted), reply
+                d.until(lambda done=done: (s := d.snapshot(SYMBOL)).state == "PROTECTED" and done(s), 30, name)
+                row.changes[name] = (time.monotonic() - began, calls(venue) - before)
             venue.thread.on_loop(meter)
             row.posguard = meter.total
             d.stop()
@@ -117,6 +136,9 @@ def main() -> None:
     print(f"{'venue':<9}{'posguard_qty_s':>16}{'cancel_then_place_qty_s':>25}{'latency_s':>11}{'round_trips':>13}")
     for r in rows:
         print(f"{r.venue:<9}{r.posguard:>16.4f}{r.peers:>25.4f}{max(r.latencies):>11.3f}{max(r.round_trips):>13}")
+    print("changes beside the stop (after the moves, same position): latency_s / venue requests")
+    for r in rows:
+        print(f"{r.venue:<9}" + "  ".join(f"{k} {t:.3f}/{n}" for k, (t, n) in r.changes.items()))
     print(f"amend uncovered_qty_s posguard={sum(r.posguard for r in rows):.4f}"
           f" cancel_then_place={sum(r.peers for r in rows):.4f}"
           f" round_trips_max={max(max(r.round_trips) for r in rows)}")

@@ -250,8 +250,8 @@ def run_schedule(seed: int) -> Outcome:
     out = Outcome(seed, steps)
     try:
         for _ in range(rng.randint(3, 14)):
-            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie", "disk", "outside", "amend"],
-                                 [4, 2, 4, 2, 1.5, 1, 1 if streams else 0, 1, 2, 1.5])[0]
+            action = rng.choices(["open", "close", "wait", "fault", "crash", "drop", "lie", "disk", "outside", "amend",
+                                  "change"], [4, 2, 4, 2, 1.5, 1, 1 if streams else 0, 1, 2, 1.5, 1.5])[0]
             if action == "open":
                 h.open(qty=rng.choice([0.5, 1.0, 3.0]), stop=90.0)
                 h.run(until=0.0)
@@ -263,6 +263,19 @@ def run_schedule(seed: int) -> Outcome:
                 h.amend(stop=to, breakeven=to is None)
                 h.run(until=0.0)
                 action = f"amend {to or 'breakeven'}"
+            elif action == "change":                     # beside the stop: a take-profit, a trail, part closed, an add
+                h.core.note_price(h.adapter.engine.price(SYMBOL))
+                what = rng.choice(["tp", "tp-wrong-side", "trail", "reduce", "add"])
+                if what.startswith("tp"):
+                    h.amend(tp=80.0 if what == "tp-wrong-side" else 130.0)
+                elif what == "trail":
+                    h.amend(trail=rng.choice([1.0, 5.0]))
+                elif what == "reduce":
+                    h.close_position(qty=rng.choice([0.2, 0.5]))
+                else:
+                    h.open(qty=0.5, stop=90.0)
+                h.run(until=0.0)
+                action = f"change {what}"
             elif action == "wait":
                 seconds = rng.choice([0.05, 0.3, 1.0, 3.0, 8.0, 30.0])
                 advance(h, scanner, watch, seconds)
