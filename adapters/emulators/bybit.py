@@ -180,11 +180,10 @@ class BybitEmulator(EmulatorBase):
             self.engine.clear_stop(ins.symbol)
         elif stop != "":
             await self.adapter.set_stop(ins.symbol, float(stop))
-        if tp != "":                                       # omitted ones are left as they are
-            self.engine.set_take_profit(ins.symbol, float(tp))
-        if trail != "":
+        if tp != "" or trail != "":                        # omitted ones are left as they are
             active = float(p["activePrice"]) if p.get("activePrice") not in (None, "", "0") else None
-            self.engine.set_trailing(ins.symbol, float(trail), active)
+            await self.adapter.set_position_exits(ins.symbol, float(tp) if tp != "" else None,
+                                                  float(trail) if trail != "" else None, active)
         return self._reply({})
 
     def _position_idx(self, p: dict[str, Any]) -> None:

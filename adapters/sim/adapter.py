@@ -134,6 +134,17 @@ class SimulatedAdapter(VenueAdapter):
                 await self.cancel_stop_order(symbol, order)
         return value
 
+    async def set_position_exits(self, symbol: str, take_profit: float | None = None, trail: float | None = None,
+                                 activation: float | None = None) -> None:
+        """Bybit's trading-stop takeProfit / trailingStop as its emulator receives them (a price;
+        a price distance), with this venue's latency, limits and faults: one request."""
+        def execute() -> None:
+            if take_profit is not None:
+                self.engine.set_take_profit(symbol, take_profit)
+            if trail is not None:
+                self.engine.set_trailing(symbol, trail, activation)
+        await self._call("set_exit", symbol, execute, is_order=True)
+
     async def place_exit_order(self, symbol: str, side: Side, kind: ExitKind, client_id: str, **order: Any
                                ) -> StopOrderReport:
         """A take-profit or trailing order (where stops are orders): adapters/sim/exits.py."""

@@ -233,7 +233,8 @@ class SimEngine(EngineExits, EngineOutside):
         self._end_stop_order(order, StopOrderStatus.CANCELLED)
         self._refresh_stop(order.symbol)
         pos = self._positions[order.symbol]
-        if pos.qty != 0 and pos.stop_price is None and order.side is (Side.SELL if pos.qty > 0 else Side.BUY):
+        if (order.kind == "stop" and pos.qty != 0 and pos.stop_price is None
+                and order.side is (Side.SELL if pos.qty > 0 else Side.BUY)):
             self.cancelled_live.append(client_id)            # it was what protected that position
         return order.report()
 
