@@ -53,9 +53,16 @@ class SimVenueServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        # Cancelled again until done (bounded): Python 3.11's wait_for may swallow a cancel that
+        # lands as the awaited item arrives (the stream's loop then goes on, and a plain gather
+        # waited for it forever -- seen once in a full run on a loaded host).
+        for _ in range(20):
+            pending = [t for t in self._connections if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=0.5)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
