@@ -48,6 +48,7 @@ class Capabilities:
     # A trailing stop the venue itself holds (never one the bot trails): the callback bounds in % of
     # the price, or None where the venue has none (refused with that reason).
     trail_bounds_pct: tuple[float, float] | None = None
+    trail_sized: bool = False        # the trail is a reduce-only order of a size (Binance): a resize replaces it
 
 
 @dataclass(frozen=True, slots=True)

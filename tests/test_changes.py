@@ -226,3 +226,27 @@ def test_a_refused_take_profit_leaves_the_stop_and_is_not_asked_again_after_a_re
     h.run()
     assert h.core.state is State.PROTECTED and exits_of(h, "take_profit") == []
     assert h.core.snapshot().stop_price == 95.0 and Side.BUY is h.core.episode.side
+
+
+@KINDS
+def test_an_add_that_fills_after_the_close_went_out_is_closed_too(stop_orders):
+    # The add reaches the engine after the close (which it clipped to the smaller size): that clip
+    # proves nothing of the add; another reduce-only close takes it before "closed".
+    h, _ = guarded(stop_orders, qty=1.0)
+    h.adapter.faults.add(Fault("create_order", FaultKind.LATE, delay_s=0.3, reduce_only=False))
+    h.core.note_price(PRICE)
+    h.open(qty=0.5)
+    h.close_position()
+    h.run()
+    assert h.core.state is State.IDLE and h.truth().open_positions().get(SYMBOL) is None
+
+
+def test_a_close_waiting_for_an_add_that_never_arrived_still_ends():
+    h, _ = guarded(False, qty=1.0)
+    h.adapter.faults.add(Fault("create_order", FaultKind.TIMEOUT_BEFORE, reduce_only=False))
+    h.core.note_price(PRICE)
+    h.open(qty=0.5)
+    h.close_position()
+    h.run()
+    assert h.core.state is State.IDLE and h.truth().open_positions().get(SYMBOL) is None
+    assert events(h, "add_refused")

@@ -142,7 +142,7 @@ class Changes(CoreBase):
     def _resize_trail(self) -> None:
         """A trail that is an order of a size follows the position's new size (placed first)."""
         ep = self.episode
-        if ep.trail_pct is not None and self.caps.stop_orders and self.state is State.PROTECTED:
+        if ep.trail_pct is not None and self.caps.trail_sized and self.state is State.PROTECTED:
             ep.exits_wanted.append((ExitKind.TRAILING, ep.trail_pct))
             ep.trail_pct = None                          # the held one is of the old size until replaced
             self._next_exit()
@@ -263,6 +263,7 @@ class Changes(CoreBase):
             self.log.info("{} {}", self.symbol, detail)
             self.ports.publish(self.snapshot())
             if self.state in CLOSING:
+                ep.added_while_closing = ep.change_kind == "add"
                 self._check_flat()               # type: ignore[attr-defined]
 
     def _change_refused(self, why: str, no_position: bool = False) -> None:
@@ -270,6 +271,9 @@ class Changes(CoreBase):
         ep.change.final = True
         kind = ep.change_kind
         self._event(f"{kind}_refused", {"qty": ep.change.request.qty if ep.change.request else None, "reason": why})
+        if self.state in CLOSING:
+            self._check_flat()  # type: ignore[attr-defined]   # it waited for this add's final state
+            return
         if self.state is not (State.ADDING if kind == "add" else State.REDUCING):
             return
         self._go(Trigger.ADD_REFUSED if kind == "add" else Trigger.REDUCE_REFUSED,

@@ -117,6 +117,8 @@ class Closing(CoreBase):
             self._arm(TimerKind.POLL_CLOSE, self.settings.poll_s)
         elif report.filled_qty > 0:
             close = self.episode.close
+            if close.final:
+                return                                   # counted already (a query again after a resync)
             close.filled_qty += report.filled_qty
             close.final = True
             self._check_flat()
@@ -148,8 +150,11 @@ class Closing(CoreBase):
             # Flat for sure only when the venue clipped it (reduce-only: there was less than asked);
             # a close that filled all it asked for may leave what someone added meanwhile.
             clipped = close.request is not None and close.filled_qty < close.request.qty - 1e-12
-            if not clipped and close.filled_qty < ep.open_qty - 1e-9:
-                self._new_close_order()                  # an add filled after this close went out: the rest
+            if ep.added_while_closing:
+                # An add of ours filled after this close went out: what the close clipped proves
+                # nothing of it. Another reduce-only close of all that may be there settles it.
+                ep.added_while_closing = False
+                self._new_close_order()
                 return
             self._closed(f"close filled {close.filled_qty} (entry filled {entry.filled_qty})", proven_flat=clipped)
         elif close.final and ep.close_after_entry_final:

@@ -140,7 +140,7 @@ class Commands(CoreBase):
 
     def close(self, cmd: ClosePosition) -> CommandAccepted | CommandDenied:
         ep = self.episode
-        if cmd.qty is not None and not (self.state is State.PROTECTED and abs(cmd.qty - ep.open_qty) <= 1e-9):
+        if cmd.qty is not None and not abs(cmd.qty - ep.open_qty) <= 1e-9:
             return self.reduce(cmd)  # type: ignore[attr-defined]   # a partial close (all of it: a close)
         if not self.fsm.can(Trigger.CLOSE_REQUESTED):
             return CommandDenied(cmd.command_id, self.symbol,

@@ -93,6 +93,7 @@ class Episode:
     change: OrderLeg = field(default_factory=OrderLeg)
     change_kind: str = ""
     change_recovering: bool = False      # in flight when we stopped: its answer is applied wherever we are
+    added_while_closing: bool = False    # an add filled while a close was out: the close proves nothing of it
     probe_cid: str | None = None         # after a restart: the next derived close id, asked for
     probe_until: float = 0.0             # ... until then (monotonic), while the venue says "not found"
     armed_once: set[TimerKind] = field(default_factory=set)   # timers that run from their first cause

@@ -78,7 +78,8 @@ class Watch(CoreBase):
         """Where stops are orders: ours ending while its position lives was cancelled by hand (set
         it again) or triggered (the position is going: ask the venue)."""
         ep, order = self.episode, msg.order
-        if (self.state is not State.PROTECTED or msg.open or not is_ours(order) or ep.side is None
+        if (self.state is not State.PROTECTED or msg.open or not is_ours(order) or order.kind != "stop"
+                or ep.side is None
                 or ep.stop.price is None or order.side is not ep.side.opposite
                 or abs(order.stop_price - ep.stop.price) > 1e-9 * max(1.0, ep.stop.price)):
             return                                       # not our standing stop (a replaced one, an operator's)

@@ -46,6 +46,7 @@ class BinanceAdapter(CcxtAdapter):
     stream_class = BinanceStream
     take_profit = True
     trail_bounds_pct = TRAIL_BOUNDS_PCT
+    trail_sized = True
     code_key = "code"
     message_key = "msg"
     not_found_code = -2013

@@ -127,12 +127,17 @@ class BybitAdapter(CcxtAdapter):
     def _is_stop(self, order: dict[str, Any]) -> bool:
         info = order.get("info") or {}
         kind = str(info.get("stopOrderType") or "")
-        if kind in ("StopLoss", "PartialStopLoss", "TrailingStop"):
+        if kind in ("StopLoss", "PartialStopLoss"):
             return True
         # A plain conditional order protects when it triggers on the move against the position:
         # a sell on a falling price (triggerDirection 2), a buy on a rising one (1).
         direction = str(info.get("triggerDirection") or "")
         return kind == "Stop" and direction == ("2" if order.get("side") == "sell" else "1")
+
+    def exit_kind(self, order: dict[str, Any]) -> str:
+        kind = str((order.get("info") or {}).get("stopOrderType") or "")
+        exits = {"TrailingStop": "trailing", "TakeProfit": "take_profit", "PartialTakeProfit": "take_profit"}
+        return exits.get(kind, "")
 
     async def fetch_closures(self, symbol: str) -> list[ClosureReport]:
         rows = await self._call(self.ex.fetch_canceled_and_closed_orders, unified_symbol(symbol), None, 50)

@@ -101,13 +101,15 @@ class CcxtAdapter(VenueAdapter):
 
     take_profit = False              # which exits beside the stop this venue holds (the subclasses say)
     trail_bounds_pct: tuple[float, float] | None = None
+    trail_sized = False
 
     def __init__(self, settings: CcxtVenueSettings) -> None:
         self.settings = settings
         self.capabilities = Capabilities(
             venue=settings.name, attached_stop=self._attached_stop(), orders_per_second=settings.orders_per_second,
             reads_per_second=settings.reads_per_second, dialect=self.dialect, stop_orders=True,
-            streams=settings.streams, take_profit=self.take_profit, trail_bounds_pct=self.trail_bounds_pct)
+            streams=settings.streams, take_profit=self.take_profit, trail_bounds_pct=self.trail_bounds_pct,
+            trail_sized=self.trail_sized)
         self.ex: Any = None
         self._secrets: tuple[str, ...] = ()
         self._keys: tuple[str, str] | None = None

@@ -66,7 +66,7 @@ class SimulatedAdapter(VenueAdapter):
             venue="simulated", attached_stop=config.attached_stops and not config.stop_orders,
             orders_per_second=config.orders_per_second, reads_per_second=config.reads_per_second,
             dialect="bybit", streams=config.streams, stop_orders=config.stop_orders,   # Bybit's retCodes
-            take_profit=True, trail_bounds_pct=TRAIL_BOUNDS_PCT)
+            take_profit=True, trail_bounds_pct=TRAIL_BOUNDS_PCT, trail_sized=config.stop_orders)
         self.stream_control = StreamControl()
         self._clock = clock
         self._bucket = float(config.orders_per_second)
