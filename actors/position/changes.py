@@ -98,7 +98,15 @@ class Changes(CoreBase):
 
     def on_exit_set(self, msg: ExitSet) -> None:
         ep, failure = self.episode, msg.failure
-        if msg.request_id != ep.exit_request_id or self.state is not State.SETTING_EXIT or ep.exit_asked is None:
+        if msg.request_id != ep.exit_request_id:
+            return
+        if self.state is State.IDLE and failure is None and self.caps.stop_orders:
+            # Closed meanwhile, and the exit went in after the close's cleanup read the orders:
+            # an order of ours outliving its position is cancelled as any leftover is.
+            ep.exit_request_id = None
+            self._cancel_leftovers(f"a {LABEL[msg.kind]} placed while the position was closing")  # type: ignore[attr-defined]
+            return
+        if self.state is not State.SETTING_EXIT or ep.exit_asked is None:
             return
         kind, asked = ep.exit_asked
         if failure is None or failure.outcome is Outcome.NOT_MODIFIED:
@@ -118,7 +126,13 @@ class Changes(CoreBase):
             self._arm(TimerKind.RETRY_EXIT, self._backoff(ep.exit_attempts - 1))
         else:
             ep.exit_asked = None
-            self._journal_position()                     # what is held stays; nothing to ask again after a restart
+            if (ep.take_profit if kind is ExitKind.TAKE_PROFIT else ep.trail_pct) == asked:
+                # a journaled exit asked again after a restart, and refused: the venue does not hold it
+                if kind is ExitKind.TAKE_PROFIT:
+                    ep.take_profit = None
+                else:
+                    ep.trail_pct = None
+            self._journal_position()                     # nothing to ask again after a restart
             why = describe_failure(failure)
             self._event("exit_refused", {"kind": str(kind), "asked": asked, "reason": why})
             self._go(Trigger.EXIT_REFUSED, f"{LABEL[kind]} {asked:g} refused ({why}); the stop {px(ep.stop.price)}"

@@ -44,8 +44,8 @@ class Recovery(CoreBase):
         if journal.pending_exit is not None:
             kind, value = ExitKind(journal.pending_exit[0]), journal.pending_exit[1]
             wanted = [w for w in wanted if w[0] is not kind] + [(kind, value)]
+        # What the journal holds stays held (a size journaled meanwhile keeps it for the next restart).
         ep.exits_wanted = [(k, v) for k, v in wanted if v is not None]
-        ep.take_profit = ep.trail_pct = None             # shown once the venue confirms them again
         changes = [o for o in journal.orders if o.purpose in ("add", "reduce")]
         if changes and changes[-1].request.client_order_id != journal.applied_change:
             # A partial close or add was out when we stopped: what it did is asked by its id, in
