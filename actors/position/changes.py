@@ -24,6 +24,7 @@ from actors.messages import (
     OrderQueried,
     PlaceOrder,
     QueryOrder,
+    Reprotect,
     SetExit,
     new_id,
 )
@@ -271,6 +272,11 @@ class Changes(CoreBase):
                   f" {px(report.avg_price)}: {before:g} -> {after:g}, the stop {px(ep.stop.price)} covers it")
         if self.state is (State.ADDING if ep.change_kind == "add" else State.REDUCING):
             self._go(Trigger.ADDED if ep.change_kind == "add" else Trigger.REDUCED, detail)
+            if (ep.change_kind == "add" and not self.caps.attached_stop and not self.caps.stop_orders
+                    and self.state is State.PROTECTED):
+                # The add carried no stop, and the position it added to may have gone meanwhile (its
+                # stop fired unseen): the stop is set again directly -- "not modified" where it stands.
+                self.reprotect(Reprotect(self.symbol, "after an add: the stop set again directly"))
             self._resize_trail()
         else:                                    # recovered, or closing meanwhile: the size is what changed
             self.last_event = detail
