@@ -53,11 +53,10 @@ class Changes(CoreBase):
                                                               " position's take-profit or trail can be set")
         if cmd.take_profit is not None:
             kind, value, held = ExitKind.TAKE_PROFIT, cmd.take_profit, ep.take_profit
-            denial = self.deny_exit(kind, value, cmd.reference_price)
         else:
             assert cmd.trail_pct is not None
             kind, value, held = ExitKind.TRAILING, cmd.trail_pct, ep.trail_pct
-            denial = self.deny_exit(kind, value, cmd.reference_price)
+        denial = self.deny_exit(kind, value, cmd.reference_price)
         if denial:
             return CommandDenied(cmd.command_id, self.symbol, denial)
         if held is not None and abs(held - value) <= EPS * max(1.0, value):
@@ -204,7 +203,7 @@ class Changes(CoreBase):
     def _start_change(self, kind: str, request: OrderRequest) -> None:
         ep = self.episode
         ep.change = OrderLeg(cid=request.client_order_id, request=request)
-        ep.change_kind, ep.change_recovering = kind, False
+        ep.change_kind = kind
         self._send_new_order(request, kind)      # type: ignore[attr-defined]  # journaled, then sent
 
     def on_change_placed(self, msg: OrderPlaced) -> None:

@@ -92,7 +92,6 @@ class Episode:
     # A partial close ("reduce") or an add: an order of ours like the entry, learnt by client id.
     change: OrderLeg = field(default_factory=OrderLeg)
     change_kind: str = ""
-    change_recovering: bool = False      # in flight when we stopped: its answer is applied wherever we are
     added_while_closing: bool = False    # an add filled while a close was out: the close proves nothing of it
     probe_cid: str | None = None         # after a restart: the next derived close id, asked for
     probe_until: float = 0.0             # ... until then (monotonic), while the venue says "not found"

@@ -53,7 +53,7 @@ class Recovery(CoreBase):
             c = changes[-1]
             ep.change = OrderLeg(cid=c.request.client_order_id, request=c.request,
                                  sent_at=self._monotonic_of(c.created_at))
-            ep.change_kind, ep.change_recovering = c.purpose, True
+            ep.change_kind = c.purpose
             self._request(QueryOrder(self.symbol, c.request.client_order_id))
         closes = [o for o in journal.orders if o.purpose == "close"]
         if closes:
