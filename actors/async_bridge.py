@@ -173,7 +173,11 @@ class BridgedActor(ActorTypeDispatcher):
         # Answered now, from this thread (never queued behind a backlog of finished work that a
         # burst left to send), if the event loop turns too: a stuck loop leaves it unanswered.
         if self.bridge is None or self.bridge.turning:
-            self.send(sender, HeartbeatAck(message.seq, os.getpid()))
+            self.send(sender, HeartbeatAck(message.seq, os.getpid(), self.heartbeat_figures()))
+
+    def heartbeat_figures(self) -> tuple[tuple[str, float], ...]:
+        """Running totals for the metrics, carried by the heartbeat's answer (none by default)."""
+        return ()
 
     def on_exit(self) -> None:
         """Release resources; called on ActorExitRequest."""

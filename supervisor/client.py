@@ -3,7 +3,8 @@ strategy imports to open with a stop, close, read the status and follow the even
 
     from supervisor.client import Client
 
-    with Client.for_config("conf/demo.toml") as pg:
+    with Client.for_config("conf/demo.toml", wait_s=60) as pg:   # connect once it serves
+        pg.wait_ready(timeout=60)                                   # and once it takes entries
         pg.open("BTCUSDT", "buy", 0.01, sl_pct=2)
         for event in pg.events(since=0):
             print(event["seq"], event["kind"], event.get("to", ""))
@@ -22,11 +23,12 @@ import os
 import socket
 import struct
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from typing import Any
 
-from supervisor.api.limits import VERSION
+from supervisor.api.limits import COMMAND_WAIT_S, VERSION
 
 TIMEOUT_S = 10.0
 _PEERCRED = struct.Struct("3i")
@@ -44,6 +46,11 @@ class ClientError(Exception):
 
 class NotRunning(ClientError):
     """Nothing serves the deployment's socket."""
+
+
+class NotReady(ClientError):
+    """The deployment is up but not taking entries: still starting past the wait, in safe mode,
+    or stopping. `phase`, `phase_detail` and `waiting_for` say which and why."""
 
 
 def socket_path_of(config_path: str) -> str:
@@ -94,8 +101,21 @@ class Client:
             raise ClientError("protocol", f"{socket_path} does not speak posguard API version {VERSION}")
 
     @classmethod
-    def for_config(cls, config_path: str, timeout: float = TIMEOUT_S) -> Client:
-        return cls(socket_path_of(config_path), timeout)
+    def for_config(cls, config_path: str, timeout: float = TIMEOUT_S, wait_s: float = 0.0) -> Client:
+        """Connect to the deployment a config describes; `wait_s`: keep trying that long while
+        nothing serves its socket yet (a `posguard run` just started)."""
+        return cls.when_up(socket_path_of(config_path), timeout, wait_s)
+
+    @classmethod
+    def when_up(cls, socket_path: str, timeout: float = TIMEOUT_S, wait_s: float = 0.0) -> Client:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return cls(socket_path, timeout)
+            except NotRunning:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.1)                              # the socket appears once the API serves it
 
     def __enter__(self) -> Client:
         return self
@@ -110,12 +130,19 @@ class Client:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def request(self, op: str, **args: Any) -> Any:
-        """Send one request; its result, or ClientError with the server's code and message."""
+    def request(self, op: str, _waits: float = 0.0, **args: Any) -> Any:
+        """Send one request; its result, or ClientError with the server's code and message.
+        `_waits`: how long the server may wait before it answers (beyond the usual timeout)."""
         self._next += 1
         rid = self._next
         self._send({"id": rid, "op": op, "args": args})
-        reply = self._read()
+        timeout = self._sock.gettimeout()
+        if _waits and timeout is not None:
+            self._sock.settimeout(timeout + _waits)
+        try:
+            reply = self._read()
+        finally:
+            self._sock.settimeout(timeout)
         if reply.get("id") != rid:
             raise ClientError("protocol", f"reply to request {reply.get('id')!r}, expected {rid}")
         return _result(reply)
@@ -132,19 +159,35 @@ class Client:
     def inspect(self, symbol: str, events: int = 20) -> dict[str, Any]:
         return self.request("inspect", symbol=symbol, events=events)
 
+    def wait_ready(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Wait until the deployment takes entries (its phase `ready`); its phase. Raises
+        NotReady with the phase and what it waits for when it is not ready within `timeout`, or
+        is in safe mode or stopping (neither ends by itself)."""
+        result = self.request("wait", _waits=timeout, timeout=timeout)
+        if not result["ready"]:
+            detail = result["phase_detail"]
+            raise NotReady("not_ready", f"deployment is {result['phase'].replace('_', ' ')}"
+                                        f"{': ' + detail if detail else ''}", **result)
+        return result
+
     def open(self, symbol: str, side: str, qty: float, sl: float | None = None, sl_pct: float | None = None,
-             tp: float | None = None, tp_pct: float | None = None, trail_pct: float | None = None) -> dict[str, Any]:
+             tp: float | None = None, tp_pct: float | None = None, trail_pct: float | None = None,
+             wait: float | None = None) -> dict[str, Any]:
         """Open a market position with its stop: `sl` a price, or `sl_pct` percent from the price;
         beside it a take-profit (`tp` a price, or `tp_pct` percent) and a venue-held trailing stop
-        (`trail_pct`, its callback). On a symbol already open on the same side: an add."""
+        (`trail_pct`, its callback). On a symbol already open on the same side: an add. Sent while
+        the deployment starts, it waits for it up to `wait` s (the server's default: 5)."""
         args: dict[str, Any] = {"symbol": symbol, "side": side, "qty": qty}
         args.update({"sl": sl} if sl is not None else {"sl_pct": sl_pct})
-        args.update({k: v for k, v in (("tp", tp), ("tp_pct", tp_pct), ("trail_pct", trail_pct)) if v is not None})
-        return self.request("open", **args)
+        args.update({k: v for k, v in (("tp", tp), ("tp_pct", tp_pct), ("trail_pct", trail_pct), ("wait", wait))
+                     if v is not None})
+        return self.request("open", _waits=COMMAND_WAIT_S if wait is None else wait, **args)
 
-    def close_position(self, symbol: str, qty: float | None = None) -> dict[str, Any]:
-        """Close reduce-only: all of it, or `qty` of it (the stop keeps covering what stays)."""
-        return self.request("close", symbol=symbol, **({"qty": qty} if qty is not None else {}))
+    def close_position(self, symbol: str, qty: float | None = None, wait: float | None = None) -> dict[str, Any]:
+        """Close reduce-only: all of it, or `qty` of it (the stop keeps covering what stays). Sent
+        while the deployment starts, it goes once that symbol is recovered (up to `wait` s)."""
+        args = {k: v for k, v in (("qty", qty), ("wait", wait)) if v is not None}
+        return self.request("close", _waits=COMMAND_WAIT_S if wait is None else wait, symbol=symbol, **args)
 
     def amend(self, symbol: str, sl: float | None = None, breakeven: bool = False, tp: float | None = None,
               trail_pct: float | None = None) -> dict[str, Any]:
@@ -252,4 +295,5 @@ def _result(reply: dict[str, Any]) -> Any:
         return reply.get("result")
     err = reply.get("error") or {}
     extra = {k: v for k, v in err.items() if k not in ("code", "message")}
-    raise ClientError(str(err.get("code", "error")), str(err.get("message", "refused")), **extra)
+    kind = NotReady if err.get("code") == "not_ready" else ClientError
+    raise kind(str(err.get("code", "error")), str(err.get("message", "refused")), **extra)

@@ -157,12 +157,16 @@ class Commands:
     def target(self, msg: Any, sender: Any, deployed: bool) -> Any | CommandDenied:
         """Where a command for a symbol goes (its asker kept for the answer), or why it cannot go."""
         child = self.children.by_symbol.get(msg.symbol)
-        target = child.address if child is not None and deployed else None
+        # A close goes as soon as its symbol's actor has recovered, before the whole deployment
+        # has (rule 9: closing is always possible); anything else waits for the deployment.
+        recovered = child is not None and (child.ready or msg.symbol in child.symbols_ready)
+        reachable = deployed or (isinstance(msg, ClosePosition) and recovered)
+        target = child.address if child is not None and reachable else None
         if target is None:
             why = ("deployment is not ready" if not deployed
                    else f"{msg.symbol} is restarting; try again" if child is not None
                    else f"unknown symbol {msg.symbol}")
-            return CommandDenied(msg.command_id, msg.symbol, why)
+            return CommandDenied(msg.command_id, msg.symbol, why, retry=child is not None)
         self.relay.put(msg.command_id, sender)
         return target
 

@@ -17,6 +17,7 @@ from actors.position.states import Trigger
 
 ROLLBACK_TRIGGERS = frozenset({Trigger.STOP_FAILED, Trigger.NAKED_DEADLINE})
 PROTECTED_TRIGGERS = frozenset({Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED})
+PHASES = ("starting", "ready", "safe_mode", "stopping")
 OUTSIDE_TRIGGERS = {Trigger.OUTSIDE_SEEN: "suspected", Trigger.CLOSED_OUTSIDE: "closed",
                     Trigger.OUTSIDE_UNCONFIRMED: "refuted"}
 
@@ -35,7 +36,8 @@ class _NakedSeconds(Collector):
 
 
 class Metrics:
-    def __init__(self, port: int, snapshots: Callable[[], dict[str, PositionSnapshot]]) -> None:
+    def __init__(self, port: int, snapshots: Callable[[], dict[str, PositionSnapshot]],
+                 naked_deadline_s: float = 0.0, serve: bool = True) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_NakedSeconds(snapshots))
         self.fill_to_protected = Histogram(
@@ -64,7 +66,41 @@ class Metrics:
                                          ["stream"], registry=self.registry)
         self.stream_gap = Histogram("posguard_stream_gap_seconds", "How long the private stream was down",
                                     ["stream"], buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=self.registry)
-        self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        self.ready = Gauge("posguard_ready", "1 while the deployment takes entries (phase ready)",
+                           registry=self.registry)
+        self.phase = Gauge("posguard_phase", "1 for the deployment's current phase", ["phase"], registry=self.registry)
+        self.venue_up = Gauge("posguard_venue_up", "1 while the venue adapter runs (0: it cannot start yet)",
+                              registry=self.registry)
+        self.naked_deadline = Gauge("posguard_naked_deadline_seconds", "The configured naked deadline: a position"
+                                    " naked this long is flattened", registry=self.registry)
+        self.naked_deadline.set(naked_deadline_s)
+        self.rate_waits = Counter("posguard_rate_limit_waits", "Venue calls that waited for the account's rate"
+                                  " limit (paced by the exchange process)", ["limit"], registry=self.registry)
+        self.rate_waited = Counter("posguard_rate_limit_wait_seconds", "Seconds venue calls waited for the"
+                                   " account's rate limit", ["limit"], registry=self.registry)
+        self._figures: dict[str, float] = {}
+        self._server = self._thread = None
+        if serve:
+            self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+    def on_phase(self, phase: str, venue_up: bool) -> None:
+        self.ready.set(1 if phase == "ready" else 0)
+        for name in PHASES:
+            self.phase.labels(name).set(1 if name == phase else 0)
+        self.venue_up.set(1 if venue_up else 0)
+
+    def on_figures(self, figures: tuple[tuple[str, float], ...]) -> None:
+        """The exchange's running totals (since its process started): what grew since the last
+        heartbeat is added; a total that went down is a new process counting from 0."""
+        for name, value in figures:
+            limit, _, what = name.partition("_")
+            if what not in ("waits", "waited_s"):
+                continue
+            before = self._figures.get(name, 0.0)
+            added = value - before if value >= before else value
+            self._figures[name] = value
+            if added > 0:
+                (self.rate_waits if what == "waits" else self.rate_waited).labels(limit).inc(added)
 
     def on_finding(self, msg: AdoptPosition | Reprotect | PositionObserved) -> None:
         """What the protection scan asked an actor to fix, by kind."""
@@ -96,5 +132,6 @@ class Metrics:
             self.stream_gap.labels(status.stream).observe(status.gap_s)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,6 +1,7 @@
 """What the Supervisor reports: the health its children tell it of (streams, the journal, the
-venue while it starts, the start-up reconciliation) and the status an operator and the API
-read, built from it -- plain data and functions; the actor only feeds them messages."""
+venue while it starts, the start-up reconciliation), the deployment's phase (starting, and on
+what it waits; ready; safe mode; stopping) and the status an operator and the API read, built
+from them -- plain data and functions; the actor only feeds them messages."""
 
 from __future__ import annotations
 
@@ -20,6 +21,27 @@ from actors.messages import (
 )
 from actors.position.states import State
 from supervisor.children import Children
+from supervisor.specs import ChildKind
+
+
+class PhaseName:
+    STARTING = "starting"            # not every child is up and reconciled yet: entries wait or are refused
+    READY = "ready"                  # entries are taken
+    SAFE_MODE = "safe_mode"          # up, protecting and closing; entries refused until `posguard resume`
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    name: str
+    detail: str = ""
+    waiting_for: tuple[str, ...] = ()
+    recovered: tuple[int, int] = (0, 0)       # symbols reconciled, of all the deployment guards
+
+
+# What a starting deployment waits for, named by the child that is not ready yet.
+WAITING_NAMES = {ChildKind.JOURNAL: "journal", ChildKind.API: "api", ChildKind.PROTECTION: "protection",
+                 ChildKind.STREAM: "stream"}
 
 
 @dataclass(slots=True)
@@ -30,6 +52,7 @@ class Health:
     venue_warnings: tuple[str, ...] = ()
     exchange_dumpable: bool | None = None
     reconciliation: str = ""
+    venue_stage: str = "connecting"          # connecting | preflight | "" (the adapter runs)
 
     def on_stream(self, msg: StreamStatus) -> tuple[StreamStatus | None, EventRecord | None]:
         """The previous status of that stream, and the event to journal when its state changed."""
@@ -42,9 +65,13 @@ class Health:
 
     def on_exchange_ready(self, msg: ExchangeReady) -> None:
         self.exchange_dumpable = msg.dumpable
-        self.venue_status, self.venue_warnings = "", msg.warnings
+        self.venue_status, self.venue_warnings, self.venue_stage = "", msg.warnings, ""
+
+    def on_exchange_preflight(self) -> None:
+        self.venue_status, self.venue_stage = "", "preflight"
 
     def on_exchange_starting(self, msg: ExchangeStarting) -> None:
+        self.venue_stage = "connecting"
         self.venue_status = (f"venue not ready ({msg.kind}): {msg.reason}; attempt {msg.attempt},"
                              f" next in {msg.retry_in_s:.0f}s")
 
@@ -73,9 +100,42 @@ class Health:
         logger.log(level, "startup reconciliation: {}", self.reconciliation)
 
 
+def phase_of(*, deployed: bool, stopping: str, safe_mode: bool, safe_reason: str, children: Children,
+             health: Health) -> Phase:
+    """The deployment's phase: what `posguard wait` waits for and what `status` leads with."""
+    positions = children.positions()
+    recovered = (sum(len(c.symbols_ready) if not c.ready else len(c.spec.symbols) for c in positions),
+                 sum(len(c.spec.symbols) for c in positions))
+    if stopping:
+        return Phase(PhaseName.STOPPING, stopping, recovered=recovered)
+    if not deployed:
+        waiting, details = [], []
+        for child in children.all:
+            if child.ready:
+                continue
+            if child.kind is ChildKind.EXCHANGE:
+                name = "preflight" if health.venue_stage == "preflight" else "venue"
+                waiting.append(name)
+                details.append(health.venue_status or ("venue preflight (account mode, key rights, symbols)"
+                                                       if name == "preflight" else "venue: connecting"))
+            elif child.kind is not ChildKind.POSITIONS and child.kind in WAITING_NAMES:
+                waiting.append(WAITING_NAMES[child.kind])
+                details.append(WAITING_NAMES[child.kind])
+        done, of = recovered
+        if done < of:
+            waiting.append("recovery")
+            details.append(f"recovery of {of - done} of {of} symbols (journal, then the venue by client id)")
+        return Phase(PhaseName.STARTING, "; ".join(details) or "starting", tuple(dict.fromkeys(waiting)), recovered)
+    if safe_mode:
+        return Phase(PhaseName.SAFE_MODE, safe_reason, recovered=recovered)
+    return Phase(PhaseName.READY, recovered=recovered)
+
+
 def status_report(request_id: str, positions: tuple[PositionSnapshot, ...], *, venue: str, started_at: float,
                   safe_mode: bool, safe_reason: str, children: Children, health: Health, watcher_pid: int | None,
-                  stopping: str) -> StatusReport:
+                  stopping: str, deployed: bool) -> StatusReport:
+    phase = phase_of(deployed=deployed, stopping=stopping, safe_mode=safe_mode, safe_reason=safe_reason,
+                     children=children, health=health)
     return StatusReport(
         positions, venue=venue, started_at=started_at,
         safe_mode=safe_mode, safe_reason=safe_reason, restarts=children.intensity.recent,
@@ -83,4 +143,5 @@ def status_report(request_id: str, positions: tuple[PositionSnapshot, ...], *, v
         reconciliation=health.reconciliation, request_id=request_id, watcher_pid=watcher_pid,
         exchange_dumpable=health.exchange_dumpable, streams=tuple(health.streams.values()),
         journal_error=health.journal_error, venue_status=health.venue_status, venue_warnings=health.venue_warnings,
-        stopping=stopping)
+        stopping=stopping, phase=phase.name, phase_detail=phase.detail, waiting_for=phase.waiting_for,
+        recovered=phase.recovered)

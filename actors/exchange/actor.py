@@ -24,6 +24,7 @@ from actors.logs import register_secret
 from actors.messages import (
     ActorFailed,
     ConfigureExchange,
+    ExchangePreflight,
     ExchangeReady,
     ExchangeStarting,
     FillStreamed,
@@ -108,6 +109,7 @@ class ExchangeActor(BridgedActor):
         async def start() -> Preflight:
             try:
                 await asyncio.wait_for(adapter.start(), PREFLIGHT_S)
+                bridge.post(lambda: self.send(self.supervisor, ExchangePreflight()))
                 return await asyncio.wait_for(adapter.preflight(msg.symbols), PREFLIGHT_S)
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -115,6 +117,9 @@ class ExchangeActor(BridgedActor):
                 raise
 
         bridge.submit(start(), lambda result: self._started(adapter, result))
+
+    def heartbeat_figures(self) -> tuple[tuple[str, float], ...]:
+        return self.service.figures() if self.service is not None else ()
 
     def _started(self, adapter: Any, result: Any) -> None:
         if isinstance(result, VenueError | VenueTimeout | TimeoutError):

@@ -66,6 +66,8 @@ class Pacer:
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self._releaser: asyncio.Task[None] | None = None
+        self.waits = 0                               # calls that had to wait for a token, since start
+        self.waited_s = 0.0                          # ... and how long they waited in all
 
     def _take(self, urgent: bool) -> float:
         """Take a token if allowed; else return how long until one could be."""
@@ -89,7 +91,12 @@ class Pacer:
         heapq.heappush(self._waiters, (0 if urgent else 1, next(self._seq), future))
         if self._releaser is None or self._releaser.done():
             self._releaser = asyncio.create_task(self._release())
-        await future
+        began = self._clock()
+        self.waits += 1
+        try:
+            await future
+        finally:
+            self.waited_s += self._clock() - began
 
     async def _release(self) -> None:
         while self._waiters:
@@ -117,6 +124,12 @@ class ExchangeCore:
         self._reads = Pacer(self.capabilities.reads_per_second)
         # Orders we hold (queued behind the rate limit, or on their way): client id -> done.
         self._in_flight: dict[str, asyncio.Event] = {}
+
+    def figures(self) -> tuple[tuple[str, float], ...]:
+        """The rate limit's waits since start, for the metrics (read from the actor's thread:
+        plain numbers the loop only ever adds to)."""
+        return (("orders_waits", self._orders.waits), ("orders_waited_s", self._orders.waited_s),
+                ("reads_waits", self._reads.waits), ("reads_waited_s", self._reads.waited_s))
 
     async def handle(self, msg: object) -> object:
         """Run one request; never raises (every failure becomes a classified reply)."""

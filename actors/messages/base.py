@@ -42,6 +42,7 @@ class CommandDenied:
     command_id: str
     symbol: str
     reason: str
+    retry: bool = False                  # not yet: the deployment, or this symbol's actor, is still starting
 
 
 @dataclass(frozen=True, slots=True)

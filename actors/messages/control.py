@@ -54,6 +54,10 @@ class StatusReport:
     venue_status: str = ""               # "" when the venue adapter runs; else why it is not ready yet
     venue_warnings: tuple[str, ...] = ()
     streams: tuple[StreamStatus, ...] = ()   # the venue's private streams, as their owner sees them
+    phase: str = "starting"              # starting | ready | safe_mode | stopping (supervisor/status.py)
+    phase_detail: str = ""               # what a starting deployment waits for; why safe mode; ...
+    waiting_for: tuple[str, ...] = ()    # starting: journal, venue, preflight, recovery, protection, stream
+    recovered: tuple[int, int] = (0, 0)  # symbols reconciled from the journal and the venue, of all
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,11 @@ class ExchangeStarting:
 
 
 @dataclass(frozen=True, slots=True)
+class ExchangePreflight:
+    """The venue adapter started; the account's preflight (mode, key rights, symbols) is under way."""
+
+
+@dataclass(frozen=True, slots=True)
 class ExchangeReady:
     """The adapter is started; these are its capabilities."""
 
@@ -156,10 +161,12 @@ class Heartbeat:
 
 @dataclass(frozen=True, slots=True)
 class HeartbeatAck:
-    """Child to supervisor: alive, in this process."""
+    """Child to supervisor: alive, in this process; with running totals a child keeps for the
+    metrics (the exchange's waits on its own rate limit: name -> value since it started)."""
 
     seq: int
     pid: int
+    figures: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -76,6 +77,7 @@ class ApiActor(BridgedActor):
         # What the Supervisor tells us (read and written on the loop): status is answered from here.
         self.header: StatusReport | None = None
         self.heard_at = 0.0                                     # monotonic: when the Supervisor last spoke
+        self.told = asyncio.Event()             # set (and replaced) each time the Supervisor tells us more
         self.snapshots: dict[str, PositionSnapshot] = {}
         # A status of 1 000 positions is answered from cached JSON: each row encoded once per change.
         # Encoded once per snapshot, per form asked for: (columns, fields) -> JSON text.
@@ -151,6 +153,8 @@ class ApiActor(BridgedActor):
 
     def _heard(self, header: StatusReport) -> None:
         self.header, self.heard_at = header, time.monotonic()
+        self.told.set()                                      # whoever waits on the phase looks again
+        self.told = asyncio.Event()
 
     def receiveMsg_CommandAccepted(self, msg: CommandAccepted, sender: Any) -> None:  # noqa: N802
         self._resolve(msg.command_id, msg)
@@ -210,10 +214,13 @@ class ApiActor(BridgedActor):
                 return await self._inspect(a["symbol"], a["events"])
             case "open":
                 return await self._open(a["symbol"], Side(a["side"]), a["qty"], a["sl"], a["sl_pct"],
-                                        (a["tp"], a["tp_pct"], a["trail_pct"]))
+                                        (a["tp"], a["tp_pct"], a["trail_pct"]), a["wait"])
             case "close":
-                reply = _command(await self._command(ClosePosition(self._known(a["symbol"]), qty=a["qty"])))
+                msg = ClosePosition(self._known(a["symbol"]), qty=a["qty"])
+                reply = _command(await self._command_when_ready(msg, a["wait"]))
                 return {**reply, "qty": a["qty"]} if a["qty"] is not None else reply
+            case "wait":
+                return await self._wait_ready(a["timeout"])
             case "amend":
                 msg = AmendPosition(self._known(a["symbol"]), a["sl"], a["breakeven"], take_profit=a["tp"],
                                     trail_pct=a["trail_pct"])
@@ -314,8 +321,13 @@ class ApiActor(BridgedActor):
         return {"position": position, "events": events}
 
     async def _open(self, symbol: str, side: Side, qty: float, sl: float | None, sl_pct: float | None,
-                    exits: tuple[float | None, float | None, float | None]) -> Any:
+                    exits: tuple[float | None, float | None, float | None], wait_s: float) -> Any:
         self._known(symbol)
+        deadline = time.monotonic() + wait_s
+        if (await self._phase())["phase"] == "starting":
+            phase = await self._wait_ready(wait_s)        # the price below needs a venue that runs
+            if phase["phase"] == "starting":
+                raise _not_ready(symbol, "deployment is not ready", phase, wait_s)
         tp, tp_pct, trail_pct = exits
         price = None
         if sl is None or tp_pct is not None:
@@ -333,11 +345,53 @@ class ApiActor(BridgedActor):
             assert price is not None
             tp = round(price * (1 + up * tp_pct / 100), 8)
         msg = OpenPosition(symbol, side, qty, sl, reference_price=price, take_profit=tp, trail_pct=trail_pct)
-        result = _command(await self._command(msg))
+        result = _command(await self._command_when_ready(msg, max(0.0, deadline - time.monotonic())))
         return {**result, "side": str(side), "qty": qty, "stop_price": sl, "take_profit": tp, "trail_pct": trail_pct}
 
     async def _command(self, msg: OpenPosition | ClosePosition | AmendPosition) -> CommandAccepted | CommandDenied:
         return await self.ask(False, msg, msg.command_id)
+
+    # -- readiness (the loop) -------------------------------------------------------------------
+
+    async def _phase(self) -> dict[str, Any]:
+        """The deployment's phase as `status` shows it (asked of the Supervisor until it has told us)."""
+        header = self.header
+        if header is None:
+            rid = new_id()
+            header = await self.ask(False, StatusRequest(rid), rid)
+        return {"phase": header.phase, "phase_detail": header.phase_detail, "waiting_for": list(header.waiting_for),
+                "recovery": {"done": header.recovered[0], "of": header.recovered[1]}}
+
+    async def _wait_ready(self, timeout: float) -> dict[str, Any]:
+        """Wait while the deployment starts (the Supervisor tells us each step); then its phase,
+        `ready` true only when entries are taken. A deployment in safe mode or stopping answers
+        at once: it will not become ready by itself."""
+        deadline = time.monotonic() + timeout
+        while True:
+            told = self.told                                  # before looking: no news falls between
+            phase = await self._phase()
+            left = deadline - time.monotonic()
+            if phase["phase"] != "starting" or left <= 0:
+                return {**phase, "ready": phase["phase"] == "ready"}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(told.wait(), left)
+
+    async def _command_when_ready(self, msg: OpenPosition | ClosePosition,
+                                  wait_s: float) -> CommandAccepted | CommandDenied:
+        """A command sent while the deployment (or its symbol's actor) still starts waits for it,
+        up to `wait_s`; then it is refused with the phase and what it still waits for."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            told = self.told
+            reply = await self._command(msg)
+            if not (isinstance(reply, CommandDenied) and reply.retry):
+                return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _not_ready(msg.symbol, reply.reason, await self._phase(), wait_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(told.wait(), left)
+            msg = dataclasses.replace(msg, command_id=new_id())     # a new ask: the denied one is answered
 
     async def _panic(self) -> dict[str, Any]:
         status = await self._status(False)
@@ -378,6 +432,11 @@ class _JournalEvents:
         return list(reply.events), reply.oldest, reply.latest
 
 
+def _not_ready(symbol: str, why: str, phase: dict[str, Any], waited_s: float) -> ApiError:
+    return ApiError("not_ready", f"{symbol}: {why} (phase {phase['phase']}: {phase['phase_detail'] or 'restarting'};"
+                                 f" waited {waited_s:g} s)", symbol=symbol, **phase)
+
+
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
@@ -410,6 +469,8 @@ def status_json(report: StatusReport) -> dict[str, Any]:
     """A StatusReport as the API shows it (also what `posguard status --json` prints)."""
     now = time.time()
     return {
+        "phase": report.phase, "phase_detail": report.phase_detail, "waiting_for": list(report.waiting_for),
+        "recovery": {"done": report.recovered[0], "of": report.recovered[1]},
         "venue": report.venue, "started_at": report.started_at, "safe_mode": report.safe_mode,
         "safe_reason": report.safe_reason, "restarts": report.restarts, "supervisor_pid": report.supervisor_pid,
         "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,

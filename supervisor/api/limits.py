@@ -8,3 +8,5 @@ MAX_ID = 64
 MAX_DIGITS = 100                      # a whole number longer than this is out of every range
 MAX_NUMBER = 1e12                     # a qty or a price: beyond any venue's lot; risk limits are the real bound
 MAX_PCT = 99.0                        # a stop's distance from the price, in percent
+MAX_WAIT_S = 3600.0                   # the longest a request may wait for a starting deployment
+COMMAND_WAIT_S = 5.0                  # an open or close sent while the deployment starts waits this long

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from adapters.ccxt.settings import venue_symbol
-from supervisor.api.limits import MAX_DIGITS, MAX_ID, MAX_LINE, MAX_NUMBER, MAX_PCT
+from supervisor.api.limits import COMMAND_WAIT_S, MAX_DIGITS, MAX_ID, MAX_LINE, MAX_NUMBER, MAX_PCT, MAX_WAIT_S
 
 
 class ApiError(Exception):
     """A refusal with a machine-readable code: bad_request, unknown_op, unknown_symbol, refused,
-    forbidden, gone, timeout, unavailable, internal."""
+    not_ready, forbidden, gone, timeout, unavailable, internal."""
 
     def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -116,6 +116,7 @@ def _side(name: str, value: Any) -> str:
 QTY = _number(0.0, MAX_NUMBER)
 PRICE = _number(0.0, MAX_NUMBER)
 PCT = _number(0.0, MAX_PCT)
+WAIT = _number(0.0, MAX_WAIT_S, lo_open=False)
 
 # op -> {argument: (check, required, default)}
 OPS: dict[str, dict[str, tuple[Check, bool, Any]]] = {
@@ -123,8 +124,9 @@ OPS: dict[str, dict[str, tuple[Check, bool, Any]]] = {
     "inspect": {"symbol": (_symbol, True, None), "events": (_integer(0, 1000), False, 20)},
     "open": {"symbol": (_symbol, True, None), "side": (_side, True, None), "qty": (QTY, True, None),
              "sl": (PRICE, False, None), "sl_pct": (PCT, False, None), "tp": (PRICE, False, None),
-             "tp_pct": (PCT, False, None), "trail_pct": (PCT, False, None)},
-    "close": {"symbol": (_symbol, True, None), "qty": (QTY, False, None)},
+             "tp_pct": (PCT, False, None), "trail_pct": (PCT, False, None), "wait": (WAIT, False, COMMAND_WAIT_S)},
+    "close": {"symbol": (_symbol, True, None), "qty": (QTY, False, None), "wait": (WAIT, False, COMMAND_WAIT_S)},
+    "wait": {"timeout": (WAIT, False, 30.0)},
     "amend": {"symbol": (_symbol, True, None), "sl": (PRICE, False, None), "breakeven": (_bool, False, False),
               "tp": (PRICE, False, None), "trail_pct": (PCT, False, None)},
     "pause": {},

@@ -3,7 +3,7 @@ Arguments are checked before anything is contacted (exit 2 with the reason); a r
 running deployment exits 1 with its reason. None of them starts anything or joins the actor
 system, and they import only what they use, so `posguard status` answers in a blink.
 
-    posguard status | inspect SYMBOL | events [--since N] [--follow]
+    posguard status | wait [--timeout S] | inspect SYMBOL | events [--since N] [--follow]
     posguard open SYMBOL SIDE QTY --sl PRICE|PCT% [--tp PRICE|PCT%] [--trail PCT%]
     posguard close SYMBOL [--qty Q]    posguard amend SYMBOL --sl PRICE|breakeven | --tp PRICE | --trail PCT%
     posguard pause | resume | panic [--yes] | stop [--flatten]
@@ -21,9 +21,9 @@ import tomllib
 from typing import Any
 
 from actors.position.states import HELD
-from supervisor.api.limits import MAX_NUMBER, MAX_PCT
+from supervisor.api.limits import COMMAND_WAIT_S, MAX_NUMBER, MAX_PCT, MAX_WAIT_S
 from supervisor.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UserError
-from supervisor.client import Client, ClientError, NotRunning, socket_path_of
+from supervisor.client import Client, ClientError, NotReady, NotRunning, socket_path_of
 
 STOP_WAIT_S = 30.0
 
@@ -116,17 +116,19 @@ def _toml(config: str) -> dict[str, Any]:
 # -- the deployment -----------------------------------------------------------------------------
 
 
-def connect(config: str, timeout: float = 10.0) -> Client:
-    """The running deployment's API, or one line saying why not. Never starts anything."""
+def connect(config: str, timeout: float = 10.0, wait_s: float = 0.0) -> Client:
+    """The running deployment's API, or one line saying why not. Never starts anything;
+    `wait_s`: while nothing serves its socket, keep trying that long (one just started)."""
     _toml(config)
     try:
         path = socket_path_of(config)
     except ValueError as exc:
         raise UserError(f"config error: {exc}", EXIT_USAGE) from None
     try:
-        return Client(path, timeout)
+        return Client.when_up(path, timeout, wait_s)
     except NotRunning:
-        raise UserError(f"no posguard deployment is running for {config} (nothing serves {path});"
+        waited = f" within {wait_s:g} s" if wait_s else ""
+        raise UserError(f"no posguard deployment is running for {config} (nothing serves {path}{waited});"
                         f" start one with `posguard run --config {config}`") from None
     except ClientError as exc:
         raise UserError(exc.message) from None
@@ -170,6 +172,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Exit 0 once the deployment takes entries; 1 with its phase and reason when it does not
+    within --timeout (nothing serving yet counts as starting), or is in safe mode or stopping."""
+    timeout = parse_wait(args.timeout, "--timeout")
+    deadline = time.monotonic() + timeout
+    with connect(args.config, wait_s=timeout) as pg:
+        try:
+            result = pg.wait_ready(max(0.0, deadline - time.monotonic()))
+        except NotReady as exc:
+            if args.json:
+                emit(args, {"ok": False, **exc.extra, "reason": exc.message}, "")
+                return EXIT_FAIL
+            raise UserError(f"not ready: {exc.message}") from None
+        except ClientError as exc:
+            raise UserError(exc.message) from None
+    done, of = result["recovery"]["done"], result["recovery"]["of"]
+    emit(args, {"ok": True, **result}, f"posguard: ready ({done} of {of} symbols recovered)")
+    return EXIT_OK
+
+
+def parse_wait(text: str, flag: str) -> float:
+    try:
+        seconds = float(text)
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_WAIT_S):
+            raise ValueError
+        return seconds
+    except ValueError:
+        raise UserError(f"{flag} must be seconds from 0 to {MAX_WAIT_S:g}, got {text!r}", EXIT_USAGE) from None
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     symbol = normalise_symbol(args.symbol)
     if not 0 <= args.events <= 1000:
@@ -195,10 +227,11 @@ def cmd_open(args: argparse.Namespace) -> int:
     price, pct = parse_stop(args.sl)
     tp, tp_pct = parse_stop(args.tp, "--tp") if args.tp is not None else (None, None)
     trail = parse_trail(args.trail) if args.trail is not None else None
+    wait = parse_wait(args.wait, "--wait")
     deployed(symbol, args.config)
-    with connect(args.config) as pg:
+    with connect(args.config, wait_s=wait) as pg:
         try:
-            result = pg.open(symbol, side, qty, sl=price, sl_pct=pct, tp=tp, tp_pct=tp_pct, trail_pct=trail)
+            result = pg.open(symbol, side, qty, sl=price, sl_pct=pct, tp=tp, tp_pct=tp_pct, trail_pct=trail, wait=wait)
         except ClientError as exc:
             return _refused(args, symbol, exc)
     beside = "".join((f", take-profit {result['take_profit']:g}" if result.get("take_profit") else "",
@@ -211,10 +244,11 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 def cmd_close(args: argparse.Namespace) -> int:
     qty = parse_qty(args.qty) if args.qty is not None else None
+    wait = parse_wait(args.wait, "--wait")
     symbol = deployed(normalise_symbol(args.symbol), args.config)
-    with connect(args.config) as pg:
+    with connect(args.config, wait_s=wait) as pg:
         try:
-            result = pg.close_position(symbol, qty=qty)
+            result = pg.close_position(symbol, qty=qty, wait=wait)
         except ClientError as exc:
             return _refused(args, symbol, exc)
     what = f"{qty:g} of {symbol}" if qty is not None else symbol
@@ -368,11 +402,18 @@ def add_commands(sub: Any, default_config: str) -> None:
     p.add_argument("--sl", required=True, metavar="PRICE|PCT%")
     p.add_argument("--tp", metavar="PRICE|PCT%", help="a take-profit beside the stop")
     p.add_argument("--trail", metavar="PCT%", help="a trailing stop held by the venue (its callback)")
+    p.add_argument("--wait", default=str(COMMAND_WAIT_S), metavar="S",
+                   help=f"while the deployment starts, wait this long for it (default {COMMAND_WAIT_S:g})")
     p.set_defaults(handler=cmd_open)
     p = parser("close", "close a symbol's position reduce-only (all of it, or --qty of it)")
     p.add_argument("symbol")
     p.add_argument("--qty", help="a partial close: the stop keeps covering what stays")
+    p.add_argument("--wait", default=str(COMMAND_WAIT_S), metavar="S",
+                   help=f"while the deployment starts, wait this long for the symbol (default {COMMAND_WAIT_S:g})")
     p.set_defaults(handler=cmd_close)
+    p = parser("wait", "wait until the deployment takes entries (exit 0), or say why not (exit 1)")
+    p.add_argument("--timeout", default="30", metavar="S", help="give up after this long (default 30)")
+    p.set_defaults(handler=cmd_wait)
     p = parser("amend", "change one exit of a PROTECTED position: move its stop (the old one stands until the"
                         " venue takes the new), set its take-profit or its venue-held trailing stop")
     p.add_argument("symbol")

@@ -73,6 +73,9 @@ def status_view(status: dict[str, Any], header: bool = False, fit: bool = True,
         lines.append(Text(f"posguard  venue={status['venue']}  up {up:.0f}s  (Ctrl-C to stop)", style="bold"))
     if status.get("stopping"):
         lines.append(Text(status["stopping"].upper(), style="bold yellow"))
+    elif status.get("phase") == "starting":
+        lines.append(Text(f"STARTING: waiting for {status.get('phase_detail') or 'its children'}"
+                          " -- entries wait for it (`posguard wait`)", style="bold yellow"))
     for name, stream in reversed(list((status.get("streams") or {}).items())):
         if stream["state"] != "up":
             lines.append(Text(f"STREAM {name} {stream['state'].upper()}: {stream['reason']} -- REST polling"

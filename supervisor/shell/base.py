@@ -118,6 +118,7 @@ class SupervisorBase(BridgedActor):
     def _stop_all(self, requester: Any) -> None:
         self.stop_requester = requester
         self.stopping = [c for c in reversed(self.children.all) if c.address is not None]
+        self._tell_api()                                           # the phase is `stopping` now
         self._stop_next()
 
     def _stop_next(self) -> None:
@@ -164,10 +165,13 @@ class SupervisorBase(BridgedActor):
     def _tell_api(self, snapshots: bool = False) -> None:
         """The operator API answers status from what we tell it: everything but the positions
         now (also every heartbeat: how it knows we are alive), the positions as they change."""
+        report = self._status("", ())
+        if self.metrics is not None:
+            self.metrics.on_phase(report.phase, self.health.venue_stage == "")
         api = self.children.address(ChildKind.API)
         if api is None:
             return
-        self.send(api, self._status("", ()))
+        self.send(api, report)
         if snapshots:
             for snap in self.snapshots.values():
                 self.send(api, snap)
@@ -179,4 +183,4 @@ class SupervisorBase(BridgedActor):
             started_at=self.started_at, safe_mode=self.safe.on, safe_reason=self.safe.reason,
             children=self.children, health=self.health, watcher_pid=self.owner.watcher_pid,
             stopping=("flattening, then stopping" if stop is not None and self.stopping is None
-                      else "stopping" if self.stopping is not None else ""))
+                      else "stopping" if self.stopping is not None else ""), deployed=self.deployed)

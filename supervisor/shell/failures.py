@@ -128,3 +128,5 @@ class Failures(SupervisorBase):
         if child is None:
             return
         self.children.answered(child, msg.pid)
+        if msg.figures and self.metrics is not None:
+            self.metrics.on_figures(msg.figures)

@@ -29,7 +29,7 @@ class Lifecycle(SupervisorBase):
         self.children.intensity = RestartIntensity(msg.supervision.max_restarts, msg.supervision.within_s)
         if msg.metrics_port is not None:
             try:
-                self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots)
+                self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots, msg.settings.naked_deadline_s)
             except OSError as exc:
                 self.send(sender, m.DeploymentFailed(f"metrics port 127.0.0.1:{msg.metrics_port}: {exc.strerror}"))
                 self.spec = None
@@ -76,6 +76,10 @@ class Lifecycle(SupervisorBase):
         if self.deployed:
             self._tell_positions_their_collaborators()
 
+    def receiveMsg_ExchangePreflight(self, msg: m.ExchangePreflight, sender: Any) -> None:  # noqa: N802
+        self.health.on_exchange_preflight()
+        self._tell_api()
+
     def receiveMsg_ApiReady(self, msg: m.ApiReady, sender: Any) -> None:  # noqa: N802
         self._ready(sender, msg.pid)
         self._tell_api(snapshots=True)
@@ -92,6 +96,8 @@ class Lifecycle(SupervisorBase):
             child.symbols_ready.update(msg.symbols)
             if child.symbols_ready >= set(child.spec.symbols):     # every symbol it guards is reconciled
                 self._ready(sender, msg.pid)
+            elif not self.deployed:
+                self._tell_api()                                   # recovery's progress, for `status`
         for symbol in msg.symbols:
             pending = self.commands.pending.pop(symbol, None)
             if pending is not None:
@@ -113,6 +119,7 @@ class Lifecycle(SupervisorBase):
         logger.info("deployment ready: {} symbols on {} ({} processes)", len(self.spec.symbols),
                     self.capabilities.venue, len(self.children.all))
         self.send(self.requester, m.DeploymentReady(self.spec.symbols, self.capabilities))
+        self._tell_api()                                           # the phase is `ready` (or safe mode) now
         # The watchdog starts now: it judges only heartbeats it sent (a child busy starting
         # while others still start was never asked anything).
         self.wakeupAfter(timedelta(seconds=self.spec.supervision.heartbeat_s / HEARTBEAT_SLICES), HEARTBEAT)
