@@ -139,6 +139,9 @@ def test_metrics_are_scraped_on_loopback(tcp_system, tmp_path):
     assert samples["posguard_fill_to_protected_seconds_count"] == 2.0
     assert samples['posguard_ambiguous_outcomes_total{symbol="ETHUSDT"}'] == 1.0
     assert samples["posguard_safe_mode"] == 0.0
+    assert samples["posguard_ready"] == samples['posguard_phase{phase="ready"}'] == samples["posguard_venue_up"] == 1.0
+    assert samples['posguard_phase{phase="starting"}'] == 0.0
+    assert samples["posguard_naked_deadline_seconds"] == SETTINGS.naked_deadline_s
     d.stop(10)
 
 
