@@ -131,15 +131,15 @@ def not_flat(snapshots: dict[str, PositionSnapshot]) -> dict[str, str]:
 def finding_event(msg: AdoptPosition | CancelLeftovers | Reprotect | PositionObserved) -> EventRecord | None:
     """The journaled event for what the protection scan found (its `orphan` kinds)."""
     if isinstance(msg, AdoptPosition):
-        return EventRecord("orphan", msg.symbol, {"kind": "foreign", "reason": msg.reason,
+        return EventRecord("orphan", msg.symbol, {"finding": "foreign", "reason": msg.reason,
                                                   "action": "close" if msg.stop_price is None else "protect",
                                                   "stop_price": msg.stop_price})
     if isinstance(msg, CancelLeftovers):
-        return EventRecord("orphan", msg.symbol, {"kind": "leftover_stops", "orders": list(msg.client_order_ids)})
+        return EventRecord("orphan", msg.symbol, {"finding": "leftover_stops", "orders": list(msg.client_order_ids)})
     if isinstance(msg, Reprotect):
-        return EventRecord("orphan", msg.symbol, {"kind": "drift", "reason": msg.reason})
+        return EventRecord("orphan", msg.symbol, {"finding": "drift", "reason": msg.reason})
     if msg.finding == "drift":
-        return EventRecord("orphan", msg.symbol, {"kind": "drift", "position": msg.position is not None})
+        return EventRecord("orphan", msg.symbol, {"finding": "drift", "position": msg.position is not None})
     return None
 
 

@@ -221,7 +221,7 @@ def test_a_refused_take_profit_leaves_the_stop_and_is_not_asked_again_after_a_re
     h.amend(tp=105.0)
     h.run()
     assert h.core.state is State.PROTECTED and h.core.snapshot().take_profit is None
-    assert events(h, "exit_refused")[-1]["kind"] == "take_profit"
+    assert events(h, "exit_refused")[-1]["exit"] == "take_profit"
     h.crash()
     h.run()
     assert h.core.state is State.PROTECTED and exits_of(h, "take_profit") == []

@@ -371,6 +371,8 @@ def test_an_events_client_cut_off_mid_stream_resumes_with_since_and_misses_nothi
     assert seen == everything                                        # each exactly once, in order
     kinds = {(e["kind"], e["symbol"]) for e in everything}
     assert {("fill", "BTCUSDT"), ("stop", "BTCUSDT"), ("closed", "BTCUSDT"), ("transition", "ETHUSDT")} <= kinds
+    from tests.test_event_schema import schema_problems
+    assert [p for e in everything for p in schema_problems(e)] == []         # what docs/events.md says
 
 
 def test_the_readme_client_example_runs_against_a_demo_deployment(tmp_path, capsys):

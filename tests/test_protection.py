@@ -86,7 +86,7 @@ def test_a_foreign_position_is_protected_by_the_scan(tcp_system, tmp_path):
     with sqlite3.connect(tmp_path / "j.sqlite") as db:
         found = [json.loads(data) for (data,) in db.execute(
             "SELECT data FROM events WHERE symbol='ETHUSDT' AND kind='orphan' ORDER BY seq")]
-    assert [(e["kind"], e["action"], e["stop_price"]) for e in found] == [("foreign", "protect", 9.8)]
+    assert [(e["finding"], e["action"], e["stop_price"]) for e in found] == [("foreign", "protect", 9.8)]
     truth = d.truth()
     eth = truth.open_positions()["ETHUSDT"]
     assert eth.qty == 3.0 and eth.stop_price == 9.8              # 2 % below its entry

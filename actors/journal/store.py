@@ -292,7 +292,7 @@ class JournalStore:
                 await self.db.execute("UPDATE intents SET pending_exit=? WHERE intent_id=?",
                                       (json.dumps([str(request.kind), request.value]), iid))
                 await self._event(events, at, EventRecord("exit_asked", request.symbol, {
-                    "kind": str(request.kind), "value": request.value}))
+                    "exit": str(request.kind), "value": request.value}))
             case _:
                 raise TypeError(f"journal cannot record {type(msg).__name__}")
 

@@ -134,7 +134,7 @@ class Changes(CoreBase):
                     ep.trail_pct = None
             self._journal_position()                     # nothing to ask again after a restart
             why = describe_failure(failure)
-            self._event("exit_refused", {"kind": str(kind), "asked": asked, "reason": why})
+            self._event("exit_refused", {"exit": str(kind), "asked": asked, "reason": why})
             self._go(Trigger.EXIT_REFUSED, f"{LABEL[kind]} {asked:g} refused ({why}); the stop {px(ep.stop.price)}"
                                            " stands")
             if self.state is State.PROTECTED and failure.outcome is Outcome.NO_POSITION and ep.entry.final:

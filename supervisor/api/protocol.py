@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from adapters.ccxt.settings import venue_symbol
+from supervisor.api.event_schema import COMMON, EVENTS_SCHEMA_VERSION
 from supervisor.api.limits import COMMAND_WAIT_S, MAX_DIGITS, MAX_ID, MAX_LINE, MAX_NUMBER, MAX_PCT, MAX_WAIT_S
 
 
@@ -257,6 +258,8 @@ def event_line(rid: Any, event: Any) -> bytes:
 
 
 def event_json(event: Any) -> dict[str, Any]:
-    """An Event as the stream shows it: seq, at, kind, symbol, then its data."""
-    data = {k: plain(v) for k, v in event.data.items() if k not in ("seq", "at", "kind", "symbol")}
-    return {"seq": event.seq, "at": event.at, "kind": event.kind, "symbol": event.symbol, **data}
+    """An Event as the stream shows it: its schema version, seq, at, kind, symbol, then its data
+    (supervisor/api/event_schema.py says what each kind holds)."""
+    data = {k: plain(v) for k, v in event.data.items() if k not in COMMON}
+    return {"schema": EVENTS_SCHEMA_VERSION, "seq": event.seq, "at": event.at, "kind": event.kind,
+            "symbol": event.symbol, **data}
