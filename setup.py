@@ -9,6 +9,8 @@ setup(
     # deployments as the tests, and import them as a package rather than editing sys.path.
     packages=find_packages(include=["actors", "actors.*", "supervisor", "supervisor.*",
                                     "adapters", "adapters.*", "tests", "tests.support"]),
+    # The live page's HTML, script and style: served from the package (no build step, no CDN).
+    package_data={"supervisor.dashboard": ["static/*.html", "static/*.js", "static/*.css"]},
     install_requires=[
         "thespian==4.0.1",
         "ccxt>=4.5.90",                  # the venue adapters rely on its 4.5.90 behaviour (algo orders)
@@ -21,7 +23,8 @@ setup(
         "rich>=13",                      # the status table and live view, imported only to draw them (views.py)
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
+        # playwright: drives Debian's Chromium (tests/os-packages.sh) in the live page's browser test.
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "playwright>=1.40"],
     },
     entry_points={"console_scripts": ["posguard=supervisor.cli:main"]},
 )

@@ -81,6 +81,8 @@ class ControlPlane:
     config_path: str = ""
     config_digest: str = ""              # sha256 of the config file: an adopter proves it is the same
     watcher_pid: int | None = None       # the `posguard run` that started it
+    dashboard_port: int | None = None    # the live page on 127.0.0.1 (None: off), behind the token in token_path
+    token_path: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,7 +85,9 @@ def _exchange(child: Child, c: Context) -> Any:
 
 def _api(child: Child, c: Context) -> Any:
     assert c.spec.control is not None and c.holder is not None
-    return ConfigureApi(c.spec.control.socket_path, c.supervisor, c.at(ChildKind.JOURNAL), c.spec.symbols, c.holder)
+    control = c.spec.control
+    return ConfigureApi(control.socket_path, c.supervisor, c.at(ChildKind.JOURNAL), c.spec.symbols, c.holder,
+                        dashboard_port=control.dashboard_port, token_path=control.token_path)
 
 
 def _positions(child: Child, c: Context) -> Any:

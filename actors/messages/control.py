@@ -69,6 +69,8 @@ class ConfigureApi:
     journal: Any                         # ActorAddress
     symbols: tuple[str, ...]
     hello: dict[str, Any] = field(default_factory=dict)   # identity every client is shown first
+    dashboard_port: int | None = None    # serve the live page on 127.0.0.1:port (None: off)
+    token_path: str = ""                 # ... behind the token in this file (0600)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,9 @@ from actors.position.states import HELD
 from adapters.base import Side
 from supervisor.api.protocol import POSITION_FIELDS, ApiError, Encoded, Request, encode
 from supervisor.api.server import ApiServer
+from supervisor.dashboard.series import EntrySeries
+from supervisor.dashboard.server import DashboardServer
+from supervisor.dashboard.token import TokenError, ensure_token
 
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
@@ -84,6 +87,8 @@ class ApiActor(BridgedActor):
         self.rows: dict[str, dict[tuple[bool, tuple[str, ...]], str]] = {}     # by symbol
         self.positions_text: dict[tuple[bool, tuple[str, ...]], str] = {}       # every row's, joined
         self.forms: set[tuple[bool, tuple[str, ...]]] = set()                   # the forms cached
+        self.dashboard: DashboardServer | None = None
+        self.series = EntrySeries()
 
     # -- lifecycle (actor thread) ----------------------------------------------------------------
 
@@ -101,8 +106,25 @@ class ApiActor(BridgedActor):
                 return
             self.server = server
             logger.info("operator API on {}", msg.socket_path)
+            if msg.dashboard_port is not None and not self._serve_page(msg, sender):
+                return
         self.send(msg.journal, SubscribeEvents(self.myAddress))
         self.send(sender, ApiReady())
+
+    def _serve_page(self, msg: ConfigureApi, sender: Any) -> bool:
+        """The live page, on this loop beside the socket (its failure is the API's: said, not hidden)."""
+        assert self.bridge is not None and msg.dashboard_port is not None
+        try:
+            page = DashboardServer(msg.dashboard_port, ensure_token(msg.token_path), _PageSource(self))
+            self.bridge.call(page.start())
+        except (OSError, TokenError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.send(sender, ActorFailed("api", f"cannot serve the live page on 127.0.0.1:{msg.dashboard_port}: {why}",
+                                          usage=True))
+            return False
+        self.dashboard = page
+        logger.info("live page on http://127.0.0.1:{}/ (`posguard dashboard` prints its URL)", msg.dashboard_port)
+        return True
 
     def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
         if msg.journal != self.journal:
@@ -114,8 +136,13 @@ class ApiActor(BridgedActor):
             self.latest_event = max(self.latest_event, msg.events[-1].seq)
         if self.server is not None and self.bridge is not None:
             self.bridge.loop.call_soon_threadsafe(self.server.publish, msg.events)
+            if self.dashboard is not None:
+                self.bridge.loop.call_soon_threadsafe(self.dashboard.feed.publish, msg.events)
 
     def on_exit(self) -> None:
+        if self.dashboard is not None and self.bridge is not None:
+            with contextlib.suppress(Exception):
+                self.bridge.call(self.dashboard.close(), timeout=5)
         if self.server is not None and self.bridge is not None:
             try:
                 self.bridge.call(self.server.close(), timeout=5)
@@ -148,6 +175,7 @@ class ApiActor(BridgedActor):
         if not snap.supersedes(self.snapshots.get(snap.symbol)):
             return                                           # overtaken in transit by a newer one
         self.snapshots[snap.symbol] = snap
+        self.series.on_snapshot(snap)
         self.rows.pop(snap.symbol, None)
         self.positions_text.clear()
 
@@ -416,6 +444,31 @@ class ApiActor(BridgedActor):
                                              f" ({', '.join(self.config.symbols[:10])}"
                                              f"{', ...' if len(self.config.symbols) > 10 else ''})")
         return symbol
+
+
+PAGE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price", "take_profit",
+               "trail_pct", "naked_now", "naked_since", "last_event")
+
+
+class _PageSource:
+    """What the live page reads: the status (cached rows, in columns), the journal's events, the series."""
+
+    def __init__(self, actor: ApiActor) -> None:
+        self.actor = actor
+        self.journal = _JournalEvents(actor)
+
+    async def status_text(self) -> str:
+        if self.actor.header is not None:
+            return await self.actor._status_encoded(True, PAGE_FIELDS)
+        status = await self.actor._status(False)
+        status["positions"] = as_columns([{f: p[f] for f in PAGE_FIELDS} for p in status["positions"]], PAGE_FIELDS)
+        return encode(status).decode()
+
+    async def read(self, since: int, limit: int) -> tuple[list[Event], int, int]:
+        return await self.journal.read(since, limit)
+
+    def series(self) -> dict[str, Any]:
+        return self.actor.series.as_json()
 
 
 class _JournalEvents:

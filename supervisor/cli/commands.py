@@ -192,6 +192,40 @@ def cmd_wait(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Print (and with --open, open) the live page's URL, its token in it: the token is read from
+    the deployment's 0600 file, so only its owner can. Nothing is started."""
+    import socket
+
+    from supervisor.dashboard.token import TokenError, read_token
+
+    port = (_toml(args.config).get("dashboard") or {}).get("port")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise UserError(f"the live page is off in {args.config}: set [dashboard] port (e.g. 19700) and restart"
+                        " `posguard run`", EXIT_USAGE)
+    try:
+        path = os.path.join(os.path.dirname(socket_path_of(args.config)), "dashboard.token")
+    except ValueError as exc:
+        raise UserError(f"config error: {exc}", EXIT_USAGE) from None
+    try:
+        token = read_token(path)
+    except TokenError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        raise UserError(f"nothing serves 127.0.0.1:{port}: is `posguard run --config {args.config}` running?") from None
+    url = f"http://127.0.0.1:{port}/?token={token}"
+    if args.open:
+        import webbrowser
+
+        opened = webbrowser.open(url)
+        emit(args, {"url": url, "opened": opened}, url if opened else f"{url}\n(no browser to open here: copy the URL)")
+    else:
+        emit(args, {"url": url}, url)
+    return EXIT_OK
+
+
 def parse_wait(text: str, flag: str) -> float:
     try:
         seconds = float(text)
@@ -411,6 +445,9 @@ def add_commands(sub: Any, default_config: str) -> None:
     p.add_argument("--wait", default=str(COMMAND_WAIT_S), metavar="S",
                    help=f"while the deployment starts, wait this long for the symbol (default {COMMAND_WAIT_S:g})")
     p.set_defaults(handler=cmd_close)
+    p = parser("dashboard", "print the live page's URL (read-only; its token is in it: keep it to yourself)")
+    p.add_argument("--open", action="store_true", help="open it in a browser too")
+    p.set_defaults(handler=cmd_dashboard)
     p = parser("wait", "wait until the deployment takes entries (exit 0), or say why not (exit 1)")
     p.add_argument("--timeout", default="30", metavar="S", help="give up after this long (default 30)")
     p.set_defaults(handler=cmd_wait)

@@ -116,7 +116,7 @@ SECTIONS: dict[str, type[BaseModel]] = {
     "deployment": model_of(_Deployment), "position": model_of(PositionSettings),
     "supervision": model_of(SupervisionSettings), "protection": PROTECTION, "stream": model_of(StreamSettings),
     "journal": model_of(_Journal), "runtime": model_of(_Runtime), "admin": model_of(_Port),
-    "metrics": model_of(_Port), "logging": model_of(LogSettings), "risk": RISK,
+    "metrics": model_of(_Port), "dashboard": model_of(_Port), "logging": model_of(LogSettings), "risk": RISK,
     "emulator": _merged("Emulator", SIMULATED, model_of(EmulatorAccount)),
 }
 
@@ -138,6 +138,7 @@ class DeploymentConfig:
     supervision: SupervisionSettings = field(default_factory=SupervisionSettings)
     protection: ProtectionSettings | None = field(default_factory=ProtectionSettings)   # None: scan off
     metrics_port: int | None = None              # Prometheus on 127.0.0.1; None: off
+    dashboard_port: int | None = None            # the live page on 127.0.0.1 (behind a token); None: off
     ccxt: CcxtVenueSettings | None = None        # a real venue (or a compatible emulator)
     emulator: SimVenueConfig | None = None       # `posguard emulator` serves this market at venue.api_url
     emulator_account: EmulatorAccount = field(default_factory=EmulatorAccount)   # ... and plays this account
@@ -224,7 +225,8 @@ class _Loader:
             supervision=SupervisionSettings(**s["supervision"].model_dump()),
             protection=ProtectionSettings(**{k: v for k, v in protection.items() if k != "enabled"})
             if protection["enabled"] else None,
-            metrics_port=s["metrics"].port or None, stream=StreamSettings(**s["stream"].model_dump()), risk=risk)
+            metrics_port=s["metrics"].port or None, dashboard_port=s["dashboard"].port or None,
+            stream=StreamSettings(**s["stream"].model_dump()), risk=risk)
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -395,7 +397,8 @@ class _Loader:
             self.fail("position.retry_cap_s", f"must be >= position.retry_s ({position.retry_s})")
         if position.reply_timeout_s <= position.poll_s:
             self.fail("position.reply_timeout_s", f"must be more than position.poll_s ({position.poll_s})")
-        ports = {"admin.port": s["admin"].port, "metrics.port": s["metrics"].port}
+        ports = {"admin.port": s["admin"].port, "metrics.port": s["metrics"].port,
+                 "dashboard.port": s["dashboard"].port}
         if ccxt is not None and emulator is not None and ccxt.api_url:
             ports["venue.api_url"] = int(ccxt.api_url.rsplit(":", 1)[1])
         seen: dict[int, str] = {}

@@ -23,6 +23,7 @@ from typing import Any
 
 SOCKET_NAME = "posguard.sock"
 VENUE_SOCKET_NAME = "venue.sock"
+DASHBOARD_TOKEN_NAME = "dashboard.token"
 MAX_SOCKET_PATH = 107                 # sun_path, less its terminating NUL
 
 
@@ -48,6 +49,11 @@ class RuntimePaths:
         return os.path.join(self.runtime_dir, VENUE_SOCKET_NAME)
 
     @property
+    def dashboard_token(self) -> str:
+        """The live page's token (0600): `posguard dashboard` reads it to print the page's URL."""
+        return os.path.join(self.runtime_dir, DASHBOARD_TOKEN_NAME)
+
+    @property
     def deployment_lock(self) -> str:
         return self.journal + ".lock"
 
@@ -60,7 +66,7 @@ class RuntimePaths:
         for directory in dict.fromkeys((self.runtime_dir, os.path.dirname(self.journal))):
             private_dir(directory)
         for path in (self.journal, self.journal + "-wal", self.journal + "-shm", self.deployment_lock,
-                     self.watcher_lock):
+                     self.watcher_lock, self.dashboard_token):
             private_file(path)
         if len(self.socket.encode()) > MAX_SOCKET_PATH:
             raise UnsafePath(f"runtime directory {self.runtime_dir} is too deep for a Unix socket path"

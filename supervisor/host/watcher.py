@@ -62,7 +62,8 @@ class Watchdog:
         self.generation += 1
         self.supervisor = self.asys.createActor(Supervisor)
         cfg = self.cfg
-        control = ControlPlane(self.paths.socket, self.paths.deployment_lock, cfg.path, self.digest, os.getpid())
+        control = ControlPlane(self.paths.socket, self.paths.deployment_lock, cfg.path, self.digest, os.getpid(),
+                               dashboard_port=cfg.dashboard_port, token_path=self.paths.dashboard_token)
         reply = self.asys.ask(self.supervisor, StartDeployment(
             cfg.symbols, cfg.journal_path, cfg.adapter_factory(self.sim_server), cfg.position,
             supervision=cfg.supervision, protection=cfg.protection, metrics_port=cfg.metrics_port,
