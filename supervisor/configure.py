@@ -80,7 +80,8 @@ def _journal(child: Child, c: Context) -> Any:
 
 
 def _exchange(child: Child, c: Context) -> Any:
-    return ConfigureExchange(c.spec.adapter_factory, watch=c.spec.watch, symbols=c.spec.symbols, persist=c.deployed)
+    return ConfigureExchange(c.spec.adapter_factory, watch=c.spec.watch, symbols=c.spec.symbols, persist=c.deployed,
+                             stages=True)
 
 
 def _api(child: Child, c: Context) -> Any:

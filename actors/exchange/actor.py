@@ -109,7 +109,8 @@ class ExchangeActor(BridgedActor):
         async def start() -> Preflight:
             try:
                 await asyncio.wait_for(adapter.start(), PREFLIGHT_S)
-                bridge.post(lambda: self.send(self.supervisor, ExchangePreflight()))
+                if msg.stages:
+                    bridge.post(lambda: self.send(self.supervisor, ExchangePreflight()))
                 return await asyncio.wait_for(adapter.preflight(msg.symbols), PREFLIGHT_S)
             except BaseException:
                 with contextlib.suppress(Exception):

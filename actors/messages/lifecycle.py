@@ -56,6 +56,7 @@ class ConfigureExchange:
     symbols: tuple[str, ...] = ()        # what the preflight checks the venue for
     persist: bool = False                # True (a restart, once deployed): retry the start for as long as it takes
     start_attempts: int = 3              # before giving up, at a deployment's first start
+    stages: bool = False                 # say when the preflight begins (ExchangePreflight), for the phase
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,10 +57,11 @@ from actors.messages import (
 from actors.position.states import HELD
 from adapters.base import Side
 from supervisor.api.protocol import POSITION_FIELDS, ApiError, Encoded, Request, encode
+from supervisor.api.readiness import Readiness, not_ready
 from supervisor.api.server import ApiServer
 from supervisor.dashboard.series import EntrySeries
 from supervisor.dashboard.server import DashboardServer
-from supervisor.dashboard.token import TokenError, ensure_token
+from supervisor.dashboard.source import serve_page
 
 ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
@@ -69,7 +70,7 @@ COLUMNS = POSITION_FIELDS                     # a position's fields, in `status`
 SNAPSHOT_FIELDS = tuple(f for f in COLUMNS if f != "naked_now")       # read off the snapshot as it is
 
 
-class ApiActor(BridgedActor):
+class ApiActor(Readiness, BridgedActor):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.config: ConfigureApi | None = None
@@ -106,25 +107,10 @@ class ApiActor(BridgedActor):
                 return
             self.server = server
             logger.info("operator API on {}", msg.socket_path)
-            if msg.dashboard_port is not None and not self._serve_page(msg, sender):
+            if msg.dashboard_port is not None and not serve_page(self, _JournalEvents(self), msg, sender):
                 return
         self.send(msg.journal, SubscribeEvents(self.myAddress))
         self.send(sender, ApiReady())
-
-    def _serve_page(self, msg: ConfigureApi, sender: Any) -> bool:
-        """The live page, on this loop beside the socket (its failure is the API's: said, not hidden)."""
-        assert self.bridge is not None and msg.dashboard_port is not None
-        try:
-            page = DashboardServer(msg.dashboard_port, ensure_token(msg.token_path), _PageSource(self))
-            self.bridge.call(page.start())
-        except (OSError, TokenError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.send(sender, ActorFailed("api", f"cannot serve the live page on 127.0.0.1:{msg.dashboard_port}: {why}",
-                                          usage=True))
-            return False
-        self.dashboard = page
-        logger.info("live page on http://127.0.0.1:{}/ (`posguard dashboard` prints its URL)", msg.dashboard_port)
-        return True
 
     def receiveMsg_Collaborators(self, msg: Collaborators, sender: Any) -> None:  # noqa: N802
         if msg.journal != self.journal:
@@ -355,7 +341,7 @@ class ApiActor(BridgedActor):
         if (await self._phase())["phase"] == "starting":
             phase = await self._wait_ready(wait_s)        # the price below needs a venue that runs
             if phase["phase"] == "starting":
-                raise _not_ready(symbol, "deployment is not ready", phase, wait_s)
+                raise not_ready(symbol, "deployment is not ready", phase, wait_s)
         tp, tp_pct, trail_pct = exits
         price = None
         if sl is None or tp_pct is not None:
@@ -378,48 +364,6 @@ class ApiActor(BridgedActor):
 
     async def _command(self, msg: OpenPosition | ClosePosition | AmendPosition) -> CommandAccepted | CommandDenied:
         return await self.ask(False, msg, msg.command_id)
-
-    # -- readiness (the loop) -------------------------------------------------------------------
-
-    async def _phase(self) -> dict[str, Any]:
-        """The deployment's phase as `status` shows it (asked of the Supervisor until it has told us)."""
-        header = self.header
-        if header is None:
-            rid = new_id()
-            header = await self.ask(False, StatusRequest(rid), rid)
-        return {"phase": header.phase, "phase_detail": header.phase_detail, "waiting_for": list(header.waiting_for),
-                "recovery": {"done": header.recovered[0], "of": header.recovered[1]}}
-
-    async def _wait_ready(self, timeout: float) -> dict[str, Any]:
-        """Wait while the deployment starts (the Supervisor tells us each step); then its phase,
-        `ready` true only when entries are taken. A deployment in safe mode or stopping answers
-        at once: it will not become ready by itself."""
-        deadline = time.monotonic() + timeout
-        while True:
-            told = self.told                                  # before looking: no news falls between
-            phase = await self._phase()
-            left = deadline - time.monotonic()
-            if phase["phase"] != "starting" or left <= 0:
-                return {**phase, "ready": phase["phase"] == "ready"}
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(told.wait(), left)
-
-    async def _command_when_ready(self, msg: OpenPosition | ClosePosition,
-                                  wait_s: float) -> CommandAccepted | CommandDenied:
-        """A command sent while the deployment (or its symbol's actor) still starts waits for it,
-        up to `wait_s`; then it is refused with the phase and what it still waits for."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            told = self.told
-            reply = await self._command(msg)
-            if not (isinstance(reply, CommandDenied) and reply.retry):
-                return reply
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _not_ready(msg.symbol, reply.reason, await self._phase(), wait_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(told.wait(), left)
-            msg = dataclasses.replace(msg, command_id=new_id())     # a new ask: the denied one is answered
 
     async def _panic(self) -> dict[str, Any]:
         status = await self._status(False)
@@ -446,31 +390,6 @@ class ApiActor(BridgedActor):
         return symbol
 
 
-PAGE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price", "take_profit",
-               "trail_pct", "naked_now", "naked_since", "last_event")
-
-
-class _PageSource:
-    """What the live page reads: the status (cached rows, in columns), the journal's events, the series."""
-
-    def __init__(self, actor: ApiActor) -> None:
-        self.actor = actor
-        self.journal = _JournalEvents(actor)
-
-    async def status_text(self) -> str:
-        if self.actor.header is not None:
-            return await self.actor._status_encoded(True, PAGE_FIELDS)
-        status = await self.actor._status(False)
-        status["positions"] = as_columns([{f: p[f] for f in PAGE_FIELDS} for p in status["positions"]], PAGE_FIELDS)
-        return encode(status).decode()
-
-    async def read(self, since: int, limit: int) -> tuple[list[Event], int, int]:
-        return await self.journal.read(since, limit)
-
-    def series(self) -> dict[str, Any]:
-        return self.actor.series.as_json()
-
-
 class _JournalEvents:
     """The event source the API server reads history from: the journal, through the actor."""
 
@@ -483,11 +402,6 @@ class _JournalEvents:
         if reply.failure is not None:
             raise ApiError("unavailable", reply.failure)
         return list(reply.events), reply.oldest, reply.latest
-
-
-def _not_ready(symbol: str, why: str, phase: dict[str, Any], waited_s: float) -> ApiError:
-    return ApiError("not_ready", f"{symbol}: {why} (phase {phase['phase']}: {phase['phase_detail'] or 'restarting'};"
-                                 f" waited {waited_s:g} s)", symbol=symbol, **phase)
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

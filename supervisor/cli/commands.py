@@ -18,12 +18,13 @@ import os
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 from actors.position.states import HELD
 from supervisor.api.limits import COMMAND_WAIT_S, MAX_NUMBER, MAX_PCT, MAX_WAIT_S
 from supervisor.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UserError
-from supervisor.client import Client, ClientError, NotReady, NotRunning, socket_path_of
+from supervisor.client import Client, ClientError, NotRunning, socket_path_of
 
 STOP_WAIT_S = 30.0
 
@@ -169,60 +170,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         from supervisor.cli.views import print_status  # rich, loaded only to draw
 
         print_status(status)
-    return EXIT_OK
-
-
-def cmd_wait(args: argparse.Namespace) -> int:
-    """Exit 0 once the deployment takes entries; 1 with its phase and reason when it does not
-    within --timeout (nothing serving yet counts as starting), or is in safe mode or stopping."""
-    timeout = parse_wait(args.timeout, "--timeout")
-    deadline = time.monotonic() + timeout
-    with connect(args.config, wait_s=timeout) as pg:
-        try:
-            result = pg.wait_ready(max(0.0, deadline - time.monotonic()))
-        except NotReady as exc:
-            if args.json:
-                emit(args, {"ok": False, **exc.extra, "reason": exc.message}, "")
-                return EXIT_FAIL
-            raise UserError(f"not ready: {exc.message}") from None
-        except ClientError as exc:
-            raise UserError(exc.message) from None
-    done, of = result["recovery"]["done"], result["recovery"]["of"]
-    emit(args, {"ok": True, **result}, f"posguard: ready ({done} of {of} symbols recovered)")
-    return EXIT_OK
-
-
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Print (and with --open, open) the live page's URL, its token in it: the token is read from
-    the deployment's 0600 file, so only its owner can. Nothing is started."""
-    import socket
-
-    from supervisor.dashboard.token import TokenError, read_token
-
-    port = (_toml(args.config).get("dashboard") or {}).get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        raise UserError(f"the live page is off in {args.config}: set [dashboard] port (e.g. 19700) and restart"
-                        " `posguard run`", EXIT_USAGE)
-    try:
-        path = os.path.join(os.path.dirname(socket_path_of(args.config)), "dashboard.token")
-    except ValueError as exc:
-        raise UserError(f"config error: {exc}", EXIT_USAGE) from None
-    try:
-        token = read_token(path)
-    except TokenError as exc:
-        raise UserError(str(exc)) from None
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        raise UserError(f"nothing serves 127.0.0.1:{port}: is `posguard run --config {args.config}` running?") from None
-    url = f"http://127.0.0.1:{port}/?token={token}"
-    if args.open:
-        import webbrowser
-
-        opened = webbrowser.open(url)
-        emit(args, {"url": url, "opened": opened}, url if opened else f"{url}\n(no browser to open here: copy the URL)")
-    else:
-        emit(args, {"url": url}, url)
     return EXIT_OK
 
 
@@ -420,12 +367,18 @@ def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at)) + f".{int(at % 1 * 1000):03d}"
 
 
-def add_commands(sub: Any, default_config: str) -> None:
+def command_parser(sub: Any, default_config: str) -> Callable[[str, str], argparse.ArgumentParser]:
+    """A subcommand's parser, with the --config and --json every operator command takes."""
     def parser(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--config", default=default_config, help=f"TOML config (default {default_config})")
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
+    return parser
+
+
+def add_commands(sub: Any, default_config: str) -> None:
+    parser = command_parser(sub, default_config)
 
     parser("status", "every position's state, from the running deployment").set_defaults(handler=cmd_status)
     p = parser("open", "open a position with a stop loss (PRICE or PCT%% from the current price); on a symbol"
@@ -445,12 +398,6 @@ def add_commands(sub: Any, default_config: str) -> None:
     p.add_argument("--wait", default=str(COMMAND_WAIT_S), metavar="S",
                    help=f"while the deployment starts, wait this long for the symbol (default {COMMAND_WAIT_S:g})")
     p.set_defaults(handler=cmd_close)
-    p = parser("dashboard", "print the live page's URL (read-only; its token is in it: keep it to yourself)")
-    p.add_argument("--open", action="store_true", help="open it in a browser too")
-    p.set_defaults(handler=cmd_dashboard)
-    p = parser("wait", "wait until the deployment takes entries (exit 0), or say why not (exit 1)")
-    p.add_argument("--timeout", default="30", metavar="S", help="give up after this long (default 30)")
-    p.set_defaults(handler=cmd_wait)
     p = parser("amend", "change one exit of a PROTECTED position: move its stop (the old one stands until the"
                         " venue takes the new), set its take-profit or its venue-held trailing stop")
     p.add_argument("symbol")

@@ -12,8 +12,9 @@ import re
 import sys
 from typing import Any, NoReturn
 
-from supervisor.cli.commands import add_commands, default_config
+from supervisor.cli.commands import add_commands, command_parser, default_config
 from supervisor.cli.exits import EXIT_OK, EXIT_USAGE, UserError
+from supervisor.cli.viewing import add_viewing
 
 
 class Parser(argparse.ArgumentParser):
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator.set_defaults(handler=_emulator)
 
     add_commands(sub, config)
+    add_viewing(command_parser(sub, config))
     args, unknown = parser.parse_known_args(argv)
     if unknown:                                          # said by the command's parser, naming its help
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

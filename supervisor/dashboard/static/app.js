@@ -157,6 +157,7 @@ function addEvents(events) {
     const li = document.createElement("li");
     li.dataset.seq = e.seq;
     li.dataset.kind = e.kind;
+    li.dataset.shown = Date.now();                            // when it reached the page (bench/dashboard.py)
     const seq = document.createElement("span");
     seq.className = "seq";
     seq.textContent = e.seq;
