@@ -14,10 +14,10 @@ from prometheus_client.registry import Collector
 
 from actors.messages import AdoptPosition, PositionObserved, PositionSnapshot, Reprotect, StreamStatus
 from actors.position.states import Trigger
+from supervisor.status import PHASES, PhaseName
 
 ROLLBACK_TRIGGERS = frozenset({Trigger.STOP_FAILED, Trigger.NAKED_DEADLINE})
 PROTECTED_TRIGGERS = frozenset({Trigger.ENTRY_FILLED_WITH_STOP, Trigger.STOP_CONFIRMED})
-PHASES = ("starting", "ready", "safe_mode", "stopping")
 OUTSIDE_TRIGGERS = {Trigger.OUTSIDE_SEEN: "suspected", Trigger.CLOSED_OUTSIDE: "closed",
                     Trigger.OUTSIDE_UNCONFIRMED: "refuted"}
 
@@ -84,7 +84,7 @@ class Metrics:
             self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
     def on_phase(self, phase: str, venue_up: bool) -> None:
-        self.ready.set(1 if phase == "ready" else 0)
+        self.ready.set(1 if phase == PhaseName.READY else 0)
         for name in PHASES:
             self.phase.labels(name).set(1 if name == phase else 0)
         self.venue_up.set(1 if venue_up else 0)

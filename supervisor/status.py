@@ -31,6 +31,8 @@ class PhaseName:
     STOPPING = "stopping"
 
 
+PHASES = (PhaseName.STARTING, PhaseName.READY, PhaseName.SAFE_MODE, PhaseName.STOPPING)
+
 @dataclass(frozen=True, slots=True)
 class Phase:
     name: str

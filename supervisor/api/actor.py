@@ -57,7 +57,7 @@ from actors.messages import (
 from actors.position.states import HELD
 from adapters.base import Side
 from supervisor.api.protocol import POSITION_FIELDS, ApiError, Encoded, Request, encode
-from supervisor.api.readiness import Readiness, not_ready
+from supervisor.api.readiness import Readiness, not_ready, phase_json
 from supervisor.api.server import ApiServer
 from supervisor.dashboard.series import EntrySeries
 from supervisor.dashboard.server import DashboardServer
@@ -338,10 +338,9 @@ class ApiActor(Readiness, BridgedActor):
                     exits: tuple[float | None, float | None, float | None], wait_s: float) -> Any:
         self._known(symbol)
         deadline = time.monotonic() + wait_s
-        if (await self._phase())["phase"] == "starting":
-            phase = await self._wait_ready(wait_s)        # the price below needs a venue that runs
-            if phase["phase"] == "starting":
-                raise not_ready(symbol, "deployment is not ready", phase, wait_s)
+        phase = await self._wait_ready(wait_s)            # the price below needs a venue that runs
+        if phase["phase"] == "starting":
+            raise not_ready(symbol, "deployment is not ready", phase, wait_s)
         tp, tp_pct, trail_pct = exits
         price = None
         if sl is None or tp_pct is not None:
@@ -436,8 +435,7 @@ def status_json(report: StatusReport) -> dict[str, Any]:
     """A StatusReport as the API shows it (also what `posguard status --json` prints)."""
     now = time.time()
     return {
-        "phase": report.phase, "phase_detail": report.phase_detail, "waiting_for": list(report.waiting_for),
-        "recovery": {"done": report.recovered[0], "of": report.recovered[1]},
+        **phase_json(report),
         "venue": report.venue, "started_at": report.started_at, "safe_mode": report.safe_mode,
         "safe_reason": report.safe_reason, "restarts": report.restarts, "supervisor_pid": report.supervisor_pid,
         "watcher_pid": report.watcher_pid, "stopping": report.stopping, "reconciliation": report.reconciliation,

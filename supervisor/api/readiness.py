@@ -32,8 +32,7 @@ class Readiness:
         if header is None:
             rid = new_id()
             header = await self.ask(False, StatusRequest(rid), rid)
-        return {"phase": header.phase, "phase_detail": header.phase_detail, "waiting_for": list(header.waiting_for),
-                "recovery": {"done": header.recovered[0], "of": header.recovered[1]}}
+        return phase_json(header)
 
     async def _wait_ready(self, timeout: float) -> dict[str, Any]:
         """Wait while the deployment starts (the Supervisor tells us each step); then its phase,
@@ -65,6 +64,12 @@ class Readiness:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(told.wait(), left)
             msg = dataclasses.replace(msg, command_id=new_id())     # a new ask: the denied one is answered
+
+
+def phase_json(report: Any) -> dict[str, Any]:
+    """A StatusReport's phase fields, as `status` and `wait` show them."""
+    return {"phase": report.phase, "phase_detail": report.phase_detail, "waiting_for": list(report.waiting_for),
+            "recovery": {"done": report.recovered[0], "of": report.recovered[1]}}
 
 
 def not_ready(symbol: str, why: str, phase: dict[str, Any], waited_s: float) -> ApiError:

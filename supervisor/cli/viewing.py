@@ -11,6 +11,7 @@ from collections.abc import Callable
 from supervisor.cli.commands import _toml, connect, emit, parse_wait
 from supervisor.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UserError
 from supervisor.client import ClientError, NotReady, socket_path_of
+from supervisor.host.runtime import DASHBOARD_TOKEN_NAME
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
@@ -45,7 +46,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UserError(f"the live page is off in {args.config}: set [dashboard] port (e.g. 19700) and restart"
                         " `posguard run`", EXIT_USAGE)
     try:
-        path = os.path.join(os.path.dirname(socket_path_of(args.config)), "dashboard.token")
+        path = os.path.join(os.path.dirname(socket_path_of(args.config)), DASHBOARD_TOKEN_NAME)
     except ValueError as exc:
         raise UserError(f"config error: {exc}", EXIT_USAGE) from None
     try:
