@@ -69,6 +69,14 @@ class Health:
         self.exchange_dumpable = msg.dumpable
         self.venue_status, self.venue_warnings, self.venue_stage = "", msg.warnings, ""
 
+    @property
+    def venue_up(self) -> bool:
+        """The venue answered the adapter's start (its preflight reads count: the venue is up)."""
+        return self.venue_stage != "connecting"
+
+    def on_exchange_gone(self) -> None:
+        self.venue_stage = "connecting"
+
     def on_exchange_preflight(self) -> None:
         self.venue_status, self.venue_stage = "", "preflight"
 

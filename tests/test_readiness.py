@@ -85,6 +85,27 @@ def test_a_close_goes_to_a_recovered_symbol_before_the_deployment_is_ready_an_en
     assert not commands.target(OpenPosition("XRPUSDT", Side.BUY, 1.0, 1.0), "asker", True).retry  # type: ignore
 
 
+def test_while_the_exchange_is_replaced_an_entry_is_held_a_close_goes():
+    # An entry routed now would go to the exchange that died (its order lost, then judged
+    # never arrived: a refused entry the operator did not expect); a close resyncs by itself.
+    children, health = _children(), Health(venue_stage="")           # the adapter runs
+    _ready(children, "journal", "exchange", "api", "positions:0")
+    children.by_id["positions:0"].address = "actor-address"
+    commands = Commands(children, lambda to, msg: None)
+    entry = OpenPosition("BTCUSDT", Side.BUY, 1.0, 90.0)
+    assert commands.target(entry, "asker", deployed=True) == "actor-address"
+    assert health.venue_up
+
+    children.down(children.by_id["exchange"])
+    health.on_exchange_gone()
+    denied = commands.target(entry, "asker", deployed=True)
+    assert denied.retry and "exchange is restarting" in denied.reason           # type: ignore[union-attr]
+    assert commands.target(ClosePosition("BTCUSDT"), "asker", deployed=True) == "actor-address"
+    assert not health.venue_up                                        # posguard_venue_up 0 meanwhile
+    health.on_exchange_preflight()
+    assert health.venue_up                                            # it answers: only its checks run
+
+
 def test_wait_and_commands_sent_while_the_venue_is_frozen_wait_for_it_then_go(tmp_path):
     """The simulated venue in its own process is stopped (SIGSTOP) before the deployment starts:
     the deployment waits for the venue. Meanwhile `status` says so, `wait` and an `open` with a

@@ -222,8 +222,9 @@ def test_an_exchange_that_cannot_start_after_a_crash_is_retried_until_the_venue_
         assert report.venue_status.startswith("venue not ready (unreachable)") and report.restarts == 1
         os.remove(flag)                                   # the venue is back
 
-        d.status_until(lambda r: not r.venue_status and dict((c, p) for c, p, _ in r.children)["exchange"] not in (
-            None, children["exchange"]), 15, "the exchange never came back")    # ready: status says nothing of it
+        d.status_until(lambda r: not r.venue_status and any(c == "exchange" and p not in (None, children["exchange"])
+                                                            and up for c, p, up in r.children),
+                       15, "the exchange never came back")    # ready: status says nothing of it
         d.open("BTCUSDT", Side.BUY, 1.0, 95.0)
         assert d.wait("BTCUSDT", "PROTECTED").state == "PROTECTED"
     finally:

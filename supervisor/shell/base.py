@@ -167,7 +167,7 @@ class SupervisorBase(BridgedActor):
         now (also every heartbeat: how it knows we are alive), the positions as they change."""
         report = self._status("", ())
         if self.metrics is not None:
-            self.metrics.on_phase(report.phase, self.health.venue_stage == "")
+            self.metrics.on_phase(report.phase, self.health.venue_up)
         api = self.children.address(ChildKind.API)
         if api is None:
             return

@@ -15,7 +15,7 @@ import actors.messages as m
 from supervisor.children import HEARTBEAT_SLICES, Child
 from supervisor.commands import STOP_DEADLINE
 from supervisor.shell.base import HEARTBEAT, SupervisorBase
-from supervisor.specs import Restart
+from supervisor.specs import ChildKind, Restart
 
 
 class Failures(SupervisorBase):
@@ -62,6 +62,8 @@ class Failures(SupervisorBase):
     def _down(self, child: Child, why: str) -> None:
         assert self.spec is not None
         self.children.down(child)
+        if child.kind is ChildKind.EXCHANGE:
+            self.health.on_exchange_gone()               # venue_up 0 and `starting: venue` until it is back
         self._tell_api()
         if child.spec.restart is Restart.TEMPORARY:
             logger.warning("{} {}; temporary child, not restarted", child.id, why)
