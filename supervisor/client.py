@@ -28,7 +28,7 @@ import tomllib
 from collections.abc import Iterator
 from typing import Any
 
-from supervisor.api.limits import COMMAND_WAIT_S, VERSION
+from supervisor.api.limits import COMMAND_MARGIN_S, COMMAND_WAIT_S, VERSION
 
 TIMEOUT_S = 10.0
 _PEERCRED = struct.Struct("3i")
@@ -181,13 +181,16 @@ class Client:
         args.update({"sl": sl} if sl is not None else {"sl_pct": sl_pct})
         args.update({k: v for k, v in (("tp", tp), ("tp_pct", tp_pct), ("trail_pct", trail_pct), ("wait", wait))
                      if v is not None})
-        return self.request("open", _waits=COMMAND_WAIT_S if wait is None else wait, **args)
+        # Never give up before the server can: a client that timed out and sent again could
+        # open twice (the server sends nothing after its wait, answered within the margin).
+        return self.request("open", _waits=(COMMAND_WAIT_S if wait is None else wait) + COMMAND_MARGIN_S, **args)
 
     def close_position(self, symbol: str, qty: float | None = None, wait: float | None = None) -> dict[str, Any]:
         """Close reduce-only: all of it, or `qty` of it (the stop keeps covering what stays). Sent
         while the deployment starts, it goes once that symbol is recovered (up to `wait` s)."""
         args = {k: v for k, v in (("qty", qty), ("wait", wait)) if v is not None}
-        return self.request("close", _waits=COMMAND_WAIT_S if wait is None else wait, symbol=symbol, **args)
+        return self.request("close", _waits=(COMMAND_WAIT_S if wait is None else wait) + COMMAND_MARGIN_S,
+                            symbol=symbol, **args)
 
     def amend(self, symbol: str, sl: float | None = None, breakeven: bool = False, tp: float | None = None,
               trail_pct: float | None = None) -> dict[str, Any]:

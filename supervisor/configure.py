@@ -88,7 +88,8 @@ def _api(child: Child, c: Context) -> Any:
     assert c.spec.control is not None and c.holder is not None
     control = c.spec.control
     return ConfigureApi(control.socket_path, c.supervisor, c.at(ChildKind.JOURNAL), c.spec.symbols, c.holder,
-                        dashboard_port=control.dashboard_port, token_path=control.token_path)
+                        dashboard_port=control.dashboard_port, token_path=control.token_path,
+                        page_required=not c.deployed)
 
 
 def _positions(child: Child, c: Context) -> Any:

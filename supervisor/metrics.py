@@ -79,6 +79,7 @@ class Metrics:
         self.rate_waited = Counter("posguard_rate_limit_wait_seconds", "Seconds venue calls waited for the"
                                    " account's rate limit", ["limit"], registry=self.registry)
         self._figures: dict[str, float] = {}
+        self._figures_pid = 0
         self._server = self._thread = None
         if serve:
             self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
@@ -89,9 +90,12 @@ class Metrics:
             self.phase.labels(name).set(1 if name == phase else 0)
         self.venue_up.set(1 if venue_up else 0)
 
-    def on_figures(self, figures: tuple[tuple[str, float], ...]) -> None:
-        """The exchange's running totals (since its process started): what grew since the last
-        heartbeat is added; a total that went down is a new process counting from 0."""
+    def on_figures(self, figures: tuple[tuple[str, float], ...], pid: int) -> None:
+        """The exchange's running totals (since its process `pid` started): what grew since the
+        last heartbeat is added. A new process counts from 0 -- known by its pid, not by a total
+        that went down (a restarted one can pass the old total before its first heartbeat)."""
+        if pid != self._figures_pid:
+            self._figures_pid, self._figures = pid, {}
         for name, value in figures:
             limit, _, what = name.partition("_")
             if what not in ("waits", "waited_s"):

@@ -1,6 +1,7 @@
 """The live page in a real headless browser (Debian's Chromium, driven by Playwright for Python),
 against a three-symbol deployment on the simulated venue: it loads and shows the three PROTECTED
-symbols, follows a close, misses nothing across a reload, and gives nothing without the token.
+symbols, takes its token out of the address bar (a reload still works), follows a close, misses
+nothing across a reload, and gives nothing without the token.
 The server's own rules (host, token, long poll, the events it answers) are tested beside it."""
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def test_the_page_shows_the_deployment_follows_a_close_and_misses_nothing_across
             page.wait_for_selector("body[data-ready='1']")
             page.wait_for_function("document.querySelectorAll('#positions tr[data-state=PROTECTED]').length === 3")
             assert _rows(page) == dict.fromkeys(THREE, "PROTECTED")
+            # The token left the address bar (and the history) for the tab's sessionStorage...
+            assert "token" not in page.url
+            assert page.evaluate("sessionStorage.getItem('posguard.token')") == url.split("?token=")[1]
             assert page.text_content("#phase") == "ready"
             assert page.locator("#events li[data-kind=stop]").count() == 3
 
@@ -143,6 +147,11 @@ def test_the_page_shows_the_deployment_follows_a_close_and_misses_nothing_across
             shown = sorted(int(s) for s in page.eval_on_selector_all("#events li", "l => l.map(e => e.dataset.seq)"))
             assert shown == missed and missed[0] == seen + 1      # exactly what it had not seen
             page.wait_for_selector("#positions tr[data-symbol=ETHUSDT][data-state=IDLE]")
+            assert "token" not in page.url
+            page.reload()                                          # ...and a reload still gets the page
+            page.wait_for_selector("body[data-ready='1']")
+            page.wait_for_selector("#positions tr[data-symbol=BTCUSDT][data-state=PROTECTED]")
+            assert "token" not in page.url
 
             bare = browser.new_page()
             refused = bare.goto(url.split("?")[0])

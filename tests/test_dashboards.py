@@ -105,11 +105,14 @@ def test_phase_and_venue_series_follow_what_the_supervisor_tells_them():
 
 def test_rate_limit_waits_add_up_across_heartbeats_and_a_restarted_exchange():
     metrics = Metrics(0, dict, serve=False)
-    metrics.on_figures((("orders_waits", 3), ("orders_waited_s", 0.5), ("reads_waits", 0), ("reads_waited_s", 0.0)))
-    metrics.on_figures((("orders_waits", 5), ("orders_waited_s", 0.75)))
-    metrics.on_figures((("orders_waits", 1), ("orders_waited_s", 0.25)))      # a new exchange process, from 0
-    assert _sample(metrics, "posguard_rate_limit_waits_total", {"limit": "orders"}) == 6
-    assert _sample(metrics, "posguard_rate_limit_wait_seconds_total", {"limit": "orders"}) == 1.0
+    metrics.on_figures((("orders_waits", 3), ("orders_waited_s", 0.5), ("reads_waits", 0), ("reads_waited_s", 0.0)),
+                       pid=100)
+    metrics.on_figures((("orders_waits", 5), ("orders_waited_s", 0.75)), pid=100)
+    metrics.on_figures((("orders_waits", 1), ("orders_waited_s", 0.25)), pid=200)       # a new exchange, from 0
+    # A new process whose first heartbeat already passed the old one's total: still all of it.
+    metrics.on_figures((("orders_waits", 7), ("orders_waited_s", 1.0)), pid=300)
+    assert _sample(metrics, "posguard_rate_limit_waits_total", {"limit": "orders"}) == 13
+    assert _sample(metrics, "posguard_rate_limit_wait_seconds_total", {"limit": "orders"}) == 2.0
 
 
 def test_the_pacer_counts_the_calls_that_waited_and_how_long():

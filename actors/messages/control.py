@@ -71,6 +71,7 @@ class ConfigureApi:
     hello: dict[str, Any] = field(default_factory=dict)   # identity every client is shown first
     dashboard_port: int | None = None    # serve the live page on 127.0.0.1:port (None: off)
     token_path: str = ""                 # ... behind the token in this file (0600)
+    page_required: bool = True           # False once deployed: a page that cannot serve is logged, not fatal
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ from actors.messages import (
 )
 from actors.position.states import HELD
 from adapters.base import Side
+from supervisor.api.limits import ASK_TIMEOUT_S
 from supervisor.api.protocol import POSITION_FIELDS, ApiError, Encoded, Request, encode
 from supervisor.api.readiness import Readiness, not_ready, phase_json
 from supervisor.api.server import ApiServer
@@ -63,7 +64,6 @@ from supervisor.dashboard.series import EntrySeries
 from supervisor.dashboard.server import DashboardServer
 from supervisor.dashboard.source import serve_page
 
-ASK_TIMEOUT_S = 5.0
 FLATTEN_TIMEOUT_S = 120.0            # `stop --flatten` answers once every position is closed
 CACHED_FORMS = 4                     # (columns, fields) forms of status kept encoded; others built per ask
 COLUMNS = POSITION_FIELDS                     # a position's fields, in `status`; tests hold them to the snapshot's
@@ -221,8 +221,9 @@ class ApiActor(Readiness, BridgedActor):
                 if not a["truth"] and self.header is not None:
                     return await self._status_encoded(a["columns"], fields)
                 status = await self._status(a["truth"])
-                rows = [{f: p[f] for f in fields} for p in status["positions"]]
-                status["positions"] = as_columns(rows, fields) if a["columns"] else rows
+                status["positions"] = ({"columns": list(fields), "rows": [[p[f] for f in fields] for p in
+                                                                          status["positions"]]}
+                                       if a["columns"] else [{f: p[f] for f in fields} for p in status["positions"]])
                 return status
             case "inspect":
                 return await self._inspect(a["symbol"], a["events"])
@@ -266,11 +267,7 @@ class ApiActor(Readiness, BridgedActor):
         `columns`: rows as arrays under one list of names; `fields`: only those. At 1 000
         symbols what the client parses is most of the cost: half the bytes, half the time."""
         assert self.header is not None
-        header = status_json(self.header)
-        header["supervisor_heard_s_ago"] = round(time.monotonic() - self.heard_at, 3)
-        if self.latest_event is None:                     # once; then the journal's pushes keep it
-            _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
-        header["last_event"] = self.latest_event
+        header = await self._with_extras(status_json(self.header), time.monotonic() - self.heard_at)
         del header["positions"]
         form = (columns, fields)
         if form not in self.forms and len(self.forms) < CACHED_FORMS:
@@ -310,11 +307,7 @@ class ApiActor(Readiness, BridgedActor):
             rid = new_id()
             report = await self.ask(False, StatusRequest(rid), rid)
             heard = 0.0
-        out = status_json(report)
-        out["supervisor_heard_s_ago"] = round(heard, 3)
-        if self.latest_event is None:                     # once; then the journal's pushes keep it
-            _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
-        out["last_event"] = self.latest_event
+        out = await self._with_extras(status_json(report), heard)
         if truth:
             tid = new_id()
             reply = await self.ask(False, GetTrueState(request_id=tid), tid)
@@ -322,6 +315,17 @@ class ApiActor(Readiness, BridgedActor):
                 out["truth"] = {p.symbol: {"qty": p.qty, "stop_price": p.stop_price, "naked_seconds": p.naked_seconds,
                                            "open": p.closed_at is None}
                                 for p in reply.state.positions}          # the latest episode of each symbol
+        return out
+
+    async def _with_extras(self, out: dict[str, Any], heard_s: float) -> dict[str, Any]:
+        """The API's own fields of `status`: when it heard the Supervisor, the latest seq, the page."""
+        out["supervisor_heard_s_ago"] = round(heard_s, 3)
+        if self.latest_event is None:                     # once; then the journal's pushes keep it
+            _, _, self.latest_event = await _JournalEvents(self).read(2**62, 0)
+        out["last_event"] = self.latest_event
+        # Said only by the API that holds the port: `posguard dashboard` prints the URL (and the
+        # token) only then, never to whatever else listens there while posguard is down.
+        out["dashboard"] = {"port": self.dashboard.port} if self.dashboard is not None else None
         return out
 
     async def _inspect(self, symbol: str, limit: int) -> dict[str, Any]:
@@ -424,11 +428,6 @@ def _row_text(p: PositionSnapshot, now: float, columns: bool = False,
     if columns:
         return encode([whole[name] for name in fields])[:-1].decode()
     return encode(whole if fields == COLUMNS else {name: whole[name] for name in fields})[:-1].decode()
-
-
-def as_columns(positions: list[dict[str, Any]], fields: tuple[str, ...] = COLUMNS) -> dict[str, Any]:
-    """Position objects in the `columns` form of `status`."""
-    return {"columns": list(fields), "rows": [[p[name] for name in fields] for p in positions]}
 
 
 def status_json(report: StatusReport) -> dict[str, Any]:

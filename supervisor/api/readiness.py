@@ -51,7 +51,10 @@ class Readiness:
     async def _command_when_ready(self, msg: OpenPosition | ClosePosition,
                                   wait_s: float) -> CommandAccepted | CommandDenied:
         """A command sent while the deployment (or its symbol's actor) still starts waits for it,
-        up to `wait_s`; then it is refused with the phase and what it still waits for."""
+        up to `wait_s`; then it is refused with the phase and what it still waits for. It is
+        asked again only before the deadline: the client's own timeout (COMMAND_MARGIN_S beyond
+        the wait) never ends before the last ask, so a client never gives up on an entry that
+        is still to be sent (and sends it again)."""
         deadline = time.monotonic() + wait_s
         while True:
             told = self.told
@@ -59,10 +62,11 @@ class Readiness:
             if not (isinstance(reply, CommandDenied) and reply.retry):
                 return reply
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(told.wait(), left)
+            if time.monotonic() >= deadline:
                 raise not_ready(msg.symbol, reply.reason, await self._phase(), wait_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(told.wait(), left)
             msg = dataclasses.replace(msg, command_id=new_id())     # a new ask: the denied one is answered
 
 

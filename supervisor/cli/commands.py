@@ -210,9 +210,11 @@ def cmd_open(args: argparse.Namespace) -> int:
     trail = parse_trail(args.trail) if args.trail is not None else None
     wait = parse_wait(args.wait, "--wait")
     deployed(symbol, args.config)
+    deadline = time.monotonic() + wait                   # --wait bounds it all: the socket's wait too
     with connect(args.config, wait_s=wait) as pg:
         try:
-            result = pg.open(symbol, side, qty, sl=price, sl_pct=pct, tp=tp, tp_pct=tp_pct, trail_pct=trail, wait=wait)
+            result = pg.open(symbol, side, qty, sl=price, sl_pct=pct, tp=tp, tp_pct=tp_pct, trail_pct=trail,
+                             wait=max(0.0, deadline - time.monotonic()))
         except ClientError as exc:
             return _refused(args, symbol, exc)
     beside = "".join((f", take-profit {result['take_profit']:g}" if result.get("take_profit") else "",
@@ -227,9 +229,10 @@ def cmd_close(args: argparse.Namespace) -> int:
     qty = parse_qty(args.qty) if args.qty is not None else None
     wait = parse_wait(args.wait, "--wait")
     symbol = deployed(normalise_symbol(args.symbol), args.config)
+    deadline = time.monotonic() + wait
     with connect(args.config, wait_s=wait) as pg:
         try:
-            result = pg.close_position(symbol, qty=qty, wait=wait)
+            result = pg.close_position(symbol, qty=qty, wait=max(0.0, deadline - time.monotonic()))
         except ClientError as exc:
             return _refused(args, symbol, exc)
     what = f"{qty:g} of {symbol}" if qty is not None else symbol

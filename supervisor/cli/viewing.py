@@ -8,7 +8,7 @@ import os
 import time
 from collections.abc import Callable
 
-from supervisor.cli.commands import _toml, connect, emit, parse_wait
+from supervisor.cli.commands import _ask, _toml, connect, emit, parse_wait
 from supervisor.cli.exits import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UserError
 from supervisor.client import ClientError, NotReady, socket_path_of
 from supervisor.host.runtime import DASHBOARD_TOKEN_NAME
@@ -35,29 +35,32 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Print (and with --open, open) the live page's URL, its token in it: the token is read from
-    the deployment's 0600 file, so only its owner can. Nothing is started."""
-    import socket
-
+    """Print (and with --open, open) the live page's URL, its token in it. The port is the one
+    the running deployment's API says it serves -- asked over its owner-checked socket, so a
+    process of another user squatting the port while posguard is down never gets the token --
+    and the token is read from the deployment's 0600 file. Nothing is started."""
     from supervisor.dashboard.token import TokenError, read_token
 
-    port = (_toml(args.config).get("dashboard") or {}).get("port")
+    section = _toml(args.config).get("dashboard")
+    if section is not None and not isinstance(section, dict):
+        raise UserError(f"config error: {args.config}: dashboard: must be a table ([dashboard] port = ...)", EXIT_USAGE)
+    port = section.get("port") if section else None
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise UserError(f"the live page is off in {args.config}: set [dashboard] port (e.g. 19700) and restart"
                         " `posguard run`", EXIT_USAGE)
+    with connect(args.config) as pg:
+        served = _ask(pg, "status", columns=True, fields=["symbol"]).get("dashboard")
+    if not served:
+        raise UserError(f"the running deployment serves no live page (127.0.0.1:{port} was taken when its API"
+                        " started, or the config changed since: see its log; restart `posguard run`)")
     try:
         path = os.path.join(os.path.dirname(socket_path_of(args.config)), DASHBOARD_TOKEN_NAME)
+        token = read_token(path)
     except ValueError as exc:
         raise UserError(f"config error: {exc}", EXIT_USAGE) from None
-    try:
-        token = read_token(path)
     except TokenError as exc:
         raise UserError(str(exc)) from None
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError:
-        raise UserError(f"nothing serves 127.0.0.1:{port}: is `posguard run --config {args.config}` running?") from None
-    url = f"http://127.0.0.1:{port}/?token={token}"
+    url = f"http://127.0.0.1:{served['port']}/?token={token}"
     if args.open:
         import webbrowser
 

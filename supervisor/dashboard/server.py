@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from actors.messages import Event
-from supervisor.api.protocol import event_json
+from supervisor.api.protocol import ApiError, event_json
 from supervisor.dashboard.token import token_ok
 
 PAGE = 500                          # events per answer
@@ -60,6 +60,12 @@ class Feed:
         self.source = source
         self.ring: deque[dict[str, Any]] = deque(maxlen=RING)
         self.news = asyncio.Event()
+        self.closing = False
+
+    def close(self) -> None:
+        """Every long poll answers now (empty): closing never waits out their 20 s."""
+        self.closing = True
+        self.news.set()
 
     def publish(self, events: tuple[Event, ...]) -> None:
         for event in events:
@@ -80,11 +86,13 @@ class Feed:
                 found = None                             # a push went missing: the journal has it
             if found is None:
                 events, oldest, latest = await self.source.read(since, PAGE)
-                if not events and latest > since and (oldest == 0 or since + 1 < oldest):
+                if latest > since and (oldest == 0 or since + 1 < oldest):
+                    # What follows `since` was pruned: said, never skipped over in silence
+                    # (the page resumes from the oldest held and says what it missed).
                     raise Gone(oldest, latest)
                 found = [event_json(e) for e in events]
             left = deadline - asyncio.get_running_loop().time()
-            if found or left <= 0:
+            if found or left <= 0 or self.closing:
                 return found
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(news.wait(), left)
@@ -108,7 +116,8 @@ class DashboardServer:
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/events", self._events)
         app.router.add_get("/api/series", self._series)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A request still running at close gets this long (the long polls were woken already).
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         try:
@@ -119,6 +128,7 @@ class DashboardServer:
             raise
 
     async def close(self) -> None:
+        self.feed.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -135,11 +145,15 @@ class DashboardServer:
             auth = request.headers.get("Authorization", "")
             given = auth[7:] if auth.startswith("Bearer ") else None
         if not token_ok(given, self.token):
+            if request.path == "/":
+                return _refused_page()
             return _refused("no valid token: open the URL `posguard dashboard` prints")
         try:
             response = await handler(request)
         except web.HTTPException as exc:
             response = exc
+        except ApiError as exc:                          # the journal or the Supervisor did not answer
+            response = web.json_response({"error": exc.code, "message": exc.message}, status=503)
         response.headers.update(HEADERS)
         return response
 
@@ -170,6 +184,23 @@ class DashboardServer:
 
     async def _series(self, request: web.Request) -> web.Response:
         return web.json_response(self.source.series())
+
+
+# The page keeps its token in the tab's sessionStorage and takes it out of the address bar (and
+# so of the history): a reload asks for "/" without it, and is answered by this -- no data,
+# only a script that comes back with the tab's token. A token in the address that was refused
+# (an older run's) is dropped from the tab instead, so it never loops.
+_RELOAD = ('const k = "posguard.token", t = sessionStorage.getItem(k);'
+           ' if (new URLSearchParams(location.search).has("token")) sessionStorage.removeItem(k);'
+           ' else if (t) location.replace("/?token=" + encodeURIComponent(t));')
+
+
+def _refused_page() -> web.Response:
+    nonce = secrets.token_urlsafe(16)
+    body = (f"<!doctype html><title>posguard</title><p>403 forbidden: no valid token: open the URL"
+            f" <code>posguard dashboard</code> prints</p><script nonce=\"{nonce}\">{_RELOAD}</script>\n")
+    headers = {**HEADERS, "Content-Security-Policy": f"default-src 'none'; script-src 'nonce-{nonce}'"}
+    return web.Response(status=403, text=body, content_type="text/html", headers=headers)
 
 
 def _refused(why: str) -> web.Response:

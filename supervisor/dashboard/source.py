@@ -40,18 +40,22 @@ class ActorPageSource:
 
 
 def serve_page(actor: Any, journal: Any, msg: ConfigureApi, sender: Any) -> bool:
-    """The live page, on the API actor's loop beside its socket (its failure is the API's: said,
-    not hidden: the deployment does not start without the page its config asks for)."""
+    """The live page, on the API actor's loop beside its socket. While the deployment starts,
+    its failure is the API's (said, not hidden: the deployment does not start without the page
+    its config asks for); once deployed, a replaced API whose port is taken keeps its socket --
+    the operator's way in -- and says the page is down (a restart loop would lose both)."""
     assert actor.bridge is not None and msg.dashboard_port is not None
     try:
         page = DashboardServer(msg.dashboard_port, ensure_token(msg.token_path), ActorPageSource(actor, journal))
         actor.bridge.call(page.start())
     except (OSError, TokenError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        actor.send(sender, ActorFailed("api", f"cannot serve the live page on 127.0.0.1:{msg.dashboard_port}: {why}",
-                                       usage=True))
+        why = f"cannot serve the live page on 127.0.0.1:{msg.dashboard_port}: {why}"
+        if not msg.page_required:
+            logger.critical("ALERT {}; the operator API goes on without it", why)
+            return True
+        actor.send(sender, ActorFailed("api", why, usage=True))
         return False
     actor.dashboard = page
     logger.info("live page on http://127.0.0.1:{}/ (`posguard dashboard` prints its URL)", msg.dashboard_port)
     return True
-

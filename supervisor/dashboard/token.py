@@ -1,6 +1,6 @@
 """The live page's token: random, kept in a 0600 file of the deployment's 0700 runtime directory
-(made once, kept across runs: an operator's bookmark keeps working; delete the file to change
-it), and compared in constant time. Only the file's owner can read it: the page serves no one
+(made afresh by each `posguard run`, kept while it runs: a replaced API serves the same one), and
+compared in constant time. Only the file's owner can read it: the page serves no one
 else, though its port on 127.0.0.1 is reachable by every local user."""
 
 from __future__ import annotations
@@ -41,7 +41,10 @@ def read_token(path: str) -> str:
         if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
             raise TokenError(f"{path} is not a private file of this user (mode {stat.S_IMODE(st.st_mode):04o},"
                              f" uid {st.st_uid}): refusing it")
-        token = fh.read().strip()
+        try:
+            token = fh.read().strip()
+        except UnicodeDecodeError:
+            token = ""                                   # not ours: said below
     if len(token) < TOKEN_BYTES:
         raise TokenError(f"{path} does not hold a token")
     return token

@@ -131,4 +131,4 @@ class Failures(SupervisorBase):
             return
         self.children.answered(child, msg.pid)
         if msg.figures and self.metrics is not None:
-            self.metrics.on_figures(msg.figures)
+            self.metrics.on_figures(msg.figures, msg.pid)

@@ -3,7 +3,17 @@
 // resumes there and misses nothing); each batch of events refreshes the status at once.
 "use strict";
 
-const TOKEN = new URLSearchParams(location.search).get("token") || "";
+// The token is kept for this tab only and taken out of the address bar (and so of the history):
+// a reload comes back through the server's 403 page, which hands it back (server.py).
+const TOKEN_KEY = "posguard.token";
+const TOKEN = (() => {
+  const given = new URLSearchParams(location.search).get("token");
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    history.replaceState(null, "", location.pathname);
+  }
+  return given || sessionStorage.getItem(TOKEN_KEY) || "";
+})();
 const PAGE_ROWS = 50;
 const KEPT_EVENTS = 300;
 const SEEN_KEY = "posguard.lastSeq";
@@ -11,7 +21,7 @@ const MOVING = new Set(["RECOVERING", "ENTERING", "CONFIRMING_ENTRY", "PROTECTIN
   "REDUCING", "ADDING", "VERIFYING", "FLATTENING"]);
 
 const state = { status: null, fetchedAt: 0, page: 0, filter: "", events: [], lastSeq: null,
-  statusBusy: false, statusAgain: false, failures: 0 };
+  statusBusy: false, statusAgain: false, seriesBusy: false, seriesAgain: false, missed: "", failures: 0 };
 
 const $ = (id) => document.getElementById(id);
 
@@ -166,7 +176,7 @@ function addEvents(events) {
   }
   list.prepend(frag);
   while (list.children.length > KEPT_EVENTS) list.lastChild.remove();
-  text($("event-info"), "(last " + state.lastSeq + ")");
+  text($("event-info"), "(last " + state.lastSeq + ")" + (state.missed ? " " + state.missed : ""));
 }
 
 async function followEvents() {
@@ -182,10 +192,11 @@ async function followEvents() {
         if (answer.events.some((e) => e.kind === "transition" && (e.to === "PROTECTED" || e.to === "IDLE"))) refreshSeries();
       }
     } catch (error) {
-      if (error.status === 410) {                              // older than the journal keeps: from now on
+      if (error.status === 410) {                              // pruned: resume from the oldest held, say so
         const gone = JSON.parse(error.body);
-        state.lastSeq = gone.latest;
-        text($("event-info"), "(events before " + gone.oldest + " are no longer held)");
+        state.lastSeq = gone.oldest > 0 ? gone.oldest - 1 : gone.latest;
+        sessionStorage.setItem(SEEN_KEY, String(state.lastSeq));
+        state.missed = "(events up to " + state.lastSeq + " are no longer held)";
         continue;
       }
       unreachable(error);
@@ -205,11 +216,18 @@ function unreachable(error) {
 
 // -- series ------------------------------------------------------------------------------------
 
-async function refreshSeries() {
+async function refreshSeries() {                            // one at a time: a burst asks once more
+  if (state.seriesBusy) { state.seriesAgain = true; return; }
+  state.seriesBusy = true;
   try {
-    draw(await get("api/series"));
+    do {
+      state.seriesAgain = false;
+      draw(await get("api/series"));
+    } while (state.seriesAgain);
   } catch (error) {
     unreachable(error);
+  } finally {
+    state.seriesBusy = false;
   }
 }
 
