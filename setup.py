@@ -16,6 +16,7 @@ setup(
         "ccxt>=4.5.90",                  # the venue adapters rely on its 4.5.90 behaviour (algo orders)
         "aiohttp>=3.9",                  # the venue emulators (ccxt's async client uses it too)
         "aiosqlite>=0.20",
+        "asyncpg>=0.29",                 # the journal on PostgreSQL, shared by a fleet's hosts
         "loguru>=0.7",
         "prometheus-client>=0.20",
         "pydantic>=2.6,<3",              # the config schemas (supervisor/config/schema.py)

@@ -72,3 +72,26 @@ def tcp_system() -> Iterator[object]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         raise AssertionError(f"actor processes left behind (now killed): {details}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One private PostgreSQL cluster for the session (tests/support/postgres.py); each test takes
+    a database of its own from it (`pg_url`)."""
+    from tests.support import postgres
+
+    why = postgres.missing()
+    if why:
+        pytest.skip(why)
+    server = postgres.PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server, request) -> str:
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:40] + f"_{os.getpid()}"
+    postgres_server.psql(f"DROP DATABASE IF EXISTS {name}")
+    return postgres_server.create_database(name)

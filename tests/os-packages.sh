@@ -1,12 +1,14 @@
 #!/bin/sh
 # The Debian packages the tests use beside Python's, installed when missing (the README's test
-# command runs this first): Chromium, for the live page's browser test, and promtool (in Debian's
-# prometheus package), for the alert rules' tests. Needs root or password-less sudo and apt-get;
+# command runs this first): Chromium, for the live page's browser test, promtool (in Debian's
+# prometheus package), for the alert rules' tests, and PostgreSQL's server binaries, for the
+# journal on PostgreSQL (the tests start private clusters of their own; no system one is made). Needs root or password-less sudo and apt-get;
 # without them it says so and the tests that need these skip, each naming what is missing.
 set -e
 need=""
 command -v chromium >/dev/null 2>&1 || need="$need chromium"
 command -v promtool >/dev/null 2>&1 || need="$need prometheus"
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need="$need postgresql"
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = 0 ]; then
     sudo=""
@@ -21,6 +23,17 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 0
 fi
 export DEBIAN_FRONTEND=noninteractive
+case "$need" in *postgresql*)
+    # The binaries only: no "main" cluster made, no server started by the package's scripts.
+    $sudo mkdir -p /etc/postgresql-common
+    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
+        || echo "create_main_cluster = false" | $sudo tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+        $sudo chmod 755 /usr/sbin/policy-rc.d
+        trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+esac
 echo "tests/os-packages.sh: installing$need (Debian packages)" >&2
 # shellcheck disable=SC2086 # $need is a list of package names
 $sudo apt-get install -y -q --no-install-recommends $need >/dev/null \

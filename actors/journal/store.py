@@ -1,19 +1,21 @@
-"""The journal: an aiosqlite database in WAL mode holding everything a restart needs —
-intents, orders (written before they are sent) and state transitions with times.
+"""The journal: everything a restart needs -- intents, orders (written before they are sent)
+and state transitions with times, and the event stream -- in a SQLite file in WAL mode or a
+PostgreSQL database (actors/journal/backends.py: the same SQL and migrations on both).
 
-Schema changes are numbered migrations; `meta.schema_version` says which ran. Keys and
-secrets never reach this module: it stores symbols, quantities, prices, ids and states.
+Schema changes are numbered migrations (actors/journal/schema.py). Keys and secrets never
+reach this module: it stores symbols, quantities, prices, ids and states.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import aiosqlite
 
+from actors.journal.backends import Backend, SqliteBackend, backend_for
+from actors.journal.schema import MIGRATIONS, SCHEMA_VERSION
 from actors.messages import (
     Event,
     EventRecord,
@@ -34,120 +36,25 @@ from actors.messages import (
 from actors.position.states import State
 from adapters.base import OrderRequest, Side
 
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the first schema
-    """
-    CREATE TABLE intents (
-        intent_id   TEXT PRIMARY KEY,
-        symbol      TEXT NOT NULL,
-        side        TEXT NOT NULL,
-        qty         REAL NOT NULL,
-        stop_price  REAL NOT NULL,
-        created_at  REAL NOT NULL
-    );
-    CREATE TABLE orders (
-        client_order_id TEXT PRIMARY KEY,
-        intent_id   TEXT NOT NULL,
-        symbol      TEXT NOT NULL,
-        purpose     TEXT NOT NULL,          -- entry | close
-        side        TEXT NOT NULL,
-        qty         REAL NOT NULL,
-        reduce_only INTEGER NOT NULL,
-        stop_price  REAL,
-        status      TEXT NOT NULL,          -- journaled | venue status | failure:<outcome>
-        filled_qty  REAL NOT NULL DEFAULT 0,
-        avg_price   REAL,
-        venue_order_id TEXT,
-        created_at  REAL NOT NULL,
-        updated_at  REAL NOT NULL
-    );
-    CREATE INDEX orders_by_symbol ON orders(symbol, created_at);
-    CREATE TABLE positions (
-        symbol      TEXT PRIMARY KEY,
-        state       TEXT NOT NULL,
-        intent_id   TEXT,
-        snapshot    TEXT NOT NULL,          -- JSON of the last PositionSnapshot
-        updated_at  REAL NOT NULL
-    );
-    CREATE TABLE transitions (
-        id          INTEGER PRIMARY KEY AUTOINCREMENT,
-        symbol      TEXT NOT NULL,
-        intent_id   TEXT,
-        from_state  TEXT NOT NULL,
-        to_state    TEXT NOT NULL,
-        trigger     TEXT NOT NULL,
-        detail      TEXT NOT NULL,
-        at          REAL NOT NULL
-    );
-    CREATE INDEX transitions_by_symbol ON transitions(symbol, id);
-    """,
-    # 2: adopted (foreign) positions are intents too
-    """
-    ALTER TABLE intents ADD COLUMN kind TEXT NOT NULL DEFAULT 'entry';
-    """,
-    # 3: the event stream operators and strategies follow (`posguard events`); seq never reused
-    """
-    CREATE TABLE events (
-        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-        at          REAL NOT NULL,
-        kind        TEXT NOT NULL,
-        symbol      TEXT,
-        data        TEXT NOT NULL           -- JSON object
-    );
-    """,
-    # 4: the positions table goes: nothing read it (a symbol's state is its last transition), and
-    # it cost a second write in every transition's fsync'd transaction
-    """
-    DROP TABLE positions;
-    """,
-    # 5: what an episode holds after a change made outside posguard (a resize, a followed stop)
-    """
-    ALTER TABLE intents ADD COLUMN position_qty REAL;
-    ALTER TABLE intents ADD COLUMN current_stop REAL;
-    """,
-    # 6: a take-profit and a venue-held trail beside the stop, and the one being asked for
-    """
-    ALTER TABLE intents ADD COLUMN take_profit REAL;
-    ALTER TABLE intents ADD COLUMN trail_pct REAL;
-    ALTER TABLE intents ADD COLUMN pending_exit TEXT;
-    ALTER TABLE intents ADD COLUMN applied_change TEXT;
-    """,
-)
-
 KEEP_EVENTS = 100_000                # older events are pruned at open; a reader asking for them is told
-
-SCHEMA_VERSION = len(MIGRATIONS)
+__all__ = ["KEEP_EVENTS", "MIGRATIONS", "SCHEMA_VERSION", "JournalStore"]
 
 
 class JournalStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, backend: Backend | None = None, **where: str | None) -> None:
+        """`path`: a SQLite file, or a postgresql:// URL (`where`: its account, password_file)."""
         self.path = path
-        self._db: aiosqlite.Connection | None = None
+        self.backend: Backend = backend or backend_for(path, **where)
         self._lock = asyncio.Lock()          # one write (execute + commit) at a time, in arrival order
-        self._durability = "FULL"
 
     async def open(self) -> int:
-        """Open, switch to WAL and run pending migrations; returns the schema version."""
-        if self.path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=FULL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = await (await self._db.execute("SELECT value FROM meta WHERE key='schema_version'")).fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"journal {self.path} has schema {version}, newer than this program's {SCHEMA_VERSION}")
-        for number in range(version, SCHEMA_VERSION):
-            # One transaction per migration, its version row included: a crash part-way leaves
-            # the journal at the previous version, and the next start runs the whole step again.
-            await self._db.executescript(
-                f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\n"
-                f"INSERT OR REPLACE INTO meta VALUES ('schema_version', '{number + 1}');\nCOMMIT;")
-        await self._db.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?", (KEEP_EVENTS,))
-        await self._db.commit()
-        return SCHEMA_VERSION
+        """Connect and run pending migrations; returns the schema version."""
+        await self.backend.open()
+        version = await self.backend.migrate()
+        async with self.backend.transaction(durable=False):
+            await self.backend.execute("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?",
+                                       (KEEP_EVENTS,))
+        return version
 
     # Maintenance and fault injection take the write lock: on the one connection, a checkpoint or
     # a pragma between another write's execute and its commit fails ("database table is locked").
@@ -188,34 +95,26 @@ class JournalStore:
             await self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self.backend.close()
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("journal is not open")
-        return self._db
+        """The SQLite connection, for its maintenance and fault injection (SQLite's alone)."""
+        backend = self.backend
+        if not isinstance(backend, SqliteBackend) or backend.conn is None:
+            raise RuntimeError("journal is not open" if isinstance(backend, SqliteBackend)
+                               else f"{backend.name}: no SQLite connection")
+        return backend.conn
 
     async def record(self, msg: object) -> list[Event]:
         """Write one journal message durably, all of it or nothing (committed before returning);
         returns the events it added, with their sequence numbers."""
         async with self._lock:
-            # An order row must survive power loss before the order is sent (fsync); the rest
-            # may ride on the next fsync (WAL with NORMAL survives a process crash).
-            durability = "FULL" if isinstance(msg, JournalOrder) else "NORMAL"
-            if durability != self._durability:
-                await self.db.execute(f"PRAGMA synchronous={durability}")
-                self._durability = durability
+            # An order row must survive power loss before the order is sent; the rest may ride
+            # on the next flush of the log (each backend says what that means for it).
             events: list[Event] = []
-            try:
+            async with self.backend.transaction(durable=isinstance(msg, JournalOrder)):
                 await self._write(msg, events)
-                await self.db.commit()
-            except BaseException:
-                # Never leave half a message pending: the next successful commit would keep it.
-                await self.db.rollback()
-                raise
             return events
 
     async def safe_mode_reason(self) -> str | None:
@@ -232,17 +131,17 @@ class JournalStore:
             pass
 
     async def _event(self, events: list[Event], at: float, record: EventRecord) -> None:
-        cursor = await self.db.execute("INSERT INTO events (at, kind, symbol, data) VALUES (?,?,?,?)",
-                                       (at, record.kind, record.symbol, json.dumps(record.data)))
-        assert cursor.lastrowid is not None
-        events.append(Event(cursor.lastrowid, at, record.kind, record.symbol, dict(record.data)))
+        seq = await self.backend.insert_id("INSERT INTO events (at, kind, symbol, data) VALUES (?,?,?,?)",
+                                           (at, record.kind, record.symbol, json.dumps(record.data)), "seq")
+        events.append(Event(seq, at, record.kind, record.symbol, dict(record.data)))
 
     async def _write(self, msg: object, events: list[Event]) -> None:
+        execute = self.backend.execute
         match msg:
             case JournalOrder(request=r, intent_id=intent, purpose=purpose, at=at, intent=intent_msg):
                 if intent_msg is not None:
                     await self._write(intent_msg, events)
-                await self.db.execute(
+                await execute(
                     "INSERT INTO orders (client_order_id, intent_id, symbol, purpose, side, qty, reduce_only,"
                     " stop_price, status, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (r.client_order_id, intent, r.symbol, purpose, str(r.side), r.qty, int(r.reduce_only),
@@ -255,18 +154,18 @@ class JournalStore:
                     await self._event(events, at, EventRecord("fill", before[0]["symbol"], {
                         "client_order_id": cid, "purpose": before[0]["purpose"], "filled_qty": filled,
                         "avg_price": px, "status": status}))
-                await self.db.execute(
-                    "UPDATE orders SET status=?, filled_qty=MAX(filled_qty, ?), avg_price=COALESCE(?, avg_price),"
-                    " venue_order_id=COALESCE(?, venue_order_id), updated_at=? WHERE client_order_id=?",
-                    (status, filled, px, vid, at, cid))
+                await execute(
+                    "UPDATE orders SET status=?, filled_qty=CASE WHEN filled_qty > ? THEN filled_qty ELSE ? END,"
+                    " avg_price=COALESCE(?, avg_price), venue_order_id=COALESCE(?, venue_order_id), updated_at=?"
+                    " WHERE client_order_id=?", (status, filled, filled, px, vid, at, cid))
             case JournalIntent(intent_id=iid, symbol=symbol, side=side, qty=qty, stop_price=stop, at=at, kind=kind,
                                take_profit=tp, trail_pct=trail):
-                await self.db.execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at, kind,"
+                await execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at, kind,"
                                       " take_profit, trail_pct) VALUES (?,?,?,?,?,?,?,?,?)",
                                       (iid, symbol, str(side), qty, stop, at, kind, tp, trail))
             case JournalTransition(snapshot=snap, from_state=before, trigger=trigger, detail=detail, at=at,
                                    events=extra):
-                await self.db.execute(
+                await execute(
                     "INSERT INTO transitions (symbol, intent_id, from_state, to_state, trigger, detail, at)"
                     " VALUES (?,?,?,?,?,?,?)", (snap.symbol, snap.intent_id, before, snap.state, trigger, detail, at))
                 await self._event(events, at, EventRecord("transition", snap.symbol, {
@@ -275,8 +174,9 @@ class JournalStore:
                 for record in extra:
                     await self._event(events, at, record)
             case JournalSafeMode(on=on, reason=reason, at=at):
-                await self.db.execute("INSERT OR REPLACE INTO meta VALUES ('safe_mode', ?)",
-                                      (json.dumps({"on": on, "reason": reason, "at": at}),))
+                await execute("INSERT INTO meta (key, value) VALUES ('safe_mode', ?) ON CONFLICT (key)"
+                                           " DO UPDATE SET value = excluded.value",
+                                           (json.dumps({"on": on, "reason": reason, "at": at}),))
                 await self._event(events, at, EventRecord("safe_mode", None, {"on": on, "reason": reason}))
             case JournalEvent(event=record, at=at):
                 await self._event(events, at, record)
@@ -285,11 +185,11 @@ class JournalStore:
                     "reason": reason, "orders": list(request.client_order_ids) or "every stop order of ours"}))
             case JournalPosition(intent_id=iid, qty=qty, stop_price=stop, take_profit=tp, trail_pct=trail,
                                  applied_change=applied):
-                await self.db.execute("UPDATE intents SET position_qty=?, current_stop=?, take_profit=?, trail_pct=?,"
+                await execute("UPDATE intents SET position_qty=?, current_stop=?, take_profit=?, trail_pct=?,"
                                       " pending_exit=NULL, applied_change=? WHERE intent_id=?",
                                       (qty, stop, tp, trail, applied, iid))
             case JournalExit(intent_id=iid, request=request, at=at):
-                await self.db.execute("UPDATE intents SET pending_exit=? WHERE intent_id=?",
+                await execute("UPDATE intents SET pending_exit=? WHERE intent_id=?",
                                       (json.dumps([str(request.kind), request.value]), iid))
                 await self._event(events, at, EventRecord("exit_asked", request.symbol, {
                     "exit": str(request.kind), "value": request.value}))
@@ -299,9 +199,7 @@ class JournalStore:
     # -- reads (restart, inspection, tests) ---------------------------------------------------
 
     async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        cursor = await self.db.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        return await self.backend.rows(sql, params)
 
     async def orders(self, symbol: str | None = None) -> list[dict[str, Any]]:
         if symbol is None:
@@ -355,8 +253,7 @@ class JournalStore:
         bounds = await self.rows("SELECT COALESCE(MIN(seq), 0) AS oldest, COALESCE(MAX(seq), 0) AS latest FROM events")
         latest = bounds[0]["latest"]
         if latest == 0:                                  # nothing held yet: the counter may still be past 0
-            counter = await self.rows("SELECT seq FROM sqlite_sequence WHERE name='events'")
-            latest = counter[0]["seq"] if counter else 0
+            latest = await self.backend.events_counter()
         events = [Event(r["seq"], r["at"], r["kind"], r["symbol"], json.loads(r["data"])) for r in rows]
         return events, bounds[0]["oldest"], latest
 
