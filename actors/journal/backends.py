@@ -11,15 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from actors.journal.schema import MIGRATIONS, SCHEMA_VERSION
-
-META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-SET_VERSION = ("INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
-               " ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+from actors.journal.schema import META, MIGRATIONS, SCHEMA_VERSION, SET_VERSION, check_version
 
 
 class Backend(Protocol):
@@ -43,11 +38,6 @@ def backend_for(target: str, **kw: Any) -> Backend:
 
         return PostgresBackend(target, **kw)
     return SqliteBackend(target)
-
-
-def _check_version(version: int, where: str) -> None:
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(f"journal {where} has schema {version}, newer than this program's {SCHEMA_VERSION}")
 
 
 class SqliteBackend:
@@ -109,7 +99,7 @@ class SqliteBackend:
         await self.conn.execute(META)
         rows = await self.rows("SELECT value FROM meta WHERE key='schema_version'")
         version = int(rows[0]["value"]) if rows else 0
-        _check_version(version, self.path)
+        check_version(version, self.path)
         for number in range(version, SCHEMA_VERSION):
             await self.conn.executescript(
                 f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]}\n"
@@ -119,12 +109,3 @@ class SqliteBackend:
     async def events_counter(self) -> int:
         counter = await self.rows("SELECT seq FROM sqlite_sequence WHERE name='events'")
         return int(counter[0]["seq"]) if counter else 0
-
-
-_PLACEHOLDER = re.compile(r"\?")
-
-
-def numbered(sql: str) -> str:
-    """`?` placeholders as PostgreSQL's `$1, $2, ...` (our SQL has no `?` in its literals)."""
-    count = iter(range(1, 10_000))
-    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)

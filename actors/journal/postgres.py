@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from actors.journal.backends import META, SET_VERSION, _check_version, numbered
-from actors.journal.schema import MIGRATIONS, SCHEMA_VERSION, for_postgres
+from actors.journal.schema import META, MIGRATIONS, SCHEMA_VERSION, SET_VERSION, check_version, for_postgres, numbered
 
 ACCOUNT = re.compile(r"[a-z0-9_]{1,40}")
 CONNECT_TIMEOUT_S = 5.0
@@ -124,7 +123,7 @@ class PostgresBackend:
                 await self.conn.execute(META)
                 value = await self.conn.fetchval("SELECT value FROM meta WHERE key='schema_version'")
                 version = int(value) if value else 0
-                _check_version(version, f"{safe_url(self.url)} ({self.schema})")
+                check_version(version, f"{safe_url(self.url)} ({self.schema})")
                 if version >= SCHEMA_VERSION:
                     return SCHEMA_VERSION
                 await self.conn.execute(for_postgres(MIGRATIONS[version]))

@@ -95,6 +95,25 @@ KEEP_EVENTS = 100_000                # older events are pruned at open; a reader
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+SET_VERSION = ("INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+               " ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+
+
+def check_version(version: int, where: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"journal {where} has schema {version}, newer than this program's {SCHEMA_VERSION}")
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+def numbered(sql: str) -> str:
+    """`?` placeholders as PostgreSQL's `$1, $2, ...` (our SQL has no `?` in its literals)."""
+    count = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _: f"${next(count)}", sql)
+
+
 # SQLite gives every table an insertion-ordered rowid (load_symbol orders by it); in PostgreSQL
 # the tables without a key of their own get one by that name.
 _TABLE = re.compile(r"CREATE TABLE (\w+) \(")
