@@ -163,7 +163,8 @@ class Commands:
         reachable = deployed or (isinstance(msg, ClosePosition) and recovered)
         target = child.address if child is not None and reachable else None
         exchange = self.children.by_id.get(ChildKind.EXCHANGE)
-        if target is not None and not isinstance(msg, ClosePosition) and exchange is not None and not exchange.ready:
+        if target is not None and not isinstance(msg, ClosePosition) and exchange is not None and (
+                not exchange.ready or exchange.replacing):
             # The exchange is being replaced: the actor would send to the one that died (its
             # order lost, then judged never arrived). A close still goes: the actor resyncs it.
             return CommandDenied(msg.command_id, msg.symbol, "the exchange is restarting; try again", retry=True)

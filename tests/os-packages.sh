@@ -24,20 +24,27 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 case "$need" in *postgresql*)
-    # The binaries only: no "main" cluster made, no server started by the package's scripts.
-    $sudo mkdir -p /etc/postgresql-common
-    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
-        || echo "create_main_cluster = false" | $sudo tee -a /etc/postgresql-common/createcluster.conf >/dev/null
+    # The binaries only: no server started by the package's scripts (policy-rc.d, removed again
+    # however this script ends), and the cluster it makes is dropped after (below): the tests
+    # make private clusters of their own.
+    clusters_before=$(pg_lsclusters -h 2>/dev/null || true)
     if [ ! -e /usr/sbin/policy-rc.d ]; then
+        trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+        trap '$sudo rm -f /usr/sbin/policy-rc.d; exit 1' INT TERM HUP
         printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
         $sudo chmod 755 /usr/sbin/policy-rc.d
-        trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
     fi
 esac
 echo "tests/os-packages.sh: installing$need (Debian packages)" >&2
 # shellcheck disable=SC2086 # $need is a list of package names
 $sudo apt-get install -y -q --no-install-recommends $need >/dev/null \
     || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends $need >/dev/null; }
+case "$need" in *postgresql*)
+    pg_lsclusters -h 2>/dev/null | while read -r version name _rest; do
+        printf '%s\n' "$clusters_before" | grep -q "^$version $name " \
+            || $sudo pg_dropcluster --stop "$version" "$name" >/dev/null 2>&1 || true
+    done
+esac
 # Only promtool is wanted from the prometheus package: where systemd runs, its server stays off.
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true

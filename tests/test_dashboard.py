@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from supervisor.client import Client
-from supervisor.dashboard.token import TokenError, ensure_token, read_token, token_ok
+from supervisor.dashboard.token import TokenError, ensure_token, fresh_token, read_token, token_ok
 from tests.support import kit
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -68,6 +68,7 @@ def test_the_token_file_is_private_made_once_and_refused_when_others_can_read_it
     path = str(tmp_path / "dashboard.token")
     token = ensure_token(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and ensure_token(path) == token == read_token(path)
+    assert fresh_token(path) != token and read_token(path) != token      # a new binding: a new token
     assert token_ok(token, token) and not token_ok(token[:-1] + "x", token) and not token_ok(None, token)
     os.chmod(path, 0o644)
     with pytest.raises(TokenError, match="not a private file"):

@@ -44,8 +44,8 @@ def journal_at(request, tmp_path) -> Callable[..., JournalStore]:
 def run(make: Callable[..., JournalStore], body: Callable[[JournalStore], Awaitable[Any]], **kw: Any) -> Any:
     async def go() -> Any:
         store = make(**kw)
-        await store.open()
         try:
+            await store.open()
             return await body(store)
         finally:
             await store.close()

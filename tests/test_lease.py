@@ -6,6 +6,7 @@ write of the old epoch follows it; the epoch only grows; a clean release frees i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -27,8 +28,24 @@ class Clock:
         return self.now
 
 
-async def _connect(server: Any, url: str) -> Any:
-    return await asyncpg.connect(url, password=server.password)
+def _run(scenario: Any) -> None:
+    """Run a scenario; every connection and store it opened is closed, however it ends (a failing
+    test must not leave connections behind for the next ones: the server has a few dozen)."""
+    async def go() -> None:
+        opened: list[Any] = []
+        try:
+            await scenario(opened)
+        finally:
+            for thing in reversed(opened):
+                with contextlib.suppress(Exception):
+                    await thing.close()
+    asyncio.run(go())
+
+
+async def _connect(server: Any, url: str, opened: list[Any]) -> Any:
+    conn = await asyncpg.connect(url, password=server.password)
+    opened.append(conn)
+    return conn
 
 
 async def _expire(conn: Any, account: str) -> None:
@@ -37,8 +54,9 @@ async def _expire(conn: Any, account: str) -> None:
                        " WHERE account = $1", account)
 
 
-async def _writer(server: Any, url: str, lease: Lease) -> JournalStore:
+async def _writer(server: Any, url: str, lease: Lease, opened: list[Any]) -> JournalStore:
     store = JournalStore(url, account="acct1", password_file=server.password_file)
+    opened.append(store)
     await store.open()
     store.backend.fence = lease.fence  # type: ignore[attr-defined]
     return store
@@ -50,19 +68,20 @@ def _order(cid: str) -> JournalOrder:
 
 
 def test_a_writer_whose_lease_was_taken_over_is_refused_by_the_database(postgres_server, pg_url):
-    async def scenario() -> None:
-        admin = await _connect(postgres_server, pg_url)
+    async def scenario(opened: list[Any]) -> None:
+        admin = await _connect(postgres_server, pg_url, opened)
         await ensure_schema(admin)
-        a_conn, b_conn = await _connect(postgres_server, pg_url), await _connect(postgres_server, pg_url)
+        a_conn = await _connect(postgres_server, pg_url, opened)
+        b_conn = await _connect(postgres_server, pg_url, opened)
         a, b = Lease(a_conn, "acct1", "host-a", SETTINGS), Lease(b_conn, "acct1", "host-b", SETTINGS)
         assert await a.acquire() == 1 and await b.acquire() is None          # live: b stands by
         assert (await holder_of(admin, "acct1"))["holder"] == "host-a"
-        a_store = await _writer(postgres_server, pg_url, a)
+        a_store = await _writer(postgres_server, pg_url, a, opened)
         await a_store.record(_order("a1"))
 
         await _expire(admin, "acct1")                # host-a paused past the TTL; its own clock has not moved
         assert await b.acquire() == 2
-        b_store = await _writer(postgres_server, pg_url, b)
+        b_store = await _writer(postgres_server, pg_url, b, opened)
         assert a.valid()                             # a still believes it holds the account ...
         with pytest.raises(Fenced, match="no longer ours"):
             await a_store.record(_order("a2"))       # ... the database says otherwise
@@ -73,18 +92,18 @@ def test_a_writer_whose_lease_was_taken_over_is_refused_by_the_database(postgres
             await closing.close()
         for conn in (admin, a_conn, b_conn):
             await conn.close()
-    asyncio.run(scenario())
+    _run(scenario)
 
 
 def test_a_holder_past_its_own_deadline_fences_itself_without_asking(postgres_server, pg_url):
-    async def scenario() -> None:
-        admin = await _connect(postgres_server, pg_url)
+    async def scenario(opened: list[Any]) -> None:
+        admin = await _connect(postgres_server, pg_url, opened)
         await ensure_schema(admin)
         clock = Clock()
-        conn = await _connect(postgres_server, pg_url)
+        conn = await _connect(postgres_server, pg_url, opened)
         lease = Lease(conn, "acct1", "host-a", SETTINGS, clock=clock)
         assert await lease.acquire() == 1 and lease.deadline == 1000.0 + 30.0 - 1.0
-        store = await _writer(postgres_server, pg_url, lease)
+        store = await _writer(postgres_server, pg_url, lease, opened)
         await store.record(_order("a1"))
         clock.now += 29.5                            # no renewal got through (cut off from the database)
         assert not lease.valid()
@@ -97,18 +116,19 @@ def test_a_holder_past_its_own_deadline_fences_itself_without_asking(postgres_se
         await store.close()
         await conn.close()
         await admin.close()
-    asyncio.run(scenario())
+    _run(scenario)
 
 
 def test_a_takeover_waits_for_a_write_in_flight_and_no_old_write_follows_it(postgres_server, pg_url):
-    async def scenario() -> None:
-        admin = await _connect(postgres_server, pg_url)
+    async def scenario(opened: list[Any]) -> None:
+        admin = await _connect(postgres_server, pg_url, opened)
         await ensure_schema(admin)
-        a_conn, b_conn = await _connect(postgres_server, pg_url), await _connect(postgres_server, pg_url)
+        a_conn = await _connect(postgres_server, pg_url, opened)
+        b_conn = await _connect(postgres_server, pg_url, opened)
         short = LeaseSettings(ttl_s=0.5, renew_s=0.1, margin_s=0.0)
         a, b = Lease(a_conn, "acct1", "host-a", short), Lease(b_conn, "acct1", "host-b", short)
+        store = await _writer(postgres_server, pg_url, a, opened)     # migrated before the short lease
         await a.acquire()
-        store = await _writer(postgres_server, pg_url, a)
         backend = store.backend
         async with backend.transaction(durable=True):          # a's write: fenced, its lock on the row taken
             await backend.execute("INSERT INTO intents (intent_id, symbol, side, qty, stop_price, created_at)"
@@ -131,11 +151,11 @@ def test_a_takeover_waits_for_a_write_in_flight_and_no_old_write_follows_it(post
         await store.close()
         for conn in (admin, a_conn, b_conn):
             await conn.close()
-    asyncio.run(scenario())
+    _run(scenario)
 
 
 async def _waiting(server: Any, url: str) -> int:
-    probe = await _connect(server, url)
+    probe = await asyncpg.connect(url, password=server.password)
     try:
         return int(await probe.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                                         " AND datname = current_database()"))
@@ -144,10 +164,10 @@ async def _waiting(server: Any, url: str) -> int:
 
 
 def test_the_epoch_only_grows_and_a_clean_release_frees_the_account_at_once(postgres_server, pg_url):
-    async def scenario() -> None:
-        admin = await _connect(postgres_server, pg_url)
+    async def scenario(opened: list[Any]) -> None:
+        admin = await _connect(postgres_server, pg_url, opened)
         await ensure_schema(admin)
-        conns = [await _connect(postgres_server, pg_url) for _ in range(3)]
+        conns = [await _connect(postgres_server, pg_url, opened) for _ in range(3)]
         leases = [Lease(c, "acct1", f"host-{i}", SETTINGS) for i, c in enumerate(conns)]
         assert await leases[0].acquire() == 1
         await leases[0].release()                    # posguard stop: no TTL to wait out
@@ -159,4 +179,4 @@ def test_the_epoch_only_grows_and_a_clean_release_frees_the_account_at_once(post
         assert await other.acquire() == 1            # accounts are leased apart
         for conn in (admin, *conns):
             await conn.close()
-    asyncio.run(scenario())
+    _run(scenario)

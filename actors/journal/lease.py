@@ -8,7 +8,9 @@ row: a takeover's update waits for that write to commit, and once it has committ
 the old epoch can. A writer that lost the lease therefore cannot journal an order, and so cannot
 send one (the journal is the gate to the venue: rule 3).
 
-Beside it, the holder's own deadline on its monotonic clock: the last renewal the database
+The expiry is the database's clock (one clock for every host; a step of it moves every lease at
+once, which is why the database host keeps NTP slewing, not stepping). Beside it, the holder's
+own deadline on its boot-time clock (it runs through a suspend): the last renewal the database
 confirmed + TTL - margin. Past it the holder fences itself without asking anyone (a host cut off
 from the database cannot even be told it lost), and it is what a venue request's signed
 timestamp must not pass (the venue's recvWindow then refuses what a frozen holder sends late).
@@ -58,9 +60,15 @@ FOR SHARE
 """
 HOLDER = """
 SELECT holder, epoch, expires_at > clock_timestamp() AS live, acquired_at, renewed_at,
-       EXTRACT(EPOCH FROM expires_at - clock_timestamp()) AS left_s
+       EXTRACT(EPOCH FROM expires_at - clock_timestamp())::float8 AS left_s
 FROM posguard.leases WHERE account = $1
 """
+
+
+def boottime() -> float:
+    """Seconds on a clock that keeps running while the host is suspended (CLOCK_MONOTONIC stops:
+    a resumed holder would think its deadline still ahead), the same in every process."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
 class Fenced(Exception):
@@ -87,14 +95,16 @@ async def holder_of(conn: Any, account: str) -> dict[str, Any] | None:
 
 
 class Lease:
-    """A holder's lease on one account, on a connection of its own (a renewal never waits behind
-    a journal write). `clock`: monotonic seconds (the self-fence deadline is judged on it)."""
+    """A holder's lease on one account, on a connection of its own. A renewal (an UPDATE) waits
+    for a journal write in flight (its share lock), never for the journal's queue; a standby
+    looks with a plain read and tries to take the row only once it has expired, so its polls
+    never lock the holder's writes. `clock`: seconds that never stop (boot time: the self-fence deadline)."""
 
     def __init__(self, conn: Any, account: str, holder: str, settings: LeaseSettings = LeaseSettings(),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = boottime) -> None:
         self.conn, self.account, self.holder, self.settings, self.clock = conn, account, holder, settings, clock
         self.epoch: int | None = None
-        self.deadline = 0.0              # monotonic: past it we hold nothing, whatever we were told
+        self.deadline = 0.0              # on `clock`: past it we hold nothing, whatever we were told
 
     def valid(self) -> bool:
         return self.epoch is not None and self.clock() < self.deadline
@@ -106,8 +116,15 @@ class Lease:
 
     async def acquire(self) -> int | None:
         """The new epoch if the account was free (no row, or its lease expired), else None."""
+        current = await holder_of(self.conn, self.account)
+        if current is not None and current["live"]:
+            return None                              # held: no lock taken on its row
         asked_at = self.clock()
-        epoch = await self.conn.fetchval(ACQUIRE, self.account, self.holder, self.settings.ttl_s)
+        async with self.conn.transaction():
+            # A write of the old holder in flight holds the row; wait for it, bounded (a lost
+            # host's transaction is ended by the server's own timeouts, actors/journal/postgres.py).
+            await self.conn.execute(f"SET LOCAL lock_timeout = '{int(max(self.settings.ttl_s, 5.0) * 1000)}ms'")
+            epoch = await self.conn.fetchval(ACQUIRE, self.account, self.holder, self.settings.ttl_s)
         if epoch is None:
             return None
         self.epoch = int(epoch)

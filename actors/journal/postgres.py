@@ -22,6 +22,11 @@ from actors.journal.schema import META, MIGRATIONS, SCHEMA_VERSION, SET_VERSION,
 ACCOUNT = re.compile(r"[a-z0-9_]{1,40}")
 CONNECT_TIMEOUT_S = 5.0
 STATEMENT_TIMEOUT_S = 10.0               # a database that stopped answering is an error, not a hang
+# Server-side too: a host cut off mid-transaction cannot cancel it, and its transaction would
+# hold the lease row's lock (and so every standby's takeover) until TCP noticed -- hours by
+# default. The server ends it instead: an idle transaction, a statement, a silent peer.
+SERVER_SETTINGS = {"idle_in_transaction_session_timeout": "5000", "statement_timeout": "10000",
+                   "tcp_keepalives_idle": "5", "tcp_keepalives_interval": "2", "tcp_keepalives_count": "3"}
 
 
 class CredentialError(Exception):
@@ -37,11 +42,11 @@ def schema_of(account: str) -> str:
 def safe_url(url: str) -> str:
     """The URL without any password in it: what a log line or an error may show."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    if parts.password is not None:
+        host = parts.hostname or ""
+        parts = parts._replace(netloc=f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else ""))
+    return urlunsplit(parts._replace(query=query))
 
 
 def read_password(path: str) -> str:
@@ -78,7 +83,7 @@ class PostgresBackend:
         password = read_password(self.password_file) if self.password_file else None
         self.conn = await asyncpg.connect(
             self.url, password=password, timeout=CONNECT_TIMEOUT_S, command_timeout=STATEMENT_TIMEOUT_S,
-            server_settings={"application_name": f"posguard:{self.account}"})
+            server_settings={"application_name": f"posguard:{self.account}", **SERVER_SETTINGS})
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('posguard.schema'))")
             await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
@@ -104,9 +109,9 @@ class PostgresBackend:
         tx = self.conn.transaction()
         await tx.start()
         try:
-            if not durable:
-                # What SQLite's NORMAL is beside FULL: only an order row waits for the WAL's fsync.
-                await self.conn.execute("SET LOCAL synchronous_commit TO OFF")
+            # What SQLite's FULL and NORMAL are: only an order row waits for the WAL's fsync -- said
+            # each time, never left to a role's or server's default.
+            await self.conn.execute(f"SET LOCAL synchronous_commit TO {'ON' if durable else 'OFF'}")
             if self.fence is not None:
                 await self.fence(self.conn)
             yield

@@ -90,7 +90,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
-KEEP_EVENTS = 100_000                # older events are pruned at open; a reader asking for them is told
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -10,7 +10,7 @@ from loguru import logger
 from actors.messages import ActorFailed, ConfigureApi, Event
 from supervisor.api.protocol import encode
 from supervisor.dashboard.server import DashboardServer
-from supervisor.dashboard.token import TokenError, ensure_token
+from supervisor.dashboard.token import TokenError, fresh_token
 
 PAGE_FIELDS = ("symbol", "state", "side", "requested_qty", "filled_qty", "entry_price", "stop_price", "take_profit",
                "trail_pct", "naked_now", "naked_since", "last_event")
@@ -46,7 +46,7 @@ def serve_page(actor: Any, journal: Any, msg: ConfigureApi, sender: Any) -> bool
     the operator's way in -- and says the page is down (a restart loop would lose both)."""
     assert actor.bridge is not None and msg.dashboard_port is not None
     try:
-        page = DashboardServer(msg.dashboard_port, ensure_token(msg.token_path), ActorPageSource(actor, journal))
+        page = DashboardServer(msg.dashboard_port, fresh_token(msg.token_path), ActorPageSource(actor, journal))
         actor.bridge.call(page.start())
     except (OSError, TokenError) as exc:
         why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -1,6 +1,6 @@
 """The live page's token: random, kept in a 0600 file of the deployment's 0700 runtime directory
-(made afresh by each `posguard run`, kept while it runs: a replaced API serves the same one), and
-compared in constant time. Only the file's owner can read it: the page serves no one
+(made afresh each time the page binds its port: each run, and each replaced API), and compared
+in constant time. Only the file's owner can read it: the page serves no one
 else, though its port on 127.0.0.1 is reachable by every local user."""
 
 from __future__ import annotations
@@ -25,6 +25,14 @@ def ensure_token(path: str) -> str:
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(TOKEN_BYTES) + "\n")
     return read_token(path)
+
+
+def fresh_token(path: str) -> str:
+    """A new token in `path`, the old one gone: made each time the page binds its port, so one
+    seen while the port was not ours (a replaced API's gap) is worth nothing after."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return ensure_token(path)
 
 
 def read_token(path: str) -> str:

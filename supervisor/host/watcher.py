@@ -14,7 +14,6 @@ adopted deployment is watched, replaced and stopped exactly like one it started.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any
@@ -61,9 +60,6 @@ class Watchdog:
         except SystemAlreadyRunning as exc:
             raise UserError(f"cannot start the actor system: {exc}") from None
         self.generation += 1
-        # A fresh page token per run: one left in a browser's history or a shell's ends with it.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.paths.dashboard_token)
         self.supervisor = self.asys.createActor(Supervisor)
         cfg = self.cfg
         control = ControlPlane(self.paths.socket, self.paths.deployment_lock, cfg.path, self.digest, os.getpid(),

@@ -63,14 +63,28 @@ class PostgresServer:
         return f"postgresql://{USER}@{self.host}:{self.port}/{database}"
 
     def _run_as(self) -> dict[str, object]:
-        return {"user": self.as_user} if self.as_user else {}
+        # Its user's group alone, not root's: and from its own directory (initdb warns otherwise).
+        kw: dict[str, object] = {"cwd": str(self.root)}
+        if self.as_user:
+            kw.update(user=self.as_user, group=self.as_user, extra_groups=[])
+        return kw
 
     def start(self) -> PostgresServer:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()                                  # nothing left behind: no process, no directory
+            raise
+        return self
+
+    def _start(self) -> None:
         binaries = bindir()
         assert binaries is not None, missing()
         self.data.mkdir(mode=0o700)
         server_password = self.root / "server.password"
-        server_password.write_text(self.password + "\n")
+        fd = os.open(server_password, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # the directory is 0755
+        os.write(fd, self.password.encode() + b"\n")
+        os.close(fd)
         if self.as_user:
             pw = pwd.getpwnam(self.as_user)
             os.chmod(self.root, 0o755)                         # the server's user reaches its directory
@@ -89,7 +103,6 @@ class PostgresServer:
             self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
                                          **self._run_as())  # type: ignore[arg-type]
         self._wait_up()
-        return self
 
     def _wait_up(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
