@@ -172,12 +172,13 @@ class Client:
 
     def open(self, symbol: str, side: str, qty: float, sl: float | None = None, sl_pct: float | None = None,
              tp: float | None = None, tp_pct: float | None = None, trail_pct: float | None = None,
-             wait: float | None = None) -> dict[str, Any]:
+             wait: float | None = None, add: bool = True) -> dict[str, Any]:
         """Open a market position with its stop: `sl` a price, or `sl_pct` percent from the price;
         beside it a take-profit (`tp` a price, or `tp_pct` percent) and a venue-held trailing stop
-        (`trail_pct`, its callback). On a symbol already open on the same side: an add. Sent while
-        the deployment starts, it waits for it up to `wait` s (the server's default: 5)."""
-        args: dict[str, Any] = {"symbol": symbol, "side": side, "qty": qty}
+        (`trail_pct`, its callback). On a symbol already open on the same side: an add (`add=False`:
+        refused instead). Sent while the deployment starts, it waits for it up to `wait` s (the
+        server's default: 5)."""
+        args: dict[str, Any] = {"symbol": symbol, "side": side, "qty": qty, **({} if add else {"add": False})}
         args.update({"sl": sl} if sl is not None else {"sl_pct": sl_pct})
         args.update({k: v for k, v in (("tp", tp), ("tp_pct", tp_pct), ("trail_pct", trail_pct), ("wait", wait))
                      if v is not None})

@@ -10,7 +10,7 @@ import dataclasses
 
 import pytest
 
-from actors.messages import CommandAccepted, CommandDenied, JournalOrder, SetExit
+from actors.messages import CommandAccepted, CommandDenied, JournalOrder, OpenPosition, SetExit
 from actors.position.states import State, Trigger
 from actors.settings import RiskLimits
 from adapters.base import Side
@@ -163,6 +163,16 @@ def test_an_add_is_covered_by_the_whole_position_stop_the_moment_it_fills(stop_o
     (added,) = events(h, "added")
     assert added["before"] == 1.0 and added["after"] == pytest.approx(1.5)
     assert seen.uncovered == [] and h.entries_on_venue() == 1
+
+
+def test_an_open_that_must_not_add_is_refused_on_a_protected_symbol_and_nothing_is_sent():
+    # `posguard run` sends its config's opens at every start, a crash's restart included: one
+    # that found its earlier position PROTECTED would double it if it were taken as an add.
+    h, _ = guarded(False, qty=1.0)
+    before = list(h.to_venue)
+    reply = h._guarded(lambda: h.core.open(OpenPosition(SYMBOL, Side.BUY, 1.0, 95.0, add=False)))
+    assert isinstance(reply, CommandDenied) and "only an IDLE symbol accepts an entry" in reply.reason
+    assert h.to_venue == before and h.core.state is State.PROTECTED
 
 
 def test_an_add_beyond_the_risk_limits_is_refused_and_nothing_is_sent():

@@ -24,6 +24,7 @@ class OpenPosition:
     reference_price: float | None = None  # the price the caller placed the stop from, if it fetched one
     take_profit: float | None = None     # beside the stop: with the entry where the venue takes it, else after
     trail_pct: float | None = None       # a venue-held trailing stop (callback, % of the price), once protected
+    add: bool = True                     # on a PROTECTED symbol of that side: an add (False: refused, not IDLE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ class Commands(CoreBase):
     """open, adopt, reprotect, close."""
 
     def open(self, cmd: OpenPosition) -> CommandAccepted | CommandDenied:
-        if cmd.symbol == self.symbol and self.state is State.PROTECTED and self.cleanup is None:
+        if cmd.add and cmd.symbol == self.symbol and self.state is State.PROTECTED and self.cleanup is None:
             return self.add(cmd)  # type: ignore[attr-defined]   # open on an open symbol: an add
         denial = self._deny_open(cmd)
         if denial:

@@ -229,7 +229,7 @@ class ApiActor(Readiness, BridgedActor):
                 return await self._inspect(a["symbol"], a["events"])
             case "open":
                 return await self._open(a["symbol"], Side(a["side"]), a["qty"], a["sl"], a["sl_pct"],
-                                        (a["tp"], a["tp_pct"], a["trail_pct"]), a["wait"])
+                                        (a["tp"], a["tp_pct"], a["trail_pct"]), a["wait"], a["add"])
             case "close":
                 msg = ClosePosition(self._known(a["symbol"]), qty=a["qty"])
                 reply = _command(await self._command_when_ready(msg, a["wait"]))
@@ -339,7 +339,7 @@ class ApiActor(Readiness, BridgedActor):
         return {"position": position, "events": events}
 
     async def _open(self, symbol: str, side: Side, qty: float, sl: float | None, sl_pct: float | None,
-                    exits: tuple[float | None, float | None, float | None], wait_s: float) -> Any:
+                    exits: tuple[float | None, float | None, float | None], wait_s: float, add: bool) -> Any:
         self._known(symbol)
         deadline = time.monotonic() + wait_s
         phase = await self._wait_ready(wait_s)            # the price below needs a venue that runs
@@ -361,7 +361,7 @@ class ApiActor(Readiness, BridgedActor):
         if tp_pct is not None:
             assert price is not None
             tp = round(price * (1 + up * tp_pct / 100), 8)
-        msg = OpenPosition(symbol, side, qty, sl, reference_price=price, take_profit=tp, trail_pct=trail_pct)
+        msg = OpenPosition(symbol, side, qty, sl, reference_price=price, take_profit=tp, trail_pct=trail_pct, add=add)
         result = _command(await self._command_when_ready(msg, max(0.0, deadline - time.monotonic())))
         return {**result, "side": str(side), "qty": qty, "stop_price": sl, "take_profit": tp, "trail_pct": trail_pct}
 

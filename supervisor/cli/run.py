@@ -123,7 +123,9 @@ def _hand_keys_over(cfg: DeploymentConfig) -> None:
 def _open(dog: Watchdog, spec: OpenSpec) -> None:
     assert dog.client is not None
     try:
-        result = dog.client.open(spec.symbol, str(spec.side), spec.qty, sl=spec.stop, sl_pct=spec.stop_pct)
+        # Sent at every start, a crash's restart included: it opens an IDLE symbol, never adds
+        # to the position an earlier run of it opened (that would double it after each crash).
+        result = dog.client.open(spec.symbol, str(spec.side), spec.qty, sl=spec.stop, sl_pct=spec.stop_pct, add=False)
     except ClientError as exc:
         print(f"posguard: not opened: {exc.message}", flush=True)
         return
