@@ -88,10 +88,6 @@ def test_a_writer_whose_lease_was_taken_over_is_refused_by_the_database(postgres
         assert not a.valid() and not await a.renew()
         await b_store.record(_order("b1"))
         assert [r["client_order_id"] for r in await b_store.orders()] == ["a1", "b1"]   # nothing of a2
-        for closing in (a_store, b_store):
-            await closing.close()
-        for conn in (admin, a_conn, b_conn):
-            await conn.close()
     _run(scenario)
 
 
@@ -113,9 +109,6 @@ def test_a_holder_past_its_own_deadline_fences_itself_without_asking(postgres_se
         assert await lease.renew() and lease.valid()  # a renewal that gets through: ours again
         await store.record(_order("a3"))
         assert [r["client_order_id"] for r in await store.orders()] == ["a1", "a3"]
-        await store.close()
-        await conn.close()
-        await admin.close()
     _run(scenario)
 
 
@@ -148,9 +141,6 @@ def test_a_takeover_waits_for_a_write_in_flight_and_no_old_write_follows_it(post
             await store.record(_order("late"))
         rows = await store.rows("SELECT intent_id FROM intents")
         assert [r["intent_id"] for r in rows] == ["in-flight"]
-        await store.close()
-        for conn in (admin, a_conn, b_conn):
-            await conn.close()
     _run(scenario)
 
 
@@ -177,6 +167,4 @@ def test_the_epoch_only_grows_and_a_clean_release_frees_the_account_at_once(post
         assert await leases[2].acquire() == 3 and await leases[0].acquire() is None
         other = Lease(conns[0], "acct2", "host-0", SETTINGS)
         assert await other.acquire() == 1            # accounts are leased apart
-        for conn in (admin, *conns):
-            await conn.close()
     _run(scenario)
