@@ -94,3 +94,24 @@ class StreamSettings:
     backoff_cap_s: Seconds[0.001, 3600.0] = 30.0
     jitter: Fraction = 0.2
     grace_s: Seconds[0.0, 60.0] = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseSettings:
+    """The account's lease, when the journal is shared (PostgreSQL): one writer per account."""
+
+    ttl_s: Seconds[0.5, 60.0] = 3.0      # how long a renewal holds the account
+    renew_s: Seconds[0.1, 20.0] = 1.0    # renew this often (several tries within one TTL)
+    margin_s: Seconds[0.0, 10.0] = 0.5   # fence ourselves this long before the database would
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseGrant:
+    """The lease `posguard run` took for its deployment: the journal's process renews exactly
+    this (account, holder, epoch), and fences every write on it."""
+
+    account: str
+    holder: str
+    epoch: int
+    settings: LeaseSettings = LeaseSettings()
+    entries_after: float = 0.0           # boot-time clock: no entry before (the previous holder's late orders)

@@ -64,6 +64,7 @@ LOCAL_RULES: tuple[ErrorRule, ...] = (
     ErrorRule("min_qty", Outcome.REJECTED),      # below the market's minimum or step: never sent
     ErrorRule("min_notional", Outcome.REJECTED),
     ErrorRule("unknown_symbol", Outcome.REJECTED),
+    ErrorRule("fenced", Outcome.REJECTED),       # past the writer's lease deadline: never sent (actors/exchange)
     ErrorRule("auth", Outcome.AUTH),             # ccxt refused the credentials without a venue code
     # A reply missing a field we rely on: for an order we sent, its outcome is unknown (asked by
     # client id, never assumed); for a read, the observation is refused.

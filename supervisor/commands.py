@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors.journal.lease import boottime
 from actors.messages import (
     AdoptPosition,
     CancelLeftovers,
@@ -153,6 +154,9 @@ class Commands:
         # symbol -> a command for a symbol outside the deployment, waiting for its actor (started on demand)
         self.pending: dict[str, tuple[AdoptPosition | CancelLeftovers, Any]] = {}
         self.stop: OperatorStop | None = None    # an operator's stop in progress
+        # A new holder of the account's lease: until then (boot-time clock) an order the previous
+        # holder signed before its deadline may still be accepted by the venue; only closes go.
+        self.entries_after = 0.0
 
     def target(self, msg: Any, sender: Any, deployed: bool) -> Any | CommandDenied:
         """Where a command for a symbol goes (its asker kept for the answer), or why it cannot go."""
@@ -163,6 +167,10 @@ class Commands:
         reachable = deployed or (isinstance(msg, ClosePosition) and recovered)
         target = child.address if child is not None and reachable else None
         exchange = self.children.by_id.get(ChildKind.EXCHANGE)
+        if target is not None and not isinstance(msg, ClosePosition) and boottime() < self.entries_after:
+            return CommandDenied(msg.command_id, msg.symbol, f"this host took the account over; the previous holder's"
+                                 f" orders may reach the venue for {self.entries_after - boottime():.1f} s more;"
+                                 " try again", retry=True)
         if target is not None and not isinstance(msg, ClosePosition) and exchange is not None and (
                 not exchange.ready or exchange.replacing):
             # The exchange is being replaced: the actor would send to the one that died (its

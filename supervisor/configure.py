@@ -76,7 +76,8 @@ def configure(child: Child, c: Context) -> Any:
 
 
 def _journal(child: Child, c: Context) -> Any:
-    return ConfigureJournal(c.spec.journal_path, watch=c.spec.watch)
+    return ConfigureJournal(c.spec.journal_path, watch=c.spec.watch, account=c.spec.account,
+                            password_file=c.spec.password_file, lease=c.spec.lease)
 
 
 def _exchange(child: Child, c: Context) -> Any:

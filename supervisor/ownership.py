@@ -11,7 +11,7 @@ from loguru import logger
 
 from actors.messages import StartDeployment
 from supervisor.host.procfs import alive
-from supervisor.host.runtime import DeploymentLock, LockHeld
+from supervisor.host.runtime import DeploymentLock, LockHeld, journal_identity
 
 
 class Ownership:
@@ -45,7 +45,7 @@ class Ownership:
         assert self.spec is not None and self.spec.control is not None
         c = self.spec.control
         return {"pid": os.getpid(), "admin_pid": os.getppid(), "session": os.getsid(0), "pgid": os.getpgrp(),
-                "journal": os.path.realpath(self.spec.journal_path), "socket": c.socket_path,
+                "journal": journal_identity(self.spec.journal_path, self.spec.account), "socket": c.socket_path,
                 "config": c.config_path, "config_digest": c.config_digest, "watcher_pid": self.watcher_pid,
                 "started_at": self.started_at, "state": state}
 

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
+from actors.journal.lease import boottime
 from actors.messages import (
     CancelStops,
     ClosuresFetched,
@@ -40,7 +41,7 @@ from actors.messages import (
     TrueStateReport,
     VenueFailure,
 )
-from adapters.base import StopOrderReport, VenueAdapter, VenueError
+from adapters.base import OrderReport, StopOrderReport, VenueAdapter, VenueError
 from adapters.errors import Outcome, classify_error
 from adapters.sim.truth import TruthSource
 from adapters.stops import is_ours, with_stop_orders
@@ -141,9 +142,17 @@ class ExchangeCore:
     async def _place(self, msg: PlaceOrder) -> OrderPlaced:
         req, sent = msg.request, []
         done = self._in_flight.setdefault(req.client_order_id, asyncio.Event())
+        async def create() -> OrderReport:
+            # Checked after the rate limit's queue, the last moment before it leaves: a writer
+            # past its lease's deadline sends nothing that could open (a reduce-only close can
+            # never open or flip a position: it still goes). A freeze after this check is the
+            # venue's to refuse: the request is signed now, and arrives past its recv window.
+            if msg.not_after is not None and not req.reduce_only and boottime() > msg.not_after:
+                raise VenueError("fenced", "this writer's lease on the account ran out: not sent")
+            return await self.adapter.create_order(req)
+
         try:
-            report, failure = await self._call(self._orders, lambda: self.adapter.create_order(req),
-                                               urgent=req.reduce_only, sent=sent)
+            report, failure = await self._call(self._orders, create, urgent=req.reduce_only, sent=sent)
         finally:
             done.set()
             if self._in_flight.get(req.client_order_id) is done:

@@ -13,6 +13,7 @@ from typing import Any
 from loguru import logger
 
 from actors.async_bridge import AsyncBridge, BridgedActor
+from actors.journal.holding import LeaseKeeper
 from actors.journal.store import SCHEMA_VERSION, JournalStore
 from actors.messages import (
     ActorFailed,
@@ -58,6 +59,7 @@ class JournalActor(BridgedActor):
         self.to_forward: list[tuple[Any, Any]] = []   # (to, message): cancels sent on once committed
         self.journaled: dict[str, tuple[Any, list[str]]] = {}
         self.committed: list[Event] = []
+        self.keeper: LeaseKeeper | None = None   # the account's lease, on PostgreSQL
 
     def receiveMessage(self, message: Any, sender: Any) -> Any:  # noqa: N802 - thespian's name
         result = super().receiveMessage(message, sender)
@@ -87,8 +89,19 @@ class JournalActor(BridgedActor):
         if self.store is None:
             self.watch = msg.watch
             self.bridge = AsyncBridge()
-            store = JournalStore(msg.path)
+            store = JournalStore(msg.path, account=msg.account, password_file=msg.password_file) \
+                if msg.lease is not None or msg.path.startswith(("postgresql://", "postgres://")) \
+                else JournalStore(msg.path)
             self.bridge.call(store.open())
+            if msg.lease is not None:
+                keeper = LeaseKeeper(store.backend, msg.lease,  # type: ignore[arg-type]
+                                     lambda ok, what: self._post_lease(ok, what))
+                try:
+                    self.bridge.call(keeper.start())
+                except BaseException:
+                    self.bridge.call(store.close())
+                    raise
+                self.keeper = keeper
             self.store = store
         assert self.bridge is not None
         carried = self.bridge.call(self.store.safe_mode_reason())
@@ -110,7 +123,10 @@ class JournalActor(BridgedActor):
             return
         self._health(None)
         if msg.forward_to is not None:
-            place = PlaceOrder(msg.request, reply_to=msg.reply_to or sender)
+            # Past the lease's deadline the exchange sends it no more (and the venue, by the
+            # request's signed time, would refuse it late): see actors/exchange/core.py.
+            not_after = self.keeper.deadline if self.keeper is not None else None
+            place = PlaceOrder(msg.request, reply_to=msg.reply_to or sender, not_after=not_after)
             self.to_place.setdefault(str(msg.forward_to), (msg.forward_to, []))[1].append(place)
         self.journaled.setdefault(str(sender), (sender, []))[1].append(cid)
         self._publish(result)
@@ -217,6 +233,15 @@ class JournalActor(BridgedActor):
             self._health(None)
             self._publish(result)
 
+    def _post_lease(self, ok: bool, what: str) -> None:
+        """From the loop thread: the lease went bad, came back, or was lost."""
+        assert self.bridge is not None
+        self.bridge.post(lambda: self._lease_changed(ok, what))
+
+    def _lease_changed(self, ok: bool, what: str) -> None:
+        if self.supervisor is not None:
+            self.send(self.supervisor, JournalHealth(ok, what))
+
     def _health(self, error: BaseException | None) -> None:
         """Tell the supervisor when writes start failing (safe mode: no entry it cannot record),
         and when they have worked again for HEALED_AFTER_S (a nearly full disk lets small
@@ -259,6 +284,8 @@ class JournalActor(BridgedActor):
     def on_exit(self) -> None:
         if self.store is not None and self.bridge is not None:
             try:
+                if self.keeper is not None:
+                    self.bridge.call(self.keeper.close(), timeout=5)
                 self.bridge.call(self.store.close(), timeout=5)
             except Exception:  # noqa: BLE001
                 logger.exception("journal close failed")

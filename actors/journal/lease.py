@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+
+from actors.settings import LeaseSettings
+
+__all__ = ["Fenced", "Lease", "LeaseSettings", "boottime", "ensure_schema", "holder_of"]
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS posguard;
@@ -64,6 +67,8 @@ SELECT holder, epoch, expires_at > clock_timestamp() AS live, acquired_at, renew
 FROM posguard.leases WHERE account = $1
 """
 
+DEFAULT_SETTINGS = LeaseSettings()
+
 
 def boottime() -> float:
     """Seconds on a clock that keeps running while the host is suspended (CLOCK_MONOTONIC stops:
@@ -73,13 +78,6 @@ def boottime() -> float:
 
 class Fenced(Exception):
     """This writer no longer holds the account's lease: nothing may be journaled (or sent)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseSettings:
-    ttl_s: float = 3.0                   # how long a renewal holds the account
-    renew_s: float = 1.0                 # renew this often (several tries within one TTL)
-    margin_s: float = 0.5                # fence ourselves this long before the database would
 
 
 async def ensure_schema(conn: Any) -> None:
@@ -100,7 +98,7 @@ class Lease:
     looks with a plain read and tries to take the row only once it has expired, so its polls
     never lock the holder's writes. `clock`: seconds that never stop (boot time: the self-fence deadline)."""
 
-    def __init__(self, conn: Any, account: str, holder: str, settings: LeaseSettings = LeaseSettings(),
+    def __init__(self, conn: Any, account: str, holder: str, settings: LeaseSettings = DEFAULT_SETTINGS,
                  clock: Callable[[], float] = boottime) -> None:
         self.conn, self.account, self.holder, self.settings, self.clock = conn, account, holder, settings, clock
         self.epoch: int | None = None

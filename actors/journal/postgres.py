@@ -9,6 +9,7 @@ config, never from the URL that is logged: `safe_url` is what may be shown.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -76,18 +77,35 @@ class PostgresBackend:
         # Run first in every write transaction (the lease's epoch check): a writer that lost
         # the account's lease has its transaction refused by the database, whatever it believes.
         self.fence: Callable[[Any], Awaitable[None]] | None = None
+        # One operation at a time on the connection (asyncpg refuses a second: "another operation
+        # is in progress"): a read of the journal's loop waits for the write in its transaction.
+        self._turn = asyncio.Lock()
+        self._owner: asyncio.Task[Any] | None = None
 
-    async def open(self) -> None:
+    async def connect(self, timeout: float = CONNECT_TIMEOUT_S) -> Any:
+        """A new connection with this journal's settings (the lease keeps one of its own)."""
         import asyncpg
 
         password = read_password(self.password_file) if self.password_file else None
-        self.conn = await asyncpg.connect(
-            self.url, password=password, timeout=CONNECT_TIMEOUT_S, command_timeout=STATEMENT_TIMEOUT_S,
+        return await asyncpg.connect(
+            self.url, password=password, timeout=timeout, command_timeout=STATEMENT_TIMEOUT_S,
             server_settings={"application_name": f"posguard:{self.account}", **SERVER_SETTINGS})
+
+    async def open(self) -> None:
+        self.conn = await self.connect()
         async with self.conn.transaction():
             await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('posguard.schema'))")
             await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
         await self.conn.execute(f"SET search_path TO {self.schema}")
+
+    async def _live(self) -> Any:
+        """The connection, made again if the last one broke (a database restart, a cut network):
+        the write that finds it broken fails, the next one tries a new connection."""
+        if self.conn is None or self.conn.is_closed():
+            conn = await self.connect()
+            await conn.execute(f"SET search_path TO {self.schema}")
+            self.conn = conn
+        return self.conn
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -95,18 +113,37 @@ class PostgresBackend:
                 await self.conn.close(timeout=2)
             self.conn = None
 
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self) -> AsyncIterator[None]:
+        if self._owner is not None and self._owner is asyncio.current_task():
+            yield                                    # inside our own transaction
+            return
+        async with self._turn:
+            self._owner = asyncio.current_task()
+            try:
+                yield
+            finally:
+                self._owner = None
+
     async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        await self.conn.execute(numbered(sql), *params)
+        async with self._one_at_a_time():
+            await (await self._live()).execute(numbered(sql), *params)
 
     async def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.conn.fetch(numbered(sql), *params)]
+        async with self._one_at_a_time():
+            return [dict(r) for r in await (await self._live()).fetch(numbered(sql), *params)]
 
     async def insert_id(self, sql: str, params: tuple[Any, ...], key: str) -> int:
         return int(await self.conn.fetchval(numbered(sql) + f" RETURNING {key}", *params))
 
     @contextlib.asynccontextmanager
     async def transaction(self, durable: bool) -> AsyncIterator[None]:
-        tx = self.conn.transaction()
+        async with self._one_at_a_time(), self._transaction(durable):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, durable: bool) -> AsyncIterator[None]:
+        tx = (await self._live()).transaction()
         await tx.start()
         try:
             # What SQLite's FULL and NORMAL are: only an order row waits for the WAL's fsync -- said
@@ -136,5 +173,9 @@ class PostgresBackend:
         return SCHEMA_VERSION
 
     async def events_counter(self) -> int:
-        row = await self.conn.fetchrow("SELECT last_value, is_called FROM events_seq_seq")
+        async with self._one_at_a_time():
+            return await self._counter()
+
+    async def _counter(self) -> int:
+        row = await (await self._live()).fetchrow("SELECT last_value, is_called FROM events_seq_seq")
         return int(row["last_value"]) if row and row["is_called"] else 0

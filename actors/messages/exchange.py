@@ -18,6 +18,7 @@ class PlaceOrder:
     request_id: str = id_field()
     ts: float = ts_field()
     reply_to: Any = None                 # an ActorAddress; None = the sender
+    not_after: float | None = None       # boot-time clock: the writer's lease deadline (None: no lease)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from actors.messages.base import id_field, ts_field
 from actors.messages.commands import PositionSnapshot
 from actors.settings import (
     ControlPlane,
+    LeaseGrant,
     PositionSettings,
     ProtectionSettings,
     RiskLimits,
@@ -25,8 +26,11 @@ from adapters.base import Capabilities
 class ConfigureJournal:
     """Open (and migrate) the journal database."""
 
-    path: str
+    path: str                            # a SQLite file, or a postgresql:// URL (no password in it)
     watch: bool = True                   # False on bases without ThespianWatch (tests): poll instead
+    account: str = "default"             # on PostgreSQL: the account's schema and lease
+    password_file: str | None = None     # on PostgreSQL: a 0600 file (else PGPASSWORD)
+    lease: LeaseGrant | None = None      # on PostgreSQL: the lease every write is fenced on
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,9 @@ class StartDeployment:
     control: ControlPlane | None = None  # lock and operator API (None: tests that drive actors directly)
     risk: tuple[tuple[str, RiskLimits], ...] | None = None   # per symbol ("*": any other); None: none
     stream: StreamSettings = field(default_factory=lambda: StreamSettings())   # where the venue has streams
+    account: str = "default"             # journal on PostgreSQL: the account (schema and lease)
+    password_file: str | None = None
+    lease: LeaseGrant | None = None      # journal on PostgreSQL: the lease `posguard run` holds
 
 
 @dataclass(frozen=True, slots=True)

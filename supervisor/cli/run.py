@@ -34,6 +34,7 @@ from supervisor.client import ClientError
 from supervisor.config.loader import DeploymentConfig, OpenSpec, load_config
 from supervisor.host.procfs import alive, unix_peer_pid
 from supervisor.host.runtime import DeploymentLock, LockHeld, UnsafePath, WatcherLock, held_by
+from supervisor.host.standby import Standby
 from supervisor.host.watcher import Watchdog
 from supervisor.specs import symbols_per_process
 
@@ -56,39 +57,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         watcher.acquire({"pid": os.getpid(), "config": cfg.path, "started_at": time.time()})
     except LockHeld as held:
-        raise UserError(f"journal {cfg.journal_path} is in use: posguard run pid {held.holder.get('pid', '?')}"
+        raise UserError(f"journal {cfg.journal_name} is in use: posguard run pid {held.holder.get('pid', '?')}"
                         f" runs this deployment (`posguard status` / `posguard stop --config {args.config}`)",
                         EXIT_USAGE) from None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     venue: subprocess.Popen[str] | None = None
     dog: Watchdog | None = None
+    standby = Standby(cfg) if cfg.journal_url else None
+    deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
         with open(cfg.path, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
-        dog = Watchdog(cfg, digest)
-        survivor = held_by(DeploymentLock, cfg.paths.deployment_lock)
-        why_not = dog.adopt(survivor) if survivor is not None else "none"
-        if survivor is not None and why_not is None:
-            print(f"posguard: adopted the running deployment on {cfg.journal_path} (supervisor pid"
-                  f" {survivor.get('pid')}); its positions were protected all along; API on {cfg.paths.socket}",
-                  flush=True)
-        else:
-            if survivor is not None:
-                print(f"posguard: a deployment left running on this journal cannot be adopted ({why_not});"
-                      " ending it by pid and starting again from the journal", flush=True)
-                dog.end(survivor, why_not)
-            venue, dog.sim_server = _venue(cfg)
-            reply = dog.start()
-            how = "attached to entries" if reply.capabilities.attached_stop else "set after fills"
-            print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue (stops {how});"
-                  f" API on {cfg.paths.socket}", flush=True)
-            for spec in cfg.opens:
-                _open(dog, spec)
-        _watch(dog, cfg, stop, args.duration)
+        venue, sim_server = _venue(cfg)
+        while not stop.is_set():
+            dog = Watchdog(cfg, digest, sim_server)
+            if not _deploy(dog, cfg, standby, stop):
+                break
+            _watch(dog, cfg, stop, deadline, standby)
+            if standby is None or standby.lost is None or stop.is_set() or dog.stopped_by_operator:
+                break
+            print(f"posguard: ALERT {standby.lost}: stopping this host's deployment (its stops stay on the venue)"
+                  " and standing by", flush=True)
+            dog.stop()
+            dog = None
     finally:
         if dog is not None:
             dog.stop()
+        if standby is not None:
+            standby.close()                              # a clean stop releases the lease: a standby takes over now
         _stop_venue(venue, cfg)
         watcher.release()
         for sig, handler in previous.items():
@@ -98,6 +95,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print("posguard: stopped cleanly", flush=True)
     return EXIT_OK
+
+
+def _deploy(dog: Watchdog, cfg: DeploymentConfig, standby: Standby | None, stop: threading.Event) -> bool:
+    """Adopt the deployment left running here, or start one (on a shared journal: once the
+    account's lease is ours). False when stopped while standing by."""
+    survivor = held_by(DeploymentLock, cfg.paths.deployment_lock)
+    # On a shared journal a survivor renews a lease of a `posguard run` that is gone: ended, so
+    # that the lease is taken (epoch + 1) by whoever is next, this host included.
+    why_not = "the journal is shared: a new lease" if survivor is not None and standby is not None \
+        else dog.adopt(survivor) if survivor is not None else "none"
+    if survivor is not None and why_not is None:
+        print(f"posguard: adopted the running deployment on {cfg.journal_name} (supervisor pid"
+              f" {survivor.get('pid')}); its positions were protected all along; API on {cfg.paths.socket}",
+              flush=True)
+        return True
+    if survivor is not None:
+        print(f"posguard: a deployment left running on this journal cannot be adopted ({why_not});"
+              " ending it by pid and starting again from the journal", flush=True)
+        dog.end(survivor, why_not)
+    if standby is not None:
+        dog.lease = standby.wait(stop)
+        if dog.lease is None:
+            return False
+    reply = dog.start()
+    how = "attached to entries" if reply.capabilities.attached_stop else "set after fills"
+    print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue (stops {how});"
+          f" API on {cfg.paths.socket}", flush=True)
+    for spec in cfg.opens:
+        _open(dog, spec)
+    return True
 
 
 def _hand_keys_over(cfg: DeploymentConfig) -> None:
@@ -145,15 +172,15 @@ def _check_open_files(cfg: DeploymentConfig) -> None:
                         " [supervision] symbols_per_process", EXIT_USAGE) from None
 
 
-def _watch(dog: Watchdog, cfg: DeploymentConfig, stop: threading.Event, duration: float | None) -> None:
+def _watch(dog: Watchdog, cfg: DeploymentConfig, stop: threading.Event, deadline: float | None,
+           standby: Standby | None) -> None:
     """The live table (supervisor/cli/views.py: redrawn in place on a terminal, else printed when it
-    changes) until the duration is over, a signal, or `posguard stop`."""
-    deadline = None if duration is None else time.monotonic() + duration
+    changes) until the duration is over, a signal, `posguard stop`, or the account's lease is lost."""
     generation = dog.generation
     with LiveView() as view:
         while True:
             status = dog.status(truth=True)
-            if dog.stopped_by_operator:
+            if dog.stopped_by_operator or (standby is not None and standby.lost is not None):
                 return
             if dog.generation != generation:             # a new system: show its table even if alike
                 generation = dog.generation
@@ -194,7 +221,7 @@ def _venue(cfg: DeploymentConfig) -> tuple[subprocess.Popen[str] | None, str | N
 def _archive_journal(cfg: DeploymentConfig) -> None:
     """A venue started afresh knows none of an old journal's orders: reconciling against it
     would only wait out every order's receive window. Keep the old journal aside instead."""
-    if not os.path.exists(cfg.journal_path):
+    if not cfg.journal_path or not os.path.exists(cfg.journal_path):
         return
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(cfg.journal_path + suffix):

@@ -22,9 +22,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, create_model
 
 from actors.logs import LogSettings
-from actors.settings import PositionSettings, ProtectionSettings, RiskLimits, StreamSettings, SupervisionSettings
+from actors.settings import (
+    LeaseSettings,
+    PositionSettings,
+    ProtectionSettings,
+    RiskLimits,
+    StreamSettings,
+    SupervisionSettings,
+)
 from adapters.base import Side
-from adapters.bounds import Count, Percent, Price, Quantity, Seconds, Text
+from adapters.bounds import Percent, Price, Quantity, Text
 from adapters.ccxt.settings import CcxtVenueSettings, venue_symbol
 from adapters.emulators.account import EmulatorAccount
 from adapters.sim.adapter import SimVenueConfig
@@ -32,6 +39,14 @@ from adapters.sim.engine import EngineConfig
 from adapters.sim.faults import Fault
 from adapters.venues import VENUES, adapter_factory
 from supervisor.config.schema import STRICT, build, model_of, strict
+from supervisor.config.sections import (
+    DeploymentSection,
+    JournalSection,
+    PortSection,
+    RuntimeSection,
+    VenueSection,
+    check_journal,
+)
 from supervisor.host.runtime import RuntimePaths
 
 WINDOW_MARGIN_S = 1.0                # "never arrived" window beyond the venue's recv window
@@ -62,35 +77,6 @@ class OpenSpec:
     stop_pct: Percent[50.0] | None = None        # distance from the current price, in percent
 
 
-# -- the sections that are not settings of an actor ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Deployment:
-    symbols: tuple[Text, ...] = ()
-    refresh_s: Seconds[0.05, 60.0] = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Journal:
-    path: Text = ""
-
-
-@dataclass(frozen=True, slots=True)
-class _Runtime:
-    dir: Text | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Port:
-    port: Count[0, 65535] = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Venue:
-    name: Literal["simulated", "bybit", "binanceusdm"] = "simulated"
-
-
 def _merged(name: str, *models: type[BaseModel], **extra: Any) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for model in models:
@@ -108,15 +94,16 @@ def _annotated(info: Any) -> Any:
 
 SIMULATED = _merged("SimulatedVenue", model_of(EngineConfig), model_of(SimVenueConfig, skip=("engine", "faults")),
                     faults=(tuple[model_of(Fault), ...], ()), server=(strict(Text | None), None))
-CCXT = _merged("CcxtVenue", model_of(_Venue), model_of(CcxtVenueSettings, skip=("name",)))
+CCXT = _merged("CcxtVenue", model_of(VenueSection), model_of(CcxtVenueSettings, skip=("name",)))
 PROTECTION = _merged("Protection", model_of(ProtectionSettings), enabled=(strict(bool), True))
 RISK_OVERRIDE = model_of(RiskLimits)
 RISK = _merged("Risk", model_of(RiskLimits), symbols=(dict[str, RISK_OVERRIDE], {}))
 SECTIONS: dict[str, type[BaseModel]] = {
-    "deployment": model_of(_Deployment), "position": model_of(PositionSettings),
+    "deployment": model_of(DeploymentSection), "position": model_of(PositionSettings),
     "supervision": model_of(SupervisionSettings), "protection": PROTECTION, "stream": model_of(StreamSettings),
-    "journal": model_of(_Journal), "runtime": model_of(_Runtime), "admin": model_of(_Port),
-    "metrics": model_of(_Port), "dashboard": model_of(_Port), "logging": model_of(LogSettings), "risk": RISK,
+    "journal": model_of(JournalSection), "runtime": model_of(RuntimeSection), "admin": model_of(PortSection),
+    "metrics": model_of(PortSection), "dashboard": model_of(PortSection), "logging": model_of(LogSettings),
+    "risk": RISK, "lease": model_of(LeaseSettings),
     "emulator": _merged("Emulator", SIMULATED, model_of(EmulatorAccount)),
 }
 
@@ -144,10 +131,28 @@ class DeploymentConfig:
     emulator_account: EmulatorAccount = field(default_factory=EmulatorAccount)   # ... and plays this account
     stream: StreamSettings = field(default_factory=StreamSettings)
     risk: tuple[tuple[str, RiskLimits], ...] = (("*", RiskLimits()),)   # per symbol; "*": every other
+    journal_url: str = ""                        # the journal on PostgreSQL (then journal_path is "")
+    account: str = "default"
+    password_file: str | None = None
+    lease: LeaseSettings = field(default_factory=LeaseSettings)
 
     @property
     def paths(self) -> RuntimePaths:
         return RuntimePaths(self.journal_path, self.runtime_dir or os.path.dirname(self.journal_path))
+
+    @property
+    def journal(self) -> str:
+        """What the journal actor opens: the SQLite file, or the PostgreSQL URL."""
+        return self.journal_url or self.journal_path
+
+    @property
+    def journal_name(self) -> str:
+        """The journal as a person (and a log line) may see it: never a password."""
+        if not self.journal_url:
+            return self.journal_path
+        from actors.journal.postgres import safe_url
+
+        return f"{safe_url(self.journal_url)} (account {self.account})"
 
     def adapter_factory(self, sim_server: str | None = None) -> Callable[[], Any]:
         """A picklable callable that builds the venue adapter inside the ExchangeActor's process."""
@@ -212,6 +217,7 @@ class _Loader:
             raise ConfigError(self.problems)
         s = sections
         journal, runtime = s["journal"].path, s["runtime"].dir
+        url, password_file = s["journal"].url, s["journal"].password_file
         log = LogSettings(**s["logging"].model_dump())
         if log.file:
             log = dataclasses.replace(log, file=_resolve(self.base, log.file))
@@ -220,13 +226,16 @@ class _Loader:
             path=self.path, venue=venue, symbols=symbols, simulated=simulated, sim_server=sim_server, ccxt=ccxt,
             emulator=emulator, emulator_account=self._account(sections.get("emulator")),
             position=PositionSettings(**s["position"].model_dump()),
-            journal_path=_resolve(self.base, journal), admin_port=s["admin"].port, log=log, opens=opens,
+            journal_path=_resolve(self.base, journal) if journal else "", admin_port=s["admin"].port, log=log,
+            opens=opens,
             refresh_s=s["deployment"].refresh_s, runtime_dir=_resolve(self.base, runtime) if runtime else "",
             supervision=SupervisionSettings(**s["supervision"].model_dump()),
             protection=ProtectionSettings(**{k: v for k, v in protection.items() if k != "enabled"})
             if protection["enabled"] else None,
             metrics_port=s["metrics"].port or None, dashboard_port=s["dashboard"].port or None,
-            stream=StreamSettings(**s["stream"].model_dump()), risk=risk)
+            stream=StreamSettings(**s["stream"].model_dump()), risk=risk,
+            journal_url=url, account=s["journal"].account, lease=LeaseSettings(**s["lease"].model_dump()),
+            password_file=_resolve(self.base, password_file) if password_file else None)
 
     # -- pieces --------------------------------------------------------------------------------
 
@@ -379,6 +388,7 @@ class _Loader:
                risk: tuple[tuple[str, RiskLimits], ...]) -> None:
         """The rules between fields."""
         position, supervision, protection, stream = s["position"], s["supervision"], s["protection"], s["stream"]
+        check_journal(self.fail, s["journal"], s["runtime"], s["lease"])
         lag = max((v.engine.position_lag_s for v in (simulated, emulator) if v is not None), default=0.0)
         if protection.enabled and protection.grace_s < lag:
             self.fail("protection.grace_s", f"must be >= the venue's REST position lag ({lag} s), or the scan would"

@@ -55,22 +55,31 @@ class RuntimePaths:
 
     @property
     def deployment_lock(self) -> str:
-        return self.journal + ".lock"
+        # A journal on PostgreSQL has no file here: the locks are this host's, in its runtime
+        # directory (one deployment of the account per host; the lease makes it one per fleet).
+        return self.journal + ".lock" if self.journal else os.path.join(self.runtime_dir, "deployment.lock")
 
     @property
     def watcher_lock(self) -> str:
-        return self.journal + ".run.lock"
+        return self.journal + ".run.lock" if self.journal else os.path.join(self.runtime_dir, "run.lock")
 
     def check(self) -> None:
         """Create what is missing, privately; refuse what others could touch. Raises UnsafePath."""
-        for directory in dict.fromkeys((self.runtime_dir, os.path.dirname(self.journal))):
+        files = (self.journal, self.journal + "-wal", self.journal + "-shm") if self.journal else ()
+        for directory in dict.fromkeys((self.runtime_dir, os.path.dirname(self.journal) or self.runtime_dir)):
             private_dir(directory)
-        for path in (self.journal, self.journal + "-wal", self.journal + "-shm", self.deployment_lock,
-                     self.watcher_lock, self.dashboard_token):
+        for path in (*files, self.deployment_lock, self.watcher_lock, self.dashboard_token):
             private_file(path)
         if len(self.socket.encode()) > MAX_SOCKET_PATH:
             raise UnsafePath(f"runtime directory {self.runtime_dir} is too deep for a Unix socket path"
                              f" ({len(self.socket.encode())} > {MAX_SOCKET_PATH} bytes): set [runtime] dir shorter")
+
+
+def journal_identity(journal: str, account: str = "default") -> str:
+    """One journal, however it is named: a file by its real path, a database by URL and account."""
+    if journal.startswith(("postgresql://", "postgres://")):
+        return f"{journal}#{account}"
+    return os.path.realpath(journal)
 
 
 def private_dir(path: str) -> None:

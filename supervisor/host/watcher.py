@@ -21,13 +21,13 @@ from typing import Any
 from loguru import logger
 
 from actors.messages import DeploymentReady, SetSafeMode, StartDeployment, StopDeployment
-from actors.settings import ControlPlane
+from actors.settings import ControlPlane, LeaseGrant
 from supervisor.actor_system.start import SystemAlreadyRunning, forget_system, start_system
 from supervisor.cli.exits import EXIT_FAIL, EXIT_USAGE, UserError
 from supervisor.client import Client, ClientError
 from supervisor.config.loader import DeploymentConfig
 from supervisor.host.procfs import alive, kill_sessions, kill_system, wait_exited
-from supervisor.host.runtime import DeploymentLock, held_by, read_holder
+from supervisor.host.runtime import DeploymentLock, held_by, journal_identity, read_holder
 from supervisor.specs import RestartIntensity
 
 ASK_TIMEOUT_S = 5.0
@@ -48,6 +48,7 @@ class Watchdog:
         self.replacements = RestartIntensity(cfg.supervision.max_restarts, cfg.supervision.within_s)
         self.generation = 0              # systems started or adopted so far; the live view redraws on a new one
         self.stopped_by_operator = False
+        self.lease: LeaseGrant | None = None   # the account's lease, when the journal is shared
 
     # -- start, adopt ---------------------------------------------------------------------------
 
@@ -65,9 +66,10 @@ class Watchdog:
         control = ControlPlane(self.paths.socket, self.paths.deployment_lock, cfg.path, self.digest, os.getpid(),
                                dashboard_port=cfg.dashboard_port, token_path=self.paths.dashboard_token)
         reply = self.asys.ask(self.supervisor, StartDeployment(
-            cfg.symbols, cfg.journal_path, cfg.adapter_factory(self.sim_server), cfg.position,
+            cfg.symbols, cfg.journal, cfg.adapter_factory(self.sim_server), cfg.position,
             supervision=cfg.supervision, protection=cfg.protection, metrics_port=cfg.metrics_port,
-            control=control, stream=cfg.stream, risk=cfg.risk), READY_TIMEOUT_S)
+            control=control, stream=cfg.stream, risk=cfg.risk, account=cfg.account,
+            password_file=cfg.password_file, lease=self.lease), READY_TIMEOUT_S)
         if not isinstance(reply, DeploymentReady):
             self._abandon()
             raise UserError(f"deployment failed to start: {getattr(reply, 'reason', 'no answer within 60 s')}",
@@ -85,7 +87,7 @@ class Watchdog:
             return "it is stopping"
         if holder.get("config_digest") != self.digest:
             return "it runs a different config"
-        if holder.get("journal") != os.path.realpath(self.cfg.journal_path):
+        if holder.get("journal") != journal_identity(self.cfg.journal, self.cfg.account):
             return "it runs another journal"
         pid = holder.get("pid")
         if not isinstance(pid, int) or not alive(pid):
@@ -114,7 +116,7 @@ class Watchdog:
         sessions = {str(holder["session"])} if holder.get("session") else set()
         kill_sessions(sessions, {p for p in (holder.get("pid"), holder.get("admin_pid")) if isinstance(p, int)})
         if held_by(DeploymentLock, self.paths.deployment_lock) is not None:
-            raise UserError(f"the deployment left running on {self.cfg.journal_path} could not be ended"
+            raise UserError(f"the deployment left running on {self.cfg.journal_name} could not be ended"
                             f" (its lock is still held); end it by hand: {holder}")
 
     # -- watching ---------------------------------------------------------------------------------

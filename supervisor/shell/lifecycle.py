@@ -27,6 +27,8 @@ class Lifecycle(SupervisorBase):
             return
         self.spec, self.requester, self.started_at = msg, sender, time.time()
         self.children.intensity = RestartIntensity(msg.supervision.max_restarts, msg.supervision.within_s)
+        if msg.lease is not None:
+            self.commands.entries_after = msg.lease.entries_after
         if msg.metrics_port is not None:
             try:
                 self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots, msg.settings.naked_deadline_s)

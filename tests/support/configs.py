@@ -62,6 +62,8 @@ def write_config(folder: Path, name: str, venue: dict[str, dict[str, Any]], pric
     }
     for table, body in (tables or {}).items():
         config[table] = body if isinstance(body, list) else {**config.get(table, {}), **body}
+    if "url" in config["journal"]:
+        config["journal"].pop("path")                # a journal on PostgreSQL has no file
     if opens:
         config["open"] = default_opens(names, list(prices.values())) if opens is True else opens
     path = folder / name

@@ -39,10 +39,11 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
 class PosguardRun:
     """`posguard run` in a subprocess, and everything it starts, ended whatever happens."""
 
-    def __init__(self, config: Path, *, duration: float = 120, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, *, duration: float = 120, env: dict[str, str] | None = None,
+                 lock: str = "journal.sqlite.lock") -> None:
         self.config = config
         self.var = config.parent / "var"
-        self.lock = self.var / "journal.sqlite.lock"
+        self.lock = self.var / lock                  # "deployment.lock" with a journal on PostgreSQL
         self.socket = self.var / "posguard.sock"
         self.out: list[str] = []
         self.proc = subprocess.Popen([*POSGUARD, "run", "--config", str(config), "--duration", str(duration)],
@@ -100,16 +101,16 @@ class PosguardRun:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        end_deployment(self.var)
+        end_deployment(self.var, lock=self.lock.name)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
 
 
-def end_deployment(var: Path, admin_port: int | None = None) -> None:
+def end_deployment(var: Path, admin_port: int | None = None, lock: str = "journal.sqlite.lock") -> None:
     """kill -9 whatever a deployment left behind: its actor system (by the session its lock
     names, or its admin port) and the simulated venue serving its socket."""
-    holder = read_holder(str(var / "journal.sqlite.lock"))
+    holder = read_holder(str(var / lock))
     if holder.get("session"):
         kill_sessions({str(holder["session"])})
     if admin_port:

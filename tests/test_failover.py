@@ -1,0 +1,91 @@
+"""Two hosts, one account, one journal on PostgreSQL: one holds the lease and runs the
+deployment, the other stands by; when the holder dies (kill -9 of its `posguard run` and of
+every process of its actor system) the standby takes the account over from the shared journal
+and the venue. Both hosts reach one simulated venue (`posguard venue`, a process of its own
+that outlives what the test kills, as a real venue does)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+from supervisor.actor_system.start import free_port
+from supervisor.host.procfs import kill_sessions
+from supervisor.host.runtime import read_holder
+from tests.support.configs import demo_config
+from tests.support.processes import PosguardRun, Served
+
+LEASE = {"ttl_s": 3.0, "renew_s": 0.5, "margin_s": 0.5}
+ACCOUNT = "desk1"
+
+
+def _configs(tmp_path: Path, pg_url: str, password_file: str) -> tuple[Path, Path, Path]:
+    venue = demo_config(tmp_path / "venue", free_port(), opens=False,
+                        tables={"venue.simulated": {"recv_window_s": 1.0}})
+    socket = str(tmp_path / "venue" / "venue.sock")
+    hosts = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        hosts.append(demo_config(folder, free_port(), opens=False, tables={
+            "venue.simulated": {"recv_window_s": 1.0, "server": socket},
+            "journal": {"url": pg_url, "account": ACCOUNT, "password_file": password_file},
+            "runtime": {"dir": "var"}, "lease": LEASE}))
+    return venue, hosts[0], hosts[1]
+
+
+def _lease(postgres_server, pg_url: str) -> dict[str, object]:
+    out = postgres_server.psql(
+        "SELECT row_to_json(l) FROM (SELECT holder, epoch, expires_at > clock_timestamp() AS live"
+        f" FROM posguard.leases WHERE account = '{ACCOUNT}') l", database=pg_url.rsplit("/", 1)[1])
+    return json.loads(out.strip()) if out.strip() else {}
+
+
+def _run(config: Path) -> PosguardRun:
+    return PosguardRun(config, duration=120, lock="deployment.lock")
+
+
+def test_a_standby_takes_the_account_over_when_the_holders_host_is_killed(tmp_path, postgres_server, pg_url):
+    (tmp_path / "venue").mkdir()
+    venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file)
+    with contextlib.ExitStack() as stack:
+        venue = stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
+        assert "listening on" in venue.first_line
+        a = stack.enter_context(_run(host_a))
+        a.read_until("holds account desk1", "epoch 1")
+        a.read_until("API on")
+        b = stack.enter_context(_run(host_b))
+        b.read_until("standby for account desk1", "held by", "epoch 1")
+
+        with a.client(timeout=30.0) as pg:
+            opened = pg.open("BTCUSDT", "buy", 0.01, sl_pct=2.0, wait=20.0)
+        status = a.wait_states({"BTCUSDT": "PROTECTED"})
+        stop = next(p for p in status["positions"] if p["symbol"] == "BTCUSDT")["stop_price"]
+        assert stop == opened["stop_price"]
+        assert _lease(postgres_server, pg_url)["epoch"] == 1
+
+        # The holder's whole host dies: its `posguard run`, then every process of its actor system.
+        session = read_holder(str(a.lock)).get("session")
+        a.proc.kill()
+        a.proc.wait()
+        kill_sessions({str(session)})
+
+        b.read_until("holds account desk1", "epoch 2")
+        b.read_until("API on")
+        status = b.wait_states({"BTCUSDT": "PROTECTED"})          # recovered from the shared journal
+        mine = next(p for p in status["positions"] if p["symbol"] == "BTCUSDT")
+        assert mine["stop_price"] == stop and mine["filled_qty"] == 0.01
+        truth = b.status(truth=True)["truth"]["BTCUSDT"]
+        assert truth["qty"] == 0.01 and truth["stop_price"] == stop and not truth["naked_seconds"]
+        lease = _lease(postgres_server, pg_url)
+        assert lease["epoch"] == 2 and lease["live"] and str(lease["holder"]).endswith(
+            f":{b.proc.pid}:" + str(lease["holder"]).rsplit(":", 1)[1])
+
+        with b.client(timeout=30.0) as pg:                          # the new holder may enter (after its wait)
+            pg.open("ETHUSDT", "sell", 0.5, sl_pct=2.0, wait=20.0)
+        b.wait_states({"BTCUSDT": "PROTECTED", "ETHUSDT": "PROTECTED"})
+
+        out, err = b.interrupt()
+        assert "stopped cleanly" in out and "Traceback" not in err
+        assert _lease(postgres_server, pg_url)["live"] is False      # released on a clean stop: no TTL to wait
