@@ -168,3 +168,50 @@ def test_the_epoch_only_grows_and_a_clean_release_frees_the_account_at_once(post
         other = Lease(conns[0], "acct2", "host-0", SETTINGS)
         assert await other.acquire() == 1            # accounts are leased apart
     _run(scenario)
+
+
+def test_the_journals_keeper_renews_the_grant_it_was_given_and_once_taken_over_journals_nothing(
+        postgres_server, pg_url):
+    """The journal's process (actors/journal/holding.py): it renews exactly the epoch `posguard
+    run` took; a grant that is no longer ours opens nothing; a takeover is found by its next
+    renewal, said once, and no write of it lands from then on."""
+    from actors.journal.holding import LeaseKeeper
+    from actors.settings import LeaseGrant
+
+    fast = LeaseSettings(ttl_s=30.0, renew_s=0.1, margin_s=1.0)
+
+    async def scenario(opened: list[Any]) -> None:
+        admin = await _connect(postgres_server, pg_url, opened)
+        await ensure_schema(admin)
+        run = Lease(await _connect(postgres_server, pg_url, opened), "acct1", "host-a", fast)
+        assert await run.acquire() == 1                          # what `posguard run` took
+        store = JournalStore(pg_url, account="acct1", password_file=postgres_server.password_file)
+        opened.append(store)
+        await store.open()
+        said: list[tuple[bool, str]] = []
+        lost = asyncio.Event()
+
+        def told(ok: bool, what: str) -> None:
+            said.append((ok, what))
+            lost.set()
+
+        stale = LeaseKeeper(store.backend, LeaseGrant("acct1", "host-a", 7, fast), told)   # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="epoch 7 is no longer ours"):
+            await stale.start()
+        keeper = LeaseKeeper(store.backend, LeaseGrant("acct1", "host-a", 1, fast), told)  # type: ignore[arg-type]
+        opened.append(keeper)
+        await keeper.start()
+        await store.record(_order("a1"))                         # fenced on epoch 1, which holds
+        assert keeper.deadline > 0
+
+        await _expire(admin, "acct1")
+        other = Lease(await _connect(postgres_server, pg_url, opened), "acct1", "host-b", fast)
+        assert await other.acquire() == 2
+        await asyncio.wait_for(lost.wait(), 10.0)                # its next renewal finds out
+        assert said == [(False, "account acct1: lease epoch 1 lost (taken over or expired); this deployment"
+                                " journals nothing more")]
+        assert keeper.deadline == 0.0                            # what the exchange is told: send nothing
+        with pytest.raises(Fenced):
+            await store.record(_order("a2"))
+        assert [r["client_order_id"] for r in await store.orders()] == ["a1"]
+    _run(scenario)

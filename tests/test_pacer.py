@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from actors.exchange.core import Pacer
+from adapters.base import VenueError
 from tests.support.kit import ManualClock
 
 
@@ -106,3 +109,33 @@ def test_a_query_for_an_order_still_queued_behind_the_rate_limit_waits_until_it_
     assert all(isinstance(p, OrderPlaced) and p.report is not None for p in placed)
     assert isinstance(query, OrderQueried) and query.report is not None, query
     assert query.report.status is OrderStatus.FILLED
+
+
+def test_past_the_writers_lease_deadline_an_order_that_could_open_is_not_sent_a_close_still_goes():
+    # The journal stamps each order with its lease's deadline (boot-time clock); the check is
+    # made after the rate limit's queue, the last moment before the order leaves.
+    from actors.exchange.core import ExchangeCore
+    from actors.journal.lease import boottime
+    from actors.messages import PlaceOrder
+    from adapters.base import OrderRequest, OrderStatus, Side
+    from adapters.errors import Outcome
+    from adapters.sim.adapter import SimulatedAdapter, SimVenueConfig
+    from adapters.sim.engine import EngineConfig
+
+    adapter = SimulatedAdapter(SimVenueConfig(engine=EngineConfig(prices={"BTCUSDT": 100.0}, volatility=0.0)))
+    service = ExchangeCore(adapter)
+    past, ahead = boottime() - 0.001, boottime() + 60.0
+
+    async def scenario() -> list[object]:
+        return [await service.handle(PlaceOrder(OrderRequest("BTCUSDT", Side.BUY, 1.0, "pg-live"), not_after=ahead)),
+                await service.handle(PlaceOrder(OrderRequest("BTCUSDT", Side.BUY, 1.0, "pg-late"), not_after=past)),
+                await service.handle(PlaceOrder(OrderRequest("BTCUSDT", Side.SELL, 1.0, "pg-close", reduce_only=True),
+                                                not_after=past))]
+
+    live, late, close = asyncio.run(scenario())
+    assert live.report is not None and live.report.status is OrderStatus.FILLED
+    assert late.report is None and late.failure.outcome is Outcome.REJECTED and late.failure.code == "fenced"
+    assert close.report is not None and close.report.status is OrderStatus.FILLED
+    assert adapter.engine._positions["BTCUSDT"].qty == 0            # opened by one, flattened by the close
+    with pytest.raises(VenueError):
+        adapter.engine.fetch_order("pg-late")                       # never reached the venue

@@ -52,10 +52,10 @@ def check_journal(fail: Callable[[str, str], None], journal: Any, runtime: Any, 
         return
     from actors.journal.postgres import ACCOUNT, safe_url
 
-    if not _PG_URL.match(journal.url):
-        fail("journal.url", f"must look like postgresql://user@host:5432/dbname, got {safe_url(journal.url)!r}")
-    elif urlsplit(journal.url).password is not None or "password=" in journal.url.lower():
+    if urlsplit(journal.url).password is not None or "password=" in journal.url.lower():
         fail("journal.url", "carries a password: put it in journal.password_file (0600) or PGPASSWORD instead")
+    elif not _PG_URL.match(journal.url):
+        fail("journal.url", f"must look like postgresql://user@host:5432/dbname, got {safe_url(journal.url)!r}")
     if not ACCOUNT.fullmatch(journal.account):
         fail("journal.account", f"use 1 to 40 of a-z, 0-9 and _, got {journal.account!r}")
     if runtime.dir is None:
