@@ -98,7 +98,8 @@ def _positions(child: Child, c: Context) -> Any:
     symbols = child.spec.symbols
     risk = tuple((s, limits) for s in symbols if (limits := risk_of(c.spec, s)) is not None)
     return ConfigurePosition(symbols, c.at(ChildKind.EXCHANGE), c.at(ChildKind.JOURNAL), c.capabilities,
-                             c.spec.settings, observer=c.supervisor, safe_mode=c.safe_mode, risk=risk)
+                             c.spec.settings, observer=c.supervisor, safe_mode=c.safe_mode, risk=risk,
+                             epoch=c.spec.lease.epoch if c.spec.lease is not None else 0)
 
 
 def _protection(child: Child, c: Context) -> Any:

@@ -6,10 +6,16 @@ that outlives what the test kills, as a real venue does)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
+from actors.position.base import epoch_of
+from adapters.sim.remote import RemoteSimAdapter
 from supervisor.actor_system.start import free_port
 from supervisor.host.procfs import kill_sessions
 from supervisor.host.runtime import read_holder
@@ -40,6 +46,18 @@ def _lease(postgres_server, pg_url: str) -> dict[str, object]:
         "SELECT row_to_json(l) FROM (SELECT holder, epoch, expires_at > clock_timestamp() AS live"
         f" FROM posguard.leases WHERE account = '{ACCOUNT}') l", database=pg_url.rsplit("/", 1)[1])
     return json.loads(out.strip()) if out.strip() else {}
+
+
+def _venue_orders(tmp_path: Path) -> tuple[Any, ...]:
+    """Every order the venue has taken, as its own log says (client ids carry the writer's epoch)."""
+    async def read() -> Any:
+        venue = RemoteSimAdapter(str(tmp_path / "venue" / "venue.sock"))
+        await venue.start()
+        try:
+            return (await venue.true_state()).orders
+        finally:
+            await venue.close()
+    return asyncio.run(read())
 
 
 def _run(config: Path) -> PosguardRun:
@@ -86,6 +104,52 @@ def test_a_standby_takes_the_account_over_when_the_holders_host_is_killed(tmp_pa
             pg.open("ETHUSDT", "sell", 0.5, sl_pct=2.0, wait=20.0)
         b.wait_states({"BTCUSDT": "PROTECTED", "ETHUSDT": "PROTECTED"})
 
+        entries = {o.client_order_id: epoch_of(o.client_order_id) for o in _venue_orders(tmp_path)
+                   if o.client_order_id.startswith("pge")}
+        assert sorted(entries.values()) == [1, 2], entries           # the venue's own log: who sent what
+
         out, err = b.interrupt()
         assert "stopped cleanly" in out and "Traceback" not in err
         assert _lease(postgres_server, pg_url)["live"] is False      # released on a clean stop: no TTL to wait
+
+
+def test_a_holder_frozen_past_its_lease_is_taken_over_and_once_thawed_sends_nothing(
+        tmp_path, postgres_server, pg_url):
+    (tmp_path / "venue").mkdir()
+    venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
+        a = stack.enter_context(_run(host_a))
+        a.read_until("holds account desk1", "epoch 1")
+        a.read_until("API on")
+        b = stack.enter_context(_run(host_b))
+        b.read_until("standby for account desk1", "held by", "epoch 1")
+        with a.client(timeout=30.0) as pg:
+            pg.open("BTCUSDT", "buy", 0.01, sl_pct=2.0, wait=20.0)
+        a.wait_states({"BTCUSDT": "PROTECTED"})
+        before = {o.client_order_id for o in _venue_orders(tmp_path) if epoch_of(o.client_order_id) == 1}
+
+        # SIGSTOP of the holder's whole host (a GC pause, a hung VM) for longer than the lease.
+        host = {a.proc.pid} | a.pids()
+        for pid in host:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            b.read_until("holds account desk1", "epoch 2")
+            b.read_until("API on")
+            b.wait_states({"BTCUSDT": "PROTECTED"})
+        finally:
+            for pid in host:
+                os.kill(pid, signal.SIGCONT)
+        a.read_until("ALERT", "lost", "standing by")                # it finds out, stops, and waits again
+        a.read_until("standby for account desk1", "epoch 2")
+        with b.client(timeout=30.0) as pg:
+            pg.open("ETHUSDT", "sell", 0.5, sl_pct=2.0, wait=20.0)
+        b.wait_states({"BTCUSDT": "PROTECTED", "ETHUSDT": "PROTECTED"})
+
+        orders = _venue_orders(tmp_path)
+        assert {o.client_order_id for o in orders if epoch_of(o.client_order_id) == 1} == before   # nothing late
+        truth = b.status(truth=True)["truth"]
+        assert truth["BTCUSDT"]["qty"] == 0.01 and truth["ETHUSDT"]["qty"] == -0.5
+        assert all(t["stop_price"] and not t["naked_seconds"] for t in truth.values())
+        out, err = b.interrupt()
+        assert "stopped cleanly" in out and "Traceback" not in err

@@ -102,6 +102,7 @@ class ConfigurePosition:
     observer: Any = None                 # ActorAddress told of every snapshot (the supervisor)
     safe_mode: str | None = None         # the reason, while new entries are refused
     risk: tuple[tuple[str, RiskLimits], ...] = ()   # per symbol; a symbol not listed: no limits (tests)
+    epoch: int = 0                       # the account's lease epoch, in every client order id (0: no lease)
 
 
 @dataclass(frozen=True, slots=True)

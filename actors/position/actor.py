@@ -183,7 +183,7 @@ class PositionActor(BridgedActor):
         self.exchange, self.journal = msg.exchange, msg.journal
         limits = dict(msg.risk)
         for symbol in msg.symbols:
-            core = PositionCore(symbol, msg.capabilities, msg.settings, _Ports(self, symbol, msg))
+            core = PositionCore(symbol, msg.capabilities, msg.settings, _Ports(self, symbol, msg), epoch=msg.epoch)
             core.safe_mode, core.risk = msg.safe_mode, limits.get(symbol)
             self.cores[symbol] = core
             core.ports.publish(core.snapshot())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 import uuid
 from typing import Protocol
 
@@ -51,9 +52,22 @@ class PositionPorts(Protocol):
     def wall(self) -> float: ...
 
 
-def client_order_id(kind: str) -> str:
-    """Unique, venue-safe (<= 36 chars, [a-z0-9]) client order id."""
+_EPOCH_ID = re.compile(rf"^{OUR_ORDER_PREFIX}[a-z]([0-9]+)z[0-9a-f]+$")
+
+
+def client_order_id(kind: str, epoch: int = 0) -> str:
+    """Unique, venue-safe (<= 36 chars, [a-z0-9]) client order id. With a shared journal it
+    carries the lease's epoch of the writer that made it (`pg e 12 z <hex>`): the venue's own order
+    log then says which holder sent what, and a new holder knows its predecessor's orders."""
+    if epoch:
+        return f"{OUR_ORDER_PREFIX}{kind}{epoch}z{uuid.uuid4().hex[:20]}"
     return f"{OUR_ORDER_PREFIX}{kind}{uuid.uuid4().hex[:24]}"
+
+
+def epoch_of(client_order_id: str) -> int | None:
+    """The lease epoch an id of ours was made under (None: made without a lease)."""
+    found = _EPOCH_ID.match(client_order_id)
+    return int(found.group(1)) if found else None
 
 
 def close_order_id(intent_id: str, n: int) -> str:
@@ -64,8 +78,9 @@ def close_order_id(intent_id: str, n: int) -> str:
 
 class CoreBase:
     def __init__(self, symbol: str, capabilities: Capabilities, settings: PositionSettings,
-                 ports: PositionPorts) -> None:
+                 ports: PositionPorts, epoch: int = 0) -> None:
         self.symbol = symbol
+        self.epoch = epoch                               # the account's lease epoch (0: no lease)
         self.caps = capabilities
         self.settings = settings
         self.ports = ports

@@ -174,8 +174,8 @@ class Changes(CoreBase):
         if cmd.qty > ep.open_qty + EPS:
             return CommandDenied(cmd.command_id, self.symbol, f"qty {cmd.qty:g} is more than the open {ep.open_qty:g};"
                                                               " a close without --qty closes all of it")
-        self._start_change("reduce", OrderRequest(self.symbol, ep.side.opposite, cmd.qty, client_order_id("r"),
-                                                  reduce_only=True))
+        cid = client_order_id("r", self.epoch)
+        self._start_change("reduce", OrderRequest(self.symbol, ep.side.opposite, cmd.qty, cid, reduce_only=True))
         self._go(Trigger.REDUCE, f"closing {cmd.qty:g} of {ep.open_qty:g} reduce-only; the stop"
                                  f" {px(ep.stop.price)} covers what stays")
         return CommandAccepted(cmd.command_id, self.symbol, ep.intent_id)
@@ -194,7 +194,7 @@ class Changes(CoreBase):
         if denial:
             return CommandDenied(cmd.command_id, self.symbol, f"add refused: {denial}")
         attached = self.caps.attached_stop
-        self._start_change("add", OrderRequest(self.symbol, ep.side, cmd.qty, client_order_id("a"),
+        self._start_change("add", OrderRequest(self.symbol, ep.side, cmd.qty, client_order_id("a", self.epoch),
                                                stop_price=ep.stop.price if attached else None))
         self._go(Trigger.ADD, f"adding {cmd.qty:g} to {ep.open_qty:g}; the stop {px(ep.stop.price)} covers"
                               f" the whole position{' (and travels with the order)' if attached else ''}")

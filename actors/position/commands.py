@@ -32,7 +32,8 @@ class Commands(CoreBase):
             return CommandDenied(cmd.command_id, self.symbol, denial)
         intent_id = new_id()
         self.episode = ep = Episode(intent_id=intent_id, side=cmd.side, requested_qty=cmd.qty,
-                                    opened_at=self.ports.monotonic(), entry=OrderLeg(cid=client_order_id("e")),
+                                    opened_at=self.ports.monotonic(),
+                                    entry=OrderLeg(cid=client_order_id("e", self.epoch)),
                                     stop=StopLeg(price=cmd.stop_price))
         ep.entry.request = self._entry_request(cmd.take_profit)
         # What stands beside the stop, set once it is confirmed (a take-profit that travels with the
