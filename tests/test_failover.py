@@ -20,7 +20,7 @@ from supervisor.actor_system.start import free_port
 from supervisor.host.procfs import kill_sessions
 from supervisor.host.runtime import read_holder
 from tests.support.configs import demo_config
-from tests.support.processes import PosguardRun, Served
+from tests.support.processes import PosguardRun, Served, posguard
 
 LEASE = {"ttl_s": 3.0, "renew_s": 0.5, "margin_s": 0.5}
 ACCOUNT = "desk1"
@@ -82,6 +82,13 @@ def test_a_standby_takes_the_account_over_when_the_holders_host_is_killed(tmp_pa
         stop = next(p for p in status["positions"] if p["symbol"] == "BTCUSDT")["stop_price"]
         assert stop == opened["stop_price"]
         assert _lease(postgres_server, pg_url)["epoch"] == 1
+        standby = posguard("status", "--config", str(host_b))          # the standby host says what it waits for
+        assert standby.returncode == 0 and "standby: posguard run pid" in standby.stdout, standby
+        assert f":{a.proc.pid}:" in standby.stdout and "(epoch 1)" in standby.stdout
+        fleet = posguard("fleet", "status", "--config", str(host_b))
+        assert fleet.returncode == 0, fleet.stderr
+        row = next(line for line in fleet.stdout.splitlines() if line.startswith("desk1"))
+        assert f":{a.proc.pid}:" in row and " 1 " in row and "running" in row and "PROTECTED 1" in row, row
 
         # The holder's whole host dies: its `posguard run`, then every process of its actor system.
         session = read_holder(str(a.lock)).get("session")

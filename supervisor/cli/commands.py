@@ -162,7 +162,17 @@ def _refused(args: argparse.Namespace, symbol: str, exc: ClientError) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with connect(args.config) as pg:
+    try:
+        pg = connect(args.config)
+    except UserError:
+        from supervisor.cli.fleet import standing_by  # a shared journal's standby host
+
+        line = standing_by(args.config)
+        if line is None:
+            raise
+        print(json.dumps({"phase": "standby", "standby": line}) if args.json else line)
+        return EXIT_OK
+    with pg:
         status = _ask(pg, "status", truth=not args.json)
     if args.json:
         print(json.dumps(status))

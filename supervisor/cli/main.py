@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 from supervisor.cli.commands import add_commands, command_parser, default_config
 from supervisor.cli.exits import EXIT_OK, EXIT_USAGE, UserError
+from supervisor.cli.fleet import add_fleet
 from supervisor.cli.viewing import add_viewing
 
 
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator.set_defaults(handler=_emulator)
 
     add_commands(sub, config)
+    add_fleet(sub, config)
     add_viewing(command_parser(sub, config))
     args, unknown = parser.parse_known_args(argv)
     if unknown:                                          # said by the command's parser, naming its help
