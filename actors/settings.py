@@ -103,6 +103,9 @@ class LeaseSettings:
     ttl_s: Seconds[0.5, 60.0] = 3.0      # how long a renewal holds the account
     renew_s: Seconds[0.1, 20.0] = 1.0    # renew this often (several tries within one TTL)
     margin_s: Seconds[0.0, 10.0] = 0.5   # fence ourselves this long before the database would
+    # At most this many accounts held by this host at once (0: no cap): a host that already holds
+    # its share leaves the next account to another, so a fleet spreads.
+    max_per_host: Count[0, 10000] = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,8 @@ from actors.settings import LeaseGrant
 from supervisor.cli.exits import EXIT_USAGE, UserError
 from supervisor.config.loader import DeploymentConfig
 
+HELD_HERE = """SELECT count(*) FROM posguard.leases
+WHERE split_part(holder, ':', 1) = $1 AND account <> $2 AND expires_at > clock_timestamp()"""
 CLOCK_SKEW_S = 1.0                   # hosts' wall clocks may differ this much (NTP keeps them closer)
 
 
@@ -49,6 +51,7 @@ class Standby:
     def __init__(self, cfg: DeploymentConfig, say: Callable[[str], None] = print) -> None:
         self.cfg, self.say = cfg, say
         self.backend = PostgresBackend(cfg.journal_url, cfg.account, cfg.password_file)
+        self.host = socket.gethostname()
         self.holder = holder_name()
         self.lease: Lease | None = None
         self.grant: LeaseGrant | None = None
@@ -68,17 +71,21 @@ class Standby:
             self.lease = Lease(conn, self.cfg.account, self.holder, self.cfg.lease)
         return self.lease
 
-    async def _try(self) -> tuple[int | None, dict[str, Any] | None]:
+    async def _try(self) -> tuple[int | None, dict[str, Any] | None, bool]:
+        """(our new epoch, or who holds it; and whether this host's cap left it to another)."""
         lease = await self._connect()
+        cap = self.cfg.lease.max_per_host
+        if cap and await lease.conn.fetchval(HELD_HERE, self.host, self.cfg.account) >= cap:
+            return None, await holder_of(lease.conn, self.cfg.account), True
         epoch = await lease.acquire()
-        return epoch, None if epoch is not None else await holder_of(lease.conn, self.cfg.account)
+        return epoch, None if epoch is not None else await holder_of(lease.conn, self.cfg.account), False
 
     def wait(self, stop: threading.Event) -> LeaseGrant | None:
         """Block until the lease is ours (the grant) or `stop` is set (None)."""
         said: Any = None
         while not stop.is_set():
             try:
-                epoch, current = self._run(self._try())
+                epoch, current, capped = self._run(self._try())
             except CredentialError as exc:
                 raise UserError(f"journal.password_file: {exc}", EXIT_USAGE) from None
             except Exception as exc:  # noqa: BLE001 - the database may come back: keep standing by
@@ -98,7 +105,11 @@ class Standby:
                          f" {self.holder}); entries held {wait:.1f} s for the previous holder's late orders")
                 self.renewing = asyncio.run_coroutine_threadsafe(self._renew(self.grant), self.loop)
                 return self.grant
-            if current is not None and (current["holder"], current["epoch"]) != said:
+            if capped and (current is None or not current["live"]) and said != "capped":
+                said = "capped"
+                self.say(f"posguard: standby for account {self.cfg.account}: this host holds"
+                         f" {self.cfg.lease.max_per_host} accounts already (lease.max_per_host); left to another host")
+            elif current is not None and current["live"] and (current["holder"], current["epoch"]) != said:
                 said = (current["holder"], current["epoch"])
                 self.say(f"posguard: standby for account {self.cfg.account}: held by {current['holder']}"
                          f" (epoch {current['epoch']}) since {current['acquired_at']:%Y-%m-%d %H:%M:%S%z}")
