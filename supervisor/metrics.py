@@ -7,6 +7,7 @@ naked right now shows a growing number, not the value of its last state change.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -35,9 +36,22 @@ class _NakedSeconds(Collector):
         yield family
 
 
+class _Labelled(Collector):
+    """Every series of `inner` with one more label (`account`): the hosts of a fleet each serve
+    the account they hold, and one query sums or splits them by it."""
+
+    def __init__(self, inner: CollectorRegistry, name: str, value: str) -> None:
+        self.inner, self.name, self.value = inner, name, value
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.inner.collect():
+            family.samples = [s._replace(labels={**s.labels, self.name: self.value}) for s in family.samples]
+            yield family
+
+
 class Metrics:
     def __init__(self, port: int, snapshots: Callable[[], dict[str, PositionSnapshot]],
-                 naked_deadline_s: float = 0.0, serve: bool = True) -> None:
+                 naked_deadline_s: float = 0.0, serve: bool = True, account: str | None = None) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(_NakedSeconds(snapshots))
         self.fill_to_protected = Histogram(
@@ -82,7 +96,15 @@ class Metrics:
         self._figures_pid = 0
         self._server = self._thread = None
         if serve:
-            self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+            self._server, self._thread = start_http_server(port, addr="127.0.0.1", registry=self.served(account))
+
+    def served(self, account: str | None) -> CollectorRegistry:
+        """What the endpoint serves: the series as they are, or each with its account's label."""
+        if account is None:
+            return self.registry
+        outer = CollectorRegistry()
+        outer.register(_Labelled(self.registry, "account", account))
+        return outer
 
     def on_phase(self, phase: str, venue_up: bool) -> None:
         self.ready.set(1 if phase == PhaseName.READY else 0)

@@ -49,3 +49,25 @@ def test_a_host_at_its_cap_leaves_the_next_account_to_another_and_takes_it_once_
     finally:
         first.close()
         second.close()
+
+
+def test_the_fleet_example_config_loads_as_a_shared_journal_account():
+    cfg = load_config(str(Path(__file__).resolve().parents[1] / "conf" / "fleet" / "account.toml"))
+    assert cfg.journal_url.startswith("postgresql://") and cfg.journal_path == "" and cfg.account == "desk1"
+    assert cfg.lease.ttl_s == 3.0 and cfg.lease.max_per_host == 4
+    assert cfg.paths.deployment_lock == "/run/posguard/desk1/deployment.lock"
+
+
+def test_on_a_shared_journal_every_series_carries_the_account_it_is_about():
+    from prometheus_client import generate_latest
+
+    from supervisor.metrics import Metrics
+
+    metrics = Metrics(0, dict, serve=False)
+    metrics.safe_mode.set(1)
+    lines = [line for line in generate_latest(metrics.served("desk1")).decode().splitlines()
+             if line and not line.startswith("#")]
+    assert lines and all('account="desk1"' in line for line in lines), lines
+    assert 'posguard_safe_mode{account="desk1"} 1.0' in lines
+    plain = generate_latest(metrics.served(None)).decode()            # a single host's file journal: as before
+    assert "posguard_safe_mode 1.0" in plain and "account=" not in plain

@@ -31,7 +31,8 @@ class Lifecycle(SupervisorBase):
             self.commands.entries_after = msg.lease.entries_after
         if msg.metrics_port is not None:
             try:
-                self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots, msg.settings.naked_deadline_s)
+                self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots, msg.settings.naked_deadline_s,
+                                       account=msg.lease.account if msg.lease is not None else None)
             except OSError as exc:
                 self.send(sender, m.DeploymentFailed(f"metrics port 127.0.0.1:{msg.metrics_port}: {exc.strerror}"))
                 self.spec = None
