@@ -167,7 +167,7 @@ def test_the_journal_tells_a_burst_of_commits_in_one_message_per_receiver():
 
     journal = JournalActor.__new__(JournalActor)           # its bookkeeping, without a system
     journal.to_place, journal.journaled, journal.committed, journal.to_forward = {}, {}, [], []
-    journal.subscribers, journal.failing, journal.supervisor = ["api"], None, None
+    journal.subscribers, journal.failing, journal.supervisor, journal.keeper = ["api"], None, None, None
     sent: list[tuple[Any, Any]] = []
     journal.send = lambda to, msg: sent.append((to, msg))   # type: ignore[method-assign]
     for i in range(6):
@@ -200,7 +200,7 @@ def test_a_send_failing_midway_through_the_journals_flush_never_sends_twice():
 
     journal = JournalActor.__new__(JournalActor)
     journal.to_place, journal.journaled, journal.committed, journal.to_forward = {}, {}, [], []
-    journal.subscribers, journal.failing, journal.supervisor = [], None, None
+    journal.subscribers, journal.failing, journal.supervisor, journal.keeper = [], None, None, None
     sent: list[Any] = []
 
     def send(to: Any, msg: Any) -> None:
