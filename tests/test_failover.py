@@ -6,7 +6,6 @@ that outlives what the test kills, as a real venue does)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -15,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from actors.position.base import epoch_of
-from adapters.sim.remote import RemoteSimAdapter
 from supervisor.actor_system.start import free_port
 from supervisor.host.procfs import kill_sessions
 from supervisor.host.runtime import read_holder
 from tests.support.configs import demo_config
-from tests.support.processes import PosguardRun, Served, posguard
+from tests.support.processes import PosguardRun, Served, posguard, venue_orders
 
 LEASE = {"ttl_s": 3.0, "renew_s": 0.5, "margin_s": 0.5}
 ACCOUNT = "desk1"
@@ -49,15 +47,7 @@ def _lease(postgres_server, pg_url: str) -> dict[str, object]:
 
 
 def _venue_orders(tmp_path: Path) -> tuple[Any, ...]:
-    """Every order the venue has taken, as its own log says (client ids carry the writer's epoch)."""
-    async def read() -> Any:
-        venue = RemoteSimAdapter(str(tmp_path / "venue" / "venue.sock"))
-        await venue.start()
-        try:
-            return (await venue.true_state()).orders
-        finally:
-            await venue.close()
-    return asyncio.run(read())
+    return venue_orders(str(tmp_path / "venue" / "venue.sock"))
 
 
 def _run(config: Path) -> PosguardRun:

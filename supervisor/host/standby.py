@@ -132,17 +132,6 @@ class Standby:
                 self.lost = f"lease epoch {grant.epoch} on account {grant.account} lost (taken over or expired)"
                 logger.critical("ALERT {}", self.lost)
 
-    def status(self) -> dict[str, Any] | None:
-        """Who holds the account now (for `posguard status` on a host standing by)."""
-        try:
-            return self._run(self._holder(), timeout=10.0)
-        except Exception:  # noqa: BLE001
-            return None
-
-    async def _holder(self) -> dict[str, Any] | None:
-        lease = await self._connect()
-        return await holder_of(lease.conn, self.cfg.account)
-
     def release(self) -> None:
         """A clean stop: expire the lease now, so a standby takes over at once."""
         grant, self.grant = self.grant, None

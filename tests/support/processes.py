@@ -148,3 +148,20 @@ class Served:
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.communicate(timeout=10)
+
+
+def venue_orders(socket: str) -> tuple[Any, ...]:
+    """Every order a served simulated venue has taken, as its own log says (our client ids carry
+    the writer's lease epoch on a shared journal)."""
+    import asyncio
+
+    from adapters.sim.remote import RemoteSimAdapter
+
+    async def read() -> Any:
+        venue = RemoteSimAdapter(socket)
+        await venue.start()
+        try:
+            return (await venue.true_state()).orders
+        finally:
+            await venue.close()
+    return asyncio.run(read())
