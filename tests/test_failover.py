@@ -13,18 +13,23 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from actors.position.base import epoch_of
 from supervisor.actor_system.start import free_port
+from supervisor.client import ClientError
 from supervisor.host.procfs import kill_sessions
 from supervisor.host.runtime import read_holder
 from tests.support.configs import demo_config
+from tests.support.cut import CuttableLink
 from tests.support.processes import PosguardRun, Served, posguard, venue_orders
 
 LEASE = {"ttl_s": 3.0, "renew_s": 0.5, "margin_s": 0.5}
 ACCOUNT = "desk1"
 
 
-def _configs(tmp_path: Path, pg_url: str, password_file: str) -> tuple[Path, Path, Path]:
+def _configs(tmp_path: Path, pg_url: str, password_file: str, a_url: str | None = None) -> tuple[Path, Path, Path]:
+    """The venue's config and two hosts' (`a_url`: host a's own path to the database)."""
     venue = demo_config(tmp_path / "venue", free_port(), opens=False,
                         tables={"venue.simulated": {"recv_window_s": 1.0}})
     socket = str(tmp_path / "venue" / "venue.sock")
@@ -34,7 +39,8 @@ def _configs(tmp_path: Path, pg_url: str, password_file: str) -> tuple[Path, Pat
         folder.mkdir()
         hosts.append(demo_config(folder, free_port(), opens=False, tables={
             "venue.simulated": {"recv_window_s": 1.0, "server": socket},
-            "journal": {"url": pg_url, "account": ACCOUNT, "password_file": password_file},
+            "journal": {"url": a_url if name == "a" and a_url else pg_url, "account": ACCOUNT,
+                        "password_file": password_file},
             "runtime": {"dir": "var"}, "lease": LEASE}))
     return venue, hosts[0], hosts[1]
 
@@ -145,6 +151,51 @@ def test_a_holder_frozen_past_its_lease_is_taken_over_and_once_thawed_sends_noth
 
         orders = _venue_orders(tmp_path)
         assert {o.client_order_id for o in orders if epoch_of(o.client_order_id) == 1} == before   # nothing late
+        truth = b.status(truth=True)["truth"]
+        assert truth["BTCUSDT"]["qty"] == 0.01 and truth["ETHUSDT"]["qty"] == -0.5
+        assert all(t["stop_price"] and not t["naked_seconds"] for t in truth.values())
+        out, err = b.interrupt()
+        assert "stopped cleanly" in out and "Traceback" not in err
+
+
+def test_a_holder_cut_from_the_database_fences_itself_and_a_standby_takes_over(tmp_path, postgres_server, pg_url):
+    """Host a loses its path to the database only (it still reaches the venue): it cannot renew,
+    fences itself at its deadline -- an entry asked of it is refused, nothing of its epoch reaches
+    the venue -- while b takes the account over; once the path is back, a learns it lost the
+    lease, stops its deployment (the stops stay) and stands by."""
+    (tmp_path / "venue").mkdir()
+    port = int(pg_url.rsplit(":", 1)[1].split("/", 1)[0])
+    link = CuttableLink("127.0.0.1", port)
+    a_url = pg_url.replace(f":{port}/", f":{link.port}/")
+    venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file, a_url=a_url)
+    with contextlib.ExitStack() as stack:
+        stack.callback(link.close)
+        stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
+        a = stack.enter_context(_run(host_a))
+        a.read_until("holds account desk1", "epoch 1")
+        a.read_until("API on")
+        b = stack.enter_context(_run(host_b))
+        b.read_until("standby for account desk1", "held by", "epoch 1")
+        with a.client(timeout=30.0) as pg:
+            pg.open("BTCUSDT", "buy", 0.01, sl_pct=2.0, wait=20.0)
+        a.wait_states({"BTCUSDT": "PROTECTED"})
+        before = {o.client_order_id for o in _venue_orders(tmp_path) if epoch_of(o.client_order_id) == 1}
+
+        link.cut()
+        b.read_until("holds account desk1", "epoch 2")              # a's lease ran out; b took it
+        b.read_until("API on")
+        b.wait_states({"BTCUSDT": "PROTECTED"})
+        with a.client(timeout=60.0) as pg, pytest.raises(ClientError) as refused:
+            pg.open("ETHUSDT", "buy", 0.1, sl_pct=2.0, wait=5.0)   # fenced: refused
+        assert "safe mode" in refused.value.message and "lease not renewed" in refused.value.message
+        with b.client(timeout=30.0) as pg:
+            pg.open("ETHUSDT", "sell", 0.5, sl_pct=2.0, wait=20.0)
+        b.wait_states({"BTCUSDT": "PROTECTED", "ETHUSDT": "PROTECTED"})
+
+        link.heal()
+        a.read_until("ALERT", "lost", "standing by")
+        a.read_until("standby for account desk1", "epoch 2")
+        assert {o.client_order_id for o in _venue_orders(tmp_path) if epoch_of(o.client_order_id) == 1} == before
         truth = b.status(truth=True)["truth"]
         assert truth["BTCUSDT"]["qty"] == 0.01 and truth["ETHUSDT"]["qty"] == -0.5
         assert all(t["stop_price"] and not t["naked_seconds"] for t in truth.values())
