@@ -157,6 +157,9 @@ class Commands:
         # A new holder of the account's lease: until then (boot-time clock) an order the previous
         # holder signed before its deadline may still be accepted by the venue; only closes go.
         self.entries_after = 0.0
+        # Past it (boot-time clock) the journal's process has not renewed the lease: this host is
+        # fenced -- no entry, adoption, cancel or stop move; a close still goes. None: no lease.
+        self.lease_deadline: float | None = None
 
     def target(self, msg: Any, sender: Any, deployed: bool) -> Any | CommandDenied:
         """Where a command for a symbol goes (its asker kept for the answer), or why it cannot go."""
@@ -167,6 +170,9 @@ class Commands:
         reachable = deployed or (isinstance(msg, ClosePosition) and recovered)
         target = child.address if child is not None and reachable else None
         exchange = self.children.by_id.get(ChildKind.EXCHANGE)
+        if not isinstance(msg, ClosePosition) and self.lease_deadline is not None and boottime() >= self.lease_deadline:
+            return CommandDenied(msg.command_id, msg.symbol, "this host's lease on the account is not renewed (fenced):"
+                                 " only closes go until it is; try again", retry=True)
         if target is not None and not isinstance(msg, ClosePosition) and boottime() < self.entries_after:
             return CommandDenied(msg.command_id, msg.symbol, f"this host took the account over; the previous holder's"
                                  f" orders may reach the venue for {self.entries_after - boottime():.1f} s more;"

@@ -156,3 +156,31 @@ def test_wait_and_commands_sent_while_the_venue_is_frozen_wait_for_it_then_go(tm
             except NotReady as exc:                                  # at once: it will not end by itself
                 assert exc.extra["phase"] == "safe_mode" and "posguard pause" in exc.message
         run.interrupt()
+
+
+def test_a_host_whose_lease_is_not_renewed_routes_only_closes_and_a_new_holder_holds_entries_only():
+    # The journal's process reports each renewal's deadline (LeaseDeadline); past it this host is
+    # fenced: the scan's adoptions and cancels and the operator's entries and stop moves could touch
+    # the positions of the host that took the account over. A close can never open: it still goes.
+    from actors.journal.lease import boottime
+    from actors.messages import AdoptPosition, AmendPosition
+
+    children = _children()
+    _ready(children, "journal", "exchange", "api", "positions:0")
+    children.by_id["positions:0"].address = "actor-address"
+    commands = Commands(children, lambda to, msg: None)
+    entry, adopt = OpenPosition("BTCUSDT", Side.BUY, 1.0, 90.0), AdoptPosition("BTCUSDT", Side.BUY, 1.0, 90.0)
+    move = AmendPosition("BTCUSDT", stop_price=95.0)
+    commands.lease_deadline = boottime() + 60.0                      # renewed: everything goes
+    assert all(commands.target(m, "asker", deployed=True) == "actor-address" for m in (entry, adopt, move))
+
+    commands.lease_deadline = boottime() - 0.001                     # not renewed in time
+    for msg in (entry, adopt, move):
+        denied = commands.target(msg, "asker", deployed=True)
+        assert denied.retry and "fenced" in denied.reason, denied    # type: ignore[union-attr]
+    assert commands.target(ClosePosition("BTCUSDT"), "asker", deployed=True) == "actor-address"
+
+    commands.lease_deadline, commands.entries_after = boottime() + 60.0, boottime() + 60.0   # just took over
+    denied = commands.target(entry, "asker", deployed=True)
+    assert denied.retry and "previous holder's orders" in denied.reason  # type: ignore[union-attr]
+    assert commands.target(ClosePosition("BTCUSDT"), "asker", deployed=True) == "actor-address"

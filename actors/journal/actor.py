@@ -31,6 +31,7 @@ from actors.messages import (
     JournalReady,
     JournalSync,
     JournalSynced,
+    LeaseDeadline,
     LoadPositionJournal,
     OrderJournaled,
     OrdersJournaled,
@@ -95,7 +96,8 @@ class JournalActor(BridgedActor):
             self.bridge.call(store.open())
             if msg.lease is not None:
                 keeper = LeaseKeeper(store.backend, msg.lease,  # type: ignore[arg-type]
-                                     lambda ok, what: self._post_lease(ok, what))
+                                     lambda ok, what: self._post_lease(ok, what),
+                                     lambda deadline: self._post_deadline(deadline))
                 try:
                     self.bridge.call(keeper.start())
                 except BaseException:
@@ -237,6 +239,12 @@ class JournalActor(BridgedActor):
         """From the loop thread: the lease went bad, came back, or was lost."""
         assert self.bridge is not None
         self.bridge.post(lambda: self._lease_changed(ok, what))
+
+    def _post_deadline(self, deadline: float) -> None:
+        """From the loop thread, at every renewal: the Supervisor gates the scan's and the operator's
+        commands on it (an adoption or a stop move by a fenced holder could touch the new holder's)."""
+        assert self.bridge is not None
+        self.bridge.post(lambda: self.supervisor is not None and self.send(self.supervisor, LeaseDeadline(deadline)))
 
     def _lease_changed(self, ok: bool, what: str) -> None:
         if self.supervisor is not None:

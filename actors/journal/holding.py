@@ -29,8 +29,9 @@ from actors.settings import LeaseGrant
 
 class LeaseKeeper:
     def __init__(self, backend: PostgresBackend, grant: LeaseGrant,
-                 on_change: Callable[[bool, str], None]) -> None:
-        self.backend, self.grant, self.on_change = backend, grant, on_change
+                 on_change: Callable[[bool, str], None],
+                 on_renewed: Callable[[float], None] = lambda deadline: None) -> None:
+        self.backend, self.grant, self.on_change, self.on_renewed = backend, grant, on_change, on_renewed
         self.lease: Lease | None = None
         self.lost: str | None = None
         self.task: asyncio.Task[None] | None = None
@@ -50,6 +51,7 @@ class LeaseKeeper:
             await self.close()
             raise RuntimeError(f"account {self.grant.account}: lease epoch {self.grant.epoch} is no longer ours")
         self.backend.fence = self.lease.fence
+        self.on_renewed(self.lease.deadline)
         self.task = asyncio.get_running_loop().create_task(self._renewing())
 
     async def _renewing(self) -> None:
@@ -74,7 +76,9 @@ class LeaseKeeper:
                              " or expired); this deployment journals nothing more")
                 logger.critical("ALERT {}", self.lost)
                 self.on_change(False, self.lost)
+                self.on_renewed(0.0)
                 return
+            self.on_renewed(self.lease.deadline)
             self._say(True, "lease renewed")
 
     def _say(self, ok: bool, what: str) -> None:

@@ -279,6 +279,14 @@ class JournalHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseDeadline:
+    """Journal to supervisor, at every renewal of the account's lease: past `not_after` (boot-time
+    clock) this deployment is fenced -- nothing but closes goes to the venue (0.0: lost)."""
+
+    not_after: float
+
+
+@dataclass(frozen=True, slots=True)
 class JournalDiskFault:
     """Fault injection for tests of a full disk, for real: `truncate_wal` empties the WAL file
     (a checkpoint), so on a disk that is full the next write must grow it and fails; `cap`

@@ -12,6 +12,7 @@ from loguru import logger
 from thespian.actors import ActorExitRequest
 
 import actors.messages as m
+from actors.journal.lease import boottime
 from actors.stream import StreamActor
 from supervisor.children import HEARTBEAT_SLICES
 from supervisor.configure import deployment_specs
@@ -29,6 +30,8 @@ class Lifecycle(SupervisorBase):
         self.children.intensity = RestartIntensity(msg.supervision.max_restarts, msg.supervision.within_s)
         if msg.lease is not None:
             self.commands.entries_after = msg.lease.entries_after
+            # Until the journal's process reports its first renewal: what `posguard run` just renewed.
+            self.commands.lease_deadline = boottime() + msg.lease.settings.ttl_s - msg.lease.settings.margin_s
         if msg.metrics_port is not None:
             try:
                 self.metrics = Metrics(msg.metrics_port, lambda: self.snapshots, msg.settings.naked_deadline_s,
@@ -142,6 +145,9 @@ class Lifecycle(SupervisorBase):
                 self.metrics.journal_failures.inc()
             self.safe.enter_once(f"journal cannot write: {msg.error}")
         self._tell_api()
+
+    def receiveMsg_LeaseDeadline(self, msg: m.LeaseDeadline, sender: Any) -> None:  # noqa: N802
+        self.commands.lease_deadline = msg.not_after
 
     def receiveMsg_ExchangeStarting(self, msg: m.ExchangeStarting, sender: Any) -> None:  # noqa: N802
         self.health.on_exchange_starting(msg)
