@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from actors.logs import configure_logging
 from adapters import keys
@@ -62,17 +63,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                         EXIT_USAGE) from None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    venue: subprocess.Popen[str] | None = None
     dog: Watchdog | None = None
     standby = Standby(cfg) if cfg.journal_url else None
     deadline = None if args.duration is None else time.monotonic() + args.duration
     try:
         with open(cfg.path, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
-        venue, sim_server = _venue(cfg)
+        venues: list[tuple[subprocess.Popen[str] | None, str | None]] = []
+
+        def sim_server() -> str | None:
+            """The simulated venue, started (or found) once, when a deployment is started here --
+            never for one adopted (its venue may be gone while its journal is in use)."""
+            if not venues:
+                venues.append(_venue(cfg))
+            return venues[0][1]
+
         while not stop.is_set():
-            dog = Watchdog(cfg, digest, sim_server)
-            if not _deploy(dog, cfg, standby, stop):
+            dog = Watchdog(cfg, digest)
+            if not _deploy(dog, cfg, standby, stop, sim_server):
                 break
             _watch(dog, cfg, stop, deadline, standby)
             if standby is None or standby.lost is None or stop.is_set() or dog.stopped_by_operator:
@@ -86,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             dog.stop()
         if standby is not None:
             standby.close()                              # a clean stop releases the lease: a standby takes over now
-        _stop_venue(venue, cfg)
+        _stop_venue(venues[0][0] if venues else None, cfg)
         watcher.release()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -97,7 +105,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _deploy(dog: Watchdog, cfg: DeploymentConfig, standby: Standby | None, stop: threading.Event) -> bool:
+def _deploy(dog: Watchdog, cfg: DeploymentConfig, standby: Standby | None, stop: threading.Event,
+            sim_server: Callable[[], str | None]) -> bool:
     """Adopt the deployment left running here, or start one (on a shared journal: once the
     account's lease is ours). False when stopped while standing by."""
     survivor = held_by(DeploymentLock, cfg.paths.deployment_lock)
@@ -118,6 +127,7 @@ def _deploy(dog: Watchdog, cfg: DeploymentConfig, standby: Standby | None, stop:
         dog.lease = standby.wait(stop)
         if dog.lease is None:
             return False
+    dog.sim_server = sim_server()
     reply = dog.start()
     how = "attached to entries" if reply.capabilities.attached_stop else "set after fills"
     print(f"posguard: {len(cfg.symbols)} symbols on {reply.capabilities.venue} venue (stops {how});"
