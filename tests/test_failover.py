@@ -28,7 +28,8 @@ LEASE = {"ttl_s": 3.0, "renew_s": 0.5, "margin_s": 0.5}
 ACCOUNT = "desk1"
 
 
-def _configs(tmp_path: Path, pg_url: str, password_file: str, a_url: str | None = None) -> tuple[Path, Path, Path]:
+def _configs(tmp_path: Path, pg_url: str, password_file: str, a_url: str | None = None,
+             opens: bool | list[dict[str, Any]] = False) -> tuple[Path, Path, Path]:
     """The venue's config and two hosts' (`a_url`: host a's own path to the database)."""
     venue = demo_config(tmp_path / "venue", free_port(), opens=False,
                         tables={"venue.simulated": {"recv_window_s": 1.0}})
@@ -37,7 +38,7 @@ def _configs(tmp_path: Path, pg_url: str, password_file: str, a_url: str | None 
     for name in ("a", "b"):
         folder = tmp_path / name
         folder.mkdir()
-        hosts.append(demo_config(folder, free_port(), opens=False, tables={
+        hosts.append(demo_config(folder, free_port(), opens=opens, tables={
             "venue.simulated": {"recv_window_s": 1.0, "server": socket},
             "journal": {"url": a_url if name == "a" and a_url else pg_url, "account": ACCOUNT,
                         "password_file": password_file},
@@ -119,16 +120,17 @@ def test_a_standby_takes_the_account_over_when_the_holders_host_is_killed(tmp_pa
 def test_a_holder_frozen_past_its_lease_is_taken_over_and_once_thawed_sends_nothing(
         tmp_path, postgres_server, pg_url):
     (tmp_path / "venue").mkdir()
-    venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file)
+    # The config's own open: sent by `posguard run` as soon as its deployment is up, it waits out
+    # the new holder's hold on entries (the API asks again) rather than being dropped.
+    opens = [{"symbol": "BTCUSDT", "side": "buy", "qty": 0.01, "stop_pct": 2.0}]
+    venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file, opens=opens)
     with contextlib.ExitStack() as stack:
         stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
         a = stack.enter_context(_run(host_a))
         a.read_until("holds account desk1", "epoch 1")
-        a.read_until("API on")
+        a.read_until("opening buy 0.01 BTCUSDT")
         b = stack.enter_context(_run(host_b))
         b.read_until("standby for account desk1", "held by", "epoch 1")
-        with a.client(timeout=30.0) as pg:
-            pg.open("BTCUSDT", "buy", 0.01, sl_pct=2.0, wait=20.0)
         a.wait_states({"BTCUSDT": "PROTECTED"})
         before = {o.client_order_id for o in _venue_orders(tmp_path) if epoch_of(o.client_order_id) == 1}
 

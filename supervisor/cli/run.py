@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from actors.journal.lease import boottime
 from actors.logs import configure_logging
 from adapters import keys
 from supervisor.actor_system import descriptors
@@ -162,7 +163,11 @@ def _open(dog: Watchdog, spec: OpenSpec) -> None:
     try:
         # Sent at every start, a crash's restart included: it opens an IDLE symbol, never adds
         # to the position an earlier run of it opened (that would double it after each crash).
-        result = dog.client.open(spec.symbol, str(spec.side), spec.qty, sl=spec.stop, sl_pct=spec.stop_pct, add=False)
+        # A new holder of a shared account holds entries for a few seconds (the previous
+        # holder's late orders): the API asks again until then, within this wait.
+        wait = None if dog.lease is None else max(0.0, dog.lease.entries_after - boottime()) + 10.0
+        result = dog.client.open(spec.symbol, str(spec.side), spec.qty, sl=spec.stop, sl_pct=spec.stop_pct, add=False,
+                                 wait=wait)
     except ClientError as exc:
         print(f"posguard: not opened: {exc.message}", flush=True)
         return
