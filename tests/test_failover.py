@@ -61,17 +61,24 @@ def _run(config: Path) -> PosguardRun:
     return PosguardRun(config, duration=120, lock="deployment.lock")
 
 
+def _hosts(stack: contextlib.ExitStack, tmp_path: Path, venue_cfg: Path, host_a: Path, host_b: Path,
+           up: str = "API on") -> tuple[PosguardRun, PosguardRun]:
+    """The venue served, host a holding the account (epoch 1) once it says `up`, host b standing by."""
+    venue = stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
+    assert "listening on" in venue.first_line
+    a = stack.enter_context(_run(host_a))
+    a.read_until("holds account desk1", "epoch 1")
+    a.read_until(up)
+    b = stack.enter_context(_run(host_b))
+    b.read_until("standby for account desk1", "held by", "epoch 1")
+    return a, b
+
+
 def test_a_standby_takes_the_account_over_when_the_holders_host_is_killed(tmp_path, postgres_server, pg_url):
     (tmp_path / "venue").mkdir()
     venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file)
     with contextlib.ExitStack() as stack:
-        venue = stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
-        assert "listening on" in venue.first_line
-        a = stack.enter_context(_run(host_a))
-        a.read_until("holds account desk1", "epoch 1")
-        a.read_until("API on")
-        b = stack.enter_context(_run(host_b))
-        b.read_until("standby for account desk1", "held by", "epoch 1")
+        a, b = _hosts(stack, tmp_path, venue_cfg, host_a, host_b)
 
         with a.client(timeout=30.0) as pg:
             opened = pg.open("BTCUSDT", "buy", 0.01, sl_pct=2.0, wait=20.0)
@@ -125,12 +132,7 @@ def test_a_holder_frozen_past_its_lease_is_taken_over_and_once_thawed_sends_noth
     opens = [{"symbol": "BTCUSDT", "side": "buy", "qty": 0.01, "stop_pct": 2.0}]
     venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file, opens=opens)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
-        a = stack.enter_context(_run(host_a))
-        a.read_until("holds account desk1", "epoch 1")
-        a.read_until("opening buy 0.01 BTCUSDT")
-        b = stack.enter_context(_run(host_b))
-        b.read_until("standby for account desk1", "held by", "epoch 1")
+        a, b = _hosts(stack, tmp_path, venue_cfg, host_a, host_b, up="opening buy 0.01 BTCUSDT")
         a.wait_states({"BTCUSDT": "PROTECTED"})
         before = {o.client_order_id for o in _venue_orders(tmp_path) if epoch_of(o.client_order_id) == 1}
 
@@ -172,12 +174,7 @@ def test_a_holder_cut_from_the_database_fences_itself_and_a_standby_takes_over(t
     venue_cfg, host_a, host_b = _configs(tmp_path, pg_url, postgres_server.password_file, a_url=a_url)
     with contextlib.ExitStack() as stack:
         stack.callback(link.close)
-        stack.enter_context(Served("venue", venue_cfg, "--socket", str(tmp_path / "venue" / "venue.sock")))
-        a = stack.enter_context(_run(host_a))
-        a.read_until("holds account desk1", "epoch 1")
-        a.read_until("API on")
-        b = stack.enter_context(_run(host_b))
-        b.read_until("standby for account desk1", "held by", "epoch 1")
+        a, b = _hosts(stack, tmp_path, venue_cfg, host_a, host_b)
         with a.client(timeout=30.0) as pg:
             pg.open("BTCUSDT", "buy", 0.01, sl_pct=2.0, wait=20.0)
         a.wait_states({"BTCUSDT": "PROTECTED"})
